@@ -1,0 +1,91 @@
+"""The Discord client: wires store, engine, queue and commands together in setup_hook."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import discord
+from discord import app_commands
+
+from bot.delivery import Delivery
+from bot.dispatch import Dispatcher
+from bot.engine_client import Engine
+from bot.fair_queue import FairQueue
+from bot.imagine import ImagineService, build_imagine_command
+from bot.jobs import Job, JobState
+from bot.progress import Clock
+from bot.store import JobStore
+
+log = logging.getLogger(__name__)
+
+
+class SdBot(discord.Client):
+    """One process: gateway connection, commands, queue and the engine's supervisor."""
+
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        engine: Engine,
+        guild_ids: tuple[int, ...] = (),
+        clock: Clock = time.time,
+        progress_interval: float = 1.0,
+    ) -> None:
+        # No privileged intents: slash commands and buttons arrive as interactions regardless.
+        super().__init__(intents=discord.Intents.none() | discord.Intents(guilds=True))
+        self.tree = app_commands.CommandTree(self)
+        self.store = store
+        self.engine = engine
+        self.guild_ids = guild_ids
+        self.queue: FairQueue[Job] = FairQueue()
+        self.dispatcher = Dispatcher(
+            queue=self.queue,
+            engine=engine,
+            store=store,
+            delivery=Delivery(self),
+            clock=clock,
+            progress_interval=progress_interval,
+        )
+        self.imagine = ImagineService(
+            store=store, queue=self.queue, engine_ready=lambda: engine.ready, clock=clock
+        )
+        self._dispatch_task: asyncio.Task[None] | None = None
+
+    async def setup_hook(self) -> None:
+        """Before connecting: open the job log, load the model, re-queue unfinished jobs, sync commands."""
+        await self.store.open()
+        await self.engine.start()
+        for job in await self.store.in_states(JobState.QUEUED, JobState.RUNNING):
+            await self.queue.put(job.user_id, job)
+            log.info("job %s re-queued after a restart", job.id)
+        self.tree.add_command(build_imagine_command(self.imagine))
+        await self.sync_commands()
+        self._dispatch_task = asyncio.create_task(self.dispatcher.run(), name="dispatcher")
+
+    async def sync_commands(self) -> None:
+        """Guild sync is instant, so configured guilds get it; otherwise sync globally (takes up to an hour)."""
+        if not self.guild_ids:
+            synced = await self.tree.sync()
+            log.info("synced %d commands globally", len(synced))
+            return
+        for guild_id in self.guild_ids:
+            guild = discord.Object(id=guild_id)
+            self.tree.copy_global_to(guild=guild)
+            synced = await self.tree.sync(guild=guild)
+            log.info("synced %d commands to guild %s", len(synced), guild_id)
+
+    async def on_ready(self) -> None:
+        assert self.user is not None
+        log.info("connected as %s (%s) to %d servers", self.user, self.user.id, len(self.guilds))
+
+    async def close(self) -> None:
+        """Stop taking jobs, finish uploads in flight, stop the engine, close the database."""
+        if self._dispatch_task is not None:
+            self._dispatch_task.cancel()
+            await asyncio.gather(self._dispatch_task, return_exceptions=True)
+        await self.dispatcher.drain()
+        await super().close()
+        await self.engine.close()
+        await self.store.close()

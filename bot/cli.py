@@ -1,0 +1,132 @@
+"""`sdbot`: run the bot, or `sdbot generate` one image through the same engine without Discord."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import random
+import signal
+import sqlite3
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import discord
+
+from bot.app import SdBot
+from bot.engine_client import EngineCommand, EngineStartError, JobFailedError, ProcessEngine
+from bot.imagine import ImagineOptions
+from bot.settings import Settings, SettingError, configure_logging, load_settings, read_environment
+from bot.store import JobStore, StoreError
+from engine.params import SAMPLERS, InvalidParams
+from engine.wire import Progress
+
+log = logging.getLogger("sdbot")
+
+EXIT_CONFIG = 2
+
+
+class Fatal(Exception):
+    """An operator-facing failure: one line on stderr and exit code 2, no traceback."""
+
+
+def _engine(settings: Settings) -> ProcessEngine:
+    return ProcessEngine(
+        EngineCommand(model=settings.model.location, device=settings.device, max_megapixels=settings.max_megapixels)
+    )
+
+
+async def run_bot(settings: Settings) -> None:
+    """Connect and serve until SIGTERM or SIGINT, then close cleanly."""
+    bot = SdBot(store=JobStore(settings.db_path), engine=_engine(settings), guild_ids=settings.guild_ids)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(bot.close()))
+    try:
+        async with bot:
+            await bot.start(settings.discord_token)
+    except discord.LoginFailure:
+        raise Fatal("DISCORD_TOKEN was refused by Discord: reset the token in the Developer Portal and update .env")
+    except EngineStartError as exc:
+        raise Fatal(str(exc))
+    except (StoreError, sqlite3.Error) as exc:
+        raise Fatal(f"SDBOT_DB {settings.db_path} cannot be used: {exc}")
+
+
+async def generate_once(settings: Settings, args: argparse.Namespace) -> None:
+    """Load the model in the engine process, draw the images, write them as PNGs with infotext."""
+    engine = _engine(settings)
+    try:
+        ready = await engine.start()
+        options = ImagineOptions(
+            prompt=args.prompt,
+            negative_prompt=args.negative,
+            width=args.width,
+            height=args.height,
+            steps=args.steps,
+            cfg=args.cfg,
+            seed=args.seed,
+            count=args.count,
+            sampler=args.sampler,
+        )
+        try:
+            params = options.to_params(ready, random.SystemRandom())
+        except InvalidParams as exc:
+            raise Fatal(str(exc))
+
+        def show(progress: Progress) -> None:
+            print(f"\rstep {progress.step}/{progress.total}", end="", file=sys.stderr, flush=True)
+
+        try:
+            result = await engine.generate("cli", params, show)
+        except JobFailedError as exc:
+            raise Fatal(str(exc))
+        finally:
+            print(file=sys.stderr)
+    except EngineStartError as exc:
+        raise Fatal(str(exc))
+    finally:
+        await engine.close()
+    out: Path = args.output
+    for index, image in enumerate(result.images):
+        path = out if index == 0 else out.with_name(f"{out.stem}-{index + 1}{out.suffix}")
+        path.write_bytes(image.png)
+        print(f"wrote {path} (seed {image.seed}, {result.model.name}, {result.seconds:.1f} s on {ready.device})")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sdbot", description="Stable Diffusion for your Discord server.")
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("run", help="connect to Discord and serve /imagine (the default)")
+    gen = commands.add_parser("generate", help="draw one image without Discord, to check the model and GPU")
+    gen.add_argument("prompt")
+    gen.add_argument("-o", "--output", type=Path, default=Path("sdbot.png"), help="PNG to write (default sdbot.png)")
+    gen.add_argument("--negative", help="negative prompt")
+    gen.add_argument("--seed", type=int)
+    gen.add_argument("--steps", type=int)
+    gen.add_argument("--width", type=int)
+    gen.add_argument("--height", type=int)
+    gen.add_argument("--cfg", type=float)
+    gen.add_argument("--count", type=int, help="images to draw; the 2nd is written as NAME-2.png and so on")
+    gen.add_argument("--sampler", choices=SAMPLERS)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `sdbot` console script and `python -m bot`."""
+    args = _parser().parse_args(argv)
+    cwd = Path.cwd()
+    try:
+        settings = load_settings(read_environment(cwd), cwd=cwd, require_token=args.command != "generate")
+        configure_logging(settings.log_level)
+        if args.command == "generate":
+            asyncio.run(generate_once(settings, args))
+        else:
+            asyncio.run(run_bot(settings))
+    except (SettingError, Fatal) as exc:
+        print(f"sdbot: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+    return 0

@@ -1,0 +1,74 @@
+"""Posting to Discord with the bot token: status edits on the acknowledgement, results as replies to it.
+
+The channel endpoints work after the 15-minute interaction token has expired and after restarts.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import discord
+
+from bot.jobs import Job
+from bot.render import done_text, failed_text, result_embed, result_filenames
+from engine.wire import JobResult
+
+log = logging.getLogger(__name__)
+
+_MENTION_MEMBER_ONLY = discord.AllowedMentions(everyone=False, roles=False, users=True, replied_user=False)
+
+
+class Delivery:
+    """Everything the bot writes to a channel about a job after acknowledging it."""
+
+    def __init__(self, client: discord.Client) -> None:
+        self._client = client
+
+    def _channel(self, job: Job) -> discord.PartialMessageable:
+        return self._client.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
+
+    def _status_message(self, job: Job) -> discord.PartialMessage | None:
+        if job.message_id is None:
+            return None
+        return self._channel(job).get_partial_message(job.message_id)
+
+    async def edit_status(self, job: Job, text: str) -> None:
+        """Rewrite the acknowledgement; a refused edit costs only the status line, so it is logged, not raised."""
+        message = self._status_message(job)
+        if message is None:
+            return
+        try:
+            await message.edit(content=text)
+        except discord.HTTPException as exc:
+            log.warning("job %s: could not edit its status message: %s", job.id, exc)
+
+    async def post_result(self, job: Job, result: JobResult) -> discord.Message:
+        """Post the PNGs with their parameters as a reply that pings the member, then point the status at it."""
+        files = [
+            discord.File(io.BytesIO(image.png), filename=name)
+            for image, name in zip(result.images, result_filenames(job, result), strict=True)
+        ]
+        status = self._status_message(job)
+        message = await self._channel(job).send(
+            content=f"<@{job.user_id}>",
+            embed=result_embed(job, result),
+            files=files,
+            reference=status.to_reference(fail_if_not_exists=False) if status else None,
+            allowed_mentions=_MENTION_MEMBER_ONLY,
+        )
+        await self.edit_status(job, done_text(result.seconds, message.jump_url))
+        return message
+
+    async def post_failure(self, job: Job, sentence: str) -> None:
+        """Tell the member, by a ping, why their job produced nothing."""
+        await self.edit_status(job, failed_text(sentence))
+        status = self._status_message(job)
+        try:
+            await self._channel(job).send(
+                content=f"<@{job.user_id}> {failed_text(sentence)}",
+                reference=status.to_reference(fail_if_not_exists=False) if status else None,
+                allowed_mentions=_MENTION_MEMBER_ONLY,
+            )
+        except discord.HTTPException as exc:
+            log.error("job %s: could not tell its member it failed: %s", job.id, exc)

@@ -1,0 +1,68 @@
+"""What members read: acknowledgement, progress and result messages (pure functions, no I/O)."""
+
+from __future__ import annotations
+
+import discord
+
+from bot.jobs import Job
+from engine.wire import JobResult
+
+# Discord's embed limits: field values hold 1024 characters, descriptions 4096.
+_FIELD_MAX = 1024
+_DESCRIPTION_MAX = 4096
+_BAR_CELLS = 12
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def queued_text(position: int) -> str:
+    """The acknowledgement: where the job stands in line."""
+    if position <= 1:
+        return "⏳ Queued — you're next."
+    return f"⏳ Queued — position {position} in line ({position - 1} ahead of you)."
+
+
+def progress_text(step: int, total: int) -> str:
+    """A step counter with a bar, edited into the acknowledgement while the job runs."""
+    total = max(total, 1)
+    filled = round(_BAR_CELLS * min(step, total) / total)
+    bar = "█" * filled + "░" * (_BAR_CELLS - filled)
+    return f"🎨 Generating — step {step} of {total}\n`{bar}`"
+
+
+def starting_text() -> str:
+    return "🎨 Generating — starting…"
+
+
+def done_text(seconds: float, result_url: str) -> str:
+    return f"✅ Done in {seconds:.1f} s — {result_url}"
+
+
+def failed_text(sentence: str) -> str:
+    return f"❌ {sentence}"
+
+
+def result_filenames(job: Job, result: JobResult) -> list[str]:
+    """One PNG per image, named after the job and seed so saved files stay apart."""
+    return [f"sdbot-{job.id}-{image.seed}.png" for image in result.images]
+
+
+def result_embed(job: Job, result: JobResult) -> discord.Embed:
+    """Everything needed to reproduce the images, and who asked."""
+    params = job.params
+    seeds = ", ".join(str(image.seed) for image in result.images)
+    embed = discord.Embed(description=_clip(params.prompt, _DESCRIPTION_MAX), colour=discord.Colour.blurple())
+    if params.negative_prompt:
+        embed.add_field(name="Negative prompt", value=_clip(params.negative_prompt, _FIELD_MAX), inline=False)
+    embed.add_field(name="Seed" if len(result.images) == 1 else "Seeds", value=seeds)
+    embed.add_field(name="Steps", value=str(params.steps))
+    embed.add_field(name="CFG scale", value=f"{params.cfg:g}")
+    embed.add_field(name="Sampler", value=params.sampler)
+    embed.add_field(name="Size", value=f"{params.width}×{params.height}")
+    embed.add_field(name="Model", value=_clip(result.model.name, _FIELD_MAX))
+    embed.add_field(name="Time", value=f"{result.seconds:.1f} s")
+    embed.add_field(name="Asked by", value=f"<@{job.user_id}>")
+    embed.set_footer(text=f"job {job.id}")
+    return embed

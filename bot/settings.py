@@ -1,0 +1,118 @@
+"""Settings from the environment and `.env` (the real environment wins), checked once at start."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+from engine.source import DEVICE_CHOICES, InvalidSource, ModelSource, parse_source
+
+DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# Three dot-separated base64url parts; catches a placeholder or a pasted client secret early.
+_TOKEN = re.compile(r"^[\w-]{20,}\.[\w-]{4,}\.[\w-]{20,}$")
+
+
+class SettingError(ValueError):
+    """A missing or invalid setting; the message is one line naming the variable and what it should be."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the bot, parsed and checked."""
+
+    discord_token: str
+    model: ModelSource
+    db_path: Path
+    device: str
+    guild_ids: tuple[int, ...]
+    log_level: str
+    max_megapixels: float | None
+
+
+def read_environment(cwd: Path) -> dict[str, str]:
+    """`.env` in `cwd` overlaid by the real environment."""
+    from_file = {k: v for k, v in dotenv_values(cwd / ".env").items() if v is not None}
+    return {**from_file, **os.environ}
+
+
+def _token(env: Mapping[str, str], required: bool) -> str:
+    token = env.get("DISCORD_TOKEN", "").strip()
+    if not required:
+        return token
+    if not token:
+        raise SettingError(
+            "DISCORD_TOKEN is not set: put your bot's token (Developer Portal → your app → Bot → Reset Token) in .env"
+        )
+    if not _TOKEN.match(token):
+        raise SettingError(
+            "DISCORD_TOKEN does not look like a bot token: copy it from Developer Portal → your app → Bot"
+            " (three parts separated by dots), not the client secret or public key"
+        )
+    return token
+
+
+def _guild_ids(raw: str) -> tuple[int, ...]:
+    ids = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        if not part.isdigit():
+            raise SettingError(
+                f"SDBOT_GUILD_IDS must be comma-separated server ids (numbers), but has {part!r}"
+            )
+        ids.append(int(part))
+    return tuple(ids)
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...], upper: bool = False) -> str:
+    value = env.get(name, "").strip() or default
+    value = value.upper() if upper else value.lower()
+    if value not in choices:
+        raise SettingError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+    return value
+
+
+def _megapixels(raw: str) -> float | None:
+    if not raw.strip():
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise SettingError(f"SDBOT_MAX_MEGAPIXELS must be a positive number such as 2.5, or empty, not {raw!r}")
+    return value
+
+
+def load_settings(env: Mapping[str, str], *, cwd: Path, require_token: bool = True) -> Settings:
+    """Parse and check every setting; raise SettingError naming the first one at fault."""
+    try:
+        model = parse_source(env.get("SDBOT_MODEL", "").strip() or DEFAULT_MODEL, base=cwd)
+    except InvalidSource as exc:
+        raise SettingError(f"SDBOT_MODEL {exc}") from None
+    db_path = Path(env.get("SDBOT_DB", "").strip() or "./sdbot.sqlite3").expanduser()
+    if not db_path.is_absolute():
+        db_path = cwd / db_path
+    if not db_path.parent.is_dir():
+        raise SettingError(f"SDBOT_DB must be a file in an existing folder, but {db_path.parent} does not exist")
+    return Settings(
+        discord_token=_token(env, require_token),
+        model=model,
+        db_path=db_path,
+        device=_choice(env, "SDBOT_DEVICE", "auto", DEVICE_CHOICES),
+        guild_ids=_guild_ids(env.get("SDBOT_GUILD_IDS", "")),
+        log_level=_choice(env, "SDBOT_LOG_LEVEL", "INFO", LOG_LEVELS, upper=True),
+        max_megapixels=_megapixels(env.get("SDBOT_MAX_MEGAPIXELS", "")),
+    )
+
+
+def configure_logging(level: str) -> None:
+    """One line per record on stderr (the journal adds its own timestamps under systemd)."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

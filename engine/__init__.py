@@ -1,0 +1,1 @@
+"""sdbot's GPU side: model loading and image generation, run as a child process of the bot."""

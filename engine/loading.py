@@ -1,0 +1,128 @@
+"""Loading the model once: device choice, dtype, offline single-file configs, model name and hash."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import StableDiffusionPipeline
+from diffusers.models.attention_processor import AttnProcessor2_0
+
+from engine.infotext import ModelInfo
+from engine.source import DEVICE_CHOICES, ModelSource, SourceKind
+
+log = logging.getLogger(__name__)
+
+# Stable Diffusion 1.x configs and CLIP tokenizer shipped with the package, so single files load offline.
+SD15_CONFIG = Path(__file__).parent / "configs" / "sd15"
+
+
+class ModelLoadError(RuntimeError):
+    """The engine cannot start; the message is one line for the operator naming the setting at fault."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A ready pipeline on its device, and how infotext names it."""
+
+    pipe: StableDiffusionPipeline
+    info: ModelInfo
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def native_size(self) -> int:
+        """The side the model was trained at (512 for SD 1.x): the default width and height."""
+        return int(self.pipe.unet.config.sample_size) * int(self.pipe.vae_scale_factor)
+
+
+def resolve_device(setting: str) -> torch.device:
+    """`auto` takes CUDA when torch sees a GPU, else the CPU."""
+    if setting not in DEVICE_CHOICES:
+        raise ModelLoadError(f"SDBOT_DEVICE must be one of {', '.join(DEVICE_CHOICES)}, not {setting!r}")
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(
+            f"SDBOT_DEVICE is cuda but torch {torch.__version__} sees no CUDA GPU: check the driver, "
+            "install a CUDA build of torch, or set SDBOT_DEVICE=cpu"
+        )
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(setting)
+
+
+def file_hash(path: Path) -> str:
+    """A1111's model hash: the first ten hex digits of the file's sha256."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(8 * 1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()[:10]
+
+
+def _weights_file(folder: Path) -> Path | None:
+    """The UNet weights of a diffusers folder: what makes one fine-tune differ from another."""
+    candidates = sorted((folder / "unet").glob("diffusion_pytorch_model*.safetensors"))
+    return candidates[0] if candidates else None
+
+
+def _load_pipeline(source: ModelSource, dtype: torch.dtype) -> tuple[StableDiffusionPipeline, Path | None]:
+    common = {"dtype": dtype, "safety_checker": None, "requires_safety_checker": False}
+    if source.kind is SourceKind.FILE:
+        pipe = StableDiffusionPipeline.from_single_file(
+            source.location, config=str(SD15_CONFIG), local_files_only=True, **common
+        )
+        return pipe, Path(source.location)
+    if source.kind is SourceKind.HUB:
+        try:
+            folder = Path(StableDiffusionPipeline.download(source.location, use_safetensors=True))
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(
+                f"SDBOT_MODEL: {source.location} could not be downloaded from the Hugging Face hub nor found in its"
+                " local cache: check the id and the internet connection, or give a local folder or .safetensors file"
+            ) from exc
+    else:
+        folder = Path(source.location)
+    pipe = StableDiffusionPipeline.from_pretrained(folder, local_files_only=True, use_safetensors=True, **common)
+    return pipe, _weights_file(folder)
+
+
+def load_model(source: ModelSource, device: torch.device) -> LoadedModel:
+    """Load the pipeline once: fp16 on CUDA, fp32 on the CPU, SDPA attention, no progress bars."""
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    try:
+        pipe, hashed = _load_pipeline(source, dtype)
+    except ModelLoadError:
+        raise
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"SDBOT_MODEL: could not load {source.location}: {first_line}") from exc
+    pipe.unet.set_attn_processor(AttnProcessor2_0())
+    pipe.vae.set_attn_processor(AttnProcessor2_0())
+    pipe.set_progress_bar_config(disable=True)
+    pipe.to(device)
+    info = ModelInfo(name=source.name, hash=file_hash(hashed) if hashed else "")
+    log.info("loaded %s (%s) on %s as %s", info.name, info.hash or "no hash", device, dtype)
+    return LoadedModel(pipe=pipe, info=info, device=device, dtype=dtype)
+
+
+def _free_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+# Peak memory per output pixel of one denoising batch with SDPA attention (UNet activations with CFG
+# plus one VAE decode at a time); deliberately generous, since running out of memory costs a job.
+_BYTES_PER_PIXEL = {torch.float16: 4096, torch.float32: 8192}
+
+
+def max_pixels(model: LoadedModel, cap_megapixels: float | None) -> int:
+    """How many pixels (width × height × count) one job may draw: free memory after loading, or the cap."""
+    if cap_megapixels is not None:
+        return int(cap_megapixels * 1_000_000)
+    return int(_free_bytes(model.device) * 0.85) // _BYTES_PER_PIXEL[model.dtype]

@@ -1,0 +1,228 @@
+"""Bot ↔ engine messages and their framing: plain JSON headers plus raw image bytes (no torch).
+
+Nothing here is pickled or shared-memory, so the same messages can later travel over a broker.
+A frame is a 4-byte big-endian header length, the UTF-8 JSON header, then the blobs it lists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any, BinaryIO, ClassVar, Union
+
+from engine.infotext import ModelInfo
+from engine.params import GenerationParams
+
+_LENGTH = struct.Struct(">I")
+MAX_HEADER_BYTES = 16 * 1024 * 1024
+
+
+class WireError(RuntimeError):
+    """The other side sent something that is not a frame of this protocol."""
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """Bot → engine: draw the images of one job."""
+
+    TYPE: ClassVar[str] = "generate"
+    job_id: str
+    params: GenerationParams
+
+    def to_header(self) -> tuple[dict[str, Any], list[bytes]]:
+        return {"job_id": self.job_id, "params": self.params.to_dict()}, []
+
+    @classmethod
+    def from_header(cls, header: dict[str, Any], blobs: list[bytes]) -> GenerateRequest:
+        return cls(job_id=header["job_id"], params=GenerationParams.from_dict(header["params"]))
+
+
+@dataclass(frozen=True)
+class EngineReady:
+    """Engine → bot: the model is loaded; what it can draw."""
+
+    TYPE: ClassVar[str] = "ready"
+    model: ModelInfo
+    device: str
+    native_width: int
+    native_height: int
+    max_pixels: int
+
+    def to_header(self) -> tuple[dict[str, Any], list[bytes]]:
+        return {
+            "model": {"name": self.model.name, "hash": self.model.hash},
+            "device": self.device,
+            "native_width": self.native_width,
+            "native_height": self.native_height,
+            "max_pixels": self.max_pixels,
+        }, []
+
+    @classmethod
+    def from_header(cls, header: dict[str, Any], blobs: list[bytes]) -> EngineReady:
+        return cls(
+            model=ModelInfo(**header["model"]),
+            device=header["device"],
+            native_width=header["native_width"],
+            native_height=header["native_height"],
+            max_pixels=header["max_pixels"],
+        )
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Engine → bot: `step` of `total` denoising steps of a job are done."""
+
+    TYPE: ClassVar[str] = "progress"
+    job_id: str
+    step: int
+    total: int
+
+    def to_header(self) -> tuple[dict[str, Any], list[bytes]]:
+        return {"job_id": self.job_id, "step": self.step, "total": self.total}, []
+
+    @classmethod
+    def from_header(cls, header: dict[str, Any], blobs: list[bytes]) -> Progress:
+        return cls(job_id=header["job_id"], step=header["step"], total=header["total"])
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    """One finished image: its seed, its infotext and the PNG that carries it."""
+
+    seed: int
+    infotext: str
+    png: bytes
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """Engine → bot: a job's images in seed order, the seconds the engine spent, and the model that drew them."""
+
+    TYPE: ClassVar[str] = "result"
+    job_id: str
+    images: tuple[GeneratedImage, ...]
+    seconds: float
+    model: ModelInfo
+
+    def to_header(self) -> tuple[dict[str, Any], list[bytes]]:
+        header = {
+            "job_id": self.job_id,
+            "seconds": self.seconds,
+            "model": {"name": self.model.name, "hash": self.model.hash},
+            "images": [{"seed": i.seed, "infotext": i.infotext} for i in self.images],
+        }
+        return header, [i.png for i in self.images]
+
+    @classmethod
+    def from_header(cls, header: dict[str, Any], blobs: list[bytes]) -> JobResult:
+        images = tuple(
+            GeneratedImage(seed=meta["seed"], infotext=meta["infotext"], png=png)
+            for meta, png in zip(header["images"], blobs, strict=True)
+        )
+        return cls(
+            job_id=header["job_id"], images=images, seconds=header["seconds"], model=ModelInfo(**header["model"])
+        )
+
+
+@dataclass(frozen=True)
+class JobFailed:
+    """Engine → bot: a job could not be drawn; `message` is a sentence for the member."""
+
+    TYPE: ClassVar[str] = "failed"
+    job_id: str
+    message: str
+
+    def to_header(self) -> tuple[dict[str, Any], list[bytes]]:
+        return {"job_id": self.job_id, "message": self.message}, []
+
+    @classmethod
+    def from_header(cls, header: dict[str, Any], blobs: list[bytes]) -> JobFailed:
+        return cls(job_id=header["job_id"], message=header["message"])
+
+
+@dataclass(frozen=True)
+class EngineFatal:
+    """Engine → bot: the engine cannot start; `message` is one line for the operator."""
+
+    TYPE: ClassVar[str] = "fatal"
+    message: str
+
+    def to_header(self) -> tuple[dict[str, Any], list[bytes]]:
+        return {"message": self.message}, []
+
+    @classmethod
+    def from_header(cls, header: dict[str, Any], blobs: list[bytes]) -> EngineFatal:
+        return cls(message=header["message"])
+
+
+Message = Union[GenerateRequest, EngineReady, Progress, JobResult, JobFailed, EngineFatal]
+_TYPES: dict[str, Any] = {
+    cls.TYPE: cls for cls in (GenerateRequest, EngineReady, Progress, JobResult, JobFailed, EngineFatal)
+}
+
+
+def encode(message: Message) -> bytes:
+    """One frame holding `message`."""
+    fields, blobs = message.to_header()
+    header = json.dumps({"type": message.TYPE, "blobs": [len(b) for b in blobs], **fields}).encode()
+    return b"".join([_LENGTH.pack(len(header)), header, *blobs])
+
+
+def _parse_header(raw: bytes) -> dict[str, Any]:
+    try:
+        header = json.loads(raw)
+    except ValueError as exc:
+        raise WireError(f"frame header is not JSON: {exc}") from None
+    if not isinstance(header, dict) or header.get("type") not in _TYPES:
+        raise WireError(f"unknown message: {str(header)[:200]}")
+    return header
+
+
+def _build(header: dict[str, Any], blobs: list[bytes]) -> Message:
+    try:
+        return _TYPES[header["type"]].from_header(header, blobs)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise WireError(f"malformed {header['type']} message: {exc!r}") from None
+
+
+def _header_length(prefix: bytes) -> int:
+    (length,) = _LENGTH.unpack(prefix)
+    if length > MAX_HEADER_BYTES:
+        raise WireError(f"frame header of {length} bytes is too large")
+    return length
+
+
+def read_message(stream: BinaryIO) -> Message | None:
+    """Read one message from a blocking stream; None at a clean end of stream."""
+
+    def exactly(n: int) -> bytes:
+        data = stream.read(n)
+        if len(data) != n:
+            raise WireError(f"stream ended inside a frame ({len(data)} of {n} bytes)")
+        return data
+
+    prefix = stream.read(_LENGTH.size)
+    if not prefix:
+        return None
+    if len(prefix) != _LENGTH.size:
+        raise WireError("stream ended inside a frame length")
+    header = _parse_header(exactly(_header_length(prefix)))
+    return _build(header, [exactly(n) for n in header["blobs"]])
+
+
+async def read_message_async(reader: asyncio.StreamReader) -> Message | None:
+    """Read one message from an asyncio stream; None at a clean end of stream."""
+    try:
+        prefix = await reader.readexactly(_LENGTH.size)
+    except asyncio.IncompleteReadError as exc:
+        if not exc.partial:
+            return None
+        raise WireError("stream ended inside a frame length") from None
+    try:
+        header = _parse_header(await reader.readexactly(_header_length(prefix)))
+        blobs = [await reader.readexactly(n) for n in header["blobs"]]
+    except asyncio.IncompleteReadError as exc:
+        raise WireError(f"stream ended inside a frame ({len(exc.partial)} bytes read)") from None
+    return _build(header, blobs)

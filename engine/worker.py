@@ -1,0 +1,112 @@
+"""The engine process: load the model once, then draw the jobs the bot sends over stdin/stdout frames."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from typing import BinaryIO
+
+import torch
+from diffusers.utils import logging as diffusers_logging
+
+from engine.generate import Painter
+from engine.loading import ModelLoadError, load_model, max_pixels, resolve_device
+from engine.params import InvalidParams
+from engine.source import DEVICE_CHOICES, InvalidSource, parse_source
+from engine.wire import EngineFatal, EngineReady, GenerateRequest, JobFailed, JobResult, Message, Progress, encode
+from engine.wire import read_message
+
+log = logging.getLogger("engine")
+
+OUT_OF_MEMORY = "The GPU ran out of memory drawing this: try a smaller size or fewer images."
+
+
+class Channel:
+    """The engine's half of the wire: frames out on a private copy of stdout."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+
+    def send(self, message: Message) -> None:
+        self._out.write(encode(message))
+        self._out.flush()
+
+
+def claim_stdout() -> BinaryIO:
+    """Keep the real stdout for frames and point fd 1 at stderr, so stray prints cannot corrupt the wire."""
+    wire = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    return wire
+
+
+def run_job(painter: Painter, request: GenerateRequest, channel: Channel) -> None:
+    """Draw one job and answer with its result or a sentence for the member; never raise."""
+    job_id = request.job_id
+
+    def on_step(step: int, total: int) -> None:
+        channel.send(Progress(job_id=job_id, step=step, total=total))
+
+    started = time.perf_counter()
+    try:
+        images = painter.paint(request.params, on_step)
+    except InvalidParams as exc:
+        channel.send(JobFailed(job_id=job_id, message=str(exc)))
+        return
+    except torch.OutOfMemoryError:
+        log.warning("job %s: out of memory at %s", job_id, request.params)
+        torch.cuda.empty_cache()
+        channel.send(JobFailed(job_id=job_id, message=OUT_OF_MEMORY))
+        return
+    except Exception:
+        log.exception("job %s failed", job_id)
+        channel.send(JobFailed(job_id=job_id, message=f"Something went wrong drawing job {job_id}; the owner can "
+                                                      "find the error in the bot's log."))
+        return
+    seconds = time.perf_counter() - started
+    channel.send(JobResult(job_id=job_id, images=images, seconds=seconds, model=painter.model.info))
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m engine", description="sdbot's image engine process")
+    parser.add_argument("--model", required=True, help="diffusers folder, .safetensors file or hub id")
+    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+    parser.add_argument("--max-megapixels", type=float, default=None, help="cap on width × height × count")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve jobs until the bot closes stdin; exit 2 with a fatal message when the model cannot load."""
+    args = parse_args(argv)
+    channel = Channel(claim_stdout())
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=os.environ.get("SDBOT_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s engine: %(message)s",
+    )
+    diffusers_logging.disable_progress_bar()
+    try:
+        model = load_model(parse_source(args.model), resolve_device(args.device))
+    except InvalidSource as exc:
+        channel.send(EngineFatal(message=f"SDBOT_MODEL {exc}"))
+        return 2
+    except ModelLoadError as exc:
+        channel.send(EngineFatal(message=str(exc)))
+        return 2
+    painter = Painter(model)
+    channel.send(
+        EngineReady(
+            model=model.info,
+            device=str(model.device),
+            native_width=model.native_size,
+            native_height=model.native_size,
+            max_pixels=max_pixels(model, args.max_megapixels),
+        )
+    )
+    while (message := read_message(sys.stdin.buffer)) is not None:
+        if isinstance(message, GenerateRequest):
+            run_job(painter, message, channel)
+    return 0

@@ -1,0 +1,112 @@
+"""The engine on the tiny model, loaded through the real loading code."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from engine.generate import Painter
+from engine.loading import LoadedModel, ModelLoadError, file_hash, load_model, max_pixels, resolve_device
+from engine.params import SAMPLERS, GenerationParams, InvalidParams
+from engine.samplers import SAMPLER_SPECS
+from engine.source import SourceKind, parse_source
+from tests.support.tiny_model import NATIVE_SIZE
+
+FOX = GenerationParams(prompt="a red fox", negative_prompt="blurry", width=64, height=64, steps=2, seed=1234)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir: Path) -> LoadedModel:
+    return load_model(parse_source(str(tiny_model_dir)), torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def painter(tiny: LoadedModel) -> Painter:
+    return Painter(tiny)
+
+
+def pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+def test_folder_loads_on_cpu_in_fp32_with_name_hash_and_native_size(tiny: LoadedModel, tiny_model_dir: Path) -> None:
+    assert tiny.dtype == torch.float32 and tiny.device.type == "cpu"
+    assert tiny.info.name == "tiny-sd"
+    weights = tiny_model_dir / "unet" / "diffusion_pytorch_model.safetensors"
+    assert tiny.info.hash == file_hash(weights) and len(tiny.info.hash) == 10
+    assert tiny.native_size == NATIVE_SIZE
+
+
+def test_a_64px_two_step_image_carries_its_infotext(painter: Painter, tiny: LoadedModel) -> None:
+    steps: list[tuple[int, int]] = []
+    (image,) = painter.paint(FOX, lambda step, total: steps.append((step, total)))
+    assert steps == [(1, 2), (2, 2)]
+    png = Image.open(io.BytesIO(image.png))
+    assert png.format == "PNG" and png.size == (64, 64)
+    assert png.text["parameters"] == image.infotext == (
+        "a red fox\nNegative prompt: blurry\n"
+        "Steps: 2, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 1234, Size: 64x64, "
+        f"Model hash: {tiny.info.hash}, Model: tiny-sd"
+    )
+
+
+def test_same_seed_same_pixels_and_another_seed_differs(painter: Painter) -> None:
+    first = pixels(painter.paint(FOX)[0].png)
+    again = pixels(painter.paint(FOX)[0].png)
+    other = pixels(painter.paint(FOX.with_seed(1235))[0].png)
+    assert np.array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+def test_each_image_of_a_batch_is_its_own_seed(painter: Painter) -> None:
+    batch = painter.paint(GenerationParams(**{**FOX.to_dict(), "count": 2, "width": 96, "height": 64}))
+    assert [i.seed for i in batch] == [1234, 1235]
+    assert [Image.open(io.BytesIO(i.png)).size for i in batch] == [(96, 64), (96, 64)]
+    assert "Seed: 1235, Size: 96x64" in batch[1].infotext
+    alone = painter.paint(GenerationParams(**{**FOX.to_dict(), "seed": 1235, "width": 96, "height": 64}))
+    # Batched kernels may round differently from single ones; a few levels out of 255 at most.
+    difference = np.abs(pixels(batch[1].png).astype(int) - pixels(alone[0].png).astype(int))
+    assert difference.max() <= 3
+
+
+def test_every_sampler_offered_has_a_scheduler_and_runs(painter: Painter) -> None:
+    assert tuple(SAMPLER_SPECS) == SAMPLERS
+    seen = set()
+    for sampler in SAMPLERS:
+        (image,) = painter.paint(GenerationParams(**{**FOX.to_dict(), "sampler": sampler}))
+        seen.add(pixels(image.png).tobytes())
+        assert f"Sampler: {sampler.removesuffix(' Karras')}," in image.infotext
+    assert len(seen) >= 5, "different samplers should draw different pictures"
+
+
+def test_invalid_params_are_refused_before_any_work(painter: Painter) -> None:
+    with pytest.raises(InvalidParams, match="multiple of 8"):
+        painter.paint(GenerationParams(prompt="fox", width=70, height=64, steps=1))
+
+
+def test_pickle_and_missing_sources_are_refused_by_setting(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="pickle checkpoint"):
+        parse_source(str(tmp_path / "model.ckpt"))
+    assert parse_source("prompthero/openjourney-v4").kind is SourceKind.HUB
+
+
+def test_a_broken_checkpoint_names_the_setting(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"this is not a safetensors file")
+    with pytest.raises(ModelLoadError, match=r"^SDBOT_MODEL: could not load .*broken.safetensors"):
+        load_model(parse_source(str(broken)), torch.device("cpu"))
+
+
+def test_device_choice_and_capacity(tiny: LoadedModel) -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelLoadError, match="^SDBOT_DEVICE is cuda but"):
+            resolve_device("cuda")
+    assert max_pixels(tiny, 2.5) == 2_500_000
+    assert max_pixels(tiny, None) > 64 * 64

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import asyncio
+
+from bot.fair_queue import FairQueue
+
+
+async def test_a_member_with_ten_queued_does_not_block_a_newcomer() -> None:
+    queue: FairQueue[str] = FairQueue()
+    for i in range(10):
+        await queue.put("A", f"A{i}")
+    assert await queue.put("B", "B0") == 2
+    assert [await queue.get() for _ in range(3)] == ["A0", "B0", "A1"]
+
+
+async def test_newcomer_goes_next_even_after_the_burst_started_running() -> None:
+    queue: FairQueue[str] = FairQueue()
+    for i in range(10):
+        await queue.put("A", f"A{i}")
+    assert await queue.get() == "A0"
+    assert queue.next_position("B") == 1
+    assert await queue.put("B", "B0") == 1
+    assert await queue.put("C", "C0") == 2
+    assert queue.order()[:4] == ["B0", "C0", "A1", "A2"]
+
+
+async def test_round_robin_across_members_and_fifo_within_each() -> None:
+    queue: FairQueue[str] = FairQueue()
+    for item in ["A0", "A1", "A2"]:
+        await queue.put("A", item)
+    for item in ["B0", "B1"]:
+        await queue.put("B", item)
+    await queue.put("C", "C0")
+    assert queue.order() == ["A0", "B0", "C0", "A1", "B1", "A2"]
+    assert [await queue.get() for _ in range(6)] == ["A0", "B0", "C0", "A1", "B1", "A2"]
+    assert len(queue) == 0
+
+
+async def test_next_position_predicts_put() -> None:
+    queue: FairQueue[str] = FairQueue()
+    for owner, item in [("A", "A0"), ("A", "A1"), ("B", "B0"), ("A", "A2")]:
+        predicted = queue.next_position(owner)
+        assert await queue.put(owner, item) == predicted
+
+
+async def test_get_waits_for_a_put() -> None:
+    queue: FairQueue[str] = FairQueue()
+    waiter = asyncio.create_task(queue.get())
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    await queue.put("A", "A0")
+    assert await asyncio.wait_for(waiter, 1) == "A0"

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from engine.infotext import ModelInfo, format_infotext, quote
+from engine.params import GenerationParams
+
+MODEL = ModelInfo(name="realisticVisionV20", hash="c0d1994c73")
+
+
+def test_quote_leaves_plain_values_and_json_quotes_commas_colons_newlines() -> None:
+    assert quote("DPM++ 2M") == "DPM++ 2M"
+    assert quote("a, b") == '"a, b"'
+    assert quote("x:y") == '"x:y"'
+    assert quote("two\nlines") == '"two\\nlines"'
+    assert quote('say "hi", é') == '"say \\"hi\\", é"'
+
+
+def test_full_infotext_matches_a1111_layout() -> None:
+    params = GenerationParams(
+        prompt="a red fox, snow", negative_prompt="blurry", steps=30, cfg=7, sampler="DPM++ 2M Karras", seed=1234
+    )
+    assert format_infotext(params, 1234, MODEL) == (
+        "a red fox, snow\n"
+        "Negative prompt: blurry\n"
+        "Steps: 30, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 1234, Size: 512x512, "
+        "Model hash: c0d1994c73, Model: realisticVisionV20"
+    )
+
+
+def test_negative_line_omitted_when_empty_and_fractional_cfg_kept() -> None:
+    params = GenerationParams(prompt="fox", sampler="Euler a", cfg=6.5, width=768, height=512, steps=20)
+    assert format_infotext(params, 42, MODEL) == (
+        "fox\nSteps: 20, Sampler: Euler a, CFG scale: 6.5, Seed: 42, Size: 768x512, "
+        "Model hash: c0d1994c73, Model: realisticVisionV20"
+    )
+
+
+def test_model_name_with_comma_is_quoted() -> None:
+    params = GenerationParams(prompt="fox", sampler="DDIM")
+    assert format_infotext(params, 1, ModelInfo(name="mix, v2", hash="abc")).endswith('Model: "mix, v2"')

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import asyncio
+
+from bot.progress import ProgressReporter
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_edits_are_throttled_to_one_per_interval() -> None:
+    clock = FakeClock()
+    edits: list[str] = []
+
+    async def edit(text: str) -> None:
+        edits.append(text)
+
+    reporter = ProgressReporter(edit, clock, interval=1.0)
+    assert reporter.report("step 1")
+    await asyncio.sleep(0)
+    clock.now += 0.4
+    assert not reporter.report("step 2")
+    clock.now += 0.6
+    assert reporter.report("step 3")
+    await reporter.finish()
+    clock.now += 5
+    assert not reporter.report("step 4"), "no edit may start after the job has finished"
+    assert edits == ["step 1", "step 3"]
+
+
+async def test_no_second_edit_while_one_is_in_flight_and_finish_waits_for_it() -> None:
+    clock = FakeClock()
+    release = asyncio.Event()
+    edits: list[str] = []
+
+    async def slow_edit(text: str) -> None:
+        await release.wait()
+        edits.append(text)
+
+    reporter = ProgressReporter(slow_edit, clock, interval=1.0)
+    assert reporter.report("step 1")
+    clock.now += 10
+    assert not reporter.report("step 2")
+    finishing = asyncio.create_task(reporter.finish())
+    await asyncio.sleep(0)
+    assert not finishing.done()
+    release.set()
+    await finishing
+    assert edits == ["step 1"]
+
+
+async def test_a_failed_edit_does_not_break_finish() -> None:
+    async def broken(text: str) -> None:
+        raise RuntimeError("429")
+
+    reporter = ProgressReporter(broken, FakeClock())
+    reporter.report("step 1")
+    await reporter.finish()

@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.settings import DEFAULT_MODEL, SettingError, load_settings, read_environment
+from engine.source import SourceKind
+
+TOKEN = "MTA1NjQ3ODk0NTYxMjM0NTY3OA.GabcDe.abcdefghijklmnopqrstuvwxyz0123456789AB"
+
+
+def test_defaults(tmp_path: Path) -> None:
+    settings = load_settings({"DISCORD_TOKEN": TOKEN}, cwd=tmp_path)
+    assert settings.model.kind is SourceKind.HUB and settings.model.location == DEFAULT_MODEL
+    assert settings.db_path == tmp_path / "sdbot.sqlite3"
+    assert (settings.device, settings.guild_ids, settings.log_level, settings.max_megapixels) == (
+        "auto",
+        (),
+        "INFO",
+        None,
+    )
+
+
+def test_every_setting_parsed(tmp_path: Path) -> None:
+    (tmp_path / "models").mkdir()
+    checkpoint = tmp_path / "models" / "deliberate_v2.safetensors"
+    checkpoint.write_bytes(b"")
+    settings = load_settings(
+        {
+            "DISCORD_TOKEN": TOKEN,
+            "SDBOT_MODEL": "models/deliberate_v2.safetensors",
+            "SDBOT_DB": "jobs.db",
+            "SDBOT_DEVICE": "CUDA",
+            "SDBOT_GUILD_IDS": "123, 456,",
+            "SDBOT_LOG_LEVEL": "debug",
+            "SDBOT_MAX_MEGAPIXELS": "2.5",
+        },
+        cwd=tmp_path,
+    )
+    assert settings.model.kind is SourceKind.FILE and settings.model.name == "deliberate_v2"
+    assert settings.model.location == str(checkpoint)
+    assert settings.db_path == tmp_path / "jobs.db"
+    assert (settings.device, settings.guild_ids, settings.log_level, settings.max_megapixels) == (
+        "cuda",
+        (123, 456),
+        "DEBUG",
+        2.5,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DISCORD_TOKEN": " "}, "DISCORD_TOKEN is not set"),
+        ({"DISCORD_TOKEN": "paste-your-token-here"}, "DISCORD_TOKEN does not look like a bot token"),
+        ({"SDBOT_DEVICE": "gpu"}, "SDBOT_DEVICE must be one of auto, cpu, cuda, not 'gpu'"),
+        ({"SDBOT_GUILD_IDS": "123,my-server"}, "SDBOT_GUILD_IDS must be comma-separated server ids"),
+        ({"SDBOT_LOG_LEVEL": "loud"}, "SDBOT_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR"),
+        ({"SDBOT_MAX_MEGAPIXELS": "-1"}, "SDBOT_MAX_MEGAPIXELS must be a positive number"),
+        ({"SDBOT_MODEL": "models/missing.safetensors"}, "SDBOT_MODEL models/missing.safetensors does not exist"),
+        ({"SDBOT_MODEL": "anything-v3.ckpt"}, "SDBOT_MODEL anything-v3.ckpt is a pickle checkpoint"),
+        ({"SDBOT_DB": "no/such/folder/db.sqlite3"}, "SDBOT_DB must be a file in an existing folder"),
+    ],
+)
+def test_bad_settings_name_the_variable(tmp_path: Path, env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingError) as caught:
+        load_settings({"DISCORD_TOKEN": TOKEN, **env}, cwd=tmp_path)
+    assert str(caught.value).startswith(message)
+    assert "\n" not in str(caught.value)
+
+
+def test_folder_without_model_index_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SettingError, match="without model_index.json"):
+        load_settings({"DISCORD_TOKEN": TOKEN, "SDBOT_MODEL": "empty"}, cwd=tmp_path)
+
+
+def test_generate_needs_no_token(tmp_path: Path) -> None:
+    assert load_settings({}, cwd=tmp_path, require_token=False).discord_token == ""
+
+
+def test_dotenv_is_read_and_the_real_environment_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".env").write_text("SDBOT_DEVICE=cpu\nSDBOT_LOG_LEVEL=DEBUG\n# a comment\n")
+    monkeypatch.setenv("SDBOT_LOG_LEVEL", "WARNING")
+    env = read_environment(tmp_path)
+    assert env["SDBOT_DEVICE"] == "cpu"
+    assert env["SDBOT_LOG_LEVEL"] == "WARNING"
+
+
+@pytest.mark.parametrize("entry", [["-m", "bot"], ["-m", "bot", "run"]])
+def test_bad_setting_exits_2_with_one_line_and_no_traceback(tmp_path: Path, entry: list[str]) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SDBOT_", "DISCORD_"))}
+    (tmp_path / ".env").write_text(f"DISCORD_TOKEN={TOKEN}\nSDBOT_DEVICE=tpu\n")
+    done = subprocess.run(
+        [sys.executable, *entry], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert done.stderr == "sdbot: SDBOT_DEVICE must be one of auto, cpu, cuda, not 'tpu'\n"

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import asyncio
+import io
+import struct
+
+import pytest
+
+from engine.infotext import ModelInfo
+from engine.params import GenerationParams
+from engine.wire import (
+    EngineReady,
+    GeneratedImage,
+    GenerateRequest,
+    JobResult,
+    Progress,
+    WireError,
+    encode,
+    read_message,
+    read_message_async,
+)
+
+MODEL = ModelInfo(name="tiny", hash="0123456789")
+MESSAGES = [
+    GenerateRequest(job_id="j1", params=GenerationParams(prompt="fox", seed=3, count=2)),
+    EngineReady(model=MODEL, device="cuda:0", native_width=512, native_height=768, max_pixels=4_000_000),
+    Progress(job_id="j1", step=3, total=30),
+    JobResult(
+        job_id="j1",
+        images=(GeneratedImage(3, "fox\nSteps: 1", b"\x89PNG one"), GeneratedImage(4, "x", b"\x00\xff" * 1000)),
+        seconds=1.5,
+        model=MODEL,
+    ),
+]
+
+
+def test_messages_round_trip_through_a_blocking_stream() -> None:
+    stream = io.BytesIO(b"".join(encode(m) for m in MESSAGES))
+    assert [read_message(stream) for _ in MESSAGES] == MESSAGES
+    assert read_message(stream) is None
+
+
+async def test_messages_round_trip_through_an_asyncio_stream() -> None:
+    reader = asyncio.StreamReader()
+    reader.feed_data(b"".join(encode(m) for m in MESSAGES))
+    reader.feed_eof()
+    assert [await read_message_async(reader) for _ in MESSAGES] == MESSAGES
+    assert await read_message_async(reader) is None
+
+
+def test_truncated_frame_and_garbage_are_wire_errors() -> None:
+    frame = encode(MESSAGES[-1])
+    with pytest.raises(WireError, match="ended inside a frame"):
+        read_message(io.BytesIO(frame[:-3]))
+    garbage = b"not json"
+    with pytest.raises(WireError, match="not JSON"):
+        read_message(io.BytesIO(struct.pack(">I", len(garbage)) + garbage))
+    unknown = b'{"type": "launch_missiles", "blobs": []}'
+    with pytest.raises(WireError, match="unknown message"):
+        read_message(io.BytesIO(struct.pack(">I", len(unknown)) + unknown))
