@@ -32,9 +32,10 @@ class SdBot(discord.Client):
         guild_ids: tuple[int, ...] = (),
         clock: Clock = time.time,
         progress_interval: float = 1.0,
+        guild_ready_timeout: float = 2.0,
     ) -> None:
         # No privileged intents: slash commands and buttons arrive as interactions regardless.
-        super().__init__(intents=discord.Intents.none() | discord.Intents(guilds=True))
+        super().__init__(intents=discord.Intents(guilds=True), guild_ready_timeout=guild_ready_timeout)
         self.tree = app_commands.CommandTree(self)
         self.store = store
         self.engine = engine

@@ -69,11 +69,14 @@ def _weights_file(folder: Path) -> Path | None:
     return candidates[0] if candidates else None
 
 
-def _load_pipeline(source: ModelSource, dtype: torch.dtype) -> tuple[StableDiffusionPipeline, Path | None]:
+def _load_pipeline(
+    source: ModelSource, dtype: torch.dtype, single_file_config: Path
+) -> tuple[StableDiffusionPipeline, Path | None]:
     common = {"dtype": dtype, "safety_checker": None, "requires_safety_checker": False}
     if source.kind is SourceKind.FILE:
+        # A local config folder keeps from_single_file off the hub; it supplies the tokenizer and scheduler.
         pipe = StableDiffusionPipeline.from_single_file(
-            source.location, config=str(SD15_CONFIG), local_files_only=True, **common
+            source.location, config=str(single_file_config), local_files_only=True, **common
         )
         return pipe, Path(source.location)
     if source.kind is SourceKind.HUB:
@@ -90,11 +93,11 @@ def _load_pipeline(source: ModelSource, dtype: torch.dtype) -> tuple[StableDiffu
     return pipe, _weights_file(folder)
 
 
-def load_model(source: ModelSource, device: torch.device) -> LoadedModel:
+def load_model(source: ModelSource, device: torch.device, single_file_config: Path = SD15_CONFIG) -> LoadedModel:
     """Load the pipeline once: fp16 on CUDA, fp32 on the CPU, SDPA attention, no progress bars."""
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     try:
-        pipe, hashed = _load_pipeline(source, dtype)
+        pipe, hashed = _load_pipeline(source, dtype, single_file_config)
     except ModelLoadError:
         raise
     except (OSError, ValueError, RuntimeError, KeyError) as exc:

@@ -1,0 +1,56 @@
+"""An in-process stand-in for the engine, for bot tests that need control over timing, not real pixels."""
+
+from __future__ import annotations
+
+import asyncio
+
+from PIL import Image
+
+from bot.engine_client import JobFailedError, ProgressCallback
+from engine.infotext import ModelInfo, format_infotext
+from engine.params import GenerationParams
+from engine.pngmeta import encode_png
+from engine.wire import EngineReady, GeneratedImage, JobResult, Progress
+
+MODEL = ModelInfo(name="fake-model", hash="0123456789")
+
+
+class FakeEngine:
+    """Draws one flat colour per seed, with real PNG infotext; jobs wait for `gate` when it is cleared."""
+
+    def __init__(self, *, max_pixels: int = 4 * 512 * 512, native: int = 512) -> None:
+        self._ready = EngineReady(
+            model=MODEL, device="fake", native_width=native, native_height=native, max_pixels=max_pixels
+        )
+        self.started = False
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.calls: list[tuple[str, GenerationParams]] = []
+        self.fail_with: str | None = None
+
+    @property
+    def ready(self) -> EngineReady | None:
+        return self._ready if self.started else None
+
+    async def start(self) -> EngineReady:
+        self.started = True
+        return self._ready
+
+    async def generate(self, job_id: str, params: GenerationParams, on_progress: ProgressCallback) -> JobResult:
+        self.calls.append((job_id, params))
+        await self.gate.wait()
+        if self.fail_with is not None:
+            raise JobFailedError(self.fail_with)
+        for step in range(1, params.steps + 1):
+            on_progress(Progress(job_id=job_id, step=step, total=params.steps))
+            await asyncio.sleep(0)
+        images = []
+        for seed in params.seeds():
+            colour = (seed % 256, seed // 256 % 256, 128)
+            infotext = format_infotext(params, seed, MODEL)
+            png = encode_png(Image.new("RGB", (params.width, params.height), colour), infotext)
+            images.append(GeneratedImage(seed=seed, infotext=infotext, png=png))
+        return JobResult(job_id=job_id, images=tuple(images), seconds=0.25, model=MODEL)
+
+    async def close(self) -> None:
+        self.started = False
