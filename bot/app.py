@@ -37,6 +37,7 @@ class SdBot(discord.Client):
         # No privileged intents: slash commands and buttons arrive as interactions regardless.
         super().__init__(intents=discord.Intents(guilds=True), guild_ready_timeout=guild_ready_timeout)
         self.tree = app_commands.CommandTree(self)
+        self.tree.on_error = self.on_command_error  # type: ignore[method-assign]
         self.store = store
         self.engine = engine
         self.guild_ids = guild_ids
@@ -76,6 +77,21 @@ class SdBot(discord.Client):
             self.tree.copy_global_to(guild=guild)
             synced = await self.tree.sync(guild=guild)
             log.info("synced %d commands to guild %s", len(synced), guild_id)
+
+    async def on_command_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError
+    ) -> None:
+        """Log what went wrong and tell the member in a sentence, never a bare "This interaction failed"."""
+        command = interaction.command.name if interaction.command else "?"
+        log.error("/%s by %s failed", command, interaction.user.id, exc_info=error)
+        sentence = "Something went wrong on my side; the owner can find it in the bot's log. Please try again."
+        try:
+            if interaction.response.is_done():
+                await interaction.followup.send(sentence, ephemeral=True)
+            else:
+                await interaction.response.send_message(sentence, ephemeral=True)
+        except discord.HTTPException:
+            log.warning("could not tell %s that /%s failed", interaction.user.id, command)
 
     async def on_ready(self) -> None:
         assert self.user is not None

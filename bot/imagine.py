@@ -141,8 +141,14 @@ class ImagineService:
             created_at=self.clock(),
         )
         await self.store.add(job)
-        callback = await interaction.response.send_message(queued_text(self.queue.next_position(job.user_id)))
-        message_id = callback.message_id or (await interaction.original_response()).id
+        try:
+            callback = await interaction.response.send_message(queued_text(self.queue.next_position(job.user_id)))
+            message_id = callback.message_id or (await interaction.original_response()).id
+        except discord.HTTPException as exc:
+            # The member saw "interaction failed" and will likely ask again: running this one too would double it.
+            log.warning("job %s: could not acknowledge, dropping it: %s", job.id, exc)
+            await self.store.mark_failed(job.id, "Discord refused the acknowledgement.", self.clock())
+            return None
         await self.store.set_message(job.id, message_id)
         job = job.with_message(message_id)
         await self.queue.put(job.user_id, job)

@@ -64,7 +64,10 @@ def file_hash(path: Path) -> str:
 
 
 def _weights_file(folder: Path) -> Path | None:
-    """The UNet weights of a diffusers folder: what makes one fine-tune differ from another."""
+    """The UNet weights of a diffusers folder (what makes one fine-tune differ from another), as loaded."""
+    loaded = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    if loaded.is_file():
+        return loaded
     candidates = sorted((folder / "unet").glob("diffusion_pytorch_model*.safetensors"))
     return candidates[0] if candidates else None
 
@@ -100,7 +103,9 @@ def load_model(source: ModelSource, device: torch.device, single_file_config: Pa
         pipe, hashed = _load_pipeline(source, dtype, single_file_config)
     except ModelLoadError:
         raise
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+    except Exception as exc:
+        # diffusers fails in many ways (bad header, wrong shapes, missing parts); the operator needs one line.
+        log.debug("loading %s failed", source.location, exc_info=True)
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"SDBOT_MODEL: could not load {source.location}: {first_line}") from exc
     pipe.unet.set_attn_processor(AttnProcessor2_0())

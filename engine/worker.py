@@ -56,7 +56,7 @@ def run_job(painter: Painter, request: GenerateRequest, channel: Channel) -> Non
     except InvalidParams as exc:
         channel.send(JobFailed(job_id=job_id, message=str(exc)))
         return
-    except torch.OutOfMemoryError:
+    except torch.cuda.OutOfMemoryError:
         log.warning("job %s: out of memory at %s", job_id, request.params)
         torch.cuda.empty_cache()
         channel.send(JobFailed(job_id=job_id, message=OUT_OF_MEMORY))

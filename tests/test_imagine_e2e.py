@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -213,3 +214,29 @@ async def test_real_engine_process_draws_the_same_pixels_for_the_same_seed(
     assert "Seed: 7, Size: 64x64" in images[0].text["parameters"]
     assert images[0].text["parameters"].endswith("Model: tiny-sd")
     assert np.array_equal(np.asarray(images[0]), np.asarray(images[1]))
+
+
+
+async def completed_slash(fake: FakeDiscord, bot: SdBot, options: dict[str, object]) -> None:
+    """Invoke /imagine and return once its handler has finished (discord.py's completion event)."""
+    completion = asyncio.ensure_future(bot.wait_for("app_command_completion", timeout=10))
+    await fake.slash("imagine", options)
+    await completion
+
+
+async def test_an_acknowledgement_discord_refuses_drops_the_job(
+    fake: FakeDiscord, bot: SdBot, engine: FakeEngine
+) -> None:
+    fake.fail_next("POST", r"^/interactions/\d+/[^/]+/callback$", 404, 10062, "Unknown interaction")
+    await completed_slash(fake, bot, {"prompt": "fox"})
+    (failed,) = await bot.store.in_states(*JobState)
+    assert failed.state is JobState.FAILED and failed.error == "Discord refused the acknowledgement."
+    assert len(bot.queue) == 0 and engine.calls == []
+
+
+async def test_an_error_on_our_side_is_a_sentence_not_a_failed_interaction(fake: FakeDiscord, bot: SdBot) -> None:
+    await bot.store.close()  # the next write fails as a broken database would
+    inter = await fake.slash("imagine", {"prompt": "fox"})
+    callback = await inter.wait_response()
+    assert inter.ephemeral and callback.data is not None
+    assert callback.data["content"].startswith("Something went wrong on my side")
