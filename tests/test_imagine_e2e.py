@@ -6,6 +6,7 @@ import asyncio
 import io
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import discord
 import numpy as np
@@ -17,7 +18,7 @@ from bot.engine_client import EngineCommand, ProcessEngine
 from bot.jobs import JobState
 from bot.store import JobStore
 from engine.params import SAMPLERS
-from tests.support.fake_discord import CHANNEL_ID, GUILD_ID, USER_ID, FakeDiscord, FakeMessage
+from tests.support.fake_discord import CHANNEL_ID, GUILD_ID, USER_ID, FakeDiscord, FakeInteraction, FakeMessage
 from tests.support.fake_engine import FakeEngine
 
 OTHER_USER = USER_ID + 1
@@ -54,6 +55,14 @@ async def bot(fake: FakeDiscord, engine: FakeEngine, tmp_path: Path) -> AsyncIte
 
 def results(fake: FakeDiscord) -> list[FakeMessage]:
     return [m for m in fake.messages(CHANNEL_ID) if m.attachments]
+
+
+async def completed_slash(fake: FakeDiscord, bot: SdBot, options: dict[str, object], **how: Any) -> FakeInteraction:
+    """Invoke /imagine and return once its handler has finished (discord.py's completion event)."""
+    completion = asyncio.ensure_future(bot.wait_for("app_command_completion", timeout=10))
+    interaction = await fake.slash("imagine", options, **how)
+    await completion
+    return interaction
 
 
 async def test_imagine_is_synced_with_discord_side_constraints(fake: FakeDiscord, bot: SdBot) -> None:
@@ -151,9 +160,11 @@ async def test_missing_channel_permissions_are_named(fake: FakeDiscord, bot: SdB
 async def test_acknowledgement_shows_the_fair_queue_position(fake: FakeDiscord, bot: SdBot, engine: FakeEngine) -> None:
     engine.gate.clear()
     acks = []
-    for user in (USER_ID, USER_ID, USER_ID, OTHER_USER):
-        inter = await fake.slash("imagine", {"prompt": f"fox for {user}", "steps": 1}, user_id=user)
-        acks.append((await inter.wait_response()).data["content"])  # type: ignore[index]
+    for index, user in enumerate((USER_ID, USER_ID, USER_ID, OTHER_USER)):
+        inter = await completed_slash(fake, bot, {"prompt": f"fox for {user}", "steps": 1}, user_id=user)
+        acks.append(inter.response.data["content"])  # type: ignore[union-attr,index]
+        if index == 0:
+            await engine.wait_calls(1)
     # The first job is already with the engine; the newcomer goes ahead of the first member's third.
     assert acks == [
         "⏳ Queued — you're next.",
@@ -186,8 +197,8 @@ async def test_jobs_queued_at_shutdown_run_after_a_restart(fake: FakeDiscord, tm
     first = make_bot(db, engine)
     async with fake.connected(first):
         for prompt in ("first", "second"):
-            await (await fake.slash("imagine", {"prompt": prompt, "steps": 1})).wait_response()
-        await fake.wait_for(lambda: len(engine.calls) == 1)
+            await completed_slash(fake, first, {"prompt": prompt, "steps": 1})
+        await engine.wait_calls(1)
     assert results(fake) == []
 
     restarted_engine = FakeEngine()
@@ -215,13 +226,6 @@ async def test_real_engine_process_draws_the_same_pixels_for_the_same_seed(
     assert images[0].text["parameters"].endswith("Model: tiny-sd")
     assert np.array_equal(np.asarray(images[0]), np.asarray(images[1]))
 
-
-
-async def completed_slash(fake: FakeDiscord, bot: SdBot, options: dict[str, object]) -> None:
-    """Invoke /imagine and return once its handler has finished (discord.py's completion event)."""
-    completion = asyncio.ensure_future(bot.wait_for("app_command_completion", timeout=10))
-    await fake.slash("imagine", options)
-    await completion
 
 
 async def test_an_acknowledgement_discord_refuses_drops_the_job(

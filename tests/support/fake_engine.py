@@ -26,6 +26,7 @@ class FakeEngine:
         self.gate = asyncio.Event()
         self.gate.set()
         self.calls: list[tuple[str, GenerationParams]] = []
+        self._called = asyncio.Condition()
         self.fail_with: str | None = None
 
     @property
@@ -38,6 +39,8 @@ class FakeEngine:
 
     async def generate(self, job_id: str, params: GenerationParams, on_progress: ProgressCallback) -> JobResult:
         self.calls.append((job_id, params))
+        async with self._called:
+            self._called.notify_all()
         await self.gate.wait()
         if self.fail_with is not None:
             raise JobFailedError(self.fail_with)
@@ -51,6 +54,11 @@ class FakeEngine:
             png = encode_png(Image.new("RGB", (params.width, params.height), colour), infotext)
             images.append(GeneratedImage(seed=seed, infotext=infotext, png=png))
         return JobResult(job_id=job_id, images=tuple(images), seconds=0.25, model=MODEL)
+
+    async def wait_calls(self, count: int) -> None:
+        """Wait until `count` jobs have reached the engine."""
+        async with self._called:
+            await asyncio.wait_for(self._called.wait_for(lambda: len(self.calls) >= count), 10)
 
     async def close(self) -> None:
         self.started = False
