@@ -50,9 +50,7 @@ class SdBot(discord.Client):
             clock=clock,
             progress_interval=progress_interval,
         )
-        self.imagine = ImagineService(
-            store=store, queue=self.queue, engine_ready=lambda: engine.ready, clock=clock
-        )
+        self.imagine = ImagineService(store=store, queue=self.queue, engine_ready=lambda: engine.ready, clock=clock)
         self._dispatch_task: asyncio.Task[None] | None = None
 
     async def setup_hook(self) -> None:
@@ -78,9 +76,7 @@ class SdBot(discord.Client):
             synced = await self.tree.sync(guild=guild)
             log.info("synced %d commands to guild %s", len(synced), guild_id)
 
-    async def on_command_error(
-        self, interaction: discord.Interaction, error: app_commands.AppCommandError
-    ) -> None:
+    async def on_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
         """Log what went wrong and tell the member in a sentence, never a bare "This interaction failed"."""
         command = interaction.command.name if interaction.command else "?"
         log.error("/%s by %s failed", command, interaction.user.id, exc_info=error)

@@ -17,7 +17,7 @@ import discord
 from bot.app import SdBot
 from bot.engine_client import EngineCommand, EngineStartError, JobFailedError, ProcessEngine
 from bot.imagine import ImagineOptions
-from bot.settings import Settings, SettingError, configure_logging, load_settings, read_environment
+from bot.settings import SettingError, Settings, configure_logging, load_settings, read_environment
 from bot.store import JobStore, StoreError
 from engine.params import SAMPLERS, InvalidParams
 from engine.wire import Progress
@@ -47,11 +47,13 @@ async def run_bot(settings: Settings) -> None:
         async with bot:
             await bot.start(settings.discord_token)
     except discord.LoginFailure:
-        raise Fatal("DISCORD_TOKEN was refused by Discord: reset the token in the Developer Portal and update .env")
+        raise Fatal(
+            "DISCORD_TOKEN was refused by Discord: reset the token in the Developer Portal and update .env"
+        ) from None
     except EngineStartError as exc:
-        raise Fatal(str(exc))
+        raise Fatal(str(exc)) from None
     except (StoreError, sqlite3.Error) as exc:
-        raise Fatal(f"SDBOT_DB {settings.db_path} cannot be used: {exc}")
+        raise Fatal(f"SDBOT_DB {settings.db_path} cannot be used: {exc}") from None
 
 
 async def generate_once(settings: Settings, args: argparse.Namespace) -> None:
@@ -73,7 +75,7 @@ async def generate_once(settings: Settings, args: argparse.Namespace) -> None:
         try:
             params = options.to_params(ready, random.SystemRandom())
         except InvalidParams as exc:
-            raise Fatal(str(exc))
+            raise Fatal(str(exc)) from None
 
         def show(progress: Progress) -> None:
             print(f"\rstep {progress.step}/{progress.total}", end="", file=sys.stderr, flush=True)
@@ -81,11 +83,11 @@ async def generate_once(settings: Settings, args: argparse.Namespace) -> None:
         try:
             result = await engine.generate("cli", params, show)
         except JobFailedError as exc:
-            raise Fatal(str(exc))
+            raise Fatal(str(exc)) from None
         finally:
             print(file=sys.stderr)
     except EngineStartError as exc:
-        raise Fatal(str(exc))
+        raise Fatal(str(exc)) from None
     finally:
         await engine.close()
     out: Path = args.output

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import logging
+from typing import Any
 
 import discord
 
@@ -33,6 +34,14 @@ class Delivery:
             return None
         return self._channel(job).get_partial_message(job.message_id)
 
+    def _reply(self, job: Job) -> dict[str, Any]:
+        """Send options that make a post a reply to the job's status message, pinging only its member."""
+        status = self._status_message(job)
+        options: dict[str, Any] = {"allowed_mentions": _MENTION_MEMBER_ONLY}
+        if status is not None:
+            options["reference"] = status.to_reference(fail_if_not_exists=False)
+        return options
+
     async def edit_status(self, job: Job, text: str) -> None:
         """Rewrite the acknowledgement; a refused edit costs only the status line, so it is logged, not raised."""
         message = self._status_message(job)
@@ -49,13 +58,8 @@ class Delivery:
             discord.File(io.BytesIO(image.png), filename=name)
             for image, name in zip(result.images, result_filenames(job, result), strict=True)
         ]
-        status = self._status_message(job)
         message = await self._channel(job).send(
-            content=f"<@{job.user_id}>",
-            embed=result_embed(job, result),
-            files=files,
-            reference=status.to_reference(fail_if_not_exists=False) if status else None,
-            allowed_mentions=_MENTION_MEMBER_ONLY,
+            content=f"<@{job.user_id}>", embed=result_embed(job, result), files=files, **self._reply(job)
         )
         await self.edit_status(job, done_text(result.seconds, message.jump_url))
         return message
@@ -63,12 +67,7 @@ class Delivery:
     async def post_failure(self, job: Job, sentence: str) -> None:
         """Tell the member, by a ping, why their job produced nothing."""
         await self.edit_status(job, failed_text(sentence))
-        status = self._status_message(job)
         try:
-            await self._channel(job).send(
-                content=f"<@{job.user_id}> {failed_text(sentence)}",
-                reference=status.to_reference(fail_if_not_exists=False) if status else None,
-                allowed_mentions=_MENTION_MEMBER_ONLY,
-            )
+            await self._channel(job).send(content=f"<@{job.user_id}> {failed_text(sentence)}", **self._reply(job))
         except discord.HTTPException as exc:
             log.error("job %s: could not tell its member it failed: %s", job.id, exc)

@@ -55,8 +55,9 @@ class Dispatcher:
     async def run_job(self, job: Job) -> None:
         """Draw one job, then hand its result (or failure) to delivery without waiting for the upload."""
         await self.store.mark_running(job.id, self.clock())
-        reporter = ProgressReporter(lambda text: self.delivery.edit_status(job, text), self.clock,
-                                    self.progress_interval)
+        reporter = ProgressReporter(
+            lambda text: self.delivery.edit_status(job, text), self.clock, self.progress_interval
+        )
         reporter.report(starting_text())
 
         def on_progress(progress: Progress) -> None:

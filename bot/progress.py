@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -14,7 +15,7 @@ Clock = Callable[[], float]
 class ProgressReporter:
     """Edits one job's status message; Discord answers 429 to messages edited more often than this."""
 
-    def __init__(self, edit: Callable[[str], Awaitable[None]], clock: Clock, interval: float = 1.0) -> None:
+    def __init__(self, edit: Callable[[str], Coroutine[Any, Any, None]], clock: Clock, interval: float = 1.0) -> None:
         self._edit = edit
         self._clock = clock
         self._interval = interval

@@ -64,9 +64,7 @@ def _guild_ids(raw: str) -> tuple[int, ...]:
         if not part:
             continue
         if not part.isdigit():
-            raise SettingError(
-                f"SDBOT_GUILD_IDS must be comma-separated server ids (numbers), but has {part!r}"
-            )
+            raise SettingError(f"SDBOT_GUILD_IDS must be comma-separated server ids (numbers), but has {part!r}")
         ids.append(int(part))
     return tuple(ids)
 

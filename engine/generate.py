@@ -64,4 +64,3 @@ class Painter:
         vae = self.model.pipe.vae
         decoded = vae.decode(latent / vae.config.scaling_factor, return_dict=False)[0]
         return self.model.pipe.image_processor.postprocess(decoded, output_type="pil")[0]
-

@@ -10,7 +10,7 @@ import asyncio
 import json
 import struct
 from dataclasses import dataclass
-from typing import Any, BinaryIO, ClassVar, Union
+from typing import Any, BinaryIO, ClassVar
 
 from engine.infotext import ModelInfo
 from engine.params import GenerationParams
@@ -157,7 +157,7 @@ class EngineFatal:
         return cls(message=header["message"])
 
 
-Message = Union[GenerateRequest, EngineReady, Progress, JobResult, JobFailed, EngineFatal]
+Message = GenerateRequest | EngineReady | Progress | JobResult | JobFailed | EngineFatal
 _TYPES: dict[str, Any] = {
     cls.TYPE: cls for cls in (GenerateRequest, EngineReady, Progress, JobResult, JobFailed, EngineFatal)
 }

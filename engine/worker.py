@@ -16,8 +16,17 @@ from engine.generate import Painter
 from engine.loading import ModelLoadError, load_model, max_pixels, resolve_device
 from engine.params import InvalidParams
 from engine.source import DEVICE_CHOICES, InvalidSource, parse_source
-from engine.wire import EngineFatal, EngineReady, GenerateRequest, JobFailed, JobResult, Message, Progress, encode
-from engine.wire import read_message
+from engine.wire import (
+    EngineFatal,
+    EngineReady,
+    GenerateRequest,
+    JobFailed,
+    JobResult,
+    Message,
+    Progress,
+    encode,
+    read_message,
+)
 
 log = logging.getLogger("engine")
 
@@ -63,8 +72,12 @@ def run_job(painter: Painter, request: GenerateRequest, channel: Channel) -> Non
         return
     except Exception:
         log.exception("job %s failed", job_id)
-        channel.send(JobFailed(job_id=job_id, message=f"Something went wrong drawing job {job_id}; the owner can "
-                                                      "find the error in the bot's log."))
+        channel.send(
+            JobFailed(
+                job_id=job_id,
+                message=f"Something went wrong drawing job {job_id}; the owner can find the error in the bot's log.",
+            )
+        )
         return
     seconds = time.perf_counter() - started
     channel.send(JobResult(job_id=job_id, images=images, seconds=seconds, model=painter.model.info))

@@ -16,16 +16,39 @@ def test_generate_writes_pngs_with_infotext(tiny_model_dir: Path, tmp_path: Path
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SDBOT_", "DISCORD_"))}
     env.update(SDBOT_MODEL=str(tiny_model_dir), SDBOT_DEVICE="cpu")
     done = subprocess.run(
-        [sys.executable, "-m", "bot", "generate", "a red fox", "-o", "fox.png", "--seed", "42", "--steps", "2",
-         "--cfg", "5.5", "--sampler", "Euler a", "--negative", "blurry, dark", "--count", "2"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "bot",
+            "generate",
+            "a red fox",
+            "-o",
+            "fox.png",
+            "--seed",
+            "42",
+            "--steps",
+            "2",
+            "--cfg",
+            "5.5",
+            "--sampler",
+            "Euler a",
+            "--negative",
+            "blurry, dark",
+            "--count",
+            "2",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     assert "wrote fox.png (seed 42, tiny-sd" in done.stdout
     first, second = Image.open(tmp_path / "fox.png"), Image.open(tmp_path / "fox-2.png")
     assert first.size == (64, 64)
     assert first.text["parameters"] == (
-        'a red fox\nNegative prompt: blurry, dark\nSteps: 2, Sampler: Euler a, CFG scale: 5.5, Seed: 42, '
+        "a red fox\nNegative prompt: blurry, dark\nSteps: 2, Sampler: Euler a, CFG scale: 5.5, Seed: 42, "
         f"Size: 64x64, Model hash: {file_hash(tiny_model_dir / 'unet' / 'diffusion_pytorch_model.safetensors')}, "
         "Model: tiny-sd"
     )

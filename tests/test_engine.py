@@ -48,10 +48,14 @@ def test_a_64px_two_step_image_carries_its_infotext(painter: Painter, tiny: Load
     assert steps == [(1, 2), (2, 2)]
     png = Image.open(io.BytesIO(image.png))
     assert png.format == "PNG" and png.size == (64, 64)
-    assert png.text["parameters"] == image.infotext == (
-        "a red fox\nNegative prompt: blurry\n"
-        "Steps: 2, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 1234, Size: 64x64, "
-        f"Model hash: {tiny.info.hash}, Model: tiny-sd"
+    assert (
+        png.text["parameters"]
+        == image.infotext
+        == (
+            "a red fox\nNegative prompt: blurry\n"
+            "Steps: 2, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 1234, Size: 64x64, "
+            f"Model hash: {tiny.info.hash}, Model: tiny-sd"
+        )
     )
 
 

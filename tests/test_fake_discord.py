@@ -106,13 +106,6 @@ async def palette(interaction: discord.Interaction[ProbeBot], modal: bool = Fals
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeDiscord]:
-    async with FakeDiscord() as fake:
-        yield fake
-        fake.assert_clean()
-
-
-@pytest.fixture
 async def bot(fake: FakeDiscord) -> AsyncIterator[ProbeBot]:
     client = ProbeBot()
     async with fake.connected(client):

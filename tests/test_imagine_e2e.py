@@ -35,13 +35,6 @@ def make_bot(db: Path, engine: object) -> SdBot:
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeDiscord]:
-    async with FakeDiscord() as fake:
-        yield fake
-        fake.assert_clean()
-
-
-@pytest.fixture
 def engine() -> FakeEngine:
     return FakeEngine()
 
@@ -69,9 +62,7 @@ async def test_imagine_is_synced_with_discord_side_constraints(fake: FakeDiscord
     command = fake.command("imagine", GUILD_ID)
     assert command is not None and command["description"]
     options = {o["name"]: o for o in command["options"]}
-    assert list(options) == [
-        "prompt", "negative_prompt", "width", "height", "steps", "cfg", "seed", "count", "sampler"
-    ]
+    assert list(options) == ["prompt", "negative_prompt", "width", "height", "steps", "cfg", "seed", "count", "sampler"]
     assert all(o["description"] for o in options.values())
     assert options["prompt"]["required"] and options["prompt"]["max_length"] == 1500
     assert not any(o.get("required") for name, o in options.items() if name != "prompt")
@@ -89,8 +80,17 @@ async def test_imagine_acknowledges_stores_and_posts_pngs_with_metadata(
 ) -> None:
     inter = await fake.slash(
         "imagine",
-        {"prompt": "  a red fox  ", "negative_prompt": "blurry", "seed": 42, "count": 2, "steps": 3,
-         "width": 256, "height": 192, "cfg": 6.5, "sampler": "Euler a"},
+        {
+            "prompt": "  a red fox  ",
+            "negative_prompt": "blurry",
+            "seed": 42,
+            "count": 2,
+            "steps": 3,
+            "width": 256,
+            "height": 192,
+            "cfg": 6.5,
+            "sampler": "Euler a",
+        },
     )
     callback = await inter.wait_response()
     assert inter.response_time is not None and inter.response_time < 3.0
@@ -113,8 +113,15 @@ async def test_imagine_acknowledges_stores_and_posts_pngs_with_metadata(
     assert embed["description"] == "a red fox"
     fields = {f["name"]: f["value"] for f in embed["fields"]}
     assert fields == {
-        "Negative prompt": "blurry", "Seeds": "42, 43", "Steps": "3", "CFG scale": "6.5", "Sampler": "Euler a",
-        "Size": "256×192", "Model": "fake-model", "Time": "0.2 s", "Asked by": f"<@{USER_ID}>",
+        "Negative prompt": "blurry",
+        "Seeds": "42, 43",
+        "Steps": "3",
+        "CFG scale": "6.5",
+        "Sampler": "Euler a",
+        "Size": "256×192",
+        "Model": "fake-model",
+        "Time": "0.2 s",
+        "Asked by": f"<@{USER_ID}>",
     }
 
     await fake.wait_for(lambda: ack.content.startswith("✅ Done"), what="the acknowledgement marked done")
@@ -225,7 +232,6 @@ async def test_real_engine_process_draws_the_same_pixels_for_the_same_seed(
     assert "Seed: 7, Size: 64x64" in images[0].text["parameters"]
     assert images[0].text["parameters"].endswith("Model: tiny-sd")
     assert np.array_equal(np.asarray(images[0]), np.asarray(images[1]))
-
 
 
 async def test_an_acknowledgement_discord_refuses_drops_the_job(

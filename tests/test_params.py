@@ -36,5 +36,7 @@ def test_invalid_params_say_what_to_change(changes: dict[str, object], sentence:
 
 
 def test_round_trips_through_dict_and_ignores_unknown_keys() -> None:
-    params = GenerationParams(prompt="p", negative_prompt="n", width=640, height=448, steps=12, cfg=4.5, seed=9, count=2)
+    params = GenerationParams(
+        prompt="p", negative_prompt="n", width=640, height=448, steps=12, cfg=4.5, seed=9, count=2
+    )
     assert GenerationParams.from_dict({**params.to_dict(), "from_a_newer_version": 1}) == params

@@ -95,8 +95,6 @@ def test_dotenv_is_read_and_the_real_environment_wins(tmp_path: Path, monkeypatc
 def test_bad_setting_exits_2_with_one_line_and_no_traceback(tmp_path: Path, entry: list[str]) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SDBOT_", "DISCORD_"))}
     (tmp_path / ".env").write_text(f"DISCORD_TOKEN={TOKEN}\nSDBOT_DEVICE=tpu\n")
-    done = subprocess.run(
-        [sys.executable, *entry], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
-    )
+    done = subprocess.run([sys.executable, *entry], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr == "sdbot: SDBOT_DEVICE must be one of auto, cpu, cuda, not 'tpu'\n"
