@@ -107,30 +107,29 @@ class ImagineService:
         self.clock = clock
         self.seed_source = seed_source or random.SystemRandom()
 
-    async def submit(self, interaction: discord.Interaction, options: ImagineOptions) -> Job | None:
-        """Refuse with an ephemeral sentence, or store, acknowledge and queue the job."""
+    def check(self, interaction: discord.Interaction, options: ImagineOptions) -> GenerationParams:
+        """The job's parameters, or InvalidParams with the sentence that tells the member what to change."""
         ready = self.engine_ready()
         if ready is None:
-            await interaction.response.send_message(
-                "The image engine is starting up: try again in a minute.", ephemeral=True
-            )
-            return None
+            raise InvalidParams("The image engine is starting up: try again in a minute.")
+        if interaction.channel_id is None:
+            raise InvalidParams("I can only draw in a channel.")
         missing = missing_permissions(interaction.app_permissions) if interaction.guild_id else []
         if missing:
-            await interaction.response.send_message(
+            raise InvalidParams(
                 f"I can't post images in this channel: ask an admin to give me {', '.join(missing)} here,"
-                " or use me in another channel.",
-                ephemeral=True,
+                " or use me in another channel."
             )
-            return None
+        return options.to_params(ready, self.seed_source)
+
+    async def submit(self, interaction: discord.Interaction, options: ImagineOptions) -> Job | None:
+        """Refuse with an ephemeral sentence, or store, acknowledge and queue the job."""
         try:
-            params = options.to_params(ready, self.seed_source)
+            params = self.check(interaction, options)
         except InvalidParams as exc:
             await interaction.response.send_message(str(exc), ephemeral=True)
             return None
-        if interaction.channel_id is None:
-            await interaction.response.send_message("I can only draw in a channel.", ephemeral=True)
-            return None
+        assert interaction.channel_id is not None
         job = Job(
             id=new_job_id(),
             params=params,
