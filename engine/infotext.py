@@ -42,6 +42,9 @@ def format_infotext(params: GenerationParams, seed: int, model: ModelInfo) -> st
         ("Model hash", model.hash),
         ("Model", model.name),
     ]
+    if params.needs_source:
+        # As A1111 writes img2img results: how much of the source image was redrawn.
+        pairs.append(("Denoising strength", f"{params.strength:g}"))
     lines = [params.prompt]
     if params.negative_prompt:
         lines.append(f"Negative prompt: {params.negative_prompt}")

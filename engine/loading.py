@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-from diffusers import StableDiffusionPipeline
+from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline, UNet2DConditionModel
 from diffusers.models.attention_processor import AttnProcessor2_0
 
 from engine.infotext import ModelInfo
@@ -29,7 +32,7 @@ class ModelLoadError(RuntimeError):
 class LoadedModel:
     """A ready pipeline on its device, and how infotext names it."""
 
-    pipe: StableDiffusionPipeline
+    pipe: Any  # a StableDiffusionPipeline, or its inpainting sibling
     info: ModelInfo
     device: torch.device
     dtype: torch.dtype
@@ -72,42 +75,67 @@ def _weights_file(folder: Path) -> Path | None:
     return candidates[0] if candidates else None
 
 
+def _inpainting_unet(file: str, single_file_config: Path, dtype: torch.dtype) -> Any:
+    """An inpainting checkpoint's UNet: the base config with 9 input channels (latents, mask, masked image)."""
+    config = json.loads((single_file_config / "unet" / "config.json").read_text())
+    config["in_channels"] = 9
+    with tempfile.TemporaryDirectory(prefix="sdbot-inpaint-config-") as folder:
+        (Path(folder) / "unet").mkdir()
+        (Path(folder) / "unet" / "config.json").write_text(json.dumps(config))
+        return UNet2DConditionModel.from_single_file(
+            file, config=folder, subfolder="unet", local_files_only=True, torch_dtype=dtype
+        )
+
+
 def _load_pipeline(
-    source: ModelSource, dtype: torch.dtype, single_file_config: Path
-) -> tuple[StableDiffusionPipeline, Path | None]:
-    common = {"dtype": dtype, "safety_checker": None, "requires_safety_checker": False}
+    source: ModelSource, dtype: torch.dtype, single_file_config: Path, inpainting: bool, setting: str
+) -> tuple[Any, Path | None]:
+    pipeline_class = StableDiffusionInpaintPipeline if inpainting else StableDiffusionPipeline
+    common: dict[str, Any] = {"dtype": dtype, "safety_checker": None, "requires_safety_checker": False}
     if source.kind is SourceKind.FILE:
+        if inpainting:
+            common["unet"] = _inpainting_unet(source.location, single_file_config, dtype)
         # A local config folder keeps from_single_file off the hub; it supplies the tokenizer and scheduler.
-        pipe = StableDiffusionPipeline.from_single_file(
+        pipe = pipeline_class.from_single_file(
             source.location, config=str(single_file_config), local_files_only=True, **common
         )
         return pipe, Path(source.location)
     if source.kind is SourceKind.HUB:
         try:
-            folder = Path(StableDiffusionPipeline.download(source.location, use_safetensors=True))
+            folder = Path(pipeline_class.download(source.location, use_safetensors=True))
         except (OSError, ValueError) as exc:
             raise ModelLoadError(
-                f"SDBOT_MODEL: {source.location} could not be downloaded from the Hugging Face hub nor found in its"
+                f"{setting}: {source.location} could not be downloaded from the Hugging Face hub nor found in its"
                 " local cache: check the id and the internet connection, or give a local folder or .safetensors file"
             ) from exc
     else:
         folder = Path(source.location)
-    pipe = StableDiffusionPipeline.from_pretrained(folder, local_files_only=True, use_safetensors=True, **common)
+    pipe = pipeline_class.from_pretrained(folder, local_files_only=True, use_safetensors=True, **common)
     return pipe, _weights_file(folder)
 
 
-def load_model(source: ModelSource, device: torch.device, single_file_config: Path = SD15_CONFIG) -> LoadedModel:
-    """Load the pipeline once: fp16 on CUDA, fp32 on the CPU, SDPA attention, no progress bars."""
+def load_model(
+    source: ModelSource,
+    device: torch.device,
+    single_file_config: Path = SD15_CONFIG,
+    *,
+    inpainting: bool = False,
+    setting: str = "SDBOT_MODEL",
+) -> LoadedModel:
+    """Load a pipeline once: fp16 on CUDA, fp32 on the CPU, SDPA attention, no progress bars.
+
+    `inpainting` loads an inpainting checkpoint; `setting` names the variable that chose it, for errors.
+    """
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     try:
-        pipe, hashed = _load_pipeline(source, dtype, single_file_config)
+        pipe, hashed = _load_pipeline(source, dtype, single_file_config, inpainting, setting)
     except ModelLoadError:
         raise
     except Exception as exc:
         # diffusers fails in many ways (bad header, wrong shapes, missing parts); the operator needs one line.
         log.debug("loading %s failed", source.location, exc_info=True)
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"SDBOT_MODEL: could not load {source.location}: {first_line}") from exc
+        raise ModelLoadError(f"{setting}: could not load {source.location}: {first_line}") from exc
     pipe.unet.set_attn_processor(AttnProcessor2_0())
     pipe.vae.set_attn_processor(AttnProcessor2_0())
     pipe.set_progress_bar_config(disable=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -17,6 +18,24 @@ MIN_CFG, MAX_CFG = 1.0, 30.0
 MAX_SEED = 2**32 - 1
 MIN_COUNT, MAX_COUNT = 1, 4
 MAX_PROMPT_CHARS = 1500
+# Upscales and outpaints may grow past what /imagine offers, up to this many pixels a side.
+MAX_DERIVED_SIZE = 2048
+
+# What a job does with its source image (txt2img has none).
+MODES: tuple[str, ...] = ("txt2img", "vary", "upscale", "zoom", "pan")
+PAN_DIRECTIONS: tuple[str, ...] = ("left", "right", "up", "down")
+ZOOM_FACTORS: tuple[float, ...] = (1.5, 2.0)
+VARY_STRENGTHS: dict[str, float] = {"subtle": 0.35, "strong": 0.7}
+# A1111's hires fix: a clean resize, then a light img2img pass that adds detail without changing the picture.
+UPSCALE_FACTOR = 2
+UPSCALE_STRENGTH = 0.3
+# Outpainting redraws the new area almost from scratch, keeping only the colours pre-filled from the edge.
+OUTPAINT_STRENGTH = 0.95
+
+
+def half_side(side: int) -> int:
+    """Half a side, rounded to the multiple of 8 that latents need."""
+    return max(8, round(side / 2 / 8) * 8)
 
 
 class InvalidParams(ValueError):
@@ -36,6 +55,15 @@ class GenerationParams:
     sampler: str = DEFAULT_SAMPLER
     seed: int = 0
     count: int = 1
+    mode: str = "txt2img"
+    strength: float = 1.0
+    zoom: float = 1.0
+    pan: str = ""
+
+    @property
+    def needs_source(self) -> bool:
+        """Whether the job works from an earlier image rather than from noise alone."""
+        return self.mode != "txt2img"
 
     def seeds(self) -> tuple[int, ...]:
         """The seed of each image, wrapping at 2³²."""
@@ -46,9 +74,51 @@ class GenerationParams:
         """Pixels drawn at once: every image of the job shares one denoising batch."""
         return self.width * self.height * self.count
 
-    def with_seed(self, seed: int) -> GenerationParams:
-        """The same request from another seed."""
+    def rerolled(self, seed: int) -> GenerationParams:
+        """The same job, or the same pass over the same source image, from another seed."""
         return replace(self, seed=seed)
+
+    def _from_source(
+        self, mode: str, size: tuple[int, int], strength: float, seed: int, zoom: float = 1.0, pan: str = ""
+    ) -> GenerationParams:
+        """One image drawn over a source image; img2img runs steps × strength steps, so keep at least one."""
+        width, height = size
+        steps = max(self.steps, math.ceil(1 / strength))
+        return replace(
+            self,
+            mode=mode,
+            width=width,
+            height=height,
+            strength=strength,
+            seed=seed,
+            count=1,
+            steps=steps,
+            zoom=zoom,
+            pan=pan,
+        )
+
+    def variation(self, source: tuple[int, int], strength: str, seed: int) -> GenerationParams:
+        """img2img from one image with the same prompt: `subtle` keeps the composition, `strong` less so."""
+        return self._from_source("vary", source, VARY_STRENGTHS[strength], seed)
+
+    def upscaled(self, source: tuple[int, int], seed: int) -> GenerationParams:
+        """One image at twice its size, redrawn lightly for detail."""
+        size = (source[0] * UPSCALE_FACTOR, source[1] * UPSCALE_FACTOR)
+        return self._from_source("upscale", size, UPSCALE_STRENGTH, seed)
+
+    def zoomed_out(self, source: tuple[int, int], factor: float, seed: int) -> GenerationParams:
+        """The image shrunk into the centre of a canvas of its own size; the border is drawn new."""
+        return self._from_source("zoom", source, OUTPAINT_STRENGTH, seed, zoom=factor)
+
+    def panned(self, source: tuple[int, int], direction: str, seed: int) -> GenerationParams:
+        """The canvas extended by half the image towards `direction`; the new strip is drawn."""
+        width, height = source
+        size = (
+            (width + half_side(width), height)
+            if direction in ("left", "right")
+            else (width, height + half_side(height))
+        )
+        return self._from_source("pan", size, OUTPAINT_STRENGTH, seed, pan=direction)
 
     def validate(self) -> GenerationParams:
         """Return self, or raise InvalidParams with a sentence saying what to change."""
@@ -59,9 +129,17 @@ class GenerationParams:
                 raise InvalidParams(
                     f"The {name} is {len(text)} characters long: shorten it to {MAX_PROMPT_CHARS} or fewer."
                 )
+        if self.mode not in MODES:
+            raise InvalidParams(f"Unknown job mode {self.mode!r}.")
+        if self.needs_source and max(self.width, self.height) > MAX_DERIVED_SIZE:
+            raise InvalidParams(
+                f"That would make a {self.width}×{self.height} image, more than {MAX_DERIVED_SIZE} pixels a side:"
+                " work from a smaller image instead."
+            )
+        largest = MAX_DERIVED_SIZE if self.needs_source else MAX_SIZE
         for name, value in (("width", self.width), ("height", self.height)):
-            if not MIN_SIZE <= value <= MAX_SIZE:
-                raise InvalidParams(f"The {name} must be between {MIN_SIZE} and {MAX_SIZE} pixels, not {value}.")
+            if not MIN_SIZE <= value <= largest:
+                raise InvalidParams(f"The {name} must be between {MIN_SIZE} and {largest} pixels, not {value}.")
             if value % SIZE_MULTIPLE:
                 lower = value - value % SIZE_MULTIPLE
                 raise InvalidParams(
@@ -78,6 +156,17 @@ class GenerationParams:
             raise InvalidParams(f"The seed must be between 0 and {MAX_SEED}, not {self.seed}.")
         if not MIN_COUNT <= self.count <= MAX_COUNT:
             raise InvalidParams(f"You can ask for {MIN_COUNT} to {MAX_COUNT} images at once, not {self.count}.")
+        if self.needs_source and not 0.0 < self.strength <= 1.0:
+            raise InvalidParams(f"The strength must be above 0 and at most 1, not {self.strength:g}.")
+        if self.needs_source and int(self.steps * self.strength) < 1:
+            raise InvalidParams(
+                f"{self.steps} steps at strength {self.strength:g} redraw nothing: use at least"
+                f" {math.ceil(1 / self.strength)} steps."
+            )
+        if self.mode == "zoom" and self.zoom not in ZOOM_FACTORS:
+            raise InvalidParams(f"Zoom out by {' or '.join(f'{z:g}' for z in ZOOM_FACTORS)}, not {self.zoom:g}.")
+        if self.mode == "pan" and self.pan not in PAN_DIRECTIONS:
+            raise InvalidParams(f"Pan {', '.join(PAN_DIRECTIONS)}, not {self.pan!r}.")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -25,18 +25,21 @@ class WireError(RuntimeError):
 
 @dataclass(frozen=True)
 class GenerateRequest:
-    """Bot → engine: draw the images of one job."""
+    """Bot → engine: draw the images of one job (from a source image, for the modes that need one)."""
 
     TYPE: ClassVar[str] = "generate"
     job_id: str
     params: GenerationParams
+    source: bytes | None = None  # the image an img2img, upscale or outpaint job works from
 
     def to_header(self) -> tuple[dict[str, Any], list[bytes]]:
-        return {"job_id": self.job_id, "params": self.params.to_dict()}, []
+        blobs = [self.source] if self.source is not None else []
+        return {"job_id": self.job_id, "params": self.params.to_dict()}, blobs
 
     @classmethod
     def from_header(cls, header: dict[str, Any], blobs: list[bytes]) -> GenerateRequest:
-        return cls(job_id=header["job_id"], params=GenerationParams.from_dict(header["params"]))
+        source = blobs[0] if blobs else None
+        return cls(job_id=header["job_id"], params=GenerationParams.from_dict(header["params"]), source=source)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from diffusers.utils import logging as diffusers_logging
 from engine.generate import Painter
 from engine.loading import ModelLoadError, load_model, max_pixels, resolve_device
 from engine.params import InvalidParams
-from engine.source import DEVICE_CHOICES, InvalidSource, parse_source
+from engine.source import DEVICE_CHOICES, InvalidSource, ModelSource, parse_source
 from engine.wire import (
     EngineFatal,
     EngineReady,
@@ -61,7 +61,7 @@ def run_job(painter: Painter, request: GenerateRequest, channel: Channel) -> Non
 
     started = time.perf_counter()
     try:
-        images = painter.paint(request.params, on_step)
+        images = painter.paint(request.params, on_step, source=request.source)
     except InvalidParams as exc:
         channel.send(JobFailed(job_id=job_id, message=str(exc)))
         return
@@ -83,11 +83,19 @@ def run_job(painter: Painter, request: GenerateRequest, channel: Channel) -> Non
     channel.send(JobResult(job_id=job_id, images=images, seconds=seconds, model=painter.model.info))
 
 
+def _source(value: str, setting: str) -> ModelSource:
+    try:
+        return parse_source(value)
+    except InvalidSource as exc:
+        raise ModelLoadError(f"{setting} {exc}") from None
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m engine", description="sdbot's image engine process")
     parser.add_argument("--model", required=True, help="diffusers folder, .safetensors file or hub id")
     parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     parser.add_argument("--max-megapixels", type=float, default=None, help="cap on width × height × count")
+    parser.add_argument("--inpaint-model", default=None, help="inpainting checkpoint for outpainting (optional)")
     return parser.parse_args(argv)
 
 
@@ -102,14 +110,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     diffusers_logging.disable_progress_bar()
     try:
-        model = load_model(parse_source(args.model), resolve_device(args.device))
-    except InvalidSource as exc:
-        channel.send(EngineFatal(message=f"SDBOT_MODEL {exc}"))
-        return 2
+        device = resolve_device(args.device)
+        model = load_model(_source(args.model, "SDBOT_MODEL"), device)
+        inpaint_model = None
+        if args.inpaint_model:
+            inpaint_source = _source(args.inpaint_model, "SDBOT_INPAINT_MODEL")
+            inpaint_model = load_model(inpaint_source, device, inpainting=True, setting="SDBOT_INPAINT_MODEL")
     except ModelLoadError as exc:
         channel.send(EngineFatal(message=str(exc)))
         return 2
-    painter = Painter(model)
+    painter = Painter(model, inpaint_model)
     channel.send(
         EngineReady(
             model=model.info,

@@ -62,7 +62,7 @@ def test_a_64px_two_step_image_carries_its_infotext(painter: Painter, tiny: Load
 def test_same_seed_same_pixels_and_another_seed_differs(painter: Painter) -> None:
     first = pixels(painter.paint(FOX)[0].png)
     again = pixels(painter.paint(FOX)[0].png)
-    other = pixels(painter.paint(FOX.with_seed(1235))[0].png)
+    other = pixels(painter.paint(FOX.rerolled(1235))[0].png)
     assert np.array_equal(first, again)
     assert not np.array_equal(first, other)
 

@@ -40,14 +40,17 @@ def write_tiny_tokenizer(folder: Path) -> None:
     tokenizer.save_pretrained(folder)
 
 
-def build_tiny_pipeline(tokenizer: CLIPTokenizer, seed: int = 0) -> StableDiffusionPipeline:
-    """Random weights in Stable Diffusion 1.x's shape, small enough for a 64×64 image in about a second."""
+def build_tiny_pipeline(tokenizer: CLIPTokenizer, seed: int = 0, in_channels: int = 4) -> StableDiffusionPipeline:
+    """Random weights in Stable Diffusion 1.x's shape, small enough for a 64×64 image in about a second.
+
+    `in_channels=9` makes an inpainting model (latents, mask and masked image in).
+    """
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
         block_out_channels=(32, 64),
         layers_per_block=1,
         sample_size=NATIVE_SIZE // 2,
-        in_channels=4,
+        in_channels=in_channels,
         out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
@@ -94,9 +97,9 @@ def build_tiny_pipeline(tokenizer: CLIPTokenizer, seed: int = 0) -> StableDiffus
     )
 
 
-def save_tiny_model(folder: Path, seed: int = 0) -> Path:
+def save_tiny_model(folder: Path, seed: int = 0, in_channels: int = 4) -> Path:
     """Save the tiny pipeline as a diffusers folder (weights as safetensors) and return the folder."""
     write_tiny_tokenizer(folder / "tokenizer")
-    pipe = build_tiny_pipeline(CLIPTokenizer.from_pretrained(folder / "tokenizer"), seed)
+    pipe = build_tiny_pipeline(CLIPTokenizer.from_pretrained(folder / "tokenizer"), seed, in_channels)
     pipe.save_pretrained(folder, safe_serialization=True)
     return folder
