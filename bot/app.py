@@ -9,16 +9,23 @@ import time
 import discord
 from discord import app_commands
 
+from bot.buttons import ResultButton
 from bot.delivery import Delivery
 from bot.dispatch import Dispatcher
 from bot.engine_client import Engine
 from bot.fair_queue import FairQueue
+from bot.images import ImageStore
 from bot.imagine import ImagineService, build_imagine_command
+from bot.intake import Intake
 from bot.jobs import Job, JobState
+from bot.presses import PressService
 from bot.progress import Clock
+from bot.source_images import SourceImages
 from bot.store import JobStore
 
 log = logging.getLogger(__name__)
+
+PRUNE_INTERVAL = 3600.0
 
 
 class SdBot(discord.Client):
@@ -29,6 +36,7 @@ class SdBot(discord.Client):
         *,
         store: JobStore,
         engine: Engine,
+        images: ImageStore,
         guild_ids: tuple[int, ...] = (),
         clock: Clock = time.time,
         progress_interval: float = 1.0,
@@ -41,17 +49,23 @@ class SdBot(discord.Client):
         self.store = store
         self.engine = engine
         self.guild_ids = guild_ids
+        self.images = images
+        self.clock = clock
         self.queue: FairQueue[Job] = FairQueue()
+        sources = SourceImages(images, self)
         self.dispatcher = Dispatcher(
             queue=self.queue,
             engine=engine,
             store=store,
             delivery=Delivery(self),
+            sources=sources,
             clock=clock,
             progress_interval=progress_interval,
         )
-        self.imagine = ImagineService(store=store, queue=self.queue, engine_ready=lambda: engine.ready, clock=clock)
-        self._dispatch_task: asyncio.Task[None] | None = None
+        self.intake = Intake(store=store, queue=self.queue, clock=clock)
+        self.imagine = ImagineService(intake=self.intake, engine_ready=lambda: engine.ready)
+        self.presses = PressService(intake=self.intake, sources=sources, engine_ready=lambda: engine.ready)
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def setup_hook(self) -> None:
         """Before connecting: open the job log, load the model, re-queue unfinished jobs, sync commands."""
@@ -61,8 +75,19 @@ class SdBot(discord.Client):
             await self.queue.put(job.user_id, job)
             log.info("job %s re-queued after a restart", job.id)
         self.tree.add_command(build_imagine_command(self.imagine))
+        # One DynamicItem answers every result button ever posted, across restarts.
+        self.add_dynamic_items(ResultButton)
         await self.sync_commands()
-        self._dispatch_task = asyncio.create_task(self.dispatcher.run(), name="dispatcher")
+        self._tasks = [
+            asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
+            asyncio.create_task(self._prune_images(), name="prune-images"),
+        ]
+
+    async def _prune_images(self) -> None:
+        """Drop kept images past SDBOT_KEEP_DAYS, at start and every hour."""
+        while True:
+            await asyncio.to_thread(self.images.prune, self.clock())
+            await asyncio.sleep(PRUNE_INTERVAL)
 
     async def sync_commands(self) -> None:
         """Guild sync is instant, so configured guilds get it; otherwise sync globally (takes up to an hour)."""
@@ -95,9 +120,9 @@ class SdBot(discord.Client):
 
     async def close(self) -> None:
         """Stop taking jobs, finish uploads in flight, stop the engine, close the database."""
-        if self._dispatch_task is not None:
-            self._dispatch_task.cancel()
-            await asyncio.gather(self._dispatch_task, return_exceptions=True)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.dispatcher.drain()
         await super().close()
         await self.engine.close()

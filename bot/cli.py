@@ -16,6 +16,7 @@ import discord
 
 from bot.app import SdBot
 from bot.engine_client import EngineCommand, EngineStartError, JobFailedError, ProcessEngine
+from bot.images import ImageStore
 from bot.imagine import ImagineOptions
 from bot.settings import SettingError, Settings, configure_logging, load_settings, read_environment
 from bot.store import JobStore, StoreError
@@ -32,14 +33,19 @@ class Fatal(Exception):
 
 
 def _engine(settings: Settings) -> ProcessEngine:
-    return ProcessEngine(
-        EngineCommand(model=settings.model.location, device=settings.device, max_megapixels=settings.max_megapixels)
-    )
+    inpaint = settings.inpaint_model.location if settings.inpaint_model else None
+    command = EngineCommand(settings.model.location, settings.device, settings.max_megapixels, inpaint)
+    return ProcessEngine(command)
 
 
 async def run_bot(settings: Settings) -> None:
     """Connect and serve until SIGTERM or SIGINT, then close cleanly."""
-    bot = SdBot(store=JobStore(settings.db_path), engine=_engine(settings), guild_ids=settings.guild_ids)
+    bot = SdBot(
+        store=JobStore(settings.db_path),
+        engine=_engine(settings),
+        images=ImageStore(settings.data_dir, settings.keep_days),
+        guild_ids=settings.guild_ids,
+    )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(bot.close()))

@@ -11,6 +11,7 @@ from typing import Any
 
 import discord
 
+from bot.buttons import result_view
 from bot.jobs import Job
 from bot.render import done_text, failed_text, result_embed, result_filenames
 from engine.wire import JobResult
@@ -35,11 +36,12 @@ class Delivery:
         return self._channel(job).get_partial_message(job.message_id)
 
     def _reply(self, job: Job) -> dict[str, Any]:
-        """Send options that make a post a reply to the job's status message, pinging only its member."""
-        status = self._status_message(job)
+        """Send options that make a post a reply (to the pressed result, else the status), pinging only its member."""
         options: dict[str, Any] = {"allowed_mentions": _MENTION_MEMBER_ONLY}
-        if status is not None:
-            options["reference"] = status.to_reference(fail_if_not_exists=False)
+        target = job.reply_to or job.message_id
+        if target is not None:
+            reply_to = self._channel(job).get_partial_message(target)
+            options["reference"] = reply_to.to_reference(fail_if_not_exists=False)
         return options
 
     async def edit_status(self, job: Job, text: str) -> None:
@@ -59,7 +61,11 @@ class Delivery:
             for image, name in zip(result.images, result_filenames(job, result), strict=True)
         ]
         message = await self._channel(job).send(
-            content=f"<@{job.user_id}>", embed=result_embed(job, result), files=files, **self._reply(job)
+            content=f"<@{job.user_id}>",
+            embed=result_embed(job, result),
+            files=files,
+            view=result_view(job, len(result.images)),
+            **self._reply(job),
         )
         await self.edit_status(job, done_text(result.seconds, message.jump_url))
         return message

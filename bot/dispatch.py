@@ -12,8 +12,10 @@ from bot.delivery import Delivery
 from bot.engine_client import Engine, EngineCrashed, JobFailedError
 from bot.fair_queue import FairQueue
 from bot.jobs import Job
+from bot.presses import IMAGE_GONE
 from bot.progress import Clock, ProgressReporter
 from bot.render import progress_text, starting_text
+from bot.source_images import SourceImages
 from bot.store import JobStore
 from engine.wire import JobResult, Progress
 
@@ -32,6 +34,7 @@ class Dispatcher:
         engine: Engine,
         store: JobStore,
         delivery: Delivery,
+        sources: SourceImages,
         clock: Clock = time.time,
         progress_interval: float = 1.0,
     ) -> None:
@@ -39,6 +42,7 @@ class Dispatcher:
         self.engine = engine
         self.store = store
         self.delivery = delivery
+        self.sources = sources
         self.clock = clock
         self.progress_interval = progress_interval
         self._handovers: set[asyncio.Task[None]] = set()
@@ -64,7 +68,8 @@ class Dispatcher:
             reporter.report(progress_text(progress.step, progress.total))
 
         try:
-            result = await self.engine.generate(job.id, job.params, on_progress)
+            source = await self._source(job)
+            result = await self.engine.generate(job.id, job.params, on_progress, source)
         except JobFailedError as exc:
             await self._fail(job, reporter, str(exc))
             return
@@ -72,10 +77,22 @@ class Dispatcher:
             log.error("job %s: %s", job.id, exc)
             await self._fail(job, reporter, ENGINE_CRASHED)
             return
+        # On disk before "done", so the result's buttons have their images whatever happens next.
+        await asyncio.to_thread(self.sources.images.save, job.id, [image.png for image in result.images])
         await self.store.mark_done(job.id, self.clock())
         task = asyncio.create_task(self._deliver(job, result, reporter), name=f"deliver-{job.id}")
         self._handovers.add(task)
         task.add_done_callback(self._handovers.discard)
+
+    async def _source(self, job: Job) -> bytes | None:
+        """The image a derived job works from; JobFailedError when it is gone."""
+        if job.parent_id is None or job.source_index is None:
+            return None
+        parent = await self.store.get(job.parent_id)
+        source = await self.sources.get(parent, job.source_index) if parent is not None else None
+        if source is None:
+            raise JobFailedError(IMAGE_GONE)
+        return source
 
     async def _deliver(self, job: Job, result: JobResult, reporter: ProgressReporter) -> None:
         await reporter.finish()

@@ -48,7 +48,9 @@ class Engine(Protocol):
 
     async def start(self) -> EngineReady: ...
 
-    async def generate(self, job_id: str, params: GenerationParams, on_progress: ProgressCallback) -> JobResult: ...
+    async def generate(
+        self, job_id: str, params: GenerationParams, on_progress: ProgressCallback, source: bytes | None = None
+    ) -> JobResult: ...
 
     async def close(self) -> None: ...
 
@@ -60,12 +62,15 @@ class EngineCommand:
     model: str
     device: str
     max_megapixels: float | None = None
+    inpaint_model: str | None = None
     python: str = sys.executable
 
     def argv(self) -> list[str]:
         args = [self.python, "-m", "engine", "--model", self.model, "--device", self.device]
         if self.max_megapixels is not None:
             args += ["--max-megapixels", str(self.max_megapixels)]
+        if self.inpaint_model is not None:
+            args += ["--inpaint-model", self.inpaint_model]
         return args
 
 
@@ -157,8 +162,10 @@ class ProcessEngine:
         else:
             log.warning("engine sent an unexpected message: %r", message)
 
-    async def generate(self, job_id: str, params: GenerationParams, on_progress: ProgressCallback) -> JobResult:
-        """Draw one job; raise JobFailedError (member's sentence) or EngineCrashed."""
+    async def generate(
+        self, job_id: str, params: GenerationParams, on_progress: ProgressCallback, source: bytes | None = None
+    ) -> JobResult:
+        """Draw one job (over `source` for the modes that need one); raise JobFailedError or EngineCrashed."""
         async with self._lock:
             if not self._alive():
                 log.warning("engine is not running; starting it again")
@@ -168,7 +175,7 @@ class ProcessEngine:
             self._pending = asyncio.get_running_loop().create_future()
             self._pending_id, self._on_progress = job_id, on_progress
             try:
-                self._process.stdin.write(encode(GenerateRequest(job_id=job_id, params=params)))
+                self._process.stdin.write(encode(GenerateRequest(job_id=job_id, params=params, source=source)))
                 await self._process.stdin.drain()
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the reader sees the exit and fails the job

@@ -11,11 +11,8 @@ from typing import Optional
 import discord
 from discord import app_commands
 
-from bot.fair_queue import FairQueue
+from bot.intake import Intake, check_channel, check_fits
 from bot.jobs import Job, new_job_id
-from bot.progress import Clock
-from bot.render import queued_text
-from bot.store import JobStore
 from engine.params import (
     DEFAULT_CFG,
     DEFAULT_SAMPLER,
@@ -37,15 +34,6 @@ from engine.params import (
 from engine.wire import EngineReady
 
 log = logging.getLogger(__name__)
-
-# What the bot must be allowed in a channel to post results there with its own token.
-NEEDED_PERMISSIONS = {
-    "view_channel": "View Channel",
-    "send_messages": "Send Messages",
-    "embed_links": "Embed Links",
-    "attach_files": "Attach Files",
-    "read_message_history": "Read Message History",
-}
 
 
 @dataclass(frozen=True)
@@ -75,18 +63,8 @@ class ImagineOptions:
             seed=self.seed if self.seed is not None else seed_source.randrange(MAX_SEED + 1),
             count=self.count or 1,
         ).validate()
-        if params.pixels > engine.max_pixels:
-            what = f"{params.width}×{params.height}" + (f" × {params.count} images" if params.count > 1 else "")
-            raise InvalidParams(
-                f"{what} is more than this GPU can draw at once ({engine.max_pixels / 1e6:.1f} megapixels at most):"
-                " lower the width, height or count."
-            )
+        check_fits(params, engine)
         return params
-
-
-def missing_permissions(permissions: discord.Permissions) -> list[str]:
-    """The permissions the bot lacks in the channel to deliver results there."""
-    return [label for name, label in NEEDED_PERMISSIONS.items() if not getattr(permissions, name)]
 
 
 class ImagineService:
@@ -95,64 +73,38 @@ class ImagineService:
     def __init__(
         self,
         *,
-        store: JobStore,
-        queue: FairQueue[Job],
+        intake: Intake,
         engine_ready: Callable[[], EngineReady | None],
-        clock: Clock,
         seed_source: random.Random | None = None,
     ) -> None:
-        self.store = store
-        self.queue = queue
+        self.intake = intake
         self.engine_ready = engine_ready
-        self.clock = clock
         self.seed_source = seed_source or random.SystemRandom()
 
-    def check(self, interaction: discord.Interaction, options: ImagineOptions) -> GenerationParams:
-        """The job's parameters, or InvalidParams with the sentence that tells the member what to change."""
+    def check(self, interaction: discord.Interaction, options: ImagineOptions) -> tuple[int, GenerationParams]:
+        """The channel and the job's parameters, or InvalidParams with the sentence saying what to change."""
         ready = self.engine_ready()
         if ready is None:
             raise InvalidParams("The image engine is starting up: try again in a minute.")
-        if interaction.channel_id is None:
-            raise InvalidParams("I can only draw in a channel.")
-        missing = missing_permissions(interaction.app_permissions) if interaction.guild_id else []
-        if missing:
-            raise InvalidParams(
-                f"I can't post images in this channel: ask an admin to give me {', '.join(missing)} here,"
-                " or use me in another channel."
-            )
-        return options.to_params(ready, self.seed_source)
+        return check_channel(interaction), options.to_params(ready, self.seed_source)
 
     async def submit(self, interaction: discord.Interaction, options: ImagineOptions) -> Job | None:
         """Refuse with an ephemeral sentence, or store, acknowledge and queue the job."""
         try:
-            params = self.check(interaction, options)
+            channel_id, params = self.check(interaction, options)
         except InvalidParams as exc:
             await interaction.response.send_message(str(exc), ephemeral=True)
             return None
-        assert interaction.channel_id is not None
         job = Job(
             id=new_job_id(),
             params=params,
             user_id=interaction.user.id,
             user_name=interaction.user.display_name,
             guild_id=interaction.guild_id,
-            channel_id=interaction.channel_id,
-            created_at=self.clock(),
+            channel_id=channel_id,
+            created_at=self.intake.clock(),
         )
-        await self.store.add(job)
-        try:
-            callback = await interaction.response.send_message(queued_text(self.queue.next_position(job.user_id)))
-            message_id = callback.message_id or (await interaction.original_response()).id
-        except discord.HTTPException as exc:
-            # The member saw "interaction failed" and will likely ask again: running this one too would double it.
-            log.warning("job %s: could not acknowledge, dropping it: %s", job.id, exc)
-            await self.store.mark_failed(job.id, "Discord refused the acknowledgement.", self.clock())
-            return None
-        await self.store.set_message(job.id, message_id)
-        job = job.with_message(message_id)
-        await self.queue.put(job.user_id, job)
-        log.info("job %s queued for %s (%s): %s", job.id, job.user_name, job.user_id, params)
-        return job
+        return await self.intake.accept(interaction, job)
 
 
 def build_imagine_command(service: ImagineService) -> app_commands.Command:  # type: ignore[type-arg]

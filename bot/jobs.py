@@ -25,6 +25,18 @@ def new_job_id() -> str:
 
 
 @dataclass(frozen=True)
+class Requester:
+    """Who pressed a button, where, when, and which message the result should answer."""
+
+    user_id: int
+    user_name: str
+    guild_id: int | None
+    channel_id: int
+    now: float
+    reply_to: int | None = None
+
+
+@dataclass(frozen=True)
 class Job:
     """One member's request, as stored in SQLite."""
 
@@ -38,7 +50,49 @@ class Job:
     message_id: int | None = None
     state: JobState = JobState.QUEUED
     error: str | None = None
+    result_message_id: int | None = None
+    # Jobs made by a button draw over image `source_index` (1-based) of job `parent_id`,
+    # and answer as a reply to the message the button was on.
+    parent_id: str | None = None
+    source_index: int | None = None
+    reply_to: int | None = None
 
     def with_message(self, message_id: int) -> Job:
         """The job once its acknowledgement message exists."""
         return replace(self, message_id=message_id)
+
+    def _child(
+        self, requester: Requester, params: GenerationParams, parent_id: str | None, source_index: int | None
+    ) -> Job:
+        return Job(
+            id=new_job_id(),
+            params=params.validate(),
+            user_id=requester.user_id,
+            user_name=requester.user_name,
+            guild_id=requester.guild_id,
+            channel_id=requester.channel_id,
+            created_at=requester.now,
+            parent_id=parent_id,
+            source_index=source_index,
+            reply_to=requester.reply_to,
+        )
+
+    def rerolled(self, requester: Requester, seed: int) -> Job:
+        """The same job from a new seed; for an upscale or outpaint, the same pass over the same image."""
+        return self._child(requester, self.params.rerolled(seed), self.parent_id, self.source_index)
+
+    def variation(self, requester: Requester, index: int, size: tuple[int, int], strength: str, seed: int) -> Job:
+        """img2img from image `index` of this job, subtle or strong."""
+        return self._child(requester, self.params.variation(size, strength, seed), self.id, index)
+
+    def upscaled(self, requester: Requester, index: int, size: tuple[int, int], seed: int) -> Job:
+        """Image `index` of this job at twice its size."""
+        return self._child(requester, self.params.upscaled(size, seed), self.id, index)
+
+    def zoomed_out(self, requester: Requester, index: int, size: tuple[int, int], factor: float, seed: int) -> Job:
+        """Image `index` of this job shrunk into a canvas of its size, the border drawn."""
+        return self._child(requester, self.params.zoomed_out(size, factor, seed), self.id, index)
+
+    def panned(self, requester: Requester, index: int, size: tuple[int, int], direction: str, seed: int) -> Job:
+        """Image `index` of this job extended by half towards `direction`."""
+        return self._child(requester, self.params.panned(size, direction, seed), self.id, index)

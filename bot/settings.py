@@ -14,6 +14,7 @@ from dotenv import dotenv_values
 from engine.source import DEVICE_CHOICES, InvalidSource, ModelSource, parse_source
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+DEFAULT_KEEP_DAYS = 30.0
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # Three dot-separated base64url parts; catches a placeholder or a pasted client secret early.
 _TOKEN = re.compile(r"^[\w-]{20,}\.[\w-]{4,}\.[\w-]{20,}$")
@@ -34,6 +35,9 @@ class Settings:
     guild_ids: tuple[int, ...]
     log_level: str
     max_megapixels: float | None
+    data_dir: Path
+    keep_days: float
+    inpaint_model: ModelSource | None
 
 
 def read_environment(cwd: Path) -> dict[str, str]:
@@ -77,27 +81,46 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     return value
 
 
-def _megapixels(raw: str) -> float | None:
-    if not raw.strip():
+def _source(name: str, value: str, cwd: Path) -> ModelSource:
+    try:
+        return parse_source(value, base=cwd)
+    except InvalidSource as exc:
+        raise SettingError(f"{name} {exc}") from None
+
+
+def _path(env: Mapping[str, str], name: str, default: str, cwd: Path) -> Path:
+    path = Path(env.get(name, "").strip() or default).expanduser()
+    return path if path.is_absolute() else cwd / path
+
+
+def _data_dir(env: Mapping[str, str], cwd: Path) -> Path:
+    path = _path(env, "SDBOT_DATA_DIR", "./data", cwd)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SettingError(f"SDBOT_DATA_DIR must be a folder the bot can write, but {path}: {exc.strerror}") from None
+    return path
+
+
+def _positive(env: Mapping[str, str], name: str, example: str) -> float | None:
+    """A positive number, or None when the variable is empty."""
+    raw = env.get(name, "").strip()
+    if not raw:
         return None
     try:
         value = float(raw)
     except ValueError:
         value = 0.0
     if not value > 0:
-        raise SettingError(f"SDBOT_MAX_MEGAPIXELS must be a positive number such as 2.5, or empty, not {raw!r}")
+        raise SettingError(f"{name} must be a positive number such as {example}, or empty, not {raw!r}")
     return value
 
 
 def load_settings(env: Mapping[str, str], *, cwd: Path, require_token: bool = True) -> Settings:
     """Parse and check every setting; raise SettingError naming the first one at fault."""
-    try:
-        model = parse_source(env.get("SDBOT_MODEL", "").strip() or DEFAULT_MODEL, base=cwd)
-    except InvalidSource as exc:
-        raise SettingError(f"SDBOT_MODEL {exc}") from None
-    db_path = Path(env.get("SDBOT_DB", "").strip() or "./sdbot.sqlite3").expanduser()
-    if not db_path.is_absolute():
-        db_path = cwd / db_path
+    model = _source("SDBOT_MODEL", env.get("SDBOT_MODEL", "").strip() or DEFAULT_MODEL, cwd)
+    inpaint = env.get("SDBOT_INPAINT_MODEL", "").strip()
+    db_path = _path(env, "SDBOT_DB", "./sdbot.sqlite3", cwd)
     if not db_path.parent.is_dir():
         raise SettingError(f"SDBOT_DB must be a file in an existing folder, but {db_path.parent} does not exist")
     return Settings(
@@ -107,7 +130,10 @@ def load_settings(env: Mapping[str, str], *, cwd: Path, require_token: bool = Tr
         device=_choice(env, "SDBOT_DEVICE", "auto", DEVICE_CHOICES),
         guild_ids=_guild_ids(env.get("SDBOT_GUILD_IDS", "")),
         log_level=_choice(env, "SDBOT_LOG_LEVEL", "INFO", LOG_LEVELS, upper=True),
-        max_megapixels=_megapixels(env.get("SDBOT_MAX_MEGAPIXELS", "")),
+        max_megapixels=_positive(env, "SDBOT_MAX_MEGAPIXELS", "2.5"),
+        data_dir=_data_dir(env, cwd),
+        keep_days=_positive(env, "SDBOT_KEEP_DAYS", "30") or DEFAULT_KEEP_DAYS,
+        inpaint_model=_source("SDBOT_INPAINT_MODEL", inpaint, cwd) if inpaint else None,
     )
 
 

@@ -31,6 +31,11 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX jobs_by_state ON jobs (state, created_at);
     """,
+    """
+    ALTER TABLE jobs ADD COLUMN parent_id TEXT REFERENCES jobs (id);
+    ALTER TABLE jobs ADD COLUMN source_index INTEGER;
+    ALTER TABLE jobs ADD COLUMN reply_to INTEGER;
+    """,
 )
 
 
@@ -81,8 +86,8 @@ class JobStore:
     async def add(self, job: Job) -> None:
         """Record a new queued job."""
         await self.db.execute(
-            "INSERT INTO jobs (id, user_id, user_name, guild_id, channel_id, message_id, params, state, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO jobs (id, user_id, user_name, guild_id, channel_id, message_id, params, state, created_at,"
+            " parent_id, source_index, reply_to) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 job.id,
                 job.user_id,
@@ -93,6 +98,9 @@ class JobStore:
                 json.dumps(job.params.to_dict()),
                 job.state.value,
                 job.created_at,
+                job.parent_id,
+                job.source_index,
+                job.reply_to,
             ),
         )
         await self.db.commit()
@@ -144,4 +152,8 @@ def _job(row: aiosqlite.Row) -> Job:
         message_id=row["message_id"],
         state=JobState(row["state"]),
         error=row["error"],
+        result_message_id=row["result_message_id"],
+        parent_id=row["parent_id"],
+        source_index=row["source_index"],
+        reply_to=row["reply_to"],
     )

@@ -42,7 +42,7 @@ def test_variations_keep_the_size_and_redraw_as_much_as_their_strength_says(pain
     for strength in ("subtle", "strong"):
         steps: list[tuple[int, int]] = []
         params = FOX.variation((64, 64), strength, seed=5)
-        (image,) = painter.paint(params, lambda step, total: steps.append((step, total)), source=source)
+        (image,) = painter.paint(params, lambda step, total, seen=steps: seen.append((step, total)), source=source)
         runs[strength] = (image, steps)
     subtle, subtle_steps = runs["subtle"]
     assert Image.open(io.BytesIO(subtle.png)).size == (64, 64)

@@ -15,6 +15,7 @@ from PIL import Image
 
 from bot.app import SdBot
 from bot.engine_client import EngineCommand, ProcessEngine
+from bot.images import ImageStore
 from bot.jobs import JobState
 from bot.store import JobStore
 from engine.params import SAMPLERS
@@ -25,9 +26,11 @@ OTHER_USER = USER_ID + 1
 
 
 def make_bot(db: Path, engine: object) -> SdBot:
+    """A bot whose database and kept images live beside each other, as with the default settings."""
     return SdBot(
         store=JobStore(db),
         engine=engine,  # type: ignore[arg-type]
+        images=ImageStore(db.parent / "data", keep_days=30),
         guild_ids=(GUILD_ID,),
         progress_interval=0.0,
         guild_ready_timeout=0.05,

@@ -98,3 +98,43 @@ def test_bad_setting_exits_2_with_one_line_and_no_traceback(tmp_path: Path, entr
     done = subprocess.run([sys.executable, *entry], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr == "sdbot: SDBOT_DEVICE must be one of auto, cpu, cuda, not 'tpu'\n"
+
+
+def test_image_keeping_and_inpainting_settings(tmp_path: Path) -> None:
+    (tmp_path / "inpainting").mkdir()
+    (tmp_path / "inpainting" / "model_index.json").write_text("{}")
+    settings = load_settings(
+        {
+            "DISCORD_TOKEN": TOKEN,
+            "SDBOT_DATA_DIR": "kept/images",
+            "SDBOT_KEEP_DAYS": "7.5",
+            "SDBOT_INPAINT_MODEL": "inpainting",
+        },
+        cwd=tmp_path,
+    )
+    assert settings.data_dir == tmp_path / "kept" / "images" and settings.data_dir.is_dir()
+    assert settings.keep_days == 7.5
+    assert settings.inpaint_model is not None and settings.inpaint_model.kind is SourceKind.FOLDER
+    defaults = load_settings({"DISCORD_TOKEN": TOKEN}, cwd=tmp_path)
+    assert (defaults.data_dir, defaults.keep_days, defaults.inpaint_model) == (tmp_path / "data", 30.0, None)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SDBOT_KEEP_DAYS": "forever"}, "SDBOT_KEEP_DAYS must be a positive number such as 30"),
+        (
+            {"SDBOT_INPAINT_MODEL": "sd-inpainting.ckpt"},
+            "SDBOT_INPAINT_MODEL sd-inpainting.ckpt is a pickle checkpoint",
+        ),
+    ],
+)
+def test_bad_image_settings_name_the_variable(tmp_path: Path, env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingError, match=f"^{message}"):
+        load_settings({"DISCORD_TOKEN": TOKEN, **env}, cwd=tmp_path)
+
+
+def test_an_unwritable_data_dir_names_the_setting(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SettingError, match="^SDBOT_DATA_DIR must be a folder the bot can write"):
+        load_settings({"DISCORD_TOKEN": TOKEN, "SDBOT_DATA_DIR": "file/data"}, cwd=tmp_path)

@@ -1422,6 +1422,7 @@ class FakeDiscord:
         user_id: int = USER_ID,
         values: Sequence[str] | None = None,
         locale: str = "en-US",
+        member_permissions: int | None = None,
     ) -> FakeInteraction:
         """Click a button (or pick ``values`` in a select) on a message the bot sent."""
         msg = message if isinstance(message, FakeMessage) else self._messages.get(message)
@@ -1438,7 +1439,7 @@ class FakeDiscord:
             guild_id=msg.guild_id,
             channel_id=msg.channel_id,
             app_permissions=None,
-            member_permissions=None,
+            member_permissions=member_permissions,
             locale=locale,
         )
         data: dict[str, Any] = {"custom_id": custom_id, "component_type": component["type"]}

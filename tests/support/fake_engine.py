@@ -26,6 +26,7 @@ class FakeEngine:
         self.gate = asyncio.Event()
         self.gate.set()
         self.calls: list[tuple[str, GenerationParams]] = []
+        self.sources: dict[str, bytes | None] = {}
         self._called = asyncio.Condition()
         self.fail_with: str | None = None
 
@@ -37,8 +38,11 @@ class FakeEngine:
         self.started = True
         return self._ready
 
-    async def generate(self, job_id: str, params: GenerationParams, on_progress: ProgressCallback) -> JobResult:
+    async def generate(
+        self, job_id: str, params: GenerationParams, on_progress: ProgressCallback, source: bytes | None = None
+    ) -> JobResult:
         self.calls.append((job_id, params))
+        self.sources[job_id] = source
         async with self._called:
             self._called.notify_all()
         await self.gate.wait()

@@ -1,0 +1,81 @@
+"""Taking a job in, for /imagine and buttons alike: checks, then store → acknowledge → queue."""
+
+from __future__ import annotations
+
+import logging
+
+import discord
+
+from bot.fair_queue import FairQueue
+from bot.jobs import Job
+from bot.progress import Clock
+from bot.render import queued_text
+from bot.store import JobStore
+from engine.params import GenerationParams, InvalidParams
+from engine.wire import EngineReady
+
+log = logging.getLogger(__name__)
+
+# What the bot must be allowed in a channel to post results there with its own token.
+NEEDED_PERMISSIONS = {
+    "view_channel": "View Channel",
+    "send_messages": "Send Messages",
+    "embed_links": "Embed Links",
+    "attach_files": "Attach Files",
+    "read_message_history": "Read Message History",
+}
+
+
+def missing_permissions(permissions: discord.Permissions) -> list[str]:
+    """The permissions the bot lacks in the channel to deliver results there."""
+    return [label for name, label in NEEDED_PERMISSIONS.items() if not getattr(permissions, name)]
+
+
+def check_channel(interaction: discord.Interaction) -> int:
+    """The channel id results go to, or InvalidParams when the bot cannot post there."""
+    if interaction.channel_id is None:
+        raise InvalidParams("I can only draw in a channel.")
+    missing = missing_permissions(interaction.app_permissions) if interaction.guild_id else []
+    if missing:
+        raise InvalidParams(
+            f"I can't post images in this channel: ask an admin to give me {', '.join(missing)} here,"
+            " or use me in another channel."
+        )
+    return interaction.channel_id
+
+
+def check_fits(params: GenerationParams, engine: EngineReady) -> None:
+    """InvalidParams when the job would draw more pixels at once than the device holds."""
+    if params.pixels > engine.max_pixels:
+        what = f"{params.width}×{params.height}" + (f" × {params.count} images" if params.count > 1 else "")
+        fix = "work from a smaller image" if params.needs_source else "lower the width, height or count"
+        raise InvalidParams(
+            f"{what} is more than this GPU can draw at once ({engine.max_pixels / 1e6:.1f} megapixels at most):"
+            f" {fix}."
+        )
+
+
+class Intake:
+    """Every job is in SQLite before its member is acknowledged, and acknowledged before it is queued."""
+
+    def __init__(self, *, store: JobStore, queue: FairQueue[Job], clock: Clock) -> None:
+        self.store = store
+        self.queue = queue
+        self.clock = clock
+
+    async def accept(self, interaction: discord.Interaction, job: Job) -> Job | None:
+        """Store, acknowledge with the queue position, queue; None if Discord refused the acknowledgement."""
+        await self.store.add(job)
+        try:
+            callback = await interaction.response.send_message(queued_text(self.queue.next_position(job.user_id)))
+            message_id = callback.message_id or (await interaction.original_response()).id
+        except discord.HTTPException as exc:
+            # The member saw "interaction failed" and will likely ask again: running this one too would double it.
+            log.warning("job %s: could not acknowledge, dropping it: %s", job.id, exc)
+            await self.store.mark_failed(job.id, "Discord refused the acknowledgement.", self.clock())
+            return None
+        await self.store.set_message(job.id, message_id)
+        job = job.with_message(message_id)
+        await self.queue.put(job.user_id, job)
+        log.info("job %s queued for %s (%s): %s", job.id, job.user_name, job.user_id, job.params)
+        return job

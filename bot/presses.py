@@ -1,0 +1,131 @@
+"""What a button press does: a new job derived from the stored one, through the same intake; or a delete."""
+
+from __future__ import annotations
+
+import io
+import logging
+import random
+from collections.abc import Callable
+
+import discord
+from PIL import Image, UnidentifiedImageError
+
+from bot.buttons import BadButton, Press
+from bot.intake import Intake, check_channel, check_fits
+from bot.jobs import Job, Requester
+from bot.source_images import SourceImages
+from engine.params import MAX_SEED, InvalidParams
+from engine.wire import EngineReady
+
+log = logging.getLogger(__name__)
+
+UNKNOWN_BUTTON = "I don't know that button (it may be from an older version of me): use /imagine again."
+UNKNOWN_JOB = "I have no record of that result any more: use /imagine again."
+IMAGE_GONE = "The image this works from is gone, from my disk and from Discord: use /imagine again."
+
+
+class PressService:
+    """Turns a press into a job like /imagine does, so the same queue (and limits) apply."""
+
+    def __init__(
+        self,
+        *,
+        intake: Intake,
+        sources: SourceImages,
+        engine_ready: Callable[[], EngineReady | None],
+        seed_source: random.Random | None = None,
+    ) -> None:
+        self.intake = intake
+        self.sources = sources
+        self.engine_ready = engine_ready
+        self.seed_source = seed_source or random.SystemRandom()
+
+    async def press(self, interaction: discord.Interaction, custom_id: str) -> Job | None:
+        """Answer a press: an ephemeral sentence, a delete, or a stored, acknowledged, queued job."""
+        try:
+            press = Press.parse(custom_id)
+        except BadButton:
+            log.info("unknown button %r pressed by %s", custom_id, interaction.user.id)
+            await interaction.response.send_message(UNKNOWN_BUTTON, ephemeral=True)
+            return None
+        job = await self.intake.store.get(press.job_id)
+        if job is None:
+            await interaction.response.send_message(UNKNOWN_JOB, ephemeral=True)
+            return None
+        if press.action == "delete":
+            await self._delete(interaction, job)
+            return None
+        try:
+            child = await self._derive(interaction, job, press)
+        except InvalidParams as exc:
+            await interaction.response.send_message(str(exc), ephemeral=True)
+            return None
+        return await self.intake.accept(interaction, child)
+
+    async def _source_size(self, job: Job, index: int) -> tuple[int, int]:
+        png = await self.sources.get(job, index)
+        if png is None:
+            raise InvalidParams(IMAGE_GONE)
+        try:
+            return Image.open(io.BytesIO(png)).size
+        except (UnidentifiedImageError, OSError):
+            raise InvalidParams(IMAGE_GONE) from None
+
+    async def _derive(self, interaction: discord.Interaction, job: Job, press: Press) -> Job:
+        ready = self.engine_ready()
+        if ready is None:
+            raise InvalidParams("The image engine is starting up: try again in a minute.")
+        requester = Requester(
+            user_id=interaction.user.id,
+            user_name=interaction.user.display_name,
+            guild_id=interaction.guild_id,
+            channel_id=check_channel(interaction),
+            now=self.intake.clock(),
+            reply_to=interaction.message.id if interaction.message else None,
+        )
+        seed = self.seed_source.randrange(MAX_SEED + 1)
+        if press.action == "reroll":
+            if job.parent_id is not None and job.source_index is not None:
+                parent = await self.intake.store.get(job.parent_id)
+                if parent is None:
+                    raise InvalidParams(UNKNOWN_JOB)
+                await self._source_size(parent, job.source_index)
+            child = job.rerolled(requester, seed)
+        else:
+            index = press.index or 1
+            if index > job.params.count:
+                raise InvalidParams(f"That result has {job.params.count} images, not {index}.")
+            size = await self._source_size(job, index)
+            action = press.action
+            if action.startswith("vary-"):
+                child = job.variation(requester, index, size, action.removeprefix("vary-"), seed)
+            elif action == "upscale":
+                # The image's own seed: the detail pass starts from the noise that drew it.
+                child = job.upscaled(requester, index, size, job.params.seeds()[index - 1])
+            elif action.startswith("zoom-"):
+                child = job.zoomed_out(requester, index, size, float(action.removeprefix("zoom-")), seed)
+            else:
+                child = job.panned(requester, index, size, action.removeprefix("pan-"), seed)
+        check_fits(child.params, ready)
+        return child
+
+    async def _delete(self, interaction: discord.Interaction, job: Job) -> None:
+        """Only the member who asked, or someone allowed to manage messages, may delete a result."""
+        if interaction.user.id != job.user_id and not interaction.permissions.manage_messages:
+            await interaction.response.send_message(
+                f"Only <@{job.user_id}> or someone with Manage Messages can delete this.",
+                ephemeral=True,
+                allowed_mentions=discord.AllowedMentions.none(),
+            )
+            return
+        if interaction.message is None:
+            await interaction.response.send_message(UNKNOWN_JOB, ephemeral=True)
+            return
+        try:
+            await interaction.message.delete()
+        except discord.HTTPException as exc:
+            log.warning("job %s: could not delete its result: %s", job.id, exc)
+            await interaction.response.send_message("Discord would not let me delete that message.", ephemeral=True)
+            return
+        await interaction.response.send_message("Deleted.", ephemeral=True)
+        log.info("job %s: result deleted by %s", job.id, interaction.user.id)
