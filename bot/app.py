@@ -9,23 +9,29 @@ import time
 import discord
 from discord import app_commands
 
+from bot.admin_store import AdminStore
 from bot.buttons import ResultButton
+from bot.commands import AdminCommands, QueueView, build_admin_group, build_member_commands
 from bot.delivery import Delivery
 from bot.dispatch import Dispatcher
 from bot.engine_client import Engine
+from bot.estimates import Estimator
 from bot.fair_queue import FairQueue
 from bot.images import ImageStore
 from bot.imagine import ImagineService, build_imagine_command
 from bot.intake import Intake
 from bot.jobs import Job, JobState
+from bot.limits import Limits
 from bot.presses import PressService
 from bot.progress import Clock
+from bot.quota import Quota
 from bot.source_images import SourceImages
 from bot.store import JobStore
 
 log = logging.getLogger(__name__)
 
 PRUNE_INTERVAL = 3600.0
+NO_LIMITS = Limits(images_per_hour=None, images_per_day=None, max_queued=None, cooldown_s=0.0)
 
 
 class SdBot(discord.Client):
@@ -37,6 +43,7 @@ class SdBot(discord.Client):
         store: JobStore,
         engine: Engine,
         images: ImageStore,
+        limits: Limits = NO_LIMITS,
         guild_ids: tuple[int, ...] = (),
         clock: Clock = time.time,
         progress_interval: float = 1.0,
@@ -52,6 +59,9 @@ class SdBot(discord.Client):
         self.images = images
         self.clock = clock
         self.queue: FairQueue[Job] = FairQueue()
+        self.admin = AdminStore(store)
+        self.estimator = Estimator(self.admin)
+        self.quota = Quota(store=store, admin=self.admin, defaults=limits, clock=clock)
         sources = SourceImages(images, self)
         self.dispatcher = Dispatcher(
             queue=self.queue,
@@ -59,22 +69,51 @@ class SdBot(discord.Client):
             store=store,
             delivery=Delivery(self),
             sources=sources,
+            estimator=self.estimator,
             clock=clock,
             progress_interval=progress_interval,
         )
-        self.intake = Intake(store=store, queue=self.queue, clock=clock)
-        self.imagine = ImagineService(intake=self.intake, engine_ready=lambda: engine.ready)
-        self.presses = PressService(intake=self.intake, sources=sources, engine_ready=lambda: engine.ready)
+        self.intake = Intake(
+            store=store,
+            queue=self.queue,
+            quota=self.quota,
+            estimator=self.estimator,
+            running=self.dispatcher.running,
+            clock=clock,
+        )
+        ready = lambda: engine.ready  # noqa: E731
+        self.imagine = ImagineService(intake=self.intake, engine_ready=ready)
+        self.presses = PressService(
+            intake=self.intake, sources=sources, engine_ready=ready, cancel=self.dispatcher.cancel
+        )
+        queue_view = QueueView(queue=self.queue, dispatcher=self.dispatcher, estimator=self.estimator, clock=clock)
+        self.commands: list[app_commands.Command | app_commands.Group] = [  # type: ignore[type-arg]
+            build_imagine_command(self.imagine),
+            *build_member_commands(quota=self.quota, queue_view=queue_view, clock=clock),
+            build_admin_group(
+                AdminCommands(
+                    admin=self.admin,
+                    store=store,
+                    quota=self.quota,
+                    queue=self.queue,
+                    dispatcher=self.dispatcher,
+                    queue_view=queue_view,
+                    clock=clock,
+                )
+            ),
+        ]
         self._tasks: list[asyncio.Task[None]] = []
 
     async def setup_hook(self) -> None:
         """Before connecting: open the job log, load the model, re-queue unfinished jobs, sync commands."""
         await self.store.open()
+        await self.estimator.load()
         await self.engine.start()
         for job in await self.store.in_states(JobState.QUEUED, JobState.RUNNING):
-            await self.queue.put(job.user_id, job)
+            await self.queue.put(job.user_id, job, job.guild_id)
             log.info("job %s re-queued after a restart", job.id)
-        self.tree.add_command(build_imagine_command(self.imagine))
+        for command in self.commands:
+            self.tree.add_command(command)
         # One DynamicItem answers every result button ever posted, across restarts.
         self.add_dynamic_items(ResultButton)
         await self.sync_commands()

@@ -28,7 +28,7 @@ IMAGE_ACTIONS = (
     "pan-up",
     "pan-down",
 )
-JOB_ACTIONS = ("reroll", "delete")
+JOB_ACTIONS = ("reroll", "delete", "cancel")
 _CUSTOM_ID = re.compile(r"^sdbot:(?P<action>[a-z0-9.-]+):(?P<job>[0-9a-f]{4,32})(?::(?P<index>[1-9]))?$")
 MAX_CUSTOM_ID = 100
 
@@ -127,6 +127,13 @@ class ResultButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"(?
 
     async def callback(self, interaction: discord.Interaction) -> None:
         await interaction.client.presses.press(interaction, self.item.custom_id)  # type: ignore[attr-defined]
+
+
+def cancel_view(job: Job) -> discord.ui.View:
+    """The ❌ Cancel button on a job's status message while it waits or runs."""
+    view = discord.ui.View(timeout=None)
+    view.add_item(ResultButton(Press("cancel", job.id).custom_id, label="Cancel", emoji="❌"))
+    return view
 
 
 def result_view(job: Job, count: int) -> discord.ui.View:

@@ -44,6 +44,7 @@ async def run_bot(settings: Settings) -> None:
         store=JobStore(settings.db_path),
         engine=_engine(settings),
         images=ImageStore(settings.data_dir, settings.keep_days),
+        limits=settings.limits,
         guild_ids=settings.guild_ids,
     )
     loop = asyncio.get_running_loop()

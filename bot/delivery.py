@@ -44,13 +44,17 @@ class Delivery:
             options["reference"] = reply_to.to_reference(fail_if_not_exists=False)
         return options
 
-    async def edit_status(self, job: Job, text: str) -> None:
-        """Rewrite the acknowledgement; a refused edit costs only the status line, so it is logged, not raised."""
+    async def edit_status(self, job: Job, text: str, *, final: bool = False) -> None:
+        """Rewrite the acknowledgement (`final` also removes its Cancel button); a refused edit costs only the
+        status line, so it is logged, not raised."""
         message = self._status_message(job)
         if message is None:
             return
         try:
-            await message.edit(content=text)
+            if final:
+                await message.edit(content=text, view=None)
+            else:
+                await message.edit(content=text)
         except discord.HTTPException as exc:
             log.warning("job %s: could not edit its status message: %s", job.id, exc)
 
@@ -67,12 +71,12 @@ class Delivery:
             view=result_view(job, len(result.images)),
             **self._reply(job),
         )
-        await self.edit_status(job, done_text(result.seconds, message.jump_url))
+        await self.edit_status(job, done_text(result.seconds, message.jump_url), final=True)
         return message
 
     async def post_failure(self, job: Job, sentence: str) -> None:
         """Tell the member, by a ping, why their job produced nothing."""
-        await self.edit_status(job, failed_text(sentence))
+        await self.edit_status(job, failed_text(sentence), final=True)
         try:
             await self._channel(job).send(content=f"<@{job.user_id}> {failed_text(sentence)}", **self._reply(job))
         except discord.HTTPException as exc:

@@ -10,13 +10,15 @@ import discord
 
 from bot.delivery import Delivery
 from bot.engine_client import Engine, EngineCrashed, JobFailedError
+from bot.estimates import Estimator
 from bot.fair_queue import FairQueue
 from bot.jobs import Job
 from bot.presses import IMAGE_GONE
 from bot.progress import Clock, ProgressReporter
-from bot.render import progress_text, starting_text
+from bot.render import cancelled_text, progress_text, starting_text
 from bot.source_images import SourceImages
 from bot.store import JobStore
+from engine.params import GenerationParams
 from engine.wire import JobResult, Progress
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,7 @@ class Dispatcher:
         store: JobStore,
         delivery: Delivery,
         sources: SourceImages,
+        estimator: Estimator,
         clock: Clock = time.time,
         progress_interval: float = 1.0,
     ) -> None:
@@ -43,9 +46,33 @@ class Dispatcher:
         self.store = store
         self.delivery = delivery
         self.sources = sources
+        self.estimator = estimator
         self.clock = clock
         self.progress_interval = progress_interval
         self._handovers: set[asyncio.Task[None]] = set()
+        self._running: tuple[Job, float] | None = None
+        self._cancelled_by: dict[str, int] = {}
+
+    def running_job(self) -> tuple[Job, float] | None:
+        """The job with the engine, and since when."""
+        return self._running
+
+    def running(self) -> tuple[GenerationParams, float] | None:
+        """The running job's parameters and start time, for start-time estimates."""
+        return (self._running[0].params, self._running[1]) if self._running else None
+
+    async def cancel(self, job: Job, by_id: int) -> str:
+        """Cancel a waiting job at once, a running one between two steps; return a sentence saying which."""
+        waiting = self.queue.remove(lambda queued: queued.id == job.id)
+        if waiting is not None:
+            await self.store.mark_cancelled(job.id, f"cancelled by {by_id}", self.clock())
+            await self.delivery.edit_status(waiting, cancelled_text(by_id), final=True)
+            return "Cancelled."
+        if self._running is not None and self._running[0].id == job.id:
+            self._cancelled_by[job.id] = by_id
+            await self.engine.cancel(job.id)
+            return "Stopping it after the current step."
+        return "That job is not waiting or running any more."
 
     async def run(self) -> None:
         """Serve the queue until cancelled."""
@@ -58,7 +85,15 @@ class Dispatcher:
 
     async def run_job(self, job: Job) -> None:
         """Draw one job, then hand its result (or failure) to delivery without waiting for the upload."""
-        await self.store.mark_running(job.id, self.clock())
+        started = self.clock()
+        await self.store.mark_running(job.id, started)
+        self._running = (job, started)
+        try:
+            await self._run(job)
+        finally:
+            self._running = None
+
+    async def _run(self, job: Job) -> None:
         reporter = ProgressReporter(
             lambda text: self.delivery.edit_status(job, text), self.clock, self.progress_interval
         )
@@ -71,7 +106,13 @@ class Dispatcher:
             source = await self._source(job)
             result = await self.engine.generate(job.id, job.params, on_progress, source)
         except JobFailedError as exc:
-            await self._fail(job, reporter, str(exc))
+            if job.id in self._cancelled_by:
+                await reporter.finish()
+                by_id = self._cancelled_by.pop(job.id)
+                await self.store.mark_cancelled(job.id, f"cancelled by {by_id}", self.clock())
+                await self.delivery.edit_status(job, cancelled_text(by_id), final=True)
+            else:
+                await self._fail(job, reporter, str(exc))
             return
         except EngineCrashed as exc:
             log.error("job %s: %s", job.id, exc)
@@ -80,6 +121,7 @@ class Dispatcher:
         # On disk before "done", so the result's buttons have their images whatever happens next.
         await asyncio.to_thread(self.sources.images.save, job.id, [image.png for image in result.images])
         await self.store.mark_done(job.id, self.clock())
+        await self.estimator.observe(job.params, result.seconds)
         task = asyncio.create_task(self._deliver(job, result, reporter), name=f"deliver-{job.id}")
         self._handovers.add(task)
         task.add_done_callback(self._handovers.discard)

@@ -12,6 +12,7 @@ from typing import Protocol
 
 from engine.params import GenerationParams
 from engine.wire import (
+    CancelRequest,
     EngineFatal,
     EngineReady,
     GenerateRequest,
@@ -51,6 +52,8 @@ class Engine(Protocol):
     async def generate(
         self, job_id: str, params: GenerationParams, on_progress: ProgressCallback, source: bytes | None = None
     ) -> JobResult: ...
+
+    async def cancel(self, job_id: str) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -183,6 +186,16 @@ class ProcessEngine:
                 return await self._pending
             finally:
                 self._pending = self._pending_id = self._on_progress = None
+
+    async def cancel(self, job_id: str) -> None:
+        """Ask the engine to stop `job_id` between two steps; its generate() then fails with "Cancelled."."""
+        if self._process is None or self._process.stdin is None or self._process.stdin.is_closing():
+            return
+        try:
+            self._process.stdin.write(encode(CancelRequest(job_id=job_id)))
+            await self._process.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            log.warning("job %s: the engine is gone, nothing to cancel", job_id)
 
     async def close(self, grace: float = 10.0) -> None:
         """Close stdin so the engine exits after its current job; kill it if it takes longer than `grace`."""

@@ -1,12 +1,12 @@
-"""A fair asyncio queue: members are served round-robin, each member's own jobs first come first served."""
+"""A fair asyncio queue: guilds take turns, members within a guild take turns, each member's jobs in order."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -19,48 +19,110 @@ class _Entry(Generic[T]):
     item: T = field(compare=False)
 
 
-class FairQueue(Generic[T]):
-    """Round-robin by rounds: a member's n-th waiting job is served in round n, in arrival order within a round.
+@dataclass
+class _Group(Generic[T]):
+    """One guild's waiting jobs, in round-robin order of their members."""
 
-    A newcomer's first job joins the current round, so it goes ahead of the second job of a member who
-    holds ten: one member's burst never blocks everyone else.
-    """
+    created: int
+    entries: list[_Entry[T]] = field(default_factory=list)
+    round: int = 0  # the round of the job served last
+    last_served: int = -1  # when this guild was last served (-1: not yet), for the turn between guilds
+
+    def next_round(self, owner: Hashable) -> int:
+        # A member's n-th waiting job is served in round n; a newcomer joins the current round, so one
+        # member's burst never holds back everyone else.
+        mine = [e.round for e in self.entries if e.owner == owner]
+        return max(mine) + 1 if mine else self.round
+
+
+class FairQueue(Generic[T]):
+    """Round-robin across guilds and, within a guild, across members; first come first served per member."""
 
     def __init__(self) -> None:
-        self._entries: list[_Entry[T]] = []
-        self._round = 0  # the round of the job served last
+        self._groups: dict[Hashable, _Group[T]] = {}
         self._seq = itertools.count()
+        self._ticks = itertools.count()
         self._ready = asyncio.Condition()
+        self._paused = False
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return sum(len(g.entries) for g in self._groups.values())
 
-    def _next_round(self, owner: Hashable) -> int:
-        mine = [e.round for e in self._entries if e.owner == owner]
-        return max(mine) + 1 if mine else self._round
+    @property
+    def paused(self) -> bool:
+        return self._paused
 
-    async def put(self, owner: Hashable, item: T) -> int:
-        """Queue `item` for `owner`; return its 1-based position in serving order."""
-        entry = _Entry(self._next_round(owner), next(self._seq), owner, item)
-        self._entries.append(entry)
-        self._entries.sort()
+    async def _notify(self) -> None:
         async with self._ready:
-            self._ready.notify()
-        return self._entries.index(entry) + 1
+            self._ready.notify_all()
+
+    async def pause(self) -> None:
+        """Stop handing out jobs (those queued stay, new ones still join)."""
+        self._paused = True
+        await self._notify()
+
+    async def resume(self) -> None:
+        self._paused = False
+        await self._notify()
+
+    def _group(self, group: Hashable) -> _Group[T]:
+        if group not in self._groups:
+            self._groups[group] = _Group(created=next(self._seq))
+        return self._groups[group]
+
+    async def put(self, owner: Hashable, item: T, group: Hashable = None) -> int:
+        """Queue `item` for `owner` in `group` (a guild); return its 1-based position in serving order."""
+        lane = self._group(group)
+        lane.entries.append(_Entry(lane.next_round(owner), next(self._seq), owner, item))
+        lane.entries.sort()
+        await self._notify()
+        return self.order().index(item) + 1
 
     async def get(self) -> T:
-        """Wait for and take the next item in serving order."""
+        """Wait for (and while paused, keep waiting for) the next item in serving order, and take it."""
         async with self._ready:
-            await self._ready.wait_for(lambda: bool(self._entries))
-        entry = self._entries.pop(0)
-        self._round = entry.round
+            await self._ready.wait_for(lambda: not self._paused and len(self) > 0)
+        _, lane = self._rotation()[0]
+        entry = lane.entries.pop(0)
+        lane.round = entry.round
+        # Guilds are kept when empty, so one that comes back waits its turn behind those served less lately.
+        lane.last_served = next(self._ticks)
         return entry.item
 
-    def next_position(self, owner: Hashable) -> int:
-        """The position `owner`'s next item would get if it were put now."""
-        round_ = self._next_round(owner)
-        return sum(1 for e in self._entries if e.round <= round_) + 1
+    def remove(self, match: Callable[[T], bool]) -> T | None:
+        """Take the first waiting item that `match`es out of the queue (a cancelled job); None if none does."""
+        for lane in self._groups.values():
+            for entry in lane.entries:
+                if match(entry.item):
+                    lane.entries.remove(entry)
+                    return entry.item
+        return None
+
+    def _rotation(self, also: Hashable = ...) -> list[tuple[Hashable, _Group[T]]]:
+        """Guilds with waiting jobs (and `also`), the one served longest ago (or never) first."""
+        lanes = [(key, lane) for key, lane in self._groups.items() if lane.entries or key == also]
+        return sorted(lanes, key=lambda pair: (pair[1].last_served, pair[1].created))
 
     def order(self) -> list[T]:
         """Every queued item in the order it will be served."""
-        return [e.item for e in self._entries]
+        return [e.item for e in _interleave([lane.entries for _, lane in self._rotation()])]
+
+    def next_position(self, owner: Hashable, group: Hashable = None) -> int:
+        """The position `owner`'s next item in `group` would get if it were put now."""
+        sentinel: Any = object()
+        self._group(group)
+        lanes = []
+        for key, lane in self._rotation(also=group):
+            if key == group:
+                lanes.append(sorted([*lane.entries, _Entry(lane.next_round(owner), next(self._seq), owner, sentinel)]))
+            else:
+                lanes.append(lane.entries)
+        return [e.item for e in _interleave(lanes)].index(sentinel) + 1
+
+
+def _interleave(lanes: list[list[_Entry[Any]]]) -> list[_Entry[Any]]:
+    """The first entry of each lane in turn, then the second of each, and so on."""
+    served: list[_Entry[Any]] = []
+    for depth in range(max((len(lane) for lane in lanes), default=0)):
+        served.extend(lane[depth] for lane in lanes if depth < len(lane))
+    return served

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import discord
 
+from bot.buttons import cancel_view
+from bot.estimates import Estimator
 from bot.fair_queue import FairQueue
 from bot.jobs import Job
 from bot.progress import Clock
+from bot.quota import Quota, Refused
 from bot.render import queued_text
 from bot.store import JobStore
 from engine.params import GenerationParams, InvalidParams
@@ -50,24 +54,53 @@ def check_fits(params: GenerationParams, engine: EngineReady) -> None:
         what = f"{params.width}×{params.height}" + (f" × {params.count} images" if params.count > 1 else "")
         fix = "work from a smaller image" if params.needs_source else "lower the width, height or count"
         raise InvalidParams(
-            f"{what} is more than this GPU can draw at once ({engine.max_pixels / 1e6:.1f} megapixels at most):"
-            f" {fix}."
+            f"{what} is more than this GPU can draw at once ({engine.max_pixels / 1e6:.1f} megapixels at most): {fix}."
         )
 
 
-class Intake:
-    """Every job is in SQLite before its member is acknowledged, and acknowledged before it is queued."""
+def role_ids(interaction: discord.Interaction) -> list[int]:
+    """The member's roles (none in a DM)."""
+    return [role.id for role in getattr(interaction.user, "roles", [])]
 
-    def __init__(self, *, store: JobStore, queue: FairQueue[Job], clock: Clock) -> None:
+
+class Intake:
+    """Every job is in SQLite before its member is acknowledged, and acknowledged before it is queued.
+
+    The member's limits are checked and the job stored in one step, so a burst of presses cannot overshoot.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        queue: FairQueue[Job],
+        quota: Quota,
+        estimator: Estimator,
+        running: Callable[[], tuple[GenerationParams, float] | None],
+        clock: Clock,
+    ) -> None:
         self.store = store
         self.queue = queue
+        self.quota = quota
+        self.estimator = estimator
+        self.running = running
         self.clock = clock
 
+    def _queued_text(self, job: Job) -> str:
+        position = self.queue.next_position(job.user_id, job.guild_id)
+        ahead = [queued.params for queued in self.queue.order()[: position - 1]]
+        now = self.clock()
+        return queued_text(position, self.estimator.start_at(ahead, self.running(), now), now)
+
     async def accept(self, interaction: discord.Interaction, job: Job) -> Job | None:
-        """Store, acknowledge with the queue position, queue; None if Discord refused the acknowledgement."""
-        await self.store.add(job)
+        """Reserve within the limits (or refuse), acknowledge with position and start time, queue."""
         try:
-            callback = await interaction.response.send_message(queued_text(self.queue.next_position(job.user_id)))
+            await self.quota.reserve(job, role_ids(interaction))
+        except Refused as exc:
+            await interaction.response.send_message(str(exc), ephemeral=True)
+            return None
+        try:
+            callback = await interaction.response.send_message(self._queued_text(job), view=cancel_view(job))
             message_id = callback.message_id or (await interaction.original_response()).id
         except discord.HTTPException as exc:
             # The member saw "interaction failed" and will likely ask again: running this one too would double it.
@@ -76,6 +109,6 @@ class Intake:
             return None
         await self.store.set_message(job.id, message_id)
         job = job.with_message(message_id)
-        await self.queue.put(job.user_id, job)
+        await self.queue.put(job.user_id, job, job.guild_id)
         log.info("job %s queued for %s (%s): %s", job.id, job.user_name, job.user_id, job.params)
         return job

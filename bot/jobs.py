@@ -10,13 +10,14 @@ from engine.params import GenerationParams
 
 
 class JobState(str, enum.Enum):
-    """queued → running → done → delivered, or failed with a reason."""
+    """queued → running → done → delivered, or failed with a reason, or cancelled by its member or an admin."""
 
     QUEUED = "queued"
     RUNNING = "running"
     DONE = "done"
     DELIVERED = "delivered"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 def new_job_id() -> str:

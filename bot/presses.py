@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import discord
 from PIL import Image, UnidentifiedImageError
@@ -33,11 +33,13 @@ class PressService:
         intake: Intake,
         sources: SourceImages,
         engine_ready: Callable[[], EngineReady | None],
+        cancel: Callable[[Job, int], Awaitable[str]],
         seed_source: random.Random | None = None,
     ) -> None:
         self.intake = intake
         self.sources = sources
         self.engine_ready = engine_ready
+        self.cancel = cancel
         self.seed_source = seed_source or random.SystemRandom()
 
     async def press(self, interaction: discord.Interaction, custom_id: str) -> Job | None:
@@ -54,6 +56,9 @@ class PressService:
             return None
         if press.action == "delete":
             await self._delete(interaction, job)
+            return None
+        if press.action == "cancel":
+            await self._cancel(interaction, job)
             return None
         try:
             child = await self._derive(interaction, job, press)
@@ -108,6 +113,17 @@ class PressService:
                 child = job.panned(requester, index, size, action.removeprefix("pan-"), seed)
         check_fits(child.params, ready)
         return child
+
+    async def _cancel(self, interaction: discord.Interaction, job: Job) -> None:
+        """Its member or an admin (Manage Server) may cancel a job that waits or runs."""
+        if interaction.user.id != job.user_id and not interaction.permissions.manage_guild:
+            await interaction.response.send_message(
+                f"Only <@{job.user_id}> or an admin can cancel this.",
+                ephemeral=True,
+                allowed_mentions=discord.AllowedMentions.none(),
+            )
+            return
+        await interaction.response.send_message(await self.cancel(job, interaction.user.id), ephemeral=True)
 
     async def _delete(self, interaction: discord.Interaction, job: Job) -> None:
         """Only the member who asked, or someone allowed to manage messages, may delete a result."""

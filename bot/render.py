@@ -17,11 +17,20 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def queued_text(position: int) -> str:
-    """The acknowledgement: where the job stands in line."""
-    if position <= 1:
-        return "⏳ Queued — you're next."
-    return f"⏳ Queued — position {position} in line ({position - 1} ahead of you)."
+def queued_text(position: int, start_at: float | None = None, now: float = 0.0) -> str:
+    """The acknowledgement: where the job stands in line and, when it is not about to start, when it will."""
+    text = (
+        "⏳ Queued — you're next"
+        if position <= 1
+        else f"⏳ Queued — position {position} in line ({position - 1} ahead of you)"
+    )
+    if start_at is not None and start_at - now >= 5:
+        text += f", starting <t:{round(start_at)}:R>"
+    return text + "."
+
+
+def cancelled_text(by_id: int) -> str:
+    return f"❌ Cancelled by <@{by_id}>."
 
 
 def progress_text(step: int, total: int) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
+from bot.limits import Limits
 from engine.source import DEVICE_CHOICES, InvalidSource, ModelSource, parse_source
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -38,6 +39,7 @@ class Settings:
     data_dir: Path
     keep_days: float
     inpaint_model: ModelSource | None
+    limits: Limits
 
 
 def read_environment(cwd: Path) -> dict[str, str]:
@@ -102,6 +104,27 @@ def _data_dir(env: Mapping[str, str], cwd: Path) -> Path:
     return path
 
 
+def _count(env: Mapping[str, str], name: str, default: int) -> int | None:
+    """A whole number of at least 0, where 0 lifts the limit (None)."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default or None
+    if not raw.isdigit():
+        raise SettingError(f"{name} must be a whole number (0 for no limit), not {raw!r}")
+    return int(raw) or None
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise SettingError(f"{name} must be a number of seconds, 0 or more, not {raw!r}")
+    return value
+
+
 def _positive(env: Mapping[str, str], name: str, example: str) -> float | None:
     """A positive number, or None when the variable is empty."""
     raw = env.get(name, "").strip()
@@ -134,6 +157,12 @@ def load_settings(env: Mapping[str, str], *, cwd: Path, require_token: bool = Tr
         data_dir=_data_dir(env, cwd),
         keep_days=_positive(env, "SDBOT_KEEP_DAYS", "30") or DEFAULT_KEEP_DAYS,
         inpaint_model=_source("SDBOT_INPAINT_MODEL", inpaint, cwd) if inpaint else None,
+        limits=Limits(
+            images_per_hour=_count(env, "SDBOT_IMAGES_PER_HOUR", 60),
+            images_per_day=_count(env, "SDBOT_IMAGES_PER_DAY", 400),
+            max_queued=_count(env, "SDBOT_MAX_QUEUED_PER_USER", 3),
+            cooldown_s=_seconds(env, "SDBOT_COOLDOWN_S", 5.0),
+        ),
     )
 
 

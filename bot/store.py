@@ -9,6 +9,7 @@ from typing import Any
 import aiosqlite
 
 from bot.jobs import Job, JobState
+from bot.limits import DAY, HOUR, Limits, Usage, job_cost
 from engine.params import GenerationParams
 
 # Each entry migrates the schema from version i to i + 1; append, never edit.
@@ -36,7 +37,41 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN source_index INTEGER;
     ALTER TABLE jobs ADD COLUMN reply_to INTEGER;
     """,
+    """
+    ALTER TABLE jobs ADD COLUMN cost INTEGER NOT NULL DEFAULT 1;
+    CREATE INDEX jobs_by_user ON jobs (user_id, created_at);
+    CREATE TABLE limit_overrides (
+        guild_id INTEGER NOT NULL,
+        scope TEXT NOT NULL CHECK (scope IN ('guild', 'role', 'member')),
+        target_id INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        value REAL NOT NULL,
+        PRIMARY KEY (guild_id, scope, target_id, name)
+    );
+    CREATE TABLE bans (
+        guild_id INTEGER NOT NULL,
+        user_id INTEGER NOT NULL,
+        by_id INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY (guild_id, user_id)
+    );
+    CREATE TABLE admin_log (
+        at REAL NOT NULL,
+        guild_id INTEGER,
+        by_id INTEGER NOT NULL,
+        action TEXT NOT NULL
+    );
+    CREATE TABLE stats (
+        key TEXT PRIMARY KEY,
+        value REAL NOT NULL
+    );
+    """,
 )
+
+# Jobs that count against a member's limits: all but those that produced nothing through no doing of theirs.
+_COUNTED = "state NOT IN ('failed', 'cancelled')"
+_ACTIVE = "state IN ('queued', 'running')"
 
 
 class StoreError(RuntimeError):
@@ -83,27 +118,79 @@ class JobStore:
         (version,) = await (await self.db.execute("PRAGMA user_version")).fetchone()  # type: ignore[misc]
         return int(version)
 
+    _INSERT = (
+        "INSERT INTO jobs (id, user_id, user_name, guild_id, channel_id, message_id, params, state, created_at,"
+        " parent_id, source_index, reply_to, cost)"
+    )
+
+    @staticmethod
+    def _row(job: Job) -> tuple[Any, ...]:
+        return (
+            job.id,
+            job.user_id,
+            job.user_name,
+            job.guild_id,
+            job.channel_id,
+            job.message_id,
+            json.dumps(job.params.to_dict()),
+            job.state.value,
+            job.created_at,
+            job.parent_id,
+            job.source_index,
+            job.reply_to,
+            job_cost(job.params),
+        )
+
     async def add(self, job: Job) -> None:
-        """Record a new queued job."""
-        await self.db.execute(
-            "INSERT INTO jobs (id, user_id, user_name, guild_id, channel_id, message_id, params, state, created_at,"
-            " parent_id, source_index, reply_to) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        """Record a new queued job, whatever the limits."""
+        await self.db.execute(f"{self._INSERT} VALUES ({', '.join('?' * 13)})", self._row(job))
+        await self.db.commit()
+
+    async def reserve(self, job: Job, limits: Limits, now: float) -> bool:
+        """Record the job only if it fits the member's limits, as one statement: a burst cannot overshoot."""
+        cost = job_cost(job.params)
+        cursor = await self.db.execute(
+            f"{self._INSERT} SELECT {', '.join('?' * 13)} WHERE"
+            f" (? IS NULL OR (SELECT COALESCE(SUM(cost), 0) FROM jobs WHERE user_id = ? AND created_at > ?"
+            f"   AND {_COUNTED}) + ? <= ?)"
+            f" AND (? IS NULL OR (SELECT COALESCE(SUM(cost), 0) FROM jobs WHERE user_id = ? AND created_at > ?"
+            f"   AND {_COUNTED}) + ? <= ?)"
+            f" AND (? IS NULL OR (SELECT COUNT(*) FROM jobs WHERE user_id = ? AND {_ACTIVE}) < ?)"
+            " AND NOT EXISTS (SELECT 1 FROM jobs WHERE user_id = ? AND created_at > ?)",
             (
-                job.id,
+                *self._row(job),
+                limits.images_per_hour,
                 job.user_id,
-                job.user_name,
-                job.guild_id,
-                job.channel_id,
-                job.message_id,
-                json.dumps(job.params.to_dict()),
-                job.state.value,
-                job.created_at,
-                job.parent_id,
-                job.source_index,
-                job.reply_to,
+                now - HOUR,
+                cost,
+                limits.images_per_hour,
+                limits.images_per_day,
+                job.user_id,
+                now - DAY,
+                cost,
+                limits.images_per_day,
+                limits.max_queued,
+                job.user_id,
+                limits.max_queued,
+                job.user_id,
+                now - limits.cooldown_s,
             ),
         )
         await self.db.commit()
+        return cursor.rowcount == 1
+
+    async def usage(self, user_id: int, now: float) -> Usage:
+        """What a member has used, for the limits' verdict and for /quota."""
+        cursor = await self.db.execute(
+            f"SELECT created_at, cost FROM jobs WHERE user_id = ? AND created_at > ? AND {_COUNTED}",
+            (user_id, now - DAY),
+        )
+        recent = tuple((float(at), int(cost)) for at, cost in await cursor.fetchall())
+        cursor = await self.db.execute(f"SELECT COUNT(*) FROM jobs WHERE user_id = ? AND {_ACTIVE}", (user_id,))
+        (active,) = await cursor.fetchone()  # type: ignore[misc]
+        cursor = await self.db.execute("SELECT MAX(created_at) FROM jobs WHERE user_id = ?", (user_id,))
+        (last,) = await cursor.fetchone()  # type: ignore[misc]
+        return Usage(recent=recent, active=int(active), last_command_at=last)
 
     async def _update(self, job_id: str, **columns: Any) -> None:
         assignments = ", ".join(f"{name} = ?" for name in columns)
@@ -125,6 +212,9 @@ class JobStore:
 
     async def mark_failed(self, job_id: str, reason: str, now: float) -> None:
         await self._update(job_id, state=JobState.FAILED.value, error=reason, finished_at=now)
+
+    async def mark_cancelled(self, job_id: str, reason: str, now: float) -> None:
+        await self._update(job_id, state=JobState.CANCELLED.value, error=reason, finished_at=now)
 
     async def get(self, job_id: str) -> Job | None:
         cursor = await self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,))

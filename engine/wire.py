@@ -43,6 +43,21 @@ class GenerateRequest:
 
 
 @dataclass(frozen=True)
+class CancelRequest:
+    """Bot → engine: stop a job between two steps (or drop it if it has not started)."""
+
+    TYPE: ClassVar[str] = "cancel"
+    job_id: str
+
+    def to_header(self) -> tuple[dict[str, Any], list[bytes]]:
+        return {"job_id": self.job_id}, []
+
+    @classmethod
+    def from_header(cls, header: dict[str, Any], blobs: list[bytes]) -> CancelRequest:
+        return cls(job_id=header["job_id"])
+
+
+@dataclass(frozen=True)
 class EngineReady:
     """Engine → bot: the model is loaded; what it can draw."""
 
@@ -160,9 +175,9 @@ class EngineFatal:
         return cls(message=header["message"])
 
 
-Message = GenerateRequest | EngineReady | Progress | JobResult | JobFailed | EngineFatal
+Message = GenerateRequest | CancelRequest | EngineReady | Progress | JobResult | JobFailed | EngineFatal
 _TYPES: dict[str, Any] = {
-    cls.TYPE: cls for cls in (GenerateRequest, EngineReady, Progress, JobResult, JobFailed, EngineFatal)
+    cls.TYPE: cls for cls in (GenerateRequest, CancelRequest, EngineReady, Progress, JobResult, JobFailed, EngineFatal)
 }
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import queue
 import sys
+import threading
 import time
 from typing import BinaryIO
 
@@ -17,6 +19,7 @@ from engine.loading import ModelLoadError, load_model, max_pixels, resolve_devic
 from engine.params import InvalidParams
 from engine.source import DEVICE_CHOICES, InvalidSource, ModelSource, parse_source
 from engine.wire import (
+    CancelRequest,
     EngineFatal,
     EngineReady,
     GenerateRequest,
@@ -24,6 +27,7 @@ from engine.wire import (
     JobResult,
     Message,
     Progress,
+    WireError,
     encode,
     read_message,
 )
@@ -31,6 +35,42 @@ from engine.wire import (
 log = logging.getLogger("engine")
 
 OUT_OF_MEMORY = "The GPU ran out of memory drawing this: try a smaller size or fewer images."
+CANCELLED = "Cancelled."
+
+
+class JobCancelled(Exception):
+    """The bot asked to stop the running job."""
+
+
+class Inbox:
+    """Requests from the bot, read on a thread so that a cancel arrives while a job is running."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._jobs: queue.Queue[GenerateRequest | None] = queue.Queue()
+        self._cancelled: set[str] = set()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._read, args=(stream,), name="engine-inbox", daemon=True).start()
+
+    def _read(self, stream: BinaryIO) -> None:
+        try:
+            while (message := read_message(stream)) is not None:
+                if isinstance(message, CancelRequest):
+                    with self._lock:
+                        self._cancelled.add(message.job_id)
+                elif isinstance(message, GenerateRequest):
+                    self._jobs.put(message)
+        except WireError as exc:
+            log.error("the bot sent a bad frame; stopping: %s", exc)
+        finally:
+            self._jobs.put(None)
+
+    def next_job(self) -> GenerateRequest | None:
+        """The next job to draw, or None once the bot has closed the pipe."""
+        return self._jobs.get()
+
+    def is_cancelled(self, job_id: str) -> bool:
+        with self._lock:
+            return job_id in self._cancelled
 
 
 class Channel:
@@ -52,16 +92,24 @@ def claim_stdout() -> BinaryIO:
     return wire
 
 
-def run_job(painter: Painter, request: GenerateRequest, channel: Channel) -> None:
+def run_job(painter: Painter, request: GenerateRequest, channel: Channel, inbox: Inbox) -> None:
     """Draw one job and answer with its result or a sentence for the member; never raise."""
     job_id = request.job_id
 
     def on_step(step: int, total: int) -> None:
+        if inbox.is_cancelled(job_id):
+            raise JobCancelled
         channel.send(Progress(job_id=job_id, step=step, total=total))
 
     started = time.perf_counter()
     try:
+        if inbox.is_cancelled(job_id):
+            raise JobCancelled
         images = painter.paint(request.params, on_step, source=request.source)
+    except JobCancelled:
+        log.info("job %s cancelled", job_id)
+        channel.send(JobFailed(job_id=job_id, message=CANCELLED))
+        return
     except InvalidParams as exc:
         channel.send(JobFailed(job_id=job_id, message=str(exc)))
         return
@@ -129,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             max_pixels=max_pixels(model, args.max_megapixels),
         )
     )
-    while (message := read_message(sys.stdin.buffer)) is not None:
-        if isinstance(message, GenerateRequest):
-            run_job(painter, message, channel)
+    inbox = Inbox(sys.stdin.buffer)
+    while (request := inbox.next_job()) is not None:
+        run_job(painter, request, channel, inbox)
     return 0

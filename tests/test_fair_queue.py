@@ -50,3 +50,44 @@ async def test_get_waits_for_a_put() -> None:
     assert not waiter.done()
     await queue.put("A", "A0")
     assert await asyncio.wait_for(waiter, 1) == "A0"
+
+
+async def test_guilds_take_turns_and_members_take_turns_within_a_guild() -> None:
+    queue: FairQueue[str] = FairQueue()
+    for item in ["a1", "a2", "a3"]:
+        await queue.put("alice", item, "big-server")
+    await queue.put("bob", "b1", "big-server")
+    await queue.put("carol", "c1", "small-server")
+    assert queue.order() == ["a1", "c1", "b1", "a2", "a3"]
+    assert [await queue.get() for _ in range(5)] == ["a1", "c1", "b1", "a2", "a3"]
+
+
+async def test_a_guild_served_last_waits_behind_one_that_was_not() -> None:
+    queue: FairQueue[str] = FairQueue()
+    await queue.put("alice", "a1", "one")
+    assert await queue.get() == "a1"
+    await queue.put("alice", "a2", "one")
+    await queue.put("carol", "c1", "two")
+    assert queue.next_position("dave", "three") == 2
+    assert queue.order() == ["c1", "a2"]
+
+
+async def test_pause_holds_jobs_and_resume_releases_them() -> None:
+    queue: FairQueue[str] = FairQueue()
+    await queue.pause()
+    await queue.put("A", "A0")
+    waiter = asyncio.create_task(queue.get())
+    await asyncio.sleep(0)
+    assert not waiter.done() and queue.paused
+    await queue.resume()
+    assert await asyncio.wait_for(waiter, 1) == "A0"
+
+
+async def test_remove_takes_a_waiting_item_out() -> None:
+    queue: FairQueue[str] = FairQueue()
+    for item in ["A0", "A1"]:
+        await queue.put("A", item)
+    await queue.put("B", "B0")
+    assert queue.remove(lambda item: item == "A0") == "A0"
+    assert queue.remove(lambda item: item == "missing") is None
+    assert queue.order() == ["B0", "A1"]

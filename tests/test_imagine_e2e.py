@@ -22,7 +22,7 @@ from engine.params import SAMPLERS
 from tests.support.fake_discord import CHANNEL_ID, GUILD_ID, USER_ID, FakeDiscord, FakeInteraction, FakeMessage
 from tests.support.fake_engine import FakeEngine
 
-OTHER_USER = USER_ID + 1
+OTHER_USER = USER_ID + 5  # not OWNER_ID (USER_ID + 1)
 
 
 def make_bot(db: Path, engine: object) -> SdBot:

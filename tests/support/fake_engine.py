@@ -29,6 +29,7 @@ class FakeEngine:
         self.sources: dict[str, bytes | None] = {}
         self._called = asyncio.Condition()
         self.fail_with: str | None = None
+        self.cancelled: set[str] = set()
 
     @property
     def ready(self) -> EngineReady | None:
@@ -46,6 +47,8 @@ class FakeEngine:
         async with self._called:
             self._called.notify_all()
         await self.gate.wait()
+        if job_id in self.cancelled:
+            raise JobFailedError("Cancelled.")
         if self.fail_with is not None:
             raise JobFailedError(self.fail_with)
         for step in range(1, params.steps + 1):
@@ -63,6 +66,9 @@ class FakeEngine:
         """Wait until `count` jobs have reached the engine."""
         async with self._called:
             await asyncio.wait_for(self._called.wait_for(lambda: len(self.calls) >= count), 10)
+
+    async def cancel(self, job_id: str) -> None:
+        self.cancelled.add(job_id)
 
     async def close(self) -> None:
         self.started = False

@@ -1,0 +1,49 @@
+"""Who may queue what: bans, the member's limits (with overrides), and the atomic reservation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bot.admin_store import AdminStore
+from bot.jobs import Job
+from bot.limits import Limits, Refusal, Usage, refusal, resolve
+from bot.progress import Clock
+from bot.store import JobStore
+from engine.params import InvalidParams
+
+
+class Refused(InvalidParams):
+    """A limit or a ban refuses the job; the message says which, and when the member can go again."""
+
+
+class Quota:
+    """Limits from .env, overridden per guild, role and member in SQLite; checked and reserved at once."""
+
+    def __init__(self, *, store: JobStore, admin: AdminStore, defaults: Limits, clock: Clock) -> None:
+        self.store = store
+        self.admin = admin
+        self.defaults = defaults
+        self.clock = clock
+
+    async def limits(self, guild_id: int | None, user_id: int, role_ids: Sequence[int]) -> Limits:
+        """A member's limits in a guild: the most generous of their roles wins; their own override beats roles."""
+        overrides = await self.admin.overrides(guild_id)
+        roles = [overrides.roles[r] for r in role_ids if r in overrides.roles]
+        return resolve(self.defaults, overrides.guild, roles, overrides.members.get(user_id))
+
+    async def usage(self, user_id: int) -> Usage:
+        return await self.store.usage(user_id, self.clock())
+
+    async def reserve(self, job: Job, role_ids: Sequence[int]) -> None:
+        """Store the job if the member may run it now; else raise Refused with the reason and when."""
+        banned = await self.admin.ban_reason(job.guild_id, job.user_id)
+        if banned is not None:
+            raise Refused(f"You can't use me in this server: an admin has banned you ({banned}).")
+        limits = await self.limits(job.guild_id, job.user_id, role_ids)
+        now = self.clock()
+        verdict = refusal(job.params, limits, await self.store.usage(job.user_id, now), now)
+        if verdict is None and await self.store.reserve(job, limits, now):
+            return
+        # Another command of the same member won the race between the check and the reservation.
+        verdict = verdict or refusal(job.params, limits, await self.store.usage(job.user_id, now), now)
+        raise Refused((verdict or Refusal("Too many commands at once: try again in a moment.", None)).sentence())

@@ -1,0 +1,127 @@
+"""Limits against a real SQLite file: the atomic reservation, refunds, overrides and bans."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.admin_store import AdminStore
+from bot.estimates import DEFAULT_RATE, Estimator, work
+from bot.jobs import Job, JobState, new_job_id
+from bot.limits import HOUR, Limits
+from bot.quota import Quota, Refused
+from bot.store import JobStore
+from engine.params import GenerationParams
+
+NOW = 1_800_000_000.0
+GUILD = 77
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def job(user_id: int = 1, count: int = 1, guild_id: int = GUILD) -> Job:
+    return Job(new_job_id(), GenerationParams(prompt="fox", count=count), user_id, "m", guild_id, 5, NOW)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[JobStore]:
+    store = JobStore(tmp_path / "sdbot.sqlite3")
+    await store.open()
+    yield store
+    await store.close()
+
+
+async def test_fifty_presses_at_once_with_five_left_let_exactly_five_through(store: JobStore) -> None:
+    limits = Limits(images_per_hour=5, images_per_day=None, max_queued=None, cooldown_s=0.0)
+    results = await asyncio.gather(*(store.reserve(job(), limits, NOW) for _ in range(50)))
+    assert results.count(True) == 5
+    assert len(await store.in_states(JobState.QUEUED)) == 5
+
+
+async def test_the_queue_limit_and_the_cooldown_are_atomic_too(store: JobStore) -> None:
+    queued = Limits(images_per_hour=None, images_per_day=None, max_queued=2, cooldown_s=0.0)
+    assert (await asyncio.gather(*(store.reserve(job(), queued, NOW) for _ in range(20)))).count(True) == 2
+    cooled = Limits(images_per_hour=None, images_per_day=None, max_queued=None, cooldown_s=5.0)
+    assert (await asyncio.gather(*(store.reserve(job(2), cooled, NOW) for _ in range(20)))).count(True) == 1
+
+
+async def test_failed_and_cancelled_jobs_give_their_images_back(store: JobStore) -> None:
+    clock = Clock()
+    quota = Quota(store=store, admin=AdminStore(store), defaults=Limits(4, None, None, 0.0), clock=clock)
+    first, second = job(count=2), job(count=2)
+    await quota.reserve(first, [])
+    await quota.reserve(second, [])
+    with pytest.raises(Refused, match="You have used 4 of your 4 images this hour; this job needs 1"):
+        await quota.reserve(job(), [])
+    await store.mark_failed(first.id, "The GPU ran out of memory.", NOW)
+    await store.mark_cancelled(second.id, "cancelled by 1", NOW)
+    await quota.reserve(job(count=4), [])
+    assert (await quota.usage(1)).recent == ((NOW, 4),)
+
+
+async def test_a_refusal_names_the_limit_and_when_to_come_back(store: JobStore) -> None:
+    clock = Clock()
+    quota = Quota(store=store, admin=AdminStore(store), defaults=Limits(2, None, None, 0.0), clock=clock)
+    await quota.reserve(job(count=2), [])
+    clock.now += 600
+    with pytest.raises(Refused) as refused:
+        await quota.reserve(job(), [])
+    assert str(refused.value) == (
+        f"You have used 2 of your 2 images this hour; this job needs 1. You can go again <t:{int(NOW + HOUR)}:R>."
+    )
+    clock.now = NOW + HOUR + 1
+    await quota.reserve(job(), [])
+
+
+async def test_overrides_and_bans_come_from_sqlite_and_survive_reopening(store: JobStore, tmp_path: Path) -> None:
+    admin = AdminStore(store)
+    await admin.set_override(GUILD, "guild", GUILD, "images_per_hour", 3, by_id=9, now=NOW)
+    await admin.set_override(GUILD, "role", 500, "images_per_hour", 8, by_id=9, now=NOW)
+    await admin.set_override(GUILD, "role", 501, "images_per_hour", 0, by_id=9, now=NOW)
+    await admin.set_override(GUILD, "member", 42, "max_steps", 20, by_id=9, now=NOW)
+    await admin.ban(GUILD, 13, "spam", by_id=9, now=NOW)
+    await store.close()
+
+    reopened = JobStore(tmp_path / "sdbot.sqlite3")
+    await reopened.open()
+    admin = AdminStore(reopened)
+    quota = Quota(store=reopened, admin=admin, defaults=Limits(10, None, None, 0.0), clock=Clock())
+    assert (await quota.limits(GUILD, 1, [])).images_per_hour == 3
+    assert (await quota.limits(GUILD, 1, [500])).images_per_hour == 8
+    assert (await quota.limits(GUILD, 1, [500, 501])).images_per_hour is None
+    assert (await quota.limits(GUILD, 42, [])).max_steps == 20
+    assert (await quota.limits(GUILD + 1, 1, [500])).images_per_hour == 10, "overrides are per server"
+    with pytest.raises(Refused, match=r"banned you \(spam\)"):
+        await quota.reserve(job(13), [])
+    assert await admin.unban(GUILD, 13, by_id=9, now=NOW)
+    await quota.reserve(job(13), [])
+    cursor = await reopened.db.execute("SELECT by_id, action FROM admin_log ORDER BY rowid")
+    actions = [tuple(row) for row in await cursor.fetchall()]
+    assert actions[0] == (9, f"guild {GUILD}: images_per_hour 3") and actions[-1] == (9, "unban 13")
+    await admin.set_override(GUILD, "guild", GUILD, "images_per_hour", None, by_id=9, now=NOW)
+    assert (await quota.limits(GUILD, 1, [])).images_per_hour == 10
+    await reopened.close()
+
+
+async def test_the_estimator_learns_this_device_and_keeps_it(store: JobStore, tmp_path: Path) -> None:
+    estimator = Estimator(AdminStore(store))
+    await estimator.load()
+    assert estimator.rate == DEFAULT_RATE
+    params = GenerationParams(prompt="fox", width=1000, height=1000, steps=10)
+    assert work(params) == 10.0
+    for _ in range(20):
+        await estimator.observe(params, seconds=5.0)
+    assert estimator.rate == pytest.approx(0.5, rel=0.01)
+    assert estimator.start_at([params, params], (params, NOW - 2), NOW) == pytest.approx(NOW + 3 + 10, rel=0.01)
+    again = Estimator(AdminStore(store))
+    await again.load()
+    assert again.rate == estimator.rate
