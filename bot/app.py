@@ -27,6 +27,7 @@ from bot.progress import Clock
 from bot.quota import Quota
 from bot.source_images import SourceImages
 from bot.store import JobStore
+from bot.systemd import notify, watchdog_interval
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class SdBot(discord.Client):
         clock: Clock = time.time,
         progress_interval: float = 1.0,
         guild_ready_timeout: float = 2.0,
+        shutdown_grace: float = 30.0,
     ) -> None:
         # No privileged intents: slash commands and buttons arrive as interactions regardless.
         super().__init__(intents=discord.Intents(guilds=True), guild_ready_timeout=guild_ready_timeout)
@@ -79,6 +81,7 @@ class SdBot(discord.Client):
             quota=self.quota,
             estimator=self.estimator,
             running=self.dispatcher.running,
+            closing=lambda: self.closing,
             clock=clock,
         )
         ready = lambda: engine.ready  # noqa: E731
@@ -102,6 +105,8 @@ class SdBot(discord.Client):
                 )
             ),
         ]
+        self.shutdown_grace = shutdown_grace
+        self.closing = False
         self._tasks: list[asyncio.Task[None]] = []
 
     async def setup_hook(self) -> None:
@@ -117,10 +122,21 @@ class SdBot(discord.Client):
         # One DynamicItem answers every result button ever posted, across restarts.
         self.add_dynamic_items(ResultButton)
         await self.sync_commands()
+        await self.dispatcher.deliver_pending()
         self._tasks = [
             asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
             asyncio.create_task(self._prune_images(), name="prune-images"),
         ]
+        interval = watchdog_interval()
+        if interval is not None:
+            self._tasks.append(asyncio.create_task(self._watchdog(interval), name="watchdog"))
+
+    @staticmethod
+    async def _watchdog(interval: float) -> None:
+        """Ping systemd from the event loop: if the loop ever blocks, the pings stop and systemd restarts us."""
+        while True:
+            notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
 
     async def _prune_images(self) -> None:
         """Drop kept images past SDBOT_KEEP_DAYS, at start and every hour."""
@@ -154,11 +170,26 @@ class SdBot(discord.Client):
             log.warning("could not tell %s that /%s failed", interaction.user.id, command)
 
     async def on_ready(self) -> None:
+        """Every (re)connect; systemd only cares about the first."""
         assert self.user is not None
         log.info("connected as %s (%s) to %d servers", self.user, self.user.id, len(self.guilds))
+        notify(f"READY=1\nSTATUS=connected as {self.user}")
 
     async def close(self) -> None:
-        """Stop taking jobs, finish uploads in flight, stop the engine, close the database."""
+        """Stop taking jobs, let the running one finish within the grace period, keep the rest queued in
+        SQLite for the next start, finish uploads in flight, stop the engine, close the database."""
+        if self.closing:
+            return
+        self.closing = True
+        notify("STOPPING=1")
+        await self.queue.pause()
+        try:
+            if self.dispatcher.running_job() is not None:
+                await asyncio.wait_for(self.dispatcher.wait_idle(), self.shutdown_grace)
+        except asyncio.TimeoutError:
+            log.warning(
+                "the running job did not finish within %.0f s; it runs again after the restart", self.shutdown_grace
+            )
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -166,3 +197,4 @@ class SdBot(discord.Client):
         await super().close()
         await self.engine.close()
         await self.store.close()
+        log.info("stopped; %d jobs wait in the database for the next start", len(self.queue))

@@ -1,6 +1,7 @@
 """Posting to Discord with the bot token: status edits on the acknowledgement, results as replies to it.
 
-The channel endpoints work after the 15-minute interaction token has expired and after restarts.
+Only the acknowledgement uses the interaction; everything after goes through the channel endpoints, which
+work after the 15-minute interaction token has expired (401/50027, 404/10062) and after restarts.
 """
 
 from __future__ import annotations
@@ -13,12 +14,23 @@ import discord
 
 from bot.buttons import result_view
 from bot.jobs import Job
-from bot.render import done_text, failed_text, result_embed, result_filenames
+from bot.render import done_text, failed_text, result_embed, result_file_stems
+from engine.pngmeta import fit_under
 from engine.wire import JobResult
 
 log = logging.getLogger(__name__)
 
 _MENTION_MEMBER_ONLY = discord.AllowedMentions(everyone=False, roles=False, users=True, replied_user=False)
+# Every server accepts files of 10 MiB; a boosted one (as the interaction tells) more.
+DEFAULT_SIZE_LIMIT = 10 * 1024 * 1024
+# Errors after which Discord will refuse every further edit of a message: unknown message, edits to
+# messages older than an hour capped, archived thread.
+_UNEDITABLE = {10008, 30046, 50083}
+
+
+def result_nonce(job: Job) -> str:
+    """The same for every attempt to post a job's result: with enforce_nonce, Discord posts it only once."""
+    return f"sdbot-{job.id}"
 
 
 class Delivery:
@@ -26,6 +38,7 @@ class Delivery:
 
     def __init__(self, client: discord.Client) -> None:
         self._client = client
+        self._uneditable: set[int] = set()
 
     def _channel(self, job: Job) -> discord.PartialMessageable:
         return self._client.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
@@ -48,7 +61,7 @@ class Delivery:
         """Rewrite the acknowledgement (`final` also removes its Cancel button); a refused edit costs only the
         status line, so it is logged, not raised."""
         message = self._status_message(job)
-        if message is None:
+        if message is None or message.id in self._uneditable:
             return
         try:
             if final:
@@ -57,18 +70,23 @@ class Delivery:
                 await message.edit(content=text)
         except discord.HTTPException as exc:
             log.warning("job %s: could not edit its status message: %s", job.id, exc)
+            if exc.code in _UNEDITABLE:
+                self._uneditable.add(message.id)
 
     async def post_result(self, job: Job, result: JobResult) -> discord.Message:
         """Post the PNGs with their parameters as a reply that pings the member, then point the status at it."""
-        files = [
-            discord.File(io.BytesIO(image.png), filename=name)
-            for image, name in zip(result.images, result_filenames(job, result), strict=True)
-        ]
+        limit = job.size_limit or DEFAULT_SIZE_LIMIT
+        files = []
+        for image, name in zip(result.images, result_file_stems(job, result), strict=True):
+            # Over the upload limit, a PNG becomes a WebP or JPEG with the infotext in EXIF: never a 413.
+            fitted = fit_under(image.png, limit)
+            files.append(discord.File(io.BytesIO(fitted.data), filename=f"{name}.{fitted.extension}"))
         message = await self._channel(job).send(
             content=f"<@{job.user_id}>",
             embed=result_embed(job, result),
             files=files,
             view=result_view(job, len(result.images)),
+            nonce=result_nonce(job),
             **self._reply(job),
         )
         await self.edit_status(job, done_text(result.seconds, message.jump_url), final=True)

@@ -9,21 +9,28 @@ import time
 import discord
 
 from bot.delivery import Delivery
-from bot.engine_client import Engine, EngineCrashed, JobFailedError
+from bot.engine_client import Engine, EngineCrashed, EngineStartError, JobFailedError, ProgressCallback
 from bot.estimates import Estimator
 from bot.fair_queue import FairQueue
-from bot.jobs import Job
+from bot.jobs import Job, JobState
 from bot.presses import IMAGE_GONE
 from bot.progress import Clock, ProgressReporter
 from bot.render import cancelled_text, progress_text, starting_text
 from bot.source_images import SourceImages
 from bot.store import JobStore
 from engine.params import GenerationParams
-from engine.wire import JobResult, Progress
+from engine.pngmeta import infotext_of
+from engine.wire import GeneratedImage, JobResult, Progress
 
 log = logging.getLogger(__name__)
 
-ENGINE_CRASHED = "The image engine stopped while drawing this and has been restarted: please try again."
+ENGINE_CRASHED = (
+    "The image engine stopped twice while drawing this, so I gave up on it: try other settings, and tell the"
+    " owner if it happens again."
+)
+ENGINE_DOWN = "The image engine cannot start at the moment; the owner can see why in the bot's log."
+# A job that kills the engine is tried on a fresh one once more, then failed, so it cannot stall the queue.
+CRASH_ATTEMPTS = 2
 
 
 class Dispatcher:
@@ -51,6 +58,8 @@ class Dispatcher:
         self.progress_interval = progress_interval
         self._handovers: set[asyncio.Task[None]] = set()
         self._running: tuple[Job, float] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._cancelled_by: dict[str, int] = {}
 
     def running_job(self) -> tuple[Job, float] | None:
@@ -88,10 +97,16 @@ class Dispatcher:
         started = self.clock()
         await self.store.mark_running(job.id, started)
         self._running = (job, started)
+        self._idle.clear()
         try:
             await self._run(job)
         finally:
             self._running = None
+            self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Return once no job is with the engine."""
+        await self._idle.wait()
 
     async def _run(self, job: Job) -> None:
         reporter = ProgressReporter(
@@ -104,7 +119,7 @@ class Dispatcher:
 
         try:
             source = await self._source(job)
-            result = await self.engine.generate(job.id, job.params, on_progress, source)
+            result = await self._generate(job, on_progress, source)
         except JobFailedError as exc:
             if job.id in self._cancelled_by:
                 await reporter.finish()
@@ -114,17 +129,48 @@ class Dispatcher:
             else:
                 await self._fail(job, reporter, str(exc))
             return
-        except EngineCrashed as exc:
-            log.error("job %s: %s", job.id, exc)
-            await self._fail(job, reporter, ENGINE_CRASHED)
-            return
         # On disk before "done", so the result's buttons have their images whatever happens next.
         await asyncio.to_thread(self.sources.images.save, job.id, [image.png for image in result.images])
-        await self.store.mark_done(job.id, self.clock())
+        await self.store.mark_done(job.id, self.clock(), result.seconds, result.model)
         await self.estimator.observe(job.params, result.seconds)
+        self._hand_over(job, result, reporter)
+
+    async def _generate(self, job: Job, on_progress: ProgressCallback, source: bytes | None) -> JobResult:
+        """Draw a job; if the engine dies under it, run it once more on a fresh engine, then give up on it."""
+        for attempt in range(1, CRASH_ATTEMPTS + 1):
+            try:
+                return await self.engine.generate(job.id, job.params, on_progress, source)
+            except EngineCrashed as exc:
+                log.error("job %s: %s (attempt %d of %d)", job.id, exc, attempt, CRASH_ATTEMPTS)
+            except EngineStartError as exc:
+                log.error("job %s: the engine cannot start again: %s", job.id, exc)
+                raise JobFailedError(ENGINE_DOWN) from None
+        raise JobFailedError(ENGINE_CRASHED)
+
+    def _hand_over(self, job: Job, result: JobResult, reporter: ProgressReporter | None) -> None:
         task = asyncio.create_task(self._deliver(job, result, reporter), name=f"deliver-{job.id}")
         self._handovers.add(task)
         task.add_done_callback(self._handovers.discard)
+
+    async def deliver_pending(self) -> None:
+        """After a restart: post what was drawn but not delivered (the same nonce keeps it from doubling)."""
+        for job in await self.store.in_states(JobState.DONE):
+            details = await self.store.done_details(job.id)
+            loaded = [
+                await asyncio.to_thread(self.sources.images.load, job.id, i) for i in range(1, job.params.count + 1)
+            ]
+            pngs = [png for png in loaded if png is not None]
+            if details is None or len(pngs) != job.params.count:
+                log.error("job %s: its images are gone, it cannot be delivered", job.id)
+                await self.store.mark_failed(job.id, IMAGE_GONE, self.clock())
+                continue
+            seconds, model = details
+            images = tuple(
+                GeneratedImage(seed=seed, infotext=infotext_of(png), png=png)
+                for seed, png in zip(job.params.seeds(), pngs, strict=True)
+            )
+            log.info("job %s: delivering after a restart", job.id)
+            self._hand_over(job, JobResult(job_id=job.id, images=images, seconds=seconds, model=model), None)
 
     async def _source(self, job: Job) -> bytes | None:
         """The image a derived job works from; JobFailedError when it is gone."""
@@ -136,8 +182,9 @@ class Dispatcher:
             raise JobFailedError(IMAGE_GONE)
         return source
 
-    async def _deliver(self, job: Job, result: JobResult, reporter: ProgressReporter) -> None:
-        await reporter.finish()
+    async def _deliver(self, job: Job, result: JobResult, reporter: ProgressReporter | None) -> None:
+        if reporter is not None:
+            await reporter.finish()
         try:
             message = await self.delivery.post_result(job, result)
         except discord.HTTPException as exc:

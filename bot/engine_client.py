@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -77,6 +77,17 @@ class EngineCommand:
         return args
 
 
+@dataclass(frozen=True)
+class Backoff:
+    """Seconds to wait before restarting an engine that died: doubling per crash in a row, capped."""
+
+    initial: float = 1.0
+    maximum: float = 60.0
+
+    def delay(self, crashes: int) -> float:
+        return 0.0 if crashes <= 0 else min(self.maximum, self.initial * 2 ** (crashes - 1))
+
+
 def engine_environment() -> dict[str, str]:
     """The bot's environment, with the ML libraries' import-time chatter and progress bars kept out of the log."""
     env = dict(os.environ)
@@ -89,8 +100,16 @@ def engine_environment() -> dict[str, str]:
 class ProcessEngine:
     """Runs the engine as a child OS process, one job at a time; restarts it if it died."""
 
-    def __init__(self, command: EngineCommand) -> None:
+    def __init__(
+        self,
+        command: EngineCommand,
+        backoff: Backoff = Backoff(),
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.command = command
+        self.backoff = backoff
+        self._sleep = sleep
+        self._crashes = 0
         self._process: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
         self._ready: EngineReady | None = None
@@ -150,6 +169,9 @@ class ProcessEngine:
             process.kill()
         code = await process.wait()
         self._reader = None
+        if process is self._process:  # not stopped by close(): it died
+            self._crashes += 1
+            log.error("the engine process exited with code %s", code)
         if self._pending is not None and not self._pending.done():
             self._pending.set_exception(EngineCrashed(f"the engine process exited with code {code}"))
 
@@ -171,8 +193,10 @@ class ProcessEngine:
         """Draw one job (over `source` for the modes that need one); raise JobFailedError or EngineCrashed."""
         async with self._lock:
             if not self._alive():
-                log.warning("engine is not running; starting it again")
+                delay = self.backoff.delay(self._crashes)
+                log.warning("engine is not running; starting it again in %.0f s", delay)
                 await self.close()
+                await self._sleep(delay)
                 await self.start()
             assert self._process is not None and self._process.stdin is not None
             self._pending = asyncio.get_running_loop().create_future()
@@ -183,7 +207,9 @@ class ProcessEngine:
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the reader sees the exit and fails the job
             try:
-                return await self._pending
+                result = await self._pending
+                self._crashes = 0
+                return result
             finally:
                 self._pending = self._pending_id = self._on_progress = None
 

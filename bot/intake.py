@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 
 import discord
 
@@ -28,6 +29,9 @@ NEEDED_PERMISSIONS = {
     "attach_files": "Attach Files",
     "read_message_history": "Read Message History",
 }
+
+
+RESTARTING = "I'm restarting: try again in a minute."
 
 
 def missing_permissions(permissions: discord.Permissions) -> list[str]:
@@ -77,6 +81,7 @@ class Intake:
         quota: Quota,
         estimator: Estimator,
         running: Callable[[], tuple[GenerationParams, float] | None],
+        closing: Callable[[], bool],
         clock: Clock,
     ) -> None:
         self.store = store
@@ -84,6 +89,7 @@ class Intake:
         self.quota = quota
         self.estimator = estimator
         self.running = running
+        self.closing = closing
         self.clock = clock
 
     def _queued_text(self, job: Job) -> str:
@@ -94,6 +100,10 @@ class Intake:
 
     async def accept(self, interaction: discord.Interaction, job: Job) -> Job | None:
         """Reserve within the limits (or refuse), acknowledge with position and start time, queue."""
+        if self.closing():
+            await interaction.response.send_message(RESTARTING, ephemeral=True)
+            return None
+        job = replace(job, size_limit=interaction.filesize_limit)
         try:
             await self.quota.reserve(job, role_ids(interaction))
         except Refused as exc:

@@ -57,6 +57,8 @@ class Job:
     parent_id: str | None = None
     source_index: int | None = None
     reply_to: int | None = None
+    # The largest file Discord accepts from this job's interaction (None: the 10 MiB every server allows).
+    size_limit: int | None = None
 
     def with_message(self, message_id: int) -> Job:
         """The job once its acknowledgement message exists."""

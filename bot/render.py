@@ -53,9 +53,9 @@ def failed_text(sentence: str) -> str:
     return f"❌ {sentence}"
 
 
-def result_filenames(job: Job, result: JobResult) -> list[str]:
-    """One PNG per image, named after the job and seed so saved files stay apart."""
-    return [f"sdbot-{job.id}-{image.seed}.png" for image in result.images]
+def result_file_stems(job: Job, result: JobResult) -> list[str]:
+    """One file per image (the extension follows its format), named after the job and seed."""
+    return [f"sdbot-{job.id}-{image.seed}" for image in result.images]
 
 
 def result_embed(job: Job, result: JobResult) -> discord.Embed:

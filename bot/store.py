@@ -10,6 +10,7 @@ import aiosqlite
 
 from bot.jobs import Job, JobState
 from bot.limits import DAY, HOUR, Limits, Usage, job_cost
+from engine.infotext import ModelInfo
 from engine.params import GenerationParams
 
 # Each entry migrates the schema from version i to i + 1; append, never edit.
@@ -67,6 +68,12 @@ MIGRATIONS: tuple[str, ...] = (
         value REAL NOT NULL
     );
     """,
+    """
+    ALTER TABLE jobs ADD COLUMN size_limit INTEGER;
+    ALTER TABLE jobs ADD COLUMN seconds REAL;
+    ALTER TABLE jobs ADD COLUMN model_name TEXT;
+    ALTER TABLE jobs ADD COLUMN model_hash TEXT;
+    """,
 )
 
 # Jobs that count against a member's limits: all but those that produced nothing through no doing of theirs.
@@ -120,7 +127,7 @@ class JobStore:
 
     _INSERT = (
         "INSERT INTO jobs (id, user_id, user_name, guild_id, channel_id, message_id, params, state, created_at,"
-        " parent_id, source_index, reply_to, cost)"
+        " parent_id, source_index, reply_to, cost, size_limit)"
     )
 
     @staticmethod
@@ -139,18 +146,19 @@ class JobStore:
             job.source_index,
             job.reply_to,
             job_cost(job.params),
+            job.size_limit,
         )
 
     async def add(self, job: Job) -> None:
         """Record a new queued job, whatever the limits."""
-        await self.db.execute(f"{self._INSERT} VALUES ({', '.join('?' * 13)})", self._row(job))
+        await self.db.execute(f"{self._INSERT} VALUES ({', '.join('?' * 14)})", self._row(job))
         await self.db.commit()
 
     async def reserve(self, job: Job, limits: Limits, now: float) -> bool:
         """Record the job only if it fits the member's limits, as one statement: a burst cannot overshoot."""
         cost = job_cost(job.params)
         cursor = await self.db.execute(
-            f"{self._INSERT} SELECT {', '.join('?' * 13)} WHERE"
+            f"{self._INSERT} SELECT {', '.join('?' * 14)} WHERE"
             f" (? IS NULL OR (SELECT COALESCE(SUM(cost), 0) FROM jobs WHERE user_id = ? AND created_at > ?"
             f"   AND {_COUNTED}) + ? <= ?)"
             f" AND (? IS NULL OR (SELECT COALESCE(SUM(cost), 0) FROM jobs WHERE user_id = ? AND created_at > ?"
@@ -204,8 +212,24 @@ class JobStore:
     async def mark_running(self, job_id: str, now: float) -> None:
         await self._update(job_id, state=JobState.RUNNING.value, started_at=now)
 
-    async def mark_done(self, job_id: str, now: float) -> None:
-        await self._update(job_id, state=JobState.DONE.value, finished_at=now)
+    async def mark_done(self, job_id: str, now: float, seconds: float, model: ModelInfo) -> None:
+        """The images are on disk; what delivery needs besides them is kept here, to deliver after a crash."""
+        await self._update(
+            job_id,
+            state=JobState.DONE.value,
+            finished_at=now,
+            seconds=seconds,
+            model_name=model.name,
+            model_hash=model.hash,
+        )
+
+    async def done_details(self, job_id: str) -> tuple[float, ModelInfo] | None:
+        """The engine seconds and model of a finished job."""
+        cursor = await self.db.execute("SELECT seconds, model_name, model_hash FROM jobs WHERE id = ?", (job_id,))
+        row = await cursor.fetchone()
+        if row is None or row["seconds"] is None:
+            return None
+        return float(row["seconds"]), ModelInfo(name=row["model_name"], hash=row["model_hash"])
 
     async def mark_delivered(self, job_id: str, result_message_id: int) -> None:
         await self._update(job_id, state=JobState.DELIVERED.value, result_message_id=result_message_id)
@@ -246,4 +270,5 @@ def _job(row: aiosqlite.Row) -> Job:
         parent_id=row["parent_id"],
         source_index=row["source_index"],
         reply_to=row["reply_to"],
+        size_limit=row["size_limit"],
     )

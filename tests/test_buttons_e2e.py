@@ -18,21 +18,11 @@ from bot.images import ImageStore
 from bot.jobs import Job, JobState
 from bot.store import JobStore
 from engine.params import GenerationParams
-from tests.support.fake_discord import CHANNEL_ID, GUILD_ID, USER_ID, FakeDiscord, FakeMessage
+from tests.support.bots import make_bot
+from tests.support.fake_discord import CHANNEL_ID, USER_ID, FakeDiscord, FakeMessage
 from tests.support.fake_engine import FakeEngine
 
 STRANGER = USER_ID + 7
-
-
-def make_bot(folder: Path, engine: object) -> SdBot:
-    return SdBot(
-        store=JobStore(folder / "sdbot.sqlite3"),
-        engine=engine,  # type: ignore[arg-type]
-        images=ImageStore(folder / "data", keep_days=30),
-        guild_ids=(GUILD_ID,),
-        progress_interval=0.0,
-        guild_ready_timeout=0.05,
-    )
 
 
 @pytest.fixture

@@ -15,26 +15,13 @@ from PIL import Image
 
 from bot.app import SdBot
 from bot.engine_client import EngineCommand, ProcessEngine
-from bot.images import ImageStore
 from bot.jobs import JobState
-from bot.store import JobStore
 from engine.params import SAMPLERS
+from tests.support.bots import make_bot
 from tests.support.fake_discord import CHANNEL_ID, GUILD_ID, USER_ID, FakeDiscord, FakeInteraction, FakeMessage
 from tests.support.fake_engine import FakeEngine
 
 OTHER_USER = USER_ID + 5  # not OWNER_ID (USER_ID + 1)
-
-
-def make_bot(db: Path, engine: object) -> SdBot:
-    """A bot whose database and kept images live beside each other, as with the default settings."""
-    return SdBot(
-        store=JobStore(db),
-        engine=engine,  # type: ignore[arg-type]
-        images=ImageStore(db.parent / "data", keep_days=30),
-        guild_ids=(GUILD_ID,),
-        progress_interval=0.0,
-        guild_ready_timeout=0.05,
-    )
 
 
 @pytest.fixture
@@ -44,7 +31,7 @@ def engine() -> FakeEngine:
 
 @pytest.fixture
 async def bot(fake: FakeDiscord, engine: FakeEngine, tmp_path: Path) -> AsyncIterator[SdBot]:
-    client = make_bot(tmp_path / "sdbot.sqlite3", engine)
+    client = make_bot(tmp_path, engine)
     async with fake.connected(client):
         yield client
 
@@ -201,10 +188,9 @@ async def test_engine_failure_reaches_the_member(fake: FakeDiscord, bot: SdBot, 
 
 
 async def test_jobs_queued_at_shutdown_run_after_a_restart(fake: FakeDiscord, tmp_path: Path) -> None:
-    db = tmp_path / "sdbot.sqlite3"
     engine = FakeEngine()
     engine.gate.clear()
-    first = make_bot(db, engine)
+    first = make_bot(tmp_path, engine)
     async with fake.connected(first):
         for prompt in ("first", "second"):
             await completed_slash(fake, first, {"prompt": prompt, "steps": 1})
@@ -212,7 +198,7 @@ async def test_jobs_queued_at_shutdown_run_after_a_restart(fake: FakeDiscord, tm
     assert results(fake) == []
 
     restarted_engine = FakeEngine()
-    second = make_bot(db, restarted_engine)
+    second = make_bot(tmp_path, restarted_engine)
     async with fake.connected(second):
         await fake.wait_for(lambda: len(results(fake)) == 2, what="both jobs delivered after the restart")
         assert sorted(p.prompt for _, p in restarted_engine.calls) == ["first", "second"]
@@ -223,7 +209,7 @@ async def test_real_engine_process_draws_the_same_pixels_for_the_same_seed(
     fake: FakeDiscord, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     engine = ProcessEngine(EngineCommand(model=str(tiny_model_dir), device="cpu"))
-    client = make_bot(tmp_path / "sdbot.sqlite3", engine)
+    client = make_bot(tmp_path, engine)
     async with fake.connected(client, timeout=120):
         for _ in range(2):
             inter = await fake.slash("imagine", {"prompt": "a red fox", "seed": 7, "steps": 2})

@@ -10,10 +10,9 @@ from typing import Any
 import pytest
 
 from bot.app import SdBot
-from bot.images import ImageStore
 from bot.jobs import JobState
 from bot.limits import Limits
-from bot.store import JobStore
+from tests.support.bots import make_bot
 from tests.support.fake_discord import (
     CHANNEL_ID,
     GUILD_ID,
@@ -35,18 +34,6 @@ PATRON = USER_ID + 2
 LIMITS = Limits(images_per_hour=2, images_per_day=None, max_queued=None, cooldown_s=0.0)
 
 
-def make_bot(folder: Path, engine: FakeEngine, limits: Limits = LIMITS) -> SdBot:
-    return SdBot(
-        store=JobStore(folder / "sdbot.sqlite3"),
-        engine=engine,
-        images=ImageStore(folder / "data", keep_days=30),
-        limits=limits,
-        guild_ids=(GUILD_ID,),
-        progress_interval=0.0,
-        guild_ready_timeout=0.05,
-    )
-
-
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeDiscord]:
     guild = FakeGuild(
@@ -65,7 +52,7 @@ def engine() -> FakeEngine:
 
 @pytest.fixture
 async def bot(fake: FakeDiscord, engine: FakeEngine, tmp_path: Path) -> AsyncIterator[SdBot]:
-    client = make_bot(tmp_path, engine)
+    client = make_bot(tmp_path, engine, limits=LIMITS)
     async with fake.connected(client):
         yield client
 
@@ -147,14 +134,14 @@ async def test_the_sdadmin_command_is_hidden_from_members_by_default(fake: FakeD
 async def test_role_and_member_overrides_apply_and_survive_a_restart(
     fake: FakeDiscord, engine: FakeEngine, tmp_path: Path
 ) -> None:
-    async with fake.connected(make_bot(tmp_path, engine)):
+    async with fake.connected(make_bot(tmp_path, engine, limits=LIMITS)):
         text = await admin(fake, "limits set", {"setting": "images_per_hour", "value": 0, "role": PATRON_ROLE})
         assert text == f"Set images per hour for <@&{PATRON_ROLE}> to no limit."
         await admin(fake, "limits set", {"setting": "images_per_hour", "value": 1, "member": OTHER})
         shown = await admin(fake, "limits show", {"member": PATRON})
         assert f"<@&{PATRON_ROLE}>:** images per hour no limit" in shown
         assert "• images per hour: no limit" in shown.split(f"What applies to <@{PATRON}>")[1]
-    async with fake.connected(make_bot(tmp_path, engine)):
+    async with fake.connected(make_bot(tmp_path, engine, limits=LIMITS)):
         for _ in range(3):
             assert (await answer(await imagine(fake, PATRON, count=2))).startswith("⏳ Queued")
         assert (await answer(await imagine(fake, OTHER))).startswith("⏳ Queued")

@@ -7,6 +7,7 @@ import pytest
 
 from bot.jobs import Job, JobState
 from bot.store import MIGRATIONS, JobStore, StoreError
+from engine.infotext import ModelInfo
 from engine.params import GenerationParams
 
 
@@ -31,7 +32,7 @@ async def test_jobs_and_their_states_survive_reopening(tmp_path: Path) -> None:
     await store.add(make_job("c", 3.0))
     await store.set_message("a", 555)
     await store.mark_running("a", 4.0)
-    await store.mark_done("b", 5.0)
+    await store.mark_done("b", 5.0, seconds=2.5, model=ModelInfo(name="deliberate_v2", hash="9aba26abdf"))
     await store.mark_failed("c", "The GPU ran out of memory.", 6.0)
     await store.close()
 
@@ -43,6 +44,8 @@ async def test_jobs_and_their_states_survive_reopening(tmp_path: Path) -> None:
     failed = await reopened.get("c")
     assert failed is not None and failed.error == "The GPU ran out of memory."
     assert [j.id for j in await reopened.in_states(JobState.QUEUED, JobState.RUNNING, JobState.DONE)] == ["a", "b"]
+    assert await reopened.done_details("b") == (2.5, ModelInfo(name="deliberate_v2", hash="9aba26abdf"))
+    assert await reopened.done_details("a") is None
     await reopened.mark_delivered("b", 777)
     assert (await reopened.get("b")).state is JobState.DELIVERED  # type: ignore[union-attr]
     assert await reopened.get("missing") is None

@@ -1,0 +1,39 @@
+"""systemd's notify protocol (Type=notify): READY once connected, WATCHDOG pings from the event loop, STOPPING.
+
+A datagram to $NOTIFY_SOCKET, as sd_notify(3) sends it; without systemd the variable is unset and nothing is sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Mapping
+
+log = logging.getLogger(__name__)
+
+
+def notify(message: str, environ: Mapping[str, str] = os.environ) -> bool:
+    """Send one notification ("READY=1", "WATCHDOG=1", …); False when not running under systemd."""
+    address = environ.get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):  # an abstract socket
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(message.encode())
+    except OSError as exc:
+        log.warning("could not notify systemd (%s): %s", message.split("\n")[0], exc)
+        return False
+    return True
+
+
+def watchdog_interval(environ: Mapping[str, str] = os.environ) -> float | None:
+    """Seconds between watchdog pings (half of WatchdogSec=), or None when systemd does not watch this process."""
+    usec = environ.get("WATCHDOG_USEC")
+    pid = environ.get("WATCHDOG_PID")
+    if not usec or not usec.isdigit() or (pid and pid != str(os.getpid())):
+        return None
+    return int(usec) / 1e6 / 2

@@ -1,0 +1,26 @@
+"""The bot as the end-to-end tests build it: real SQLite and kept images in a temporary folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bot.app import NO_LIMITS, SdBot
+from bot.engine_client import Engine
+from bot.images import ImageStore
+from bot.limits import Limits
+from bot.store import JobStore
+from tests.support.fake_discord import GUILD_ID
+
+
+def make_bot(folder: Path, engine: Engine, *, limits: Limits = NO_LIMITS, shutdown_grace: float = 0.0) -> SdBot:
+    """A bot whose database and images live in `folder`; a job still running at close runs again next start."""
+    return SdBot(
+        store=JobStore(folder / "sdbot.sqlite3"),
+        engine=engine,
+        images=ImageStore(folder / "data", keep_days=30),
+        limits=limits,
+        guild_ids=(GUILD_ID,),
+        progress_interval=0.0,
+        guild_ready_timeout=0.05,
+        shutdown_grace=shutdown_grace,
+    )
