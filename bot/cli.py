@@ -46,6 +46,7 @@ async def run_bot(settings: Settings) -> None:
         images=ImageStore(settings.data_dir, settings.keep_days),
         limits=settings.limits,
         guild_ids=settings.guild_ids,
+        shutdown_grace=settings.shutdown_grace,
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -40,6 +40,7 @@ class Settings:
     keep_days: float
     inpaint_model: ModelSource | None
     limits: Limits
+    shutdown_grace: float
 
 
 def read_environment(cwd: Path) -> dict[str, str]:
@@ -163,6 +164,7 @@ def load_settings(env: Mapping[str, str], *, cwd: Path, require_token: bool = Tr
             max_queued=_count(env, "SDBOT_MAX_QUEUED_PER_USER", 3),
             cooldown_s=_seconds(env, "SDBOT_COOLDOWN_S", 5.0),
         ),
+        shutdown_grace=_seconds(env, "SDBOT_SHUTDOWN_GRACE_S", 30.0),
     )
 
 

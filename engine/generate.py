@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -23,6 +23,8 @@ from engine.params import GenerationParams, InvalidParams
 from engine.pngmeta import encode_png
 from engine.samplers import make_scheduler
 from engine.wire import GeneratedImage
+
+log = logging.getLogger(__name__)
 
 StepCallback = Callable[[int, int], None]
 Finish = Callable[[Image.Image], Image.Image]
@@ -46,6 +48,11 @@ def open_source(source: bytes | None) -> Image.Image:
         return Image.open(io.BytesIO(source)).convert("RGB")
     except (UnidentifiedImageError, OSError):
         raise InvalidParams("The image this works from could not be read as a picture.") from None
+
+
+def _free_cache() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def derived_pipeline(pipeline_class: Any, base: Any) -> Any:
@@ -114,8 +121,38 @@ class Painter:
     def paint(
         self, params: GenerationParams, on_step: StepCallback | None = None, source: bytes | None = None
     ) -> tuple[GeneratedImage, ...]:
-        """Draw every image of `params` and return them as PNGs with infotext, in seed order."""
+        """Draw every image of `params` and return them as PNGs with infotext, in seed order.
+
+        Out of GPU memory, the batch is split in halves and drawn with tiled VAE decoding; the same seeds
+        give the same images, so the member only hears of it if a single image still does not fit.
+        """
         params.validate()
+        try:
+            return self._paint(params, on_step, source, tiled=False)
+        except torch.cuda.OutOfMemoryError:
+            log.warning("out of memory drawing %d×%d × %d; splitting", params.width, params.height, params.count)
+            _free_cache()
+            return self._paint_split(params, on_step, source)
+
+    def _paint_split(
+        self, params: GenerationParams, on_step: StepCallback | None, source: bytes | None
+    ) -> tuple[GeneratedImage, ...]:
+        if params.count == 1:
+            return self._paint(params, on_step, source, tiled=True)
+        first = params.count // 2
+        halves = (replace(params, count=first), replace(params, seed=params.seeds()[first], count=params.count - first))
+        images: list[GeneratedImage] = []
+        for half in halves:
+            try:
+                images += self._paint(half, on_step, source, tiled=True)
+            except torch.cuda.OutOfMemoryError:
+                _free_cache()
+                images += self._paint_split(half, on_step, source)
+        return tuple(images)
+
+    def _paint(
+        self, params: GenerationParams, on_step: StepCallback | None, source: bytes | None, tiled: bool
+    ) -> tuple[GeneratedImage, ...]:
         plan = self._plan(params, source)
         plan.pipe.scheduler = make_scheduler(params.sampler, self._base_scheduler_config)
         seeds = params.seeds()
@@ -128,7 +165,8 @@ class Painter:
             return tensors
 
         vae = plan.pipe.vae
-        if plan.tiled_vae:
+        tiled = tiled or plan.tiled_vae
+        if tiled:
             vae.enable_tiling()
         try:
             with torch.inference_mode():
@@ -145,7 +183,7 @@ class Painter:
                 ).images
                 images = [plan.finish(self._decode(plan.pipe, latents[i : i + 1])) for i in range(len(seeds))]
         finally:
-            if plan.tiled_vae:
+            if tiled:
                 vae.disable_tiling()
         results = []
         for seed, image in zip(seeds, images, strict=True):

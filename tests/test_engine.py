@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -114,3 +116,41 @@ def test_device_choice_and_capacity(tiny: LoadedModel) -> None:
             resolve_device("cuda")
     assert max_pixels(tiny, 2.5) == 2_500_000
     assert max_pixels(tiny, None) > 64 * 64
+
+
+class OutOfMemoryOnBatches:
+    """The pipeline as on a small GPU: a batch of more than `fits` images runs out of memory."""
+
+    def __init__(self, pipe: Any, fits: int) -> None:
+        object.__setattr__(self, "_pipe", pipe)
+        object.__setattr__(self, "fits", fits)
+        object.__setattr__(self, "batches", [])
+
+    def __call__(self, **arguments: Any) -> Any:
+        self.batches.append(arguments["num_images_per_prompt"])
+        if arguments["num_images_per_prompt"] > self.fits:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self._pipe(**arguments)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pipe, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._pipe, name, value)
+
+
+def test_out_of_memory_splits_the_batch_and_keeps_every_image(painter: Painter, tiny: LoadedModel) -> None:
+    params = GenerationParams(**{**FOX.to_dict(), "count": 4})
+    whole = painter.paint(params)
+    small_gpu = OutOfMemoryOnBatches(tiny.pipe, fits=1)
+    split = Painter(dataclasses.replace(tiny, pipe=small_gpu)).paint(params)
+    assert small_gpu.batches == [4, 2, 1, 1, 2, 1, 1]
+    assert [i.seed for i in split] == [1234, 1235, 1236, 1237]
+    assert [i.infotext for i in split] == [i.infotext for i in whole]
+    for alone, batched in zip(split, whole, strict=True):
+        assert np.abs(pixels(alone.png).astype(int) - pixels(batched.png).astype(int)).max() <= 3
+
+
+def test_a_single_image_that_does_not_fit_still_fails(tiny: LoadedModel) -> None:
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        Painter(dataclasses.replace(tiny, pipe=OutOfMemoryOnBatches(tiny.pipe, fits=0))).paint(FOX)
