@@ -107,6 +107,7 @@ class SdBot(discord.Client):
         ]
         self.shutdown_grace = shutdown_grace
         self.closing = False
+        self._shutdown: asyncio.Future[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     async def setup_hook(self) -> None:
@@ -159,8 +160,15 @@ class SdBot(discord.Client):
     async def on_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
         """Log what went wrong and tell the member in a sentence, never a bare "This interaction failed"."""
         command = interaction.command.name if interaction.command else "?"
-        log.error("/%s by %s failed", command, interaction.user.id, exc_info=error)
-        sentence = "Something went wrong on my side; the owner can find it in the bot's log. Please try again."
+        if isinstance(error, app_commands.TransformerError):
+            log.info("/%s by %s: unusable option value %r", command, interaction.user.id, error.value)
+            sentence = f"I can't use {str(error.value)[:50]!r} for one of the options: check it and try again."
+        elif isinstance(error, app_commands.CommandSignatureMismatch):
+            log.warning("/%s is out of date on Discord's side", command)
+            sentence = "Discord sent an out-of-date version of this command: try again in a minute."
+        else:
+            log.error("/%s by %s failed", command, interaction.user.id, exc_info=error)
+            sentence = "Something went wrong on my side; the owner can find it in the bot's log. Please try again."
         try:
             if interaction.response.is_done():
                 await interaction.followup.send(sentence, ephemeral=True)
@@ -178,8 +186,13 @@ class SdBot(discord.Client):
     async def close(self) -> None:
         """Stop taking jobs, let the running one finish within the grace period, keep the rest queued in
         SQLite for the next start, finish uploads in flight, stop the engine, close the database."""
-        if self.closing:
-            return
+        # Called more than once on a signal (by the handler, then by run_bot once start() has returned):
+        # every call waits for the one shutdown, so the engine and database are closed before the process exits.
+        if self._shutdown is None:
+            self._shutdown = asyncio.ensure_future(self._close())
+        await asyncio.shield(self._shutdown)
+
+    async def _close(self) -> None:
         self.closing = True
         notify("STOPPING=1")
         await self.queue.pause()

@@ -54,6 +54,8 @@ async def run_bot(settings: Settings) -> None:
     try:
         async with bot:
             await bot.start(settings.discord_token)
+        # start() returns as soon as the gateway is closed; wait for the rest of the shutdown (engine, database).
+        await bot.close()
     except discord.LoginFailure:
         raise Fatal(
             "DISCORD_TOKEN was refused by Discord: reset the token in the Developer Portal and update .env"

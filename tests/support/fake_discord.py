@@ -1259,6 +1259,7 @@ class FakeDiscord:
         member_permissions: int | None = None,
         locale: str = "en-US",
         validate: bool = True,
+        attachment_size_limit: int | None = None,
     ) -> FakeInteraction:
         """Invoke a synced chat-input command like a user would; ``guild_id=None`` means a DM."""
         payload = self.interaction_payload(
@@ -1271,6 +1272,8 @@ class FakeDiscord:
             locale=locale,
         )
         payload["data"] = self._command_data(payload, name, options or {}, subcommand, None, validate)
+        if attachment_size_limit is not None:
+            payload["attachment_size_limit"] = attachment_size_limit
         return await self.dispatch_interaction(payload)
 
     async def autocomplete(

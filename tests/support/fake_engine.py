@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 from PIL import Image
 
 from bot.engine_client import JobFailedError, ProgressCallback
@@ -18,7 +19,7 @@ MODEL = ModelInfo(name="fake-model", hash="0123456789")
 class FakeEngine:
     """Draws one flat colour per seed, with real PNG infotext; jobs wait for `gate` when it is cleared."""
 
-    def __init__(self, *, max_pixels: int = 4 * 512 * 512, native: int = 512) -> None:
+    def __init__(self, *, max_pixels: int = 4 * 512 * 512, native: int = 512, noise: bool = False) -> None:
         self._ready = EngineReady(
             model=MODEL, device="fake", native_width=native, native_height=native, max_pixels=max_pixels
         )
@@ -30,6 +31,8 @@ class FakeEngine:
         self._called = asyncio.Condition()
         self.fail_with: str | None = None
         self.cancelled: set[str] = set()
+        # Noise does not compress: PNGs as large as real ones, for the upload-limit tests.
+        self.noise = noise
 
     @property
     def ready(self) -> EngineReady | None:
@@ -56,9 +59,13 @@ class FakeEngine:
             await asyncio.sleep(0)
         images = []
         for seed in params.seeds():
-            colour = (seed % 256, seed // 256 % 256, 128)
+            if self.noise:
+                pixels = np.random.default_rng(seed).integers(0, 256, (params.height, params.width, 3), np.uint8)
+                image = Image.fromarray(pixels)
+            else:
+                image = Image.new("RGB", (params.width, params.height), (seed % 256, seed // 256 % 256, 128))
             infotext = format_infotext(params, seed, MODEL)
-            png = encode_png(Image.new("RGB", (params.width, params.height), colour), infotext)
+            png = encode_png(image, infotext)
             images.append(GeneratedImage(seed=seed, infotext=infotext, png=png))
         return JobResult(job_id=job_id, images=tuple(images), seconds=0.25, model=MODEL)
 
