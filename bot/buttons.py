@@ -113,7 +113,8 @@ def result_buttons(job: Job, count: int) -> list[ButtonSpec]:
     return buttons
 
 
-class ResultButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"(?P<custom_id>.+)"):
+# Any custom_id at all, newlines included, so that none ends without an answer.
+class ResultButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"(?P<custom_id>[\s\S]+)"):
     """Answers every button press, whatever its custom_id, so none ends in "This interaction failed"."""
 
     def __init__(self, custom_id: str, **button: Any) -> None:

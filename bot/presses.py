@@ -114,25 +114,28 @@ class PressService:
         check_fits(child.params, ready)
         return child
 
+    @staticmethod
+    async def _allowed(interaction: discord.Interaction, job: Job, may: bool, who: str, verb: str) -> bool:
+        """The job's own member always may; anyone else only if `may`, or they get a sentence saying who can."""
+        if interaction.user.id == job.user_id or may:
+            return True
+        await interaction.response.send_message(
+            f"Only <@{job.user_id}> or {who} can {verb} this.",
+            ephemeral=True,
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+        return False
+
     async def _cancel(self, interaction: discord.Interaction, job: Job) -> None:
         """Its member or an admin (Manage Server) may cancel a job that waits or runs."""
-        if interaction.user.id != job.user_id and not interaction.permissions.manage_guild:
-            await interaction.response.send_message(
-                f"Only <@{job.user_id}> or an admin can cancel this.",
-                ephemeral=True,
-                allowed_mentions=discord.AllowedMentions.none(),
-            )
-            return
-        await interaction.response.send_message(await self.cancel(job, interaction.user.id), ephemeral=True)
+        if await self._allowed(interaction, job, interaction.permissions.manage_guild, "an admin", "cancel"):
+            await interaction.response.send_message(await self.cancel(job, interaction.user.id), ephemeral=True)
 
     async def _delete(self, interaction: discord.Interaction, job: Job) -> None:
         """Only the member who asked, or someone allowed to manage messages, may delete a result."""
-        if interaction.user.id != job.user_id and not interaction.permissions.manage_messages:
-            await interaction.response.send_message(
-                f"Only <@{job.user_id}> or someone with Manage Messages can delete this.",
-                ephemeral=True,
-                allowed_mentions=discord.AllowedMentions.none(),
-            )
+        if not await self._allowed(
+            interaction, job, interaction.permissions.manage_messages, "someone with Manage Messages", "delete"
+        ):
             return
         if interaction.message is None:
             await interaction.response.send_message(UNKNOWN_JOB, ephemeral=True)

@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from bot.app import SdBot
+from tests.support.bots import make_bot
 from tests.support.fake_discord import FakeDiscord
+from tests.support.fake_engine import FakeEngine
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_VERBOSITY"] = "error"
@@ -28,3 +31,17 @@ async def fake() -> AsyncIterator[FakeDiscord]:
     async with FakeDiscord() as fake:
         yield fake
         fake.assert_clean()
+
+
+@pytest.fixture
+def engine() -> FakeEngine:
+    """An in-process engine whose timing the test controls."""
+    return FakeEngine()
+
+
+@pytest.fixture
+async def bot(fake: FakeDiscord, engine: FakeEngine, tmp_path: Path) -> AsyncIterator[SdBot]:
+    """The real bot, connected to the fake Discord, with no limits."""
+    client = make_bot(tmp_path, engine)
+    async with fake.connected(client):
+        yield client

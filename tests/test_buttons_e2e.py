@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import discord
@@ -18,27 +17,11 @@ from bot.images import ImageStore
 from bot.jobs import Job, JobState
 from bot.store import JobStore
 from engine.params import GenerationParams
-from tests.support.bots import make_bot
+from tests.support.bots import make_bot, results
 from tests.support.fake_discord import CHANNEL_ID, USER_ID, FakeDiscord, FakeMessage
 from tests.support.fake_engine import FakeEngine
 
 STRANGER = USER_ID + 7
-
-
-@pytest.fixture
-def engine() -> FakeEngine:
-    return FakeEngine()
-
-
-@pytest.fixture
-async def bot(fake: FakeDiscord, engine: FakeEngine, tmp_path: Path) -> AsyncIterator[SdBot]:
-    client = make_bot(tmp_path, engine)
-    async with fake.connected(client):
-        yield client
-
-
-def results(fake: FakeDiscord) -> list[FakeMessage]:
-    return [m for m in fake.messages(CHANNEL_ID) if m.attachments and not m.deleted]
 
 
 async def first_result(fake: FakeDiscord, options: dict[str, object]) -> FakeMessage:

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from bot.buttons import IMAGE_ACTIONS, JOB_ACTIONS
-from tests.support.bots import make_bot
-from tests.support.fake_discord import CHANNEL_ID, GUILD_ID, USER_ID, FakeDiscord, FakeMessage
+from tests.support.bots import make_bot, results
+from tests.support.fake_discord import CHANNEL_ID, GUILD_ID, USER_ID, FakeDiscord
 from tests.support.fake_engine import FakeEngine
 
 OPTION_NAMES = ["prompt", "negative_prompt", "width", "height", "steps", "cfg", "seed", "count", "sampler", "bogus"]
@@ -34,10 +34,6 @@ custom_ids = st.one_of(
         st.sampled_from(["", ":0", ":1", ":2", ":9", ":x", "::"]),
     ),
 )
-
-
-def results(fake: FakeDiscord) -> list[FakeMessage]:
-    return [m for m in fake.messages(CHANNEL_ID) if m.attachments]
 
 
 async def exercise(folder: Path, commands: list[dict[str, Any]], presses: list[str]) -> None:
@@ -79,6 +75,8 @@ async def exercise(folder: Path, commands: list[dict[str, Any]], presses: list[s
 
 @settings(max_examples=5, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(commands=st.lists(options, min_size=8, max_size=8), presses=st.lists(custom_ids, min_size=8, max_size=8))
+# Found by this test before: a float where the prompt goes, and a custom_id with a newline in it.
+@example(commands=[{"prompt": 1.5}, {}], presses=["\n\x12ü", "sdbot:vary-strong:fbe"])
 def test_malformed_commands_and_buttons_never_break_the_bot(
     tmp_path_factory: pytest.TempPathFactory, commands: list[dict[str, Any]], presses: list[str]
 ) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,27 +16,11 @@ from bot.app import SdBot
 from bot.engine_client import EngineCommand, ProcessEngine
 from bot.jobs import JobState
 from engine.params import SAMPLERS
-from tests.support.bots import make_bot
-from tests.support.fake_discord import CHANNEL_ID, GUILD_ID, USER_ID, FakeDiscord, FakeInteraction, FakeMessage
+from tests.support.bots import make_bot, results
+from tests.support.fake_discord import CHANNEL_ID, GUILD_ID, USER_ID, FakeDiscord, FakeInteraction
 from tests.support.fake_engine import FakeEngine
 
 OTHER_USER = USER_ID + 5  # not OWNER_ID (USER_ID + 1)
-
-
-@pytest.fixture
-def engine() -> FakeEngine:
-    return FakeEngine()
-
-
-@pytest.fixture
-async def bot(fake: FakeDiscord, engine: FakeEngine, tmp_path: Path) -> AsyncIterator[SdBot]:
-    client = make_bot(tmp_path, engine)
-    async with fake.connected(client):
-        yield client
-
-
-def results(fake: FakeDiscord) -> list[FakeMessage]:
-    return [m for m in fake.messages(CHANNEL_ID) if m.attachments]
 
 
 async def completed_slash(fake: FakeDiscord, bot: SdBot, options: dict[str, object], **how: Any) -> FakeInteraction:

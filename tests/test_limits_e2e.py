@@ -12,7 +12,7 @@ import pytest
 from bot.app import SdBot
 from bot.jobs import JobState
 from bot.limits import Limits
-from tests.support.bots import make_bot
+from tests.support.bots import make_bot, results
 from tests.support.fake_discord import (
     CHANNEL_ID,
     GUILD_ID,
@@ -22,7 +22,6 @@ from tests.support.fake_discord import (
     FakeGuild,
     FakeInteraction,
     FakeMember,
-    FakeMessage,
     FakeRole,
     FakeUser,
 )
@@ -46,19 +45,10 @@ async def fake() -> AsyncIterator[FakeDiscord]:
 
 
 @pytest.fixture
-def engine() -> FakeEngine:
-    return FakeEngine()
-
-
-@pytest.fixture
 async def bot(fake: FakeDiscord, engine: FakeEngine, tmp_path: Path) -> AsyncIterator[SdBot]:
     client = make_bot(tmp_path, engine, limits=LIMITS)
     async with fake.connected(client):
         yield client
-
-
-def results(fake: FakeDiscord) -> list[FakeMessage]:
-    return [m for m in fake.messages(CHANNEL_ID) if m.attachments]
 
 
 async def answer(inter: FakeInteraction) -> str:

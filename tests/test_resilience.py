@@ -7,10 +7,8 @@ import io
 import os
 import signal
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 from PIL import Image
 
 from bot.app import SdBot
@@ -20,25 +18,9 @@ from bot.intake import RESTARTING
 from engine.params import GenerationParams
 from engine.pngmeta import read_user_comment
 from engine.wire import JobResult
-from tests.support.bots import make_bot
-from tests.support.fake_discord import CHANNEL_ID, USER_ID, FakeDiscord, FakeMessage
+from tests.support.bots import make_bot, results
+from tests.support.fake_discord import CHANNEL_ID, USER_ID, FakeDiscord
 from tests.support.fake_engine import FakeEngine
-
-
-def results(fake: FakeDiscord) -> list[FakeMessage]:
-    return [m for m in fake.messages(CHANNEL_ID) if m.attachments]
-
-
-@pytest.fixture
-def engine() -> FakeEngine:
-    return FakeEngine()
-
-
-@pytest.fixture
-async def bot(fake: FakeDiscord, engine: FakeEngine, tmp_path: Path) -> AsyncIterator[SdBot]:
-    client = make_bot(tmp_path, engine)
-    async with fake.connected(client):
-        yield client
 
 
 async def test_a_result_drawn_but_not_delivered_is_posted_exactly_once_after_a_restart(

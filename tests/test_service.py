@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.fake_discord import CHANNEL_ID, GUILD_ID, OWNER_ID, USER_ID, FakeDiscord, FakeMessage
+from tests.support.bots import results
+from tests.support.fake_discord import GUILD_ID, OWNER_ID, USER_ID, FakeDiscord
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "MTA1NjQ3ODk0NTYxMjM0NTY3OA.GabcDe.abcdefghijklmnopqrstuvwxyz0123456789AB"
@@ -49,10 +50,6 @@ async def start_bot(
     assert process.returncode is None, "the bot exited before connecting"
     await fake.wait_ready(timeout=30)
     return process
-
-
-def results(fake: FakeDiscord) -> list[FakeMessage]:
-    return [m for m in fake.messages(CHANNEL_ID) if m.attachments]
 
 
 def states(folder: Path) -> list[str]:

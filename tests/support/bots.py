@@ -9,7 +9,7 @@ from bot.engine_client import Engine
 from bot.images import ImageStore
 from bot.limits import Limits
 from bot.store import JobStore
-from tests.support.fake_discord import GUILD_ID
+from tests.support.fake_discord import CHANNEL_ID, GUILD_ID, FakeDiscord, FakeMessage
 
 
 def make_bot(folder: Path, engine: Engine, *, limits: Limits = NO_LIMITS, shutdown_grace: float = 0.0) -> SdBot:
@@ -24,3 +24,8 @@ def make_bot(folder: Path, engine: Engine, *, limits: Limits = NO_LIMITS, shutdo
         guild_ready_timeout=0.05,
         shutdown_grace=shutdown_grace,
     )
+
+
+def results(fake: FakeDiscord) -> list[FakeMessage]:
+    """The result posts in the test channel (those with images), not counting deleted ones."""
+    return [m for m in fake.messages(CHANNEL_ID) if m.attachments and not m.deleted]
