@@ -129,6 +129,8 @@ class Dispatcher:
             else:
                 await self._fail(job, reporter, str(exc))
             return
+        # A cancel that came after the last step is too late: the result is delivered.
+        self._cancelled_by.pop(job.id, None)
         # On disk before "done", so the result's buttons have their images whatever happens next.
         await asyncio.to_thread(self.sources.images.save, job.id, [image.png for image in result.images])
         await self.store.mark_done(job.id, self.clock(), result.seconds, result.model)
