@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 
 import discord
 from discord import app_commands
@@ -28,6 +29,7 @@ from bot.quota import Quota
 from bot.source_images import SourceImages
 from bot.store import JobStore
 from bot.systemd import notify, watchdog_interval
+from engine.network_files import NetworkFolder
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,7 @@ class SdBot(discord.Client):
         progress_interval: float = 1.0,
         guild_ready_timeout: float = 2.0,
         shutdown_grace: float = 30.0,
+        lora_dir: Path | None = None,
     ) -> None:
         # No privileged intents: slash commands and buttons arrive as interactions regardless.
         super().__init__(intents=discord.Intents(guilds=True), guild_ready_timeout=guild_ready_timeout)
@@ -85,7 +88,7 @@ class SdBot(discord.Client):
             clock=clock,
         )
         ready = lambda: engine.ready  # noqa: E731
-        self.imagine = ImagineService(intake=self.intake, engine_ready=ready)
+        self.imagine = ImagineService(intake=self.intake, engine_ready=ready, loras=NetworkFolder(lora_dir))
         self.presses = PressService(
             intake=self.intake, sources=sources, engine_ready=ready, cancel=self.dispatcher.cancel
         )

@@ -34,7 +34,14 @@ class Fatal(Exception):
 
 def _engine(settings: Settings) -> ProcessEngine:
     inpaint = settings.inpaint_model.location if settings.inpaint_model else None
-    command = EngineCommand(settings.model.location, settings.device, settings.max_megapixels, inpaint)
+    command = EngineCommand(
+        settings.model.location,
+        settings.device,
+        settings.max_megapixels,
+        inpaint,
+        lora_dir=str(settings.lora_dir),
+        embeddings_dir=str(settings.embeddings_dir),
+    )
     return ProcessEngine(command)
 
 
@@ -47,6 +54,7 @@ async def run_bot(settings: Settings) -> None:
         limits=settings.limits,
         guild_ids=settings.guild_ids,
         shutdown_grace=settings.shutdown_grace,
+        lora_dir=settings.lora_dir,
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -81,6 +89,7 @@ async def generate_once(settings: Settings, args: argparse.Namespace) -> None:
             seed=args.seed,
             count=args.count,
             sampler=args.sampler,
+            clip_skip=args.clip_skip,
         )
         try:
             params = options.to_params(ready, random.SystemRandom())
@@ -122,6 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--cfg", type=float)
     gen.add_argument("--count", type=int, help="images to draw; the 2nd is written as NAME-2.png and so on")
     gen.add_argument("--sampler", choices=SAMPLERS)
+    gen.add_argument("--clip-skip", type=int, help="1 is the text encoder's last layer, 2 the penultimate, …")
     return parser
 
 

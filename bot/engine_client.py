@@ -67,6 +67,8 @@ class EngineCommand:
     max_megapixels: float | None = None
     inpaint_model: str | None = None
     python: str = sys.executable
+    lora_dir: str | None = None
+    embeddings_dir: str | None = None
 
     def argv(self) -> list[str]:
         args = [self.python, "-m", "engine", "--model", self.model, "--device", self.device]
@@ -74,6 +76,10 @@ class EngineCommand:
             args += ["--max-megapixels", str(self.max_megapixels)]
         if self.inpaint_model is not None:
             args += ["--inpaint-model", self.inpaint_model]
+        if self.lora_dir is not None:
+            args += ["--lora-dir", self.lora_dir]
+        if self.embeddings_dir is not None:
+            args += ["--embeddings-dir", self.embeddings_dir]
         return args
 
 

@@ -13,11 +13,13 @@ from discord import app_commands
 
 from bot.intake import Intake, check_channel, check_fits
 from bot.jobs import Job, new_job_id
+from engine.network_files import NetworkFolder
 from engine.params import (
     DEFAULT_CFG,
     DEFAULT_SAMPLER,
     DEFAULT_STEPS,
     MAX_CFG,
+    MAX_CLIP_SKIP,
     MAX_COUNT,
     MAX_PROMPT_CHARS,
     MAX_SEED,
@@ -31,6 +33,7 @@ from engine.params import (
     GenerationParams,
     InvalidParams,
 )
+from engine.prompt_syntax import check_lora_names, split_loras
 from engine.wire import EngineReady
 
 log = logging.getLogger(__name__)
@@ -49,6 +52,7 @@ class ImagineOptions:
     seed: int | None = None
     count: int | None = None
     sampler: str | None = None
+    clip_skip: int | None = None
 
     def to_params(self, engine: EngineReady, seed_source: random.Random) -> GenerationParams:
         """Fill the defaults (the model's native size, a random seed) and check what Discord cannot."""
@@ -62,6 +66,7 @@ class ImagineOptions:
             sampler=self.sampler or DEFAULT_SAMPLER,
             seed=self.seed if self.seed is not None else seed_source.randrange(MAX_SEED + 1),
             count=self.count or 1,
+            clip_skip=self.clip_skip or 0,
         ).validate()
         check_fits(params, engine)
         return params
@@ -76,17 +81,22 @@ class ImagineService:
         intake: Intake,
         engine_ready: Callable[[], EngineReady | None],
         seed_source: random.Random | None = None,
+        loras: NetworkFolder | None = None,
     ) -> None:
         self.intake = intake
         self.engine_ready = engine_ready
         self.seed_source = seed_source or random.SystemRandom()
+        self.loras = loras or NetworkFolder(None)
 
     def check(self, interaction: discord.Interaction, options: ImagineOptions) -> tuple[int, GenerationParams]:
         """The channel and the job's parameters, or InvalidParams with the sentence saying what to change."""
         ready = self.engine_ready()
         if ready is None:
             raise InvalidParams("The image engine is starting up: try again in a minute.")
-        return check_channel(interaction), options.to_params(ready, self.seed_source)
+        channel_id, params = check_channel(interaction), options.to_params(ready, self.seed_source)
+        # The engine checks again when it draws; here the member hears of a misspelt name before queueing.
+        check_lora_names(split_loras(params.prompt)[1], self.loras.names())
+        return channel_id, params
 
     async def submit(self, interaction: discord.Interaction, options: ImagineOptions) -> Job | None:
         """Refuse with an ephemeral sentence, or store, acknowledge and queue the job."""
@@ -121,6 +131,7 @@ def build_imagine_command(service: ImagineService) -> app_commands.Command:  # t
         seed=f"Seed (0–{MAX_SEED}); the same seed and options give the same image. Random if left out",
         count=f"How many images ({MIN_COUNT}–{MAX_COUNT}, default 1)",
         sampler=f"Sampler, as A1111 names them (default {DEFAULT_SAMPLER})",
+        clip_skip=f"Text encoder layers to skip, as A1111 counts (1–{MAX_CLIP_SKIP}; 2 for anime models)",
     )
     @app_commands.choices(sampler=[app_commands.Choice(name=s, value=s) for s in SAMPLERS])
     async def imagine(
@@ -134,6 +145,7 @@ def build_imagine_command(service: ImagineService) -> app_commands.Command:  # t
         seed: Optional[app_commands.Range[int, 0, MAX_SEED]] = None,
         count: Optional[app_commands.Range[int, MIN_COUNT, MAX_COUNT]] = None,
         sampler: Optional[app_commands.Choice[str]] = None,
+        clip_skip: Optional[app_commands.Range[int, 1, MAX_CLIP_SKIP]] = None,
     ) -> None:
         options = ImagineOptions(
             prompt=prompt,
@@ -145,6 +157,7 @@ def build_imagine_command(service: ImagineService) -> app_commands.Command:  # t
             seed=seed,
             count=count,
             sampler=sampler.value if sampler else None,
+            clip_skip=clip_skip,
         )
         await service.submit(interaction, options)
 

@@ -41,6 +41,8 @@ class Settings:
     inpaint_model: ModelSource | None
     limits: Limits
     shutdown_grace: float
+    lora_dir: Path
+    embeddings_dir: Path
 
 
 def read_environment(cwd: Path) -> dict[str, str]:
@@ -105,6 +107,14 @@ def _data_dir(env: Mapping[str, str], cwd: Path) -> Path:
     return path
 
 
+def _folder(env: Mapping[str, str], name: str, default: str, cwd: Path) -> Path:
+    """A folder of files the engine reads; the default may be missing (none installed), a folder set must exist."""
+    path = _path(env, name, default, cwd)
+    if path.is_dir() or (not env.get(name, "").strip() and not path.exists()):
+        return path
+    raise SettingError(f"{name} must be an existing folder, but {path} is not one")
+
+
 def _count(env: Mapping[str, str], name: str, default: int) -> int | None:
     """A whole number of at least 0, where 0 lifts the limit (None)."""
     raw = env.get(name, "").strip()
@@ -165,6 +175,8 @@ def load_settings(env: Mapping[str, str], *, cwd: Path, require_token: bool = Tr
             cooldown_s=_seconds(env, "SDBOT_COOLDOWN_S", 5.0),
         ),
         shutdown_grace=_seconds(env, "SDBOT_SHUTDOWN_GRACE_S", 30.0),
+        lora_dir=_folder(env, "SDBOT_LORA_DIR", "./loras", cwd),
+        embeddings_dir=_folder(env, "SDBOT_EMBEDDINGS_DIR", "./embeddings", cwd),
     )
 
 

@@ -16,11 +16,16 @@ import torch
 from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline
 from PIL import Image, UnidentifiedImageError
 
+from engine.conditioning import encode_prompts
+from engine.embeddings import Embeddings
 from engine.infotext import format_infotext
 from engine.loading import LoadedModel
+from engine.loras import LoraLoader
+from engine.network_files import NetworkFolder, hash_list
 from engine.outpaint import generation_mask, pan_placement, paste_back, prefill, zoom_placement
 from engine.params import GenerationParams, InvalidParams
 from engine.pngmeta import encode_png
+from engine.prompt_syntax import split_loras
 from engine.samplers import make_scheduler
 from engine.wire import GeneratedImage
 
@@ -71,9 +76,18 @@ def derived_pipeline(pipeline_class: Any, base: Any) -> Any:
 class Painter:
     """Runs jobs on one loaded model; not thread-safe (the engine process runs one job at a time)."""
 
-    def __init__(self, model: LoadedModel, inpaint_model: LoadedModel | None = None) -> None:
+    def __init__(
+        self,
+        model: LoadedModel,
+        inpaint_model: LoadedModel | None = None,
+        *,
+        loras: LoraLoader | None = None,
+        embeddings: Embeddings | None = None,
+    ) -> None:
         self.model = model
         self.inpaint_model = inpaint_model
+        self.loras = loras or LoraLoader(NetworkFolder(None))
+        self.embeddings = embeddings or Embeddings()
         # Each job gets a fresh scheduler built over the checkpoint's own noise schedule.
         self._base_scheduler_config = model.pipe.scheduler.config
         self._img2img: Any = None
@@ -164,15 +178,19 @@ class Painter:
                 on_step(index + 1, pipeline.num_timesteps)
             return tensors
 
+        # The member's text stays in the infotext as written, LoRA tags included, as A1111 keeps it.
+        text, loras = split_loras(params.prompt)
         vae = plan.pipe.vae
         tiled = tiled or plan.tiled_vae
         if tiled:
             vae.enable_tiling()
         try:
-            with torch.inference_mode():
+            # LoRA layers are made outside inference mode: they are modules, not results.
+            with self.loras.applied(plan.pipe, loras) as lora_hashes, torch.inference_mode():
+                # Encoded after the LoRAs are in: they change the text encoder too.
+                conditioning = encode_prompts(plan.pipe, [text], [params.negative_prompt], params.clip_skip)
                 latents = plan.pipe(
-                    prompt=params.prompt,
-                    negative_prompt=params.negative_prompt or None,
+                    **conditioning.arguments(),
                     num_inference_steps=params.steps,
                     guidance_scale=params.cfg,
                     num_images_per_prompt=params.count,
@@ -185,11 +203,22 @@ class Painter:
         finally:
             if tiled:
                 vae.disable_tiling()
+        extras = self._extras(lora_hashes, (text, params.negative_prompt))
         results = []
         for seed, image in zip(seeds, images, strict=True):
-            infotext = format_infotext(params, seed, self.model.info)
+            infotext = format_infotext(params, seed, self.model.info, extras)
             results.append(GeneratedImage(seed=seed, infotext=infotext, png=encode_png(image, infotext)))
         return tuple(results)
+
+    def _extras(self, lora_hashes: dict[str, str], texts: tuple[str, str]) -> list[tuple[str, str]]:
+        """A1111's `Lora hashes` and `TI hashes` for what the job used."""
+        extras = []
+        if lora_hashes:
+            extras.append(("Lora hashes", hash_list(lora_hashes)))
+        used = self.embeddings.used_in(texts)
+        if used:
+            extras.append(("TI hashes", hash_list(used)))
+        return extras
 
     @staticmethod
     def _decode(pipe: Any, latent: torch.Tensor) -> Image.Image:

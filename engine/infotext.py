@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from engine.params import GenerationParams
@@ -32,8 +33,10 @@ def _sampler_pairs(sampler: str) -> list[tuple[str, str]]:
     return [("Sampler", sampler)]
 
 
-def format_infotext(params: GenerationParams, seed: int, model: ModelInfo) -> str:
-    """The infotext of one image of `params`, drawn from `seed`."""
+def format_infotext(
+    params: GenerationParams, seed: int, model: ModelInfo, extras: Sequence[tuple[str, str]] = ()
+) -> str:
+    """The infotext of one image of `params`, drawn from `seed`; `extras` (such as `Lora hashes`) go last."""
     pairs: list[tuple[str, str]] = [("Steps", str(params.steps)), *_sampler_pairs(params.sampler)]
     pairs += [
         ("CFG scale", f"{params.cfg:g}"),
@@ -45,6 +48,10 @@ def format_infotext(params: GenerationParams, seed: int, model: ModelInfo) -> st
     if params.needs_source:
         # As A1111 writes img2img results: how much of the source image was redrawn.
         pairs.append(("Denoising strength", f"{params.strength:g}"))
+    if params.clip_skip > 1:
+        # A1111 writes clip skip only when it is not the default of 1.
+        pairs.append(("Clip skip", str(params.clip_skip)))
+    pairs += extras
     lines = [params.prompt]
     if params.negative_prompt:
         lines.append(f"Negative prompt: {params.negative_prompt}")

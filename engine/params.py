@@ -18,6 +18,8 @@ MIN_CFG, MAX_CFG = 1.0, 30.0
 MAX_SEED = 2**32 - 1
 MIN_COUNT, MAX_COUNT = 1, 4
 MAX_PROMPT_CHARS = 1500
+# Clip skip as A1111 counts it: 1 is the text encoder's last layer, 2 the penultimate, …; 0 the model's default.
+MAX_CLIP_SKIP = 12
 # Upscales and outpaints may grow past what /imagine offers, up to this many pixels a side.
 MAX_DERIVED_SIZE = 2048
 
@@ -59,6 +61,7 @@ class GenerationParams:
     strength: float = 1.0
     zoom: float = 1.0
     pan: str = ""
+    clip_skip: int = 0
 
     @property
     def needs_source(self) -> bool:
@@ -163,6 +166,8 @@ class GenerationParams:
                 f"{self.steps} steps at strength {self.strength:g} redraw nothing: use at least"
                 f" {math.ceil(1 / self.strength)} steps."
             )
+        if not 0 <= self.clip_skip <= MAX_CLIP_SKIP:
+            raise InvalidParams(f"Clip skip must be between 1 and {MAX_CLIP_SKIP}, not {self.clip_skip}.")
         if self.mode == "zoom" and self.zoom not in ZOOM_FACTORS:
             raise InvalidParams(f"Zoom out by {' or '.join(f'{z:g}' for z in ZOOM_FACTORS)}, not {self.zoom:g}.")
         if self.mode == "pan" and self.pan not in PAN_DIRECTIONS:

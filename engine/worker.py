@@ -9,13 +9,17 @@ import queue
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import BinaryIO
 
 import torch
 from diffusers.utils import logging as diffusers_logging
 
+from engine.embeddings import load_embeddings
 from engine.generate import Painter
 from engine.loading import ModelLoadError, load_model, max_pixels, resolve_device
+from engine.loras import LoraLoader
+from engine.network_files import NetworkFolder
 from engine.params import InvalidParams
 from engine.source import DEVICE_CHOICES, InvalidSource, ModelSource, parse_source
 from engine.wire import (
@@ -144,6 +148,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     parser.add_argument("--max-megapixels", type=float, default=None, help="cap on width × height × count")
     parser.add_argument("--inpaint-model", default=None, help="inpainting checkpoint for outpainting (optional)")
+    parser.add_argument("--lora-dir", type=Path, default=None, help="folder of LoRAs for <lora:name:weight>")
+    parser.add_argument("--embeddings-dir", type=Path, default=None, help="folder of textual-inversion embeddings")
     return parser.parse_args(argv)
 
 
@@ -167,7 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     except ModelLoadError as exc:
         channel.send(EngineFatal(message=str(exc)))
         return 2
-    painter = Painter(model, inpaint_model)
+    embeddings_folder = NetworkFolder(args.embeddings_dir)
+    embeddings = load_embeddings(model.pipe, embeddings_folder)
+    if inpaint_model is not None:
+        load_embeddings(inpaint_model.pipe, embeddings_folder)
+    painter = Painter(model, inpaint_model, loras=LoraLoader(NetworkFolder(args.lora_dir)), embeddings=embeddings)
     channel.send(
         EngineReady(
             model=model.info,

@@ -1,0 +1,190 @@
+"""Text conditioning as A1111 builds it: weighted fragments, 75-token chunks, clip skip, SD 1.x/2.x and SDXL.
+
+A prompt of any length becomes one or more chunks of 77 tokens (BOS, 75 tokens, EOS), each encoded on
+its own and concatenated along the sequence axis; every row of a batch has as many chunks as the longest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from engine.prompt_syntax import Fragment, parse_prompt_attention
+
+CHUNK_LENGTH = 75
+# A1111's "comma padding backtrack": a chunk that fills up within this many tokens of a comma breaks there.
+COMMA_BACKTRACK = 20
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """77 token ids and the multiplier of each one's embedding."""
+
+    tokens: tuple[int, ...]
+    multipliers: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class SpecialTokens:
+    """The ids a chunk is framed and padded with; SD 1.x pads with EOS, SD 2.x and SDXL's OpenCLIP with 0."""
+
+    bos: int
+    eos: int
+    pad: int
+    comma: int | None
+
+    @classmethod
+    def of(cls, tokenizer: Any) -> SpecialTokens:
+        """Read them from a CLIP tokenizer."""
+        eos = int(tokenizer.eos_token_id)
+        pad = tokenizer.pad_token_id
+        return cls(
+            bos=int(tokenizer.bos_token_id),
+            eos=eos,
+            pad=eos if pad is None else int(pad),
+            comma=tokenizer.get_vocab().get(",</w>"),
+        )
+
+    def chunk(self, tokens: list[int], multipliers: list[float]) -> Chunk:
+        """BOS, the tokens, EOS, then padding to 77; framing and padding weigh 1."""
+        padding = CHUNK_LENGTH - len(tokens)
+        return Chunk(
+            tokens=(self.bos, *tokens, self.eos, *[self.pad] * padding),
+            multipliers=(1.0, *multipliers, 1.0, *[1.0] * padding),
+        )
+
+
+def chunk_fragments(
+    fragments: Sequence[Fragment], token_ids: Sequence[Sequence[int]], special: SpecialTokens
+) -> list[Chunk]:
+    """A1111's `tokenize_line`: fill 75-token chunks, break at BREAK, and move a trailing clause past a comma."""
+    chunks: list[Chunk] = []
+    tokens: list[int] = []
+    multipliers: list[float] = []
+    last_comma = -1
+
+    def next_chunk() -> None:
+        nonlocal tokens, multipliers, last_comma
+        chunks.append(special.chunk(tokens, multipliers))
+        tokens, multipliers, last_comma = [], [], -1
+
+    for fragment, ids in zip(fragments, token_ids, strict=True):
+        if fragment.is_break:
+            next_chunk()
+            continue
+        for token in ids:
+            if token == special.comma:
+                last_comma = len(tokens)
+            elif len(tokens) == CHUNK_LENGTH and last_comma != -1 and len(tokens) - last_comma <= COMMA_BACKTRACK:
+                cut = last_comma + 1
+                moved_tokens, moved_multipliers = tokens[cut:], multipliers[cut:]
+                tokens, multipliers = tokens[:cut], multipliers[:cut]
+                next_chunk()
+                tokens, multipliers = moved_tokens, moved_multipliers
+            if len(tokens) == CHUNK_LENGTH:
+                next_chunk()
+            tokens.append(token)
+            multipliers.append(fragment.weight)
+    if tokens or not chunks:
+        next_chunk()
+    return chunks
+
+
+@dataclass(frozen=True)
+class Encoder:
+    """One text encoder with its tokenizer, and which hidden layer it hands the UNet."""
+
+    tokenizer: Any
+    model: Any
+    layer: int  # counted from the end: 1 is the last layer, 2 the penultimate
+    normalize: bool  # SD 1.x/2.x apply the final layer norm to a skipped layer; SDXL does not
+    pooled: bool = False  # SDXL's second encoder also gives the pooled, projected embedding
+
+
+def encoders(pipe: Any, clip_skip: int) -> tuple[Encoder, ...]:
+    """The pipe's encoders: SD 1.x/2.x use the last layer minus clip skip; SDXL the penultimate of both."""
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        # A1111 ignores clip skip for SDXL: both encoders always give their penultimate layer.
+        first = (Encoder(pipe.tokenizer, pipe.text_encoder, 2, False),) if pipe.text_encoder is not None else ()
+        return (*first, Encoder(pipe.tokenizer_2, pipe.text_encoder_2, 2, False, pooled=True))
+    return (Encoder(pipe.tokenizer, pipe.text_encoder, max(clip_skip, 1), True),)
+
+
+def _prompt_chunks(pipe: Any, encoder: Encoder, text: str) -> list[Chunk]:
+    fragments = parse_prompt_attention(text)
+    # Textual-inversion names become their vector tokens (`name name_1 …`) as the pipelines' own encoding does.
+    texts = [pipe.maybe_convert_prompt(f.text, encoder.tokenizer) if not f.is_break else f.text for f in fragments]
+    ids = encoder.tokenizer(texts, truncation=False, add_special_tokens=False)["input_ids"]
+    return chunk_fragments(fragments, ids, SpecialTokens.of(encoder.tokenizer))
+
+
+def _encode(encoder: Encoder, chunks: Sequence[Chunk]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One chunk per row through the encoder, weighted and with each row's mean restored as A1111 does."""
+    device = encoder.model.device
+    tokens = torch.tensor([c.tokens for c in chunks], device=device)
+    outputs = encoder.model(tokens, output_hidden_states=encoder.layer > 1 or not encoder.normalize)
+    if encoder.layer == 1 and encoder.normalize:
+        hidden = outputs.last_hidden_state
+    else:
+        states = outputs.hidden_states
+        hidden = states[-min(encoder.layer, len(states))]
+        if encoder.normalize:
+            # transformers 5 puts the layer norm on the model itself, 4.x on its `text_model`.
+            hidden = getattr(encoder.model, "text_model", encoder.model).final_layer_norm(hidden)
+    multipliers = torch.tensor([c.multipliers for c in chunks], device=device, dtype=hidden.dtype)
+    # A1111 restores the mean over its whole batch; per row gives the same for one prompt and keeps
+    # each job of a batch independent of the others.
+    original_mean = hidden.mean(dim=(1, 2), keepdim=True)
+    weighted = hidden * multipliers.unsqueeze(-1)
+    weighted = weighted * (original_mean / weighted.mean(dim=(1, 2), keepdim=True))
+    pooled = outputs.text_embeds if encoder.pooled else None
+    return weighted, pooled
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """What the pipeline takes instead of prompt strings; `pooled` ones only for SDXL."""
+
+    prompt_embeds: torch.Tensor
+    negative_prompt_embeds: torch.Tensor
+    pooled_prompt_embeds: torch.Tensor | None = None
+    negative_pooled_prompt_embeds: torch.Tensor | None = None
+
+    def arguments(self) -> dict[str, torch.Tensor]:
+        """Keyword arguments for a diffusers call."""
+        return {name: value for name, value in vars(self).items() if value is not None}
+
+
+def encode_prompts(pipe: Any, prompts: Sequence[str], negatives: Sequence[str], clip_skip: int = 0) -> Conditioning:
+    """Encode one prompt and one negative per row; every row padded to the same number of chunks.
+
+    `clip_skip` 0 means the model's default (the last layer); SDXL pipes ignore it, as A1111 does.
+    """
+    if len(prompts) != len(negatives):
+        raise ValueError(f"{len(prompts)} prompts but {len(negatives)} negative prompts")
+    texts = [*prompts, *negatives]
+    chosen = encoders(pipe, clip_skip)
+    per_encoder = [[_prompt_chunks(pipe, encoder, text) for text in texts] for encoder in chosen]
+    count = max(len(chunks) for rows in per_encoder for chunks in rows)
+    hidden_parts: list[torch.Tensor] = []
+    pooled: torch.Tensor | None = None
+    for encoder, rows in zip(chosen, per_encoder, strict=True):
+        special = SpecialTokens.of(encoder.tokenizer)
+        empty = special.chunk([], [])
+        padded = [chunks + [empty] * (count - len(chunks)) for chunks in rows]
+        encoded = [_encode(encoder, [chunks[i] for chunks in padded]) for i in range(count)]
+        hidden_parts.append(torch.cat([hidden for hidden, _ in encoded], dim=1))
+        if encoder.pooled:
+            # A1111 takes the pooled embedding of the first chunk.
+            pooled = encoded[0][1]
+    hidden = torch.cat(hidden_parts, dim=-1)
+    half = len(prompts)
+    return Conditioning(
+        prompt_embeds=hidden[:half],
+        negative_prompt_embeds=hidden[half:],
+        pooled_prompt_embeds=None if pooled is None else pooled[:half],
+        negative_pooled_prompt_embeds=None if pooled is None else pooled[half:],
+    )

@@ -1,0 +1,64 @@
+"""`<lora:name:weight>`: LoRA files applied as PEFT adapters for one job, and removed again after it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from engine.network_files import NetworkFolder, lora_hash
+from engine.params import InvalidParams
+from engine.prompt_syntax import LoraTag, check_lora_names
+
+log = logging.getLogger(__name__)
+
+
+class LoraLoader:
+    """Loads the LoRAs a prompt names from `SDBOT_LORA_DIR`; remembers each file's hash while it is unchanged."""
+
+    def __init__(self, folder: NetworkFolder) -> None:
+        self.folder = folder
+        self._hashes: dict[tuple[Path, int, int], str] = {}
+
+    def _hash(self, path: Path) -> str:
+        stat = path.stat()
+        key = (path, stat.st_mtime_ns, stat.st_size)
+        if key not in self._hashes:
+            self._hashes[key] = lora_hash(path)
+        return self._hashes[key]
+
+    @contextmanager
+    def applied(self, pipe: Any, tags: Sequence[LoraTag]) -> Iterator[dict[str, str]]:
+        """Within the block the pipe draws with these LoRAs at their weights; yields each one's short hash.
+
+        The adapters are unloaded on the way out, also when the job fails, so the next job starts clean.
+        """
+        if not tags:
+            yield {}
+            return
+        files = self.folder.files()
+        check_lora_names(tags, files)
+        adapters: list[str] = []
+        hashes: dict[str, str] = {}
+        try:
+            for index, tag in enumerate(tags):
+                adapter = f"sdbot_{index}"
+                # Listed before loading: a load that fails halfway still leaves layers to unload.
+                adapters.append(adapter)
+                try:
+                    pipe.load_lora_weights(str(files[tag.name]), adapter_name=adapter)
+                except Exception as exc:
+                    # Most often a LoRA made for another family (an SDXL LoRA on SD 1.5): the shapes differ.
+                    log.warning("LoRA %s could not be loaded: %s", files[tag.name], exc)
+                    raise InvalidParams(
+                        f"The LoRA {tag.name!r} does not fit this model (it may be made for another base model):"
+                        " remove it or pick another."
+                    ) from None
+                hashes[tag.name] = self._hash(files[tag.name])
+            pipe.set_adapters(adapters, adapter_weights=[tag.weight for tag in tags])
+            yield hashes
+        finally:
+            if adapters:
+                pipe.unload_lora_weights()

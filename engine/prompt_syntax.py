@@ -1,0 +1,150 @@
+"""A1111 prompt syntax as plain text (no torch): attention weights, BREAK, and `<lora:name:weight>` tags.
+
+The bot imports this to check LoRA names at /imagine time; the engine to encode and to apply LoRAs.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from engine.params import InvalidParams
+
+# A1111's modules/prompt_parser.py grammar, token by token (escapes, brackets, `:weight)`, plain text).
+_ATTENTION = re.compile(
+    r"""
+\\\(|
+\\\)|
+\\\[|
+\\]|
+\\\\|
+\\|
+\(|
+\[|
+:\s*([+-]?[.\d]+)\s*\)|
+\)|
+]|
+[^\\()\[\]:]+|
+:
+""",
+    re.VERBOSE,
+)
+_BREAK = re.compile(r"\s*\bBREAK\b\s*", re.DOTALL)
+ROUND_MULTIPLIER = 1.1
+SQUARE_MULTIPLIER = 1 / 1.1
+
+# A1111's extra-network tag, `<kind:arguments>`; LoRAs are the kind this bot applies.
+_EXTRA_NETWORK = re.compile(r"<(\w+):([^>]+)>")
+LORA_KIND = "lora"
+
+
+@dataclass(frozen=True)
+class Fragment:
+    """A run of prompt text and the weight its tokens' embeddings are multiplied by."""
+
+    text: str
+    weight: float
+
+    @property
+    def is_break(self) -> bool:
+        """Whether this marks a BREAK (A1111 marks it as the text BREAK with weight -1)."""
+        return self.text == "BREAK" and self.weight == -1
+
+
+BREAK = Fragment("BREAK", -1.0)
+
+
+def parse_prompt_attention(text: str) -> tuple[Fragment, ...]:
+    """Split a prompt into weighted fragments exactly as A1111's `parse_prompt_attention` does."""
+    parts: list[list[str | float]] = []
+    round_brackets: list[int] = []
+    square_brackets: list[int] = []
+
+    def multiply_range(start: int, multiplier: float) -> None:
+        for part in parts[start:]:
+            part[1] = float(part[1]) * multiplier
+
+    for match in _ATTENTION.finditer(text):
+        piece, weight = match.group(0), match.group(1)
+        if piece.startswith("\\"):
+            parts.append([piece[1:], 1.0])
+        elif piece == "(":
+            round_brackets.append(len(parts))
+        elif piece == "[":
+            square_brackets.append(len(parts))
+        elif weight is not None and round_brackets:
+            multiply_range(round_brackets.pop(), float(weight))
+        elif piece == ")" and round_brackets:
+            multiply_range(round_brackets.pop(), ROUND_MULTIPLIER)
+        elif piece == "]" and square_brackets:
+            multiply_range(square_brackets.pop(), SQUARE_MULTIPLIER)
+        else:
+            for i, chunk in enumerate(_BREAK.split(piece)):
+                if i > 0:
+                    parts.append([BREAK.text, BREAK.weight])
+                parts.append([chunk, 1.0])
+    # Brackets left open weigh everything after them, as if closed at the end.
+    for start in round_brackets:
+        multiply_range(start, ROUND_MULTIPLIER)
+    for start in square_brackets:
+        multiply_range(start, SQUARE_MULTIPLIER)
+    if not parts:
+        parts = [["", 1.0]]
+    merged: list[list[str | float]] = []
+    for part in parts:
+        if merged and merged[-1][1] == part[1]:
+            merged[-1][0] = str(merged[-1][0]) + str(part[0])
+        else:
+            merged.append(list(part))
+    return tuple(Fragment(str(t), float(w)) for t, w in merged)
+
+
+@dataclass(frozen=True)
+class LoraTag:
+    """One `<lora:name:weight>` in a prompt: the file's name (without .safetensors) and its multiplier."""
+
+    name: str
+    weight: float
+
+
+def _lora_tag(arguments: str) -> LoraTag:
+    items = arguments.split(":")
+    name = items[0].strip()
+    if not name:
+        raise InvalidParams(f"<lora:{arguments}> names no LoRA: write it as <lora:name:0.8>.")
+    if len(items) < 2 or not items[1].strip():
+        return LoraTag(name, 1.0)
+    try:
+        return LoraTag(name, float(items[1]))
+    except ValueError:
+        raise InvalidParams(
+            f"The weight in <lora:{arguments}> must be a number: write it as <lora:{name}:0.8>."
+        ) from None
+
+
+def split_loras(prompt: str) -> tuple[str, tuple[LoraTag, ...]]:
+    """The prompt without its `<lora:…>` tags (the text the encoder sees) and the tags, in order."""
+    tags: list[LoraTag] = []
+
+    def take(match: re.Match[str]) -> str:
+        if match.group(1) != LORA_KIND:
+            return match.group(0)
+        tags.append(_lora_tag(match.group(2)))
+        return ""
+
+    return _EXTRA_NETWORK.sub(take, prompt), tuple(tags)
+
+
+def check_lora_names(tags: Iterable[LoraTag], available: Iterable[str]) -> None:
+    """InvalidParams naming the first unknown LoRA and the installed names closest to it."""
+    known = sorted(available)
+    for tag in tags:
+        if tag.name in known:
+            continue
+        if not known:
+            raise InvalidParams(f"This bot has no LoRAs installed: remove <lora:{tag.name}:…> from the prompt.")
+        close = difflib.get_close_matches(tag.name, known, n=3, cutoff=0.5)
+        hint = f"did you mean {' or '.join(close)}?" if close else f"the installed ones are {', '.join(known[:10])}."
+        raise InvalidParams(f"There is no LoRA named {tag.name!r}: {hint}")

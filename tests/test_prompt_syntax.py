@@ -1,0 +1,88 @@
+"""A1111's prompt syntax, parsed without torch: the table is A1111's own documented outputs."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.params import InvalidParams
+from engine.prompt_syntax import LoraTag, check_lora_names, parse_prompt_attention, split_loras
+
+# From the doctests of A1111's modules/prompt_parser.py `parse_prompt_attention`, plus BREAK and a few edges.
+A1111_CASES: list[tuple[str, list[list[str | float]]]] = [
+    ("normal text", [["normal text", 1.0]]),
+    ("an (important) word", [["an ", 1.0], ["important", 1.1], [" word", 1.0]]),
+    ("(unbalanced", [["unbalanced", 1.1]]),
+    ("\\(literal\\]", [["(literal]", 1.0]]),
+    ("(unnecessary)(parens)", [["unnecessaryparens", 1.1]]),
+    (
+        "a (((house:1.3)) [on] a (hill:0.5), sun, (((sky))).",
+        [
+            ["a ", 1.0],
+            ["house", 1.5730000000000004],
+            [" ", 1.1],
+            ["on", 1.0],
+            [" a ", 1.1],
+            ["hill", 0.55],
+            [", sun, ", 1.1],
+            ["sky", 1.4641000000000006],
+            [".", 1.1],
+        ],
+    ),
+    ("a (b:1.5) c", [["a ", 1.0], ["b", 1.5], [" c", 1.0]]),
+    ("((word))", [["word", 1.2100000000000002]]),
+    ("[word]", [["word", 1 / 1.1]]),
+    ("[[word]]", [["word", 1 / 1.1 / 1.1]]),
+    ("(word: 1.3 )", [["word", 1.3]]),
+    ("unbalanced)] closers", [["unbalanced)] closers", 1.0]]),
+    ("[unclosed square", [["unclosed square", 1 / 1.1]]),
+    ("a \\\\ backslash", [["a \\ backslash", 1.0]]),
+    ("time: 12:30", [["time: 12:30", 1.0]]),
+    ("a cat BREAK a dog", [["a cat", 1.0], ["BREAK", -1.0], ["a dog", 1.0]]),
+    ("(red BREAK blue)", [["red", 1.1], ["BREAK", -1.1], ["blue", 1.1]]),
+    ("BREAKFAST", [["BREAKFAST", 1.0]]),
+    ("", [["", 1.0]]),
+]
+
+
+@pytest.mark.parametrize(("prompt", "expected"), A1111_CASES)
+def test_parse_prompt_attention_matches_a1111(prompt: str, expected: list[list[str | float]]) -> None:
+    assert [[f.text, f.weight] for f in parse_prompt_attention(prompt)] == expected
+
+
+def test_only_a_plain_break_marks_a_chunk_boundary() -> None:
+    assert [f.is_break for f in parse_prompt_attention("a BREAK b")] == [False, True, False]
+    # Inside brackets A1111's BREAK is weighted too and no longer recognised: it stays text.
+    assert not any(f.is_break for f in parse_prompt_attention("(a BREAK b)"))
+
+
+def test_lora_tags_are_taken_out_in_order_with_their_weights() -> None:
+    text, tags = split_loras("a castle <lora:add_detail:0.8>, sunset <lora:film grain:-0.5> <lora:style>")
+    assert text == "a castle , sunset  "
+    assert tags == (LoraTag("add_detail", 0.8), LoraTag("film grain", -0.5), LoraTag("style", 1.0))
+
+
+def test_other_angle_brackets_stay_text() -> None:
+    assert split_loras("<hypernet:x:1> and <b>") == ("<hypernet:x:1> and <b>", ())
+
+
+@pytest.mark.parametrize(
+    ("prompt", "message"),
+    [
+        ("<lora:detail:strong>", r"The weight in <lora:detail:strong> must be a number"),
+        ("<lora: :0.5>", r"names no LoRA"),
+    ],
+)
+def test_a_malformed_lora_tag_says_how_to_write_it(prompt: str, message: str) -> None:
+    with pytest.raises(InvalidParams, match=message):
+        split_loras(prompt)
+
+
+def test_an_unknown_lora_lists_the_closest_installed_names() -> None:
+    installed = ["add_detail", "add_details_xl", "epiNoiseoffset", "film_grain"]
+    check_lora_names([LoraTag("add_detail", 1.0)], installed)
+    with pytest.raises(InvalidParams, match=r"^There is no LoRA named 'add_detial': did you mean add_detail or"):
+        check_lora_names([LoraTag("add_detail", 1.0), LoraTag("add_detial", 0.8)], installed)
+    with pytest.raises(InvalidParams, match="the installed ones are add_detail, add_details_xl, epiNoiseoffset"):
+        check_lora_names([LoraTag("zzzz", 1.0)], installed)
+    with pytest.raises(InvalidParams, match="no LoRAs installed: remove <lora:x:…>"):
+        check_lora_names([LoraTag("x", 1.0)], [])
