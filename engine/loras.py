@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,7 +49,10 @@ class LoraLoader:
                 # Listed before loading: a load that fails halfway still leaves layers to unload.
                 adapters.append(adapter)
                 try:
-                    pipe.load_lora_weights(str(files[tag.name]), adapter_name=adapter)
+                    with warnings.catch_warnings():
+                        # PEFT warns that a second adapter makes several adapters: that is what a prompt asked for.
+                        warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+                        pipe.load_lora_weights(str(files[tag.name]), adapter_name=adapter)
                 except Exception as exc:
                     # Most often a LoRA made for another family (an SDXL LoRA on SD 1.5): the shapes differ.
                     log.warning("LoRA %s could not be loaded: %s", files[tag.name], exc)

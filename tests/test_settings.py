@@ -138,3 +138,17 @@ def test_an_unwritable_data_dir_names_the_setting(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     with pytest.raises(SettingError, match="^SDBOT_DATA_DIR must be a folder the bot can write"):
         load_settings({"DISCORD_TOKEN": TOKEN, "SDBOT_DATA_DIR": "file/data"}, cwd=tmp_path)
+
+
+def test_lora_and_embedding_folders(tmp_path: Path) -> None:
+    defaults = load_settings({"DISCORD_TOKEN": TOKEN}, cwd=tmp_path)
+    # The default folders may be missing: then no LoRAs or embeddings are installed.
+    assert (defaults.lora_dir, defaults.embeddings_dir) == (tmp_path / "loras", tmp_path / "embeddings")
+    (tmp_path / "civitai" / "lora").mkdir(parents=True)
+    (tmp_path / "embeddings.txt").write_text("")
+    chosen = load_settings({"DISCORD_TOKEN": TOKEN, "SDBOT_LORA_DIR": "civitai/lora"}, cwd=tmp_path)
+    assert chosen.lora_dir == tmp_path / "civitai" / "lora"
+    with pytest.raises(SettingError, match=r"^SDBOT_LORA_DIR must be an existing folder, but .*/typo is not one$"):
+        load_settings({"DISCORD_TOKEN": TOKEN, "SDBOT_LORA_DIR": "typo"}, cwd=tmp_path)
+    with pytest.raises(SettingError, match="^SDBOT_EMBEDDINGS_DIR must be an existing folder"):
+        load_settings({"DISCORD_TOKEN": TOKEN, "SDBOT_EMBEDDINGS_DIR": "embeddings.txt"}, cwd=tmp_path)

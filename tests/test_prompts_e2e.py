@@ -1,0 +1,70 @@
+"""/imagine with A1111 prompt habits: LoRA names checked against the folder before queueing, clip skip kept."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.app import NO_LIMITS, SdBot
+from bot.images import ImageStore
+from bot.jobs import JobState
+from bot.store import JobStore
+from tests.support.fake_discord import GUILD_ID, FakeDiscord
+from tests.support.fake_engine import FakeEngine
+
+
+@pytest.fixture
+async def lora_bot(fake: FakeDiscord, engine: FakeEngine, tmp_path: Path) -> AsyncIterator[SdBot]:
+    """The real bot with two LoRA files in its folder (their contents do not matter to the bot)."""
+    loras = tmp_path / "loras"
+    (loras / "styles").mkdir(parents=True)
+    (loras / "add_detail.safetensors").write_bytes(b"")
+    (loras / "styles" / "inkwash_v2.safetensors").write_bytes(b"")
+    client = SdBot(
+        store=JobStore(tmp_path / "sdbot.sqlite3"),
+        engine=engine,
+        images=ImageStore(tmp_path / "data", keep_days=30),
+        limits=NO_LIMITS,
+        guild_ids=(GUILD_ID,),
+        progress_interval=0.0,
+        guild_ready_timeout=0.05,
+        shutdown_grace=0.0,
+        lora_dir=loras,
+    )
+    async with fake.connected(client):
+        yield client
+
+
+async def test_clip_skip_is_an_imagine_option_bounded_as_a1111(fake: FakeDiscord, lora_bot: SdBot) -> None:
+    command = fake.command("imagine", GUILD_ID)
+    assert command is not None
+    (option,) = [o for o in command["options"] if o["name"] == "clip_skip"]
+    assert (option["type"], option["min_value"], option["max_value"]) == (4, 1, 12)
+    assert option["description"] and not option.get("required")
+
+
+async def test_a_misspelt_lora_gets_the_close_names_and_queues_nothing(
+    fake: FakeDiscord, lora_bot: SdBot, engine: FakeEngine
+) -> None:
+    inter = await fake.slash("imagine", {"prompt": "a castle <lora:inkwash_v3:0.7>"})
+    callback = await inter.wait_response()
+    assert callback.data is not None and inter.ephemeral
+    assert callback.data["content"] == "There is no LoRA named 'inkwash_v3': did you mean inkwash_v2?"
+    assert await lora_bot.store.in_states(*JobState) == []
+    assert engine.calls == []
+
+
+async def test_an_installed_lora_and_clip_skip_reach_the_engine_as_written(
+    fake: FakeDiscord, lora_bot: SdBot, engine: FakeEngine
+) -> None:
+    prompt = "a castle <lora:add_detail:0.7>, (ink:1.2) <lora:inkwash_v2>"
+    inter = await fake.slash("imagine", {"prompt": prompt, "clip_skip": 2, "steps": 2})
+    callback = await inter.wait_response()
+    assert callback.data is not None and not inter.ephemeral
+    await fake.wait_for(lambda: engine.calls or None, what="the job to reach the engine")
+    ((job_id, params),) = engine.calls
+    assert (params.prompt, params.clip_skip) == (prompt, 2)
+    stored = await lora_bot.store.get(job_id)
+    assert stored is not None and stored.params.clip_skip == 2
