@@ -6,7 +6,7 @@ its own and concatenated along the sequence axis; every row of a batch has as ma
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,11 +41,13 @@ class SpecialTokens:
         """Read them from a CLIP tokenizer."""
         eos = int(tokenizer.eos_token_id)
         pad = tokenizer.pad_token_id
+        # A missing token converts to the unknown token's id; a vocabulary without ",</w>" has no comma.
+        comma = tokenizer.convert_tokens_to_ids(",</w>")
         return cls(
             bos=int(tokenizer.bos_token_id),
             eos=eos,
             pad=eos if pad is None else int(pad),
-            comma=tokenizer.get_vocab().get(",</w>"),
+            comma=None if comma == tokenizer.unk_token_id else int(comma),
         )
 
     def chunk(self, tokens: list[int], multipliers: list[float]) -> Chunk:
@@ -57,10 +59,30 @@ class SpecialTokens:
         )
 
 
+def embedding_lengths(tokenizer: Any) -> dict[int, int]:
+    """The first token id of each textual-inversion embedding and its number of vectors (`name`, `name_1`, …)."""
+    added = tokenizer.added_tokens_encoder
+    lengths = {}
+    for token, first in added.items():
+        count = 1
+        while f"{token}_{count}" in added:
+            count += 1
+        if count > 1:
+            lengths[first] = count
+    return lengths
+
+
 def chunk_fragments(
-    fragments: Sequence[Fragment], token_ids: Sequence[Sequence[int]], special: SpecialTokens
+    fragments: Sequence[Fragment],
+    token_ids: Sequence[Sequence[int]],
+    special: SpecialTokens,
+    embeddings: Mapping[int, int] | None = None,
 ) -> list[Chunk]:
-    """A1111's `tokenize_line`: fill 75-token chunks, break at BREAK, and move a trailing clause past a comma."""
+    """A1111's `tokenize_line`: fill 75-token chunks, break at BREAK, and move a trailing clause past a comma.
+
+    An embedding's vectors (`embeddings`: first token id → count) are never split across two chunks.
+    """
+    embeddings = embeddings or {}
     chunks: list[Chunk] = []
     tokens: list[int] = []
     multipliers: list[float] = []
@@ -75,7 +97,9 @@ def chunk_fragments(
         if fragment.is_break:
             next_chunk()
             continue
-        for token in ids:
+        position = 0
+        while position < len(ids):
+            token = ids[position]
             if token == special.comma:
                 last_comma = len(tokens)
             elif len(tokens) == CHUNK_LENGTH and last_comma != -1 and len(tokens) - last_comma <= COMMA_BACKTRACK:
@@ -86,8 +110,12 @@ def chunk_fragments(
                 tokens, multipliers = moved_tokens, moved_multipliers
             if len(tokens) == CHUNK_LENGTH:
                 next_chunk()
-            tokens.append(token)
-            multipliers.append(fragment.weight)
+            length = min(embeddings.get(token, 1), len(ids) - position)
+            if len(tokens) + length > CHUNK_LENGTH:
+                next_chunk()
+            tokens += ids[position : position + length]
+            multipliers += [fragment.weight] * length
+            position += length
     if tokens or not chunks:
         next_chunk()
     return chunks
@@ -118,7 +146,7 @@ def _prompt_chunks(pipe: Any, encoder: Encoder, text: str) -> list[Chunk]:
     # Textual-inversion names become their vector tokens (`name name_1 …`) as the pipelines' own encoding does.
     texts = [pipe.maybe_convert_prompt(f.text, encoder.tokenizer) if not f.is_break else f.text for f in fragments]
     ids = encoder.tokenizer(texts, truncation=False, add_special_tokens=False)["input_ids"]
-    return chunk_fragments(fragments, ids, SpecialTokens.of(encoder.tokenizer))
+    return chunk_fragments(fragments, ids, SpecialTokens.of(encoder.tokenizer), embedding_lengths(encoder.tokenizer))
 
 
 def _encode(encoder: Encoder, chunks: Sequence[Chunk]) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.conditioning import CHUNK_LENGTH, SpecialTokens, chunk_fragments, encode_prompts
+from engine.conditioning import CHUNK_LENGTH, SpecialTokens, chunk_fragments, embedding_lengths, encode_prompts
 from engine.embeddings import load_embeddings
 from engine.loading import LoadedModel, load_model
 from engine.network_files import NetworkFolder
 from engine.prompt_syntax import parse_prompt_attention
 from engine.source import parse_source
-from tests.support.tiny_networks import give_trained_text_mean, write_sdxl_embedding
+from tests.support.tiny_networks import give_trained_text_mean, write_a1111_embedding, write_sdxl_embedding
 from tests.support.tiny_sdxl_pipe import HIDDEN_1, HIDDEN_2, PROJECTION, build_tiny_sdxl_pipeline
 
 # 100 single-byte words: 100 tokens with the tiny byte-level tokenizer, more than one 75-token chunk holds.
@@ -155,3 +155,21 @@ def test_an_sdxl_embedding_pair_loads_into_both_encoders(tmp_path: Path) -> None
     assert list(embeddings.hashes) == ["fancystyle"]
     assert "fancystyle" in pipe.tokenizer.get_vocab() and "fancystyle" in pipe.tokenizer_2.get_vocab()
     assert not torch.equal(encode(pipe, "a fancystyle fox"), plain)
+
+
+def test_an_embedding_is_never_split_across_chunks(tmp_path: Path, tiny_model_dir: Path) -> None:
+    model = load_model(parse_source(str(tiny_model_dir)), torch.device("cpu"))
+    write_a1111_embedding(tmp_path / "emb" / "threevec.safetensors", width=32, vectors=3)
+    load_embeddings(model.pipe, NetworkFolder(tmp_path / "emb"))
+    tokenizer = model.pipe.tokenizer
+    lengths = embedding_lengths(tokenizer)
+    first = tokenizer.convert_tokens_to_ids("threevec")
+    assert lengths == {first: 3}
+    # 73 words, then the three vectors: they would straddle the 75-token edge, so all three move on.
+    fragments = parse_prompt_attention(" ".join(["a"] * 73) + " threevec")
+    text = model.pipe.maybe_convert_prompt(fragments[0].text, tokenizer)
+    ids = tokenizer([text], add_special_tokens=False)["input_ids"]
+    one, two = chunk_fragments(fragments, ids, SpecialTokens.of(tokenizer), lengths)
+    special = SpecialTokens.of(tokenizer)
+    assert one.tokens[74] == special.eos and first not in one.tokens
+    assert two.tokens[1:4] == (first, first + 1, first + 2)

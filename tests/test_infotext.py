@@ -37,3 +37,15 @@ def test_negative_line_omitted_when_empty_and_fractional_cfg_kept() -> None:
 def test_model_name_with_comma_is_quoted() -> None:
     params = GenerationParams(prompt="fox", sampler="DDIM")
     assert format_infotext(params, 1, ModelInfo(name="mix, v2", hash="abc")).endswith('Model: "mix, v2"')
+
+
+def test_clip_skip_and_resource_hashes_come_last_as_a1111_writes_them() -> None:
+    params = GenerationParams(prompt="a fox <lora:detail:0.8>", seed=1, clip_skip=2)
+    extras = [("Lora hashes", "detail: 0123456789ab"), ("TI hashes", "easynegative: c74b4e810b03")]
+    text = format_infotext(params, 1, MODEL, extras)
+    assert text.startswith("a fox <lora:detail:0.8>\nSteps: 30,")
+    assert text.endswith(
+        'Model: realisticVisionV20, Clip skip: 2, Lora hashes: "detail: 0123456789ab", '
+        'TI hashes: "easynegative: c74b4e810b03"'
+    )
+    assert "Clip skip" not in format_infotext(GenerationParams(prompt="fox", clip_skip=1), 1, MODEL)

@@ -40,3 +40,12 @@ def test_round_trips_through_dict_and_ignores_unknown_keys() -> None:
         prompt="p", negative_prompt="n", width=640, height=448, steps=12, cfg=4.5, seed=9, count=2
     )
     assert GenerationParams.from_dict({**params.to_dict(), "from_a_newer_version": 1}) == params
+
+
+def test_clip_skip_defaults_to_the_model_and_is_bounded() -> None:
+    # Rows stored before clip skip existed load with the model's default.
+    old = {k: v for k, v in GenerationParams(prompt="fox").to_dict().items() if k != "clip_skip"}
+    assert GenerationParams.from_dict(old).clip_skip == 0
+    assert GenerationParams.from_dict(GenerationParams(prompt="fox", clip_skip=2).to_dict()).clip_skip == 2
+    with pytest.raises(InvalidParams, match="Clip skip must be between 1 and 12, not 13."):
+        GenerationParams(prompt="fox", clip_skip=13).validate()
