@@ -69,6 +69,8 @@ def result_embed(job: Job, result: JobResult) -> discord.Embed:
     embed.add_field(name="Steps", value=str(params.steps))
     embed.add_field(name="CFG scale", value=f"{params.cfg:g}")
     embed.add_field(name="Sampler", value=params.sampler)
+    if params.clip_skip > 1:
+        embed.add_field(name="Clip skip", value=str(params.clip_skip))
     embed.add_field(name="Size", value=f"{params.width}×{params.height}")
     embed.add_field(name="Model", value=_clip(result.model.name, _FIELD_MAX))
     embed.add_field(name="Time", value=f"{result.seconds:.1f} s")

@@ -11,6 +11,7 @@ from bot.app import NO_LIMITS, SdBot
 from bot.images import ImageStore
 from bot.jobs import JobState
 from bot.store import JobStore
+from tests.support.bots import results
 from tests.support.fake_discord import GUILD_ID, FakeDiscord
 from tests.support.fake_engine import FakeEngine
 
@@ -68,3 +69,6 @@ async def test_an_installed_lora_and_clip_skip_reach_the_engine_as_written(
     assert (params.prompt, params.clip_skip) == (prompt, 2)
     stored = await lora_bot.store.get(job_id)
     assert stored is not None and stored.params.clip_skip == 2
+    (posted,) = await fake.wait_for(lambda: results(fake) or None, what="the result message")
+    (embed,) = posted.embeds
+    assert {f["name"]: f["value"] for f in embed["fields"]}["Clip skip"] == "2"
