@@ -95,7 +95,9 @@ class ImagineService:
             raise InvalidParams("The image engine is starting up: try again in a minute.")
         channel_id, params = check_channel(interaction), options.to_params(ready, self.seed_source)
         # The engine checks again when it draws; here the member hears of a misspelt name before queueing.
-        check_lora_names(split_loras(params.prompt)[1], self.loras.names())
+        _text, loras = split_loras(params.prompt)
+        if loras:
+            check_lora_names(loras, self.loras.names())
         return channel_id, params
 
     async def submit(self, interaction: discord.Interaction, options: ImagineOptions) -> Job | None:

@@ -133,12 +133,16 @@ class Encoder:
 
 
 def encoders(pipe: Any, clip_skip: int) -> tuple[Encoder, ...]:
-    """The pipe's encoders: SD 1.x/2.x use the last layer minus clip skip; SDXL the penultimate of both."""
+    """The pipe's encoders: SD 1.x takes the last layer minus clip skip, SD 2.x its last, SDXL both penultimate."""
     if getattr(pipe, "text_encoder_2", None) is not None:
         # A1111 ignores clip skip for SDXL: both encoders always give their penultimate layer.
         first = (Encoder(pipe.tokenizer, pipe.text_encoder, 2, False),) if pipe.text_encoder is not None else ()
         return (*first, Encoder(pipe.tokenizer_2, pipe.text_encoder_2, 2, False, pooled=True))
-    return (Encoder(pipe.tokenizer, pipe.text_encoder, max(clip_skip, 1), True),)
+    special = SpecialTokens.of(pipe.tokenizer)
+    # SD 2.x's OpenCLIP (the tokenizer pads with 0, not EOS) is converted already cut at its penultimate layer,
+    # and A1111 ignores clip skip for it.
+    layer = max(clip_skip, 1) if special.pad == special.eos else 1
+    return (Encoder(pipe.tokenizer, pipe.text_encoder, layer, True),)
 
 
 def _prompt_chunks(pipe: Any, encoder: Encoder, text: str) -> list[Chunk]:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from diffusers import StableDiffusionPipeline
+from transformers import CLIPTokenizer
 
 from engine.conditioning import CHUNK_LENGTH, SpecialTokens, chunk_fragments, embedding_lengths, encode_prompts
 from engine.embeddings import load_embeddings
@@ -173,3 +175,11 @@ def test_an_embedding_is_never_split_across_chunks(tmp_path: Path, tiny_model_di
     special = SpecialTokens.of(tokenizer)
     assert one.tokens[74] == special.eos and first not in one.tokens
     assert two.tokens[1:4] == (first, first + 1, first + 2)
+
+
+def test_sd2_openclip_ignores_clip_skip_as_a1111(tiny: LoadedModel, tiny_model_dir: Path) -> None:
+    # SD 2.x's tokenizer pads with `!` (id 0) after the end token; that is how an OpenCLIP encoder is told apart.
+    tokenizer = CLIPTokenizer.from_pretrained(tiny_model_dir / "tokenizer", pad_token="!")
+    sd2 = StableDiffusionPipeline(**{**tiny.pipe.components, "tokenizer": tokenizer})
+    assert torch.equal(encode(sd2, "a red fox", clip_skip=2), encode(sd2, "a red fox", clip_skip=1))
+    assert not torch.equal(encode(sd2, "a red fox"), encode(tiny.pipe, "a red fox"))
