@@ -18,6 +18,7 @@ from bot.app import SdBot
 from bot.engine_client import EngineCommand, EngineStartError, JobFailedError, ProcessEngine
 from bot.images import ImageStore
 from bot.imagine import ImagineOptions
+from bot.models import Models
 from bot.settings import SettingError, Settings, configure_logging, load_settings, read_environment
 from bot.store import JobStore, StoreError
 from engine.params import SAMPLERS, InvalidParams
@@ -34,7 +35,15 @@ class Fatal(Exception):
 
 def _engine(settings: Settings) -> ProcessEngine:
     inpaint = settings.inpaint_model.location if settings.inpaint_model else None
-    command = EngineCommand(settings.model.location, settings.device, settings.max_megapixels, inpaint)
+    command = EngineCommand(
+        settings.model.location,
+        settings.device,
+        settings.max_megapixels,
+        inpaint,
+        models_dir=str(settings.models_dir),
+        model_cache=settings.model_cache,
+        allow_pickle=settings.allow_pickle,
+    )
     return ProcessEngine(command)
 
 
@@ -47,6 +56,12 @@ async def run_bot(settings: Settings) -> None:
         limits=settings.limits,
         guild_ids=settings.guild_ids,
         shutdown_grace=settings.shutdown_grace,
+        models=Models(
+            catalog=settings.catalog,
+            folder=settings.models_dir,
+            default_location=settings.model.location,
+            allow_pickle=settings.allow_pickle,
+        ),
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -132,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(read_environment(cwd), cwd=cwd, require_token=args.command != "generate")
         configure_logging(settings.log_level)
+        for skipped in settings.catalog.skipped:
+            log.warning("SDBOT_MODELS_DIR: skipped %s", skipped)
         if args.command == "generate":
             asyncio.run(generate_once(settings, args))
         else:

@@ -59,6 +59,7 @@ class GenerationParams:
     strength: float = 1.0
     zoom: float = 1.0
     pan: str = ""
+    model: str = ""  # the catalog name of the model; "" is the configured default (SDBOT_MODEL)
 
     @property
     def needs_source(self) -> bool:

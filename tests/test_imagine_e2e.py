@@ -35,7 +35,18 @@ async def test_imagine_is_synced_with_discord_side_constraints(fake: FakeDiscord
     command = fake.command("imagine", GUILD_ID)
     assert command is not None and command["description"]
     options = {o["name"]: o for o in command["options"]}
-    assert list(options) == ["prompt", "negative_prompt", "width", "height", "steps", "cfg", "seed", "count", "sampler"]
+    assert list(options) == [
+        "prompt",
+        "negative_prompt",
+        "width",
+        "height",
+        "steps",
+        "cfg",
+        "seed",
+        "count",
+        "sampler",
+        "model",
+    ]
     assert all(o["description"] for o in options.values())
     assert options["prompt"]["required"] and options["prompt"]["max_length"] == 1500
     assert not any(o.get("required") for name, o in options.items() if name != "prompt")

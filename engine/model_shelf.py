@@ -1,0 +1,146 @@
+"""Switching models: the active one on the device, the last few in CPU RAM for a fast switch back."""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from engine.catalog import Catalog, UnknownModel, pickle_refusal
+from engine.generate import Painter
+from engine.loading import LoadedModel, ModelLoadError, load_model
+from engine.params import InvalidParams
+from engine.source import ModelSource, SourceKind
+
+log = logging.getLogger(__name__)
+
+CPU = torch.device("cpu")
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """What to load for a model name: where it is, what infotext calls it."""
+
+    key: str  # the location; one model is one key whatever name reached it
+    source: ModelSource
+    name: str
+    pickle: bool = False
+
+
+Loader = Callable[[ModelRequest], LoadedModel]
+
+
+class ModelShelf:
+    """Hands out the Painter of the model a job names; keeps at most `cache_size` others in CPU RAM.
+
+    Moving a pipeline's modules between the CPU and the device takes a second or two where loading from disk
+    takes many; the derived img2img and inpainting pipelines share those modules, so they move along.
+    """
+
+    def __init__(
+        self,
+        default: LoadedModel,
+        default_source: ModelSource,
+        catalog: Catalog,
+        *,
+        loader: Loader,
+        cache_size: int = 2,
+        allow_pickle: bool = False,
+        inpaint_model: LoadedModel | None = None,
+    ) -> None:
+        self.default = ModelRequest(default_source.location, default_source, default.info.name)
+        self.catalog = catalog
+        self.cache_size = cache_size
+        self.allow_pickle = allow_pickle
+        self._loader = loader
+        # The owner's inpainting checkpoint matches the default model's family only.
+        self._active: tuple[str, Painter] | None = (self.default.key, Painter(default, inpaint_model))
+        self._cached: OrderedDict[str, Painter] = OrderedDict()
+
+    @property
+    def active_key(self) -> str | None:
+        """The model on the device now (None after a failed switch)."""
+        return self._active[0] if self._active else None
+
+    def cached_keys(self) -> list[str]:
+        """The models kept in CPU RAM, least recently used first."""
+        return list(self._cached)
+
+    def request(self, name: str) -> ModelRequest:
+        """Where the model called `name` is ("" is the default); InvalidParams with a sentence when it cannot be."""
+        if not name:
+            return self.default
+        entry = self.catalog.get(name)
+        if entry is None:
+            try:
+                entry = self.catalog.find(name)
+            except UnknownModel as exc:
+                raise InvalidParams(str(exc)) from None
+        if entry.path.resolve() == Path(self.default.key).resolve():
+            return self.default
+        if entry.pickle and not self.allow_pickle:
+            raise InvalidParams(pickle_refusal(entry.name))
+        kind = SourceKind.FOLDER if entry.is_folder else SourceKind.FILE
+        return ModelRequest(str(entry.path), ModelSource(kind, str(entry.path)), entry.name, entry.pickle)
+
+    def reload(self, catalog: Catalog) -> None:
+        """Take a rescanned catalog; models already loaded stay loaded."""
+        self.catalog = catalog
+
+    def painter(self, name: str) -> Painter:
+        """The Painter for model `name` on the device, switching to it if needed."""
+        wanted = self.request(name)
+        if self._active is not None and self._active[0] == wanted.key:
+            return self._active[1]
+        if self._active is not None:
+            key, previous = self._active
+            self._active = None
+            self._park(key, previous)
+            del previous
+            _free()
+        painter = self._cached.pop(wanted.key, None)
+        if painter is not None:
+            log.info("switching to %s from CPU RAM", wanted.name)
+            painter.model.pipe.to(painter.model.device)
+        else:
+            log.info("switching to %s: loading %s", wanted.name, wanted.key)
+            try:
+                painter = Painter(self._loader(wanted))
+            except ModelLoadError as exc:
+                log.error("%s", exc)
+                raise InvalidParams(
+                    f"The model {wanted.name} could not be loaded; the owner can find why in the bot's log."
+                ) from None
+        self._active = (wanted.key, painter)
+        return painter
+
+    def _park(self, key: str, painter: Painter) -> None:
+        """Move the active model to CPU RAM (or, with no cache, let it go), dropping the least recently used."""
+        if self.cache_size > 0:
+            painter.model.pipe.to(CPU)
+            self._cached[key] = painter
+            while len(self._cached) > self.cache_size:
+                dropped, _ = self._cached.popitem(last=False)
+                log.info("dropping %s from CPU RAM", dropped)
+
+
+def _free() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def catalog_loader(device: torch.device, allow_pickle: bool) -> Loader:
+    """Load a catalog model on `device`, named as the catalog names it."""
+
+    def load(request: ModelRequest) -> LoadedModel:
+        return load_model(
+            request.source, device, name=request.name, setting="SDBOT_MODELS_DIR", allow_pickle=allow_pickle
+        )
+
+    return load
