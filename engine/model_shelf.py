@@ -5,15 +5,17 @@ from __future__ import annotations
 import gc
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from engine.catalog import Catalog, UnknownModel, pickle_refusal
+from engine.checkpoint_header import Family, HeaderError
 from engine.generate import Painter
-from engine.loading import LoadedModel, ModelLoadError, load_model
+from engine.loading import FAMILY_CONFIGS, LoadedModel, ModelLoadError, file_family, load_model
 from engine.params import InvalidParams
 from engine.source import ModelSource, SourceKind
 
@@ -59,6 +61,7 @@ class ModelShelf:
         self.allow_pickle = allow_pickle
         self._loader = loader
         # The owner's inpainting checkpoint matches the default model's family only.
+        self._inpaint_model = inpaint_model
         self._active: tuple[str, Painter] | None = (self.default.key, Painter(default, inpaint_model))
         self._cached: OrderedDict[str, Painter] = OrderedDict()
 
@@ -97,20 +100,22 @@ class ModelShelf:
         wanted = self.request(name)
         if self._active is not None and self._active[0] == wanted.key:
             return self._active[1]
+        # Taken out of the cache before the active model goes in, so parking cannot evict the one wanted.
+        painter = self._cached.pop(wanted.key, None)
         if self._active is not None:
             key, previous = self._active
             self._active = None
             self._park(key, previous)
             del previous
             _free()
-        painter = self._cached.pop(wanted.key, None)
         if painter is not None:
             log.info("switching to %s from CPU RAM", wanted.name)
-            painter.model.pipe.to(painter.model.device)
+            _move(painter.model.pipe, painter.model.device)
         else:
             log.info("switching to %s: loading %s", wanted.name, wanted.key)
             try:
-                painter = Painter(self._loader(wanted))
+                inpaint = self._inpaint_model if wanted is self.default else None
+                painter = Painter(self._loader(wanted), inpaint)
             except ModelLoadError as exc:
                 log.error("%s", exc)
                 raise InvalidParams(
@@ -122,11 +127,22 @@ class ModelShelf:
     def _park(self, key: str, painter: Painter) -> None:
         """Move the active model to CPU RAM (or, with no cache, let it go), dropping the least recently used."""
         if self.cache_size > 0:
-            painter.model.pipe.to(CPU)
+            _move(painter.model.pipe, CPU)
             self._cached[key] = painter
             while len(self._cached) > self.cache_size:
                 dropped, _ = self._cached.popitem(last=False)
                 log.info("dropping %s from CPU RAM", dropped)
+
+
+def _move(pipe: Any, device: torch.device) -> None:
+    """`pipe.to(device)`, quiet: diffusers warns about fp32-only modules these pipelines do not have."""
+    logger = logging.getLogger("diffusers.models.modeling_utils")
+    previous = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        pipe.to(device)
+    finally:
+        logger.setLevel(previous)
 
 
 def _free() -> None:
@@ -135,12 +151,24 @@ def _free() -> None:
         torch.cuda.empty_cache()
 
 
-def catalog_loader(device: torch.device, allow_pickle: bool) -> Loader:
-    """Load a catalog model on `device`, named as the catalog names it."""
+def catalog_loader(device: torch.device, allow_pickle: bool, configs: Mapping[Family, Path] = FAMILY_CONFIGS) -> Loader:
+    """Load a catalog model on `device`, named as the catalog names it, single files with the family's `configs`."""
 
     def load(request: ModelRequest) -> LoadedModel:
+        family = None
+        if request.source.kind is SourceKind.FILE:
+            try:
+                family = file_family(Path(request.source.location))
+            except HeaderError as exc:
+                raise ModelLoadError(f"SDBOT_MODELS_DIR: {request.source.location}: {exc}") from None
         return load_model(
-            request.source, device, name=request.name, setting="SDBOT_MODELS_DIR", allow_pickle=allow_pickle
+            request.source,
+            device,
+            configs[family] if family is not None else None,
+            family=family,
+            name=request.name,
+            setting="SDBOT_MODELS_DIR",
+            allow_pickle=allow_pickle,
         )
 
     return load
