@@ -40,3 +40,12 @@ def test_round_trips_through_dict_and_ignores_unknown_keys() -> None:
         prompt="p", negative_prompt="n", width=640, height=448, steps=12, cfg=4.5, seed=9, count=2
     )
     assert GenerationParams.from_dict({**params.to_dict(), "from_a_newer_version": 1}) == params
+
+
+def test_rows_from_before_models_use_the_default_model() -> None:
+    old_row = GenerationParams(prompt="fox").to_dict()
+    del old_row["model"]
+    assert GenerationParams.from_dict(old_row).model == ""
+    assert GenerationParams.from_dict(GenerationParams(prompt="fox", model="dreamshaper_8").to_dict()).model == (
+        "dreamshaper_8"
+    )
