@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from diffusers import (
@@ -27,11 +29,16 @@ from engine.model_shelf import ModelShelf, catalog_loader
 from engine.params import GenerationParams
 from engine.source import parse_source
 from tests.support.checkpoint_headers import SD1_KEYS, SD2_KEYS, SDXL_KEYS, write_header_only
+from tests.support.ldm_sdxl_checkpoint import write_sdxl_checkpoint
 from tests.support.tiny_model import NATIVE_SIZE
 from tests.support.tiny_sdxl import save_tiny_sdxl
 
 CPU = torch.device("cpu")
 FOX = GenerationParams(prompt="a red fox", width=64, height=64, steps=2, seed=3)
+
+
+def pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
 
 
 def params(model: torch.nn.Module) -> int:
@@ -148,3 +155,39 @@ def test_switching_between_sd1_and_sdxl(sdxl: LoadedModel, sdxl_dir: Path, tiny_
     assert isinstance(xl.model.pipe, StableDiffusionXLPipeline) and xl.paint(FOX)
     assert isinstance(shelf.painter("").model.pipe, StableDiffusionPipeline)
     assert shelf.painter("tiny-xl") is xl
+
+
+@pytest.fixture(scope="module")
+def sdxl_file(sdxl_dir: Path) -> Path:
+    """The tiny SDXL as a civitai-style single file, beside its folder in the models folder."""
+    out = sdxl_dir.parent / "tiny-xl-file.safetensors"
+    write_sdxl_checkpoint(sdxl_dir, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def sdxl_configs(sdxl_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny SDXL's configs and tokenizers, standing in for the shipped SDXL ones (same layout, tiny shapes)."""
+    folder = tmp_path_factory.mktemp("xl-configs") / "sdxl"
+    shutil.copytree(sdxl_dir, folder, ignore=shutil.ignore_patterns("*.safetensors"))
+    return folder
+
+
+def test_a_tiny_sdxl_single_file_loads_offline_with_the_same_weights_and_image(
+    sdxl: LoadedModel, sdxl_file: Path, sdxl_configs: Path, tiny_model_dir: Path
+) -> None:
+    entry = scan(sdxl_file.parent).entries["tiny-xl-file"]
+    assert entry.family is Family.SDXL and entry.native == Family.SDXL.native
+    default = load_model(parse_source(str(tiny_model_dir)), CPU)
+    loader = catalog_loader(CPU, False, {Family.SDXL: sdxl_configs})
+    shelf = ModelShelf(default, parse_source(str(tiny_model_dir)), scan(sdxl_file.parent), loader=loader)
+    painter = shelf.painter("tiny-xl-file")
+    assert isinstance(painter.model.pipe, StableDiffusionXLPipeline)
+    for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        loaded, original = getattr(painter.model.pipe, name).state_dict(), getattr(sdxl.pipe, name).state_dict()
+        assert loaded.keys() == original.keys(), name
+        assert all(torch.equal(loaded[k], t) for k, t in original.items()), name
+    (from_file,) = painter.paint(FOX)
+    (from_folder,) = Painter(sdxl).paint(FOX)
+    assert np.array_equal(pixels(from_file.png), pixels(from_folder.png))
+    assert from_file.infotext.endswith("Model: tiny-xl-file")

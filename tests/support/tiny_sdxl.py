@@ -11,15 +11,18 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 from tests.support.tiny_model import NATIVE_SIZE, write_tiny_tokenizer
 
 _TIME_EMBED = 8
+# The two text encoders differ in width, as CLIP-L (768) and OpenCLIP-G (1280) do: single-file loading tells
+# their weights apart by it.
 _HIDDEN = 32
+_HIDDEN_2 = 48
 
 
-def _text_config() -> CLIPTextConfig:
+def _text_config(hidden: int) -> CLIPTextConfig:
     return CLIPTextConfig(
         bos_token_id=512,
         eos_token_id=513,
         pad_token_id=513,
-        hidden_size=_HIDDEN,
+        hidden_size=hidden,
         intermediate_size=37,
         layer_norm_eps=1e-05,
         num_attention_heads=4,
@@ -27,7 +30,7 @@ def _text_config() -> CLIPTextConfig:
         vocab_size=514,
         max_position_embeddings=77,
         hidden_act="gelu",
-        projection_dim=_HIDDEN,
+        projection_dim=hidden,
     )
 
 
@@ -50,8 +53,8 @@ def save_tiny_sdxl(folder: Path, seed: int = 0) -> Path:
         addition_time_embed_dim=_TIME_EMBED,
         transformer_layers_per_block=(1, 2),
         # Six time ids (original size, crop, target size) and text_encoder_2's pooled projection.
-        projection_class_embeddings_input_dim=6 * _TIME_EMBED + _HIDDEN,
-        cross_attention_dim=2 * _HIDDEN,  # both text encoders' hidden states side by side
+        projection_class_embeddings_input_dim=6 * _TIME_EMBED + _HIDDEN_2,
+        cross_attention_dim=_HIDDEN + _HIDDEN_2,  # both text encoders' hidden states side by side
         norm_num_groups=8,
     )
     vae = AutoencoderKL(
@@ -69,8 +72,8 @@ def save_tiny_sdxl(folder: Path, seed: int = 0) -> Path:
     )
     pipe = StableDiffusionXLPipeline(
         vae=vae,
-        text_encoder=CLIPTextModel(_text_config()),
-        text_encoder_2=CLIPTextModelWithProjection(_text_config()),
+        text_encoder=CLIPTextModel(_text_config(_HIDDEN)),
+        text_encoder_2=CLIPTextModelWithProjection(_text_config(_HIDDEN_2)),
         tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer"),
         tokenizer_2=CLIPTokenizer.from_pretrained(folder / "tokenizer_2"),
         unet=unet,
