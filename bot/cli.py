@@ -33,6 +33,15 @@ class Fatal(Exception):
     """An operator-facing failure: one line on stderr and exit code 2, no traceback."""
 
 
+def _models(settings: Settings) -> Models:
+    return Models(
+        catalog=settings.catalog,
+        folder=settings.models_dir,
+        default_location=settings.model.location,
+        allow_pickle=settings.allow_pickle,
+    )
+
+
 def _engine(settings: Settings) -> ProcessEngine:
     inpaint = settings.inpaint_model.location if settings.inpaint_model else None
     command = EngineCommand(
@@ -56,12 +65,7 @@ async def run_bot(settings: Settings) -> None:
         limits=settings.limits,
         guild_ids=settings.guild_ids,
         shutdown_grace=settings.shutdown_grace,
-        models=Models(
-            catalog=settings.catalog,
-            folder=settings.models_dir,
-            default_location=settings.model.location,
-            allow_pickle=settings.allow_pickle,
-        ),
+        models=_models(settings),
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -83,6 +87,10 @@ async def run_bot(settings: Settings) -> None:
 
 async def generate_once(settings: Settings, args: argparse.Namespace) -> None:
     """Load the model in the engine process, draw the images, write them as PNGs with infotext."""
+    try:
+        model = _models(settings).pick(args.model, None)
+    except InvalidParams as exc:
+        raise Fatal(str(exc)) from None
     engine = _engine(settings)
     try:
         ready = await engine.start()
@@ -96,9 +104,10 @@ async def generate_once(settings: Settings, args: argparse.Namespace) -> None:
             seed=args.seed,
             count=args.count,
             sampler=args.sampler,
+            model=args.model,
         )
         try:
-            params = options.to_params(ready, random.SystemRandom())
+            params = options.to_params(ready, random.SystemRandom(), model)
         except InvalidParams as exc:
             raise Fatal(str(exc)) from None
 
@@ -137,6 +146,7 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--cfg", type=float)
     gen.add_argument("--count", type=int, help="images to draw; the 2nd is written as NAME-2.png and so on")
     gen.add_argument("--sampler", choices=SAMPLERS)
+    gen.add_argument("--model", help="a model of SDBOT_MODELS_DIR by name (default SDBOT_MODEL); its sidecar applies")
     return parser
 
 

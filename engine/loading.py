@@ -116,7 +116,16 @@ def is_pickle(location: str) -> bool:
 
 def pickle_header(path: Path) -> Header:
     """The tensor shapes of a pickle checkpoint, read with torch's weights-only unpickler (no code runs)."""
-    loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    try:
+        try:
+            loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:
+            # Files saved before torch's zip format cannot be memory-mapped.
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        # weights_only refuses anything but tensors and plain containers: such a file is not loaded at all.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise HeaderError(f"cannot be read as plain weights ({first})") from None
     state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else {}
     return Header(shapes={k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}, metadata={})
 

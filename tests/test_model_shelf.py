@@ -186,3 +186,18 @@ def test_a_rescan_brings_new_models(
     shutil.copy(models / "other-ldm.safetensors", folder)
     shelf.reload(scan(folder))
     assert isinstance(shelf.painter("other-ldm"), Painter)
+
+
+def test_a_pickle_that_is_more_than_weights_is_not_loaded(
+    default: LoadedModel, tiny_model_dir: Path, tiny_configs: Path, tmp_path: Path
+) -> None:
+    """Even with the flag, the weights-only unpickler refuses objects (the way a pickle runs code)."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    torch.save({"state_dict": {}, "callback": shutil.rmtree}, folder / "sneaky.ckpt")
+    shelf = shelf_for(
+        default, tiny_model_dir, folder, CountingLoader(tiny_configs, allow_pickle=True), allow_pickle=True
+    )
+    with pytest.raises(InvalidParams, match="The model sneaky could not be loaded"):
+        shelf.painter("sneaky")
+    assert folder.is_dir()

@@ -163,3 +163,21 @@ async def test_reload_rescans_the_folder_here_and_in_the_engine(
     assert text.startswith("The models folder has a problem, so I kept the models I had: ")
     assert text.endswith("dreamshaper_8.json: steps must be a whole number from 1 to 100, not 'lots'")
     assert engine.reloads == 1 and "dreamshaper_8" in bot.models.catalog.entries
+
+
+async def test_the_dispatcher_serves_the_loaded_model_first_within_a_round(
+    fake: FakeDiscord, bot: SdBot, engine: FakeEngine
+) -> None:
+    engine.gate.clear()
+    await answer(await imagine(fake, bot, steps=1, model="deliberate_v2"))
+    await engine.wait_calls(1)  # drawing with deliberate_v2 now; three members queue behind it
+    for offset, model in ((10, "sd_xl_base_1.0"), (11, "deliberate_v2"), (12, "sd_xl_base_1.0")):
+        completion = asyncio.ensure_future(bot.wait_for("app_command_completion", timeout=10))
+        inter = await fake.slash("imagine", {"prompt": "fox", "steps": 1, "model": model}, user_id=USER_ID + offset)
+        await completion
+        await answer(inter)
+    engine.gate.set()
+    await engine.wait_calls(4)
+    # Fair order would be xl, deliberate, xl (three switches); deliberate, already loaded, goes first: one switch.
+    assert [p.model for _, p in engine.calls] == ["deliberate_v2", "deliberate_v2", "sd_xl_base_1.0", "sd_xl_base_1.0"]
+    await fake.wait_for(lambda: len(results(fake)) == 4 or None)
