@@ -139,7 +139,7 @@ def pipeline_class_for(family: Family, inpainting: bool = False) -> Any:
     """SDXL checkpoints need the SDXL pipeline; SD 1.x and 2.x share the Stable Diffusion one."""
     if family is Family.SDXL:
         if inpainting:
-            raise ModelLoadError("an SDXL inpainting checkpoint is not supported: use an SD 1.x inpainting model")
+            raise ValueError("an SDXL inpainting checkpoint is not supported: use an SD 1.x inpainting model")
         return StableDiffusionXLPipeline
     return StableDiffusionInpaintPipeline if inpainting else StableDiffusionPipeline
 

@@ -31,7 +31,6 @@ class ModelRequest:
     key: str  # the location; one model is one key whatever name reached it
     source: ModelSource
     name: str
-    pickle: bool = False
 
 
 Loader = Callable[[ModelRequest], LoadedModel]
@@ -62,13 +61,9 @@ class ModelShelf:
         self._loader = loader
         # The owner's inpainting checkpoint matches the default model's family only.
         self._inpaint_model = inpaint_model
+        # The model on the device (None after a switch that failed to load).
         self._active: tuple[str, Painter] | None = (self.default.key, Painter(default, inpaint_model))
         self._cached: OrderedDict[str, Painter] = OrderedDict()
-
-    @property
-    def active_key(self) -> str | None:
-        """The model on the device now (None after a failed switch)."""
-        return self._active[0] if self._active else None
 
     def cached_keys(self) -> list[str]:
         """The models kept in CPU RAM, least recently used first."""
@@ -89,7 +84,7 @@ class ModelShelf:
         if entry.pickle and not self.allow_pickle:
             raise InvalidParams(pickle_refusal(entry.name))
         kind = SourceKind.FOLDER if entry.is_folder else SourceKind.FILE
-        return ModelRequest(str(entry.path), ModelSource(kind, str(entry.path)), entry.name, entry.pickle)
+        return ModelRequest(str(entry.path), ModelSource(kind, str(entry.path)), entry.name)
 
     def reload(self, catalog: Catalog) -> None:
         """Take a rescanned catalog; models already loaded stay loaded."""

@@ -111,9 +111,13 @@ def test_each_family_gets_its_pipeline(tmp_path: Path, keys: dict, family: Famil
     assert pipeline_class_for(family) is pipeline
 
 
-def test_sdxl_inpainting_checkpoints_are_refused_with_a_line() -> None:
-    with pytest.raises(ModelLoadError, match="SDXL inpainting checkpoint is not supported"):
-        pipeline_class_for(Family.SDXL, inpainting=True)
+def test_sdxl_inpainting_checkpoints_are_refused_with_a_line(sdxl_dir: Path) -> None:
+    with pytest.raises(ModelLoadError) as caught:
+        load_model(parse_source(str(sdxl_dir)), CPU, inpainting=True, setting="SDBOT_INPAINT_MODEL")
+    assert str(caught.value) == (
+        f"SDBOT_INPAINT_MODEL: could not load {sdxl_dir}: an SDXL inpainting checkpoint is not supported:"
+        " use an SD 1.x inpainting model"
+    )
 
 
 @pytest.fixture(scope="module")
