@@ -34,21 +34,21 @@ class Models:
         allow_pickle: bool = False,
         channels: ChannelModels | None = None,
     ) -> None:
-        self.catalog = catalog or Catalog()
         self.folder = folder
         self.default_location = default_location
         self.allow_pickle = allow_pickle
         self.channels = channels
+        self._use(catalog or Catalog())
 
-    @property
-    def default_entry(self) -> CatalogEntry | None:
-        """SDBOT_MODEL's entry when it is (or points into) the models folder."""
-        return self.catalog.by_path(self.default_location) if self.default_location else None
+    def _use(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        # SDBOT_MODEL's entry when it is (or points into) the models folder; the queue asks for every job.
+        self.default_entry = catalog.by_path(self.default_location) if self.default_location else None
 
     async def rescan(self) -> Catalog:
         """Scan the folder again (off the event loop) and use what it finds; CatalogError keeps what there was."""
         if self.folder is not None:
-            self.catalog = await asyncio.to_thread(scan, self.folder)
+            self._use(await asyncio.to_thread(scan, self.folder))
         return self.catalog
 
     def entry(self, name: str) -> CatalogEntry:
