@@ -1,8 +1,9 @@
-"""SD 2.x and SDXL: the shipped configs and tokenizers, the pipeline each family gets, a tiny SDXL drawing."""
+"""SD 2.x and SDXL: the shipped configs and tokenizers, the pipeline each family gets, tiny ones loaded and drawing."""
 
 from __future__ import annotations
 
 import io
+import json
 import shutil
 from pathlib import Path
 
@@ -26,11 +27,13 @@ from engine.checkpoint_header import Family
 from engine.generate import Painter
 from engine.loading import FAMILY_CONFIGS, LoadedModel, ModelLoadError, file_family, load_model, pipeline_class_for
 from engine.model_shelf import ModelShelf, catalog_loader
-from engine.params import GenerationParams
+from engine.params import SAMPLERS, GenerationParams
+from engine.samplers import make_scheduler
 from engine.source import parse_source
 from tests.support.checkpoint_headers import SD1_KEYS, SD2_KEYS, SDXL_KEYS, write_header_only
+from tests.support.ldm_sd2_checkpoint import write_sd2_checkpoint
 from tests.support.ldm_sdxl_checkpoint import write_sdxl_checkpoint
-from tests.support.tiny_model import NATIVE_SIZE
+from tests.support.tiny_model import NATIVE_SIZE, save_tiny_model
 from tests.support.tiny_sdxl import save_tiny_sdxl
 
 CPU = torch.device("cpu")
@@ -195,3 +198,36 @@ def test_a_tiny_sdxl_single_file_loads_offline_with_the_same_weights_and_image(
     (from_folder,) = Painter(sdxl).paint(FOX)
     assert np.array_equal(pixels(from_file.png), pixels(from_folder.png))
     assert from_file.infotext.endswith("Model: tiny-xl-file")
+
+
+@pytest.fixture(scope="module")
+def sd2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model as SD 2.x is: v-prediction (its text encoder goes to OpenCLIP's layout in the file)."""
+    folder = save_tiny_model(tmp_path_factory.mktemp("sd2") / "tiny-sd2-folder", seed=2)
+    scheduler = folder / "scheduler" / "scheduler_config.json"
+    scheduler.write_text(json.dumps({**json.loads(scheduler.read_text()), "prediction_type": "v_prediction"}))
+    return folder
+
+
+def test_a_tiny_sd2_single_file_loads_as_v_prediction_with_the_same_weights_and_image(
+    sd2_dir: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    write_sd2_checkpoint(sd2_dir, tmp_path / "models" / "tiny-sd2.safetensors")
+    entry = scan(tmp_path / "models").entries["tiny-sd2"]
+    assert entry.family is Family.SD2 and entry.native == 768
+    configs = tmp_path / "configs"
+    shutil.copytree(sd2_dir, configs, ignore=shutil.ignore_patterns("*.safetensors"))
+    default = load_model(parse_source(str(tiny_model_dir)), CPU)
+    loader = catalog_loader(CPU, False, {Family.SD2: configs})
+    painter = ModelShelf(default, parse_source(str(tiny_model_dir)), scan(tmp_path / "models"), loader=loader).painter(
+        "tiny-sd2"
+    )
+    folder = load_model(parse_source(str(sd2_dir)), CPU)
+    for name in ("unet", "vae", "text_encoder"):
+        loaded, original = getattr(painter.model.pipe, name).state_dict(), getattr(folder.pipe, name).state_dict()
+        assert loaded.keys() == original.keys(), name
+        assert all(torch.equal(loaded[k], t) for k, t in original.items()), name
+    # Every sampler keeps the checkpoint's v-prediction: drawn as epsilon, SD 2.x-v images are noise.
+    for sampler in SAMPLERS:
+        assert make_scheduler(sampler, painter.model.pipe.scheduler.config).config.prediction_type == "v_prediction"
+    assert np.array_equal(pixels(painter.paint(FOX)[0].png), pixels(Painter(folder).paint(FOX)[0].png))

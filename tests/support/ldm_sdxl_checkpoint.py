@@ -42,7 +42,7 @@ _OPEN_CLIP_TOP = {
 }
 
 
-def _open_clip(text: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def open_clip_state_dict(text: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """CLIPTextModelWithProjection weights in OpenCLIP's layout."""
     state: dict[str, torch.Tensor] = {}
     fused: dict[str, dict[str, torch.Tensor]] = {}
@@ -84,7 +84,7 @@ def write_sdxl_checkpoint(pipeline_folder: Path, out_file: Path) -> None:
     for key, tensor in _read_weights(folder / "text_encoder").items():
         if not key.endswith("position_ids"):
             state[CLIP_L_PREFIX + key.removeprefix("text_model.")] = tensor
-    for key, tensor in _open_clip(_read_weights(folder / "text_encoder_2")).items():
+    for key, tensor in open_clip_state_dict(_read_weights(folder / "text_encoder_2")).items():
         state[OPEN_CLIP_PREFIX + key] = tensor
     out_file.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in state.items()}, str(out_file))
