@@ -64,8 +64,9 @@ class SdBot(discord.Client):
         self.guild_ids = guild_ids
         self.images = images
         self.clock = clock
+        self.channel_models = ChannelModels(store)
         self.models = models or Models()
-        self.models.channels = ChannelModels(store)
+        self.models.channels = self.channel_models
         # Jobs are grouped by the model they need, so the engine does not switch back and forth.
         self.queue: FairQueue[Job] = FairQueue(affinity=lambda job: self.models.key(job.params.model))
         self.admin = AdminStore(store)
@@ -124,8 +125,7 @@ class SdBot(discord.Client):
         """Before connecting: open the job log, load the model, re-queue unfinished jobs, sync commands."""
         await self.store.open()
         await self.estimator.load()
-        if self.models.channels is not None:
-            await self.models.channels.load()
+        await self.channel_models.load()
         await self.engine.start()
         for job in await self.store.in_states(JobState.QUEUED, JobState.RUNNING):
             await self.queue.put(job.user_id, job, job.guild_id)

@@ -63,12 +63,10 @@ class Models:
 
     def pick(self, name: str | None, channel_id: int | None) -> ModelPick:
         """What the member named, else the channel's default (while it is still installed), else SDBOT_MODEL."""
-        entry: CatalogEntry | None
-        if name:
-            entry = self.entry(name.strip())
-        else:
-            channel_default = self.channels.get(channel_id) if self.channels is not None else None
-            entry = self.catalog.get(channel_default) if channel_default else None
+        channel_default = self.channels.get(channel_id) if self.channels is not None else None
+        if not name and channel_default is not None and self.catalog.get(channel_default) is not None:
+            name = channel_default
+        entry = self.entry(name.strip()) if name else None
         default = self.default_entry
         if entry is None or entry is default:
             # The engine has the default model loaded and reports its native size itself.

@@ -181,3 +181,14 @@ async def test_the_dispatcher_serves_the_loaded_model_first_within_a_round(
     # Fair order would be xl, deliberate, xl (three switches); deliberate, already loaded, goes first: one switch.
     assert [p.model for _, p in engine.calls] == ["deliberate_v2", "deliberate_v2", "sd_xl_base_1.0", "sd_xl_base_1.0"]
     await fake.wait_for(lambda: len(results(fake)) == 4 or None)
+
+
+async def test_a_channel_default_that_became_a_refused_pickle_is_a_sentence(
+    fake: FakeDiscord, bot: SdBot, engine: FakeEngine
+) -> None:
+    bot.models.allow_pickle = True
+    await admin(fake, "models channel", {"model": "anything-v3"})
+    bot.models.allow_pickle = False  # as after a restart without SDBOT_ALLOW_PICKLE=1
+    refused = await imagine(fake, bot)
+    assert (await answer(refused)).startswith("The model anything-v3 is a pickle checkpoint")
+    assert refused.ephemeral and engine.calls == []
