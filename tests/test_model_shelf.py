@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from engine.catalog import scan
 from engine.checkpoint_header import Family
 from engine.generate import Painter
-from engine.loading import LoadedModel, ModelLoadError, load_model
+from engine.loading import LoadedModel, ModelLoadError, file_hash, load_model
 from engine.model_shelf import ModelRequest, ModelShelf, catalog_loader
 from engine.params import GenerationParams, InvalidParams
 from engine.source import parse_source
@@ -201,3 +201,11 @@ def test_a_pickle_that_is_more_than_weights_is_not_loaded(
     with pytest.raises(InvalidParams, match="The model sneaky could not be loaded"):
         shelf.painter("sneaky")
     assert folder.is_dir()
+
+
+def test_the_a1111_hash_is_remembered_until_the_file_changes(tmp_path: Path) -> None:
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(b"first weights")
+    assert file_hash(path) == hashlib.sha256(b"first weights").hexdigest()[:10]
+    path.write_bytes(b"other, longer weights")
+    assert file_hash(path) == hashlib.sha256(b"other, longer weights").hexdigest()[:10]
