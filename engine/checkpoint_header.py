@@ -84,7 +84,7 @@ def _sd2_prediction(metadata: Mapping[str, str]) -> Family:
     """SD 2.x's v and epsilon checkpoints have the same weights' shapes; only metadata (SAI model spec) tells them
     apart. Without it, assume v-prediction at 768, as SD 2.0-v and 2.1 (what fine-tunes start from) are."""
     described = " ".join(metadata.get(k, "") for k in ("modelspec.prediction_type", "modelspec.architecture")).lower()
-    if "epsilon" in described or "512-base" in described or "-base" in described:
+    if "epsilon" in described or "-base" in described:
         return Family.SD2_BASE
     return Family.SD2
 
