@@ -12,6 +12,7 @@ from discord import app_commands
 
 from bot.admin_store import AdminStore
 from bot.buttons import ResultButton
+from bot.channel_models import ChannelModels
 from bot.commands import AdminCommands, QueueView, build_admin_group, build_member_commands
 from bot.delivery import Delivery
 from bot.dispatch import Dispatcher
@@ -23,6 +24,8 @@ from bot.imagine import ImagineService, build_imagine_command
 from bot.intake import Intake
 from bot.jobs import Job, JobState
 from bot.limits import Limits
+from bot.model_commands import ModelAdmin, add_model_commands
+from bot.models import Models
 from bot.presses import PressService
 from bot.progress import Clock
 from bot.quota import Quota
@@ -53,6 +56,7 @@ class SdBot(discord.Client):
         guild_ready_timeout: float = 2.0,
         shutdown_grace: float = 30.0,
         lora_dir: Path | None = None,
+        models: Models | None = None,
     ) -> None:
         # No privileged intents: slash commands and buttons arrive as interactions regardless.
         super().__init__(intents=discord.Intents(guilds=True), guild_ready_timeout=guild_ready_timeout)
@@ -63,7 +67,11 @@ class SdBot(discord.Client):
         self.guild_ids = guild_ids
         self.images = images
         self.clock = clock
-        self.queue: FairQueue[Job] = FairQueue()
+        self.channel_models = ChannelModels(store)
+        self.models = models or Models()
+        self.models.channels = self.channel_models
+        # Jobs are grouped by the model they need, so the engine does not switch back and forth.
+        self.queue: FairQueue[Job] = FairQueue(affinity=lambda job: self.models.key(job.params.model))
         self.admin = AdminStore(store)
         self.estimator = Estimator(self.admin)
         self.quota = Quota(store=store, admin=self.admin, defaults=limits, clock=clock)
@@ -88,25 +96,30 @@ class SdBot(discord.Client):
             clock=clock,
         )
         ready = lambda: engine.ready  # noqa: E731
-        self.imagine = ImagineService(intake=self.intake, engine_ready=ready, loras=NetworkFolder(lora_dir))
+        self.imagine = ImagineService(
+            intake=self.intake, engine_ready=ready, models=self.models, loras=NetworkFolder(lora_dir)
+        )
         self.presses = PressService(
             intake=self.intake, sources=sources, engine_ready=ready, cancel=self.dispatcher.cancel
         )
         queue_view = QueueView(queue=self.queue, dispatcher=self.dispatcher, estimator=self.estimator, clock=clock)
+        admin_group = build_admin_group(
+            AdminCommands(
+                admin=self.admin,
+                store=store,
+                quota=self.quota,
+                queue=self.queue,
+                dispatcher=self.dispatcher,
+                queue_view=queue_view,
+                clock=clock,
+            )
+        )
+        model_admin = ModelAdmin(models=self.models, admin=self.admin, reload_engine=engine.reload_models, clock=clock)
+        add_model_commands(admin_group, model_admin, AdminCommands.allowed)
         self.commands: list[app_commands.Command | app_commands.Group] = [  # type: ignore[type-arg]
             build_imagine_command(self.imagine),
             *build_member_commands(quota=self.quota, queue_view=queue_view, clock=clock),
-            build_admin_group(
-                AdminCommands(
-                    admin=self.admin,
-                    store=store,
-                    quota=self.quota,
-                    queue=self.queue,
-                    dispatcher=self.dispatcher,
-                    queue_view=queue_view,
-                    clock=clock,
-                )
-            ),
+            admin_group,
         ]
         self.shutdown_grace = shutdown_grace
         self.closing = False
@@ -117,6 +130,7 @@ class SdBot(discord.Client):
         """Before connecting: open the job log, load the model, re-queue unfinished jobs, sync commands."""
         await self.store.open()
         await self.estimator.load()
+        await self.channel_models.load()
         await self.engine.start()
         for job in await self.store.in_states(JobState.QUEUED, JobState.RUNNING):
             await self.queue.put(job.user_id, job, job.guild_id)

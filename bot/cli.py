@@ -18,6 +18,7 @@ from bot.app import SdBot
 from bot.engine_client import EngineCommand, EngineStartError, JobFailedError, ProcessEngine
 from bot.images import ImageStore
 from bot.imagine import ImagineOptions
+from bot.models import Models
 from bot.settings import SettingError, Settings, configure_logging, load_settings, read_environment
 from bot.store import JobStore, StoreError
 from engine.params import SAMPLERS, InvalidParams
@@ -32,6 +33,15 @@ class Fatal(Exception):
     """An operator-facing failure: one line on stderr and exit code 2, no traceback."""
 
 
+def _models(settings: Settings) -> Models:
+    return Models(
+        catalog=settings.catalog,
+        folder=settings.models_dir,
+        default_location=settings.model.location,
+        allow_pickle=settings.allow_pickle,
+    )
+
+
 def _engine(settings: Settings) -> ProcessEngine:
     inpaint = settings.inpaint_model.location if settings.inpaint_model else None
     command = EngineCommand(
@@ -41,6 +51,9 @@ def _engine(settings: Settings) -> ProcessEngine:
         inpaint,
         lora_dir=str(settings.lora_dir),
         embeddings_dir=str(settings.embeddings_dir),
+        models_dir=str(settings.models_dir),
+        model_cache=settings.model_cache,
+        allow_pickle=settings.allow_pickle,
     )
     return ProcessEngine(command)
 
@@ -55,6 +68,7 @@ async def run_bot(settings: Settings) -> None:
         guild_ids=settings.guild_ids,
         shutdown_grace=settings.shutdown_grace,
         lora_dir=settings.lora_dir,
+        models=_models(settings),
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -76,6 +90,10 @@ async def run_bot(settings: Settings) -> None:
 
 async def generate_once(settings: Settings, args: argparse.Namespace) -> None:
     """Load the model in the engine process, draw the images, write them as PNGs with infotext."""
+    try:
+        model = _models(settings).pick(args.model, None)
+    except InvalidParams as exc:
+        raise Fatal(str(exc)) from None
     engine = _engine(settings)
     try:
         ready = await engine.start()
@@ -90,9 +108,10 @@ async def generate_once(settings: Settings, args: argparse.Namespace) -> None:
             count=args.count,
             sampler=args.sampler,
             clip_skip=args.clip_skip,
+            model=args.model,
         )
         try:
-            params = options.to_params(ready, random.SystemRandom())
+            params = options.to_params(ready, random.SystemRandom(), model)
         except InvalidParams as exc:
             raise Fatal(str(exc)) from None
 
@@ -132,6 +151,7 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--count", type=int, help="images to draw; the 2nd is written as NAME-2.png and so on")
     gen.add_argument("--sampler", choices=SAMPLERS)
     gen.add_argument("--clip-skip", type=int, help="1 is the text encoder's last layer, 2 the penultimate, …")
+    gen.add_argument("--model", help="a model of SDBOT_MODELS_DIR by name (default SDBOT_MODEL); its sidecar applies")
     return parser
 
 
@@ -142,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(read_environment(cwd), cwd=cwd, require_token=args.command != "generate")
         configure_logging(settings.log_level)
+        for skipped in settings.catalog.skipped:
+            log.warning("SDBOT_MODELS_DIR: skipped %s", skipped)
         if args.command == "generate":
             asyncio.run(generate_once(settings, args))
         else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Hashable
 
 import discord
 
@@ -61,6 +62,8 @@ class Dispatcher:
         self._idle = asyncio.Event()
         self._idle.set()
         self._cancelled_by: dict[str, int] = {}
+        # The model the engine has on the device (as the queue's affinity names it): jobs for it may go first.
+        self._loaded: Hashable = None
 
     def running_job(self) -> tuple[Job, float] | None:
         """The job with the engine, and since when."""
@@ -86,7 +89,8 @@ class Dispatcher:
     async def run(self) -> None:
         """Serve the queue until cancelled."""
         while True:
-            job = await self.queue.get()
+            job = await self.queue.get(prefer=self._loaded)
+            self._loaded = self.queue.affinity(job)
             try:
                 await self.run_job(job)
             except Exception:

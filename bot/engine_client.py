@@ -19,6 +19,7 @@ from engine.wire import (
     JobFailed,
     JobResult,
     Progress,
+    ReloadModels,
     WireError,
     encode,
     read_message_async,
@@ -55,6 +56,8 @@ class Engine(Protocol):
 
     async def cancel(self, job_id: str) -> None: ...
 
+    async def reload_models(self) -> None: ...
+
     async def close(self) -> None: ...
 
 
@@ -69,6 +72,9 @@ class EngineCommand:
     python: str = sys.executable
     lora_dir: str | None = None
     embeddings_dir: str | None = None
+    models_dir: str | None = None
+    model_cache: int = 2
+    allow_pickle: bool = False
 
     def argv(self) -> list[str]:
         args = [self.python, "-m", "engine", "--model", self.model, "--device", self.device]
@@ -80,6 +86,10 @@ class EngineCommand:
             args += ["--lora-dir", self.lora_dir]
         if self.embeddings_dir is not None:
             args += ["--embeddings-dir", self.embeddings_dir]
+        if self.models_dir is not None:
+            args += ["--models-dir", self.models_dir, "--model-cache", str(self.model_cache)]
+        if self.allow_pickle:
+            args.append("--allow-pickle")
         return args
 
 
@@ -219,15 +229,25 @@ class ProcessEngine:
             finally:
                 self._pending = self._pending_id = self._on_progress = None
 
-    async def cancel(self, job_id: str) -> None:
-        """Ask the engine to stop `job_id` between two steps; its generate() then fails with "Cancelled."."""
+    async def _send(self, message: CancelRequest | ReloadModels) -> bool:
+        """Write a message beside the running job; False when there is no engine to take it."""
         if self._process is None or self._process.stdin is None or self._process.stdin.is_closing():
-            return
+            return False
         try:
-            self._process.stdin.write(encode(CancelRequest(job_id=job_id)))
+            self._process.stdin.write(encode(message))
             await self._process.stdin.drain()
         except (BrokenPipeError, ConnectionResetError):
+            return False
+        return True
+
+    async def cancel(self, job_id: str) -> None:
+        """Ask the engine to stop `job_id` between two steps; its generate() then fails with "Cancelled."."""
+        if not await self._send(CancelRequest(job_id=job_id)):
             log.warning("job %s: the engine is gone, nothing to cancel", job_id)
+
+    async def reload_models(self) -> None:
+        """Have the engine rescan the models folder after its current job (a restarted engine scans anyway)."""
+        await self._send(ReloadModels())
 
     async def close(self, grace: float = 10.0) -> None:
         """Close stdin so the engine exits after its current job; kill it if it takes longer than `grace`."""

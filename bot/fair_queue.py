@@ -1,4 +1,9 @@
-"""A fair asyncio queue: guilds take turns, members within a guild take turns, each member's jobs in order."""
+"""A fair asyncio queue: guilds take turns, members within a guild take turns, each member's jobs in order.
+
+Optionally it groups by an affinity (the model a job needs): within the current round it may serve first a
+job whose affinity is the one preferred (the model already loaded), but a job it passes over is passed over
+at most as many times as there were other jobs in its round when that first happened.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+E = TypeVar("E")
 
 
 @dataclass(order=True, frozen=True)
@@ -38,7 +44,10 @@ class _Group(Generic[T]):
 class FairQueue(Generic[T]):
     """Round-robin across guilds and, within a guild, across members; first come first served per member."""
 
-    def __init__(self) -> None:
+    def __init__(self, affinity: Callable[[T], Hashable] | None = None) -> None:
+        self._affinity = affinity
+        # seq → (times passed over, most times it may be): the bound that keeps grouping fair.
+        self._passed: dict[int, tuple[int, int]] = {}
         self._groups: dict[Hashable, _Group[T]] = {}
         self._seq = itertools.count()
         self._ticks = itertools.count()
@@ -78,16 +87,39 @@ class FairQueue(Generic[T]):
         await self._notify()
         return self.order().index(item) + 1
 
-    async def get(self) -> T:
-        """Wait for (and while paused, keep waiting for) the next item in serving order, and take it."""
+    def affinity(self, item: T) -> Hashable:
+        """What `get(prefer=...)` compares: the item's affinity (None without grouping)."""
+        return self._affinity(item) if self._affinity is not None else None
+
+    async def get(self, prefer: Hashable = None) -> T:
+        """Wait for (and while paused, keep waiting for) the next item, and take it: the next in serving order, or
+        one of its round whose affinity is `prefer` (see the module's docstring for the bound)."""
         async with self._ready:
             await self._ready.wait_for(lambda: not self._paused and len(self) > 0)
-        _, lane = self._rotation()[0]
-        entry = lane.entries.pop(0)
+        lane, entry = self._choose(prefer)
+        lane.entries.remove(entry)
+        self._passed.pop(entry.seq, None)
         lane.round = entry.round
         # Guilds are kept when empty, so one that comes back waits its turn behind those served less lately.
         lane.last_served = next(self._ticks)
         return entry.item
+
+    def _choose(self, prefer: Hashable) -> tuple[_Group[T], _Entry[T]]:
+        fair = _interleave([[(lane, e) for e in lane.entries] for _, lane in self._rotation()])
+        if self._affinity is None or prefer is None:
+            return fair[0]
+        # The current round: each guild's waiting jobs of the round its first waiting job is in.
+        candidates = [(lane, e) for lane, e in fair if e.round == lane.entries[0].round]
+        chosen = 0
+        for index, (_, entry) in enumerate(candidates):
+            passed, limit = self._passed.get(entry.seq, (0, len(candidates) - 1))
+            if passed >= limit or self._affinity(entry.item) == prefer:
+                chosen = index
+                break
+        for _, entry in candidates[:chosen]:
+            passed, limit = self._passed.get(entry.seq, (0, len(candidates) - 1))
+            self._passed[entry.seq] = (passed + 1, limit)
+        return candidates[chosen]
 
     def remove(self, match: Callable[[T], bool]) -> T | None:
         """Take the first waiting item that `match`es out of the queue (a cancelled job); None if none does."""
@@ -95,6 +127,7 @@ class FairQueue(Generic[T]):
             for entry in lane.entries:
                 if match(entry.item):
                     lane.entries.remove(entry)
+                    self._passed.pop(entry.seq, None)
                     return entry.item
         return None
 
@@ -120,9 +153,9 @@ class FairQueue(Generic[T]):
         return [e.item for e in _interleave(lanes)].index(sentinel) + 1
 
 
-def _interleave(lanes: list[list[_Entry[Any]]]) -> list[_Entry[Any]]:
+def _interleave(lanes: list[list[E]]) -> list[E]:
     """The first entry of each lane in turn, then the second of each, and so on."""
-    served: list[_Entry[Any]] = []
+    served: list[E] = []
     for depth in range(max((len(lane) for lane in lanes), default=0)):
         served.extend(lane[depth] for lane in lanes if depth < len(lane))
     return served

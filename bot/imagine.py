@@ -13,6 +13,7 @@ from discord import app_commands
 
 from bot.intake import Intake, check_channel, check_fits
 from bot.jobs import Job, new_job_id
+from bot.models import ModelPick, Models
 from engine.network_files import NetworkFolder
 from engine.params import (
     DEFAULT_CFG,
@@ -53,20 +54,31 @@ class ImagineOptions:
     count: int | None = None
     sampler: str | None = None
     clip_skip: int | None = None
+    model: str | None = None
 
-    def to_params(self, engine: EngineReady, seed_source: random.Random) -> GenerationParams:
-        """Fill the defaults (the model's native size, a random seed) and check what Discord cannot."""
+    def to_params(
+        self, engine: EngineReady, seed_source: random.Random, model: ModelPick | None = None
+    ) -> GenerationParams:
+        """Fill the defaults (the model's sidecar, else its native size and the bot's defaults; a random seed) and
+        check what Discord cannot."""
+        model = model or ModelPick()
+        wanted = model.defaults
+        native_width, native_height = (
+            (model.native, model.native) if model.native else (engine.native_width, engine.native_height)
+        )
+        cfg = self.cfg if self.cfg is not None else wanted.cfg
         params = GenerationParams(
             prompt=self.prompt.strip(),
-            negative_prompt=(self.negative_prompt or "").strip(),
-            width=self.width or engine.native_width,
-            height=self.height or engine.native_height,
-            steps=self.steps or DEFAULT_STEPS,
-            cfg=self.cfg if self.cfg is not None else DEFAULT_CFG,
-            sampler=self.sampler or DEFAULT_SAMPLER,
+            negative_prompt=(self.negative_prompt or wanted.negative_prompt or "").strip(),
+            width=self.width or wanted.width or native_width,
+            height=self.height or wanted.height or native_height,
+            steps=self.steps or wanted.steps or DEFAULT_STEPS,
+            cfg=cfg if cfg is not None else DEFAULT_CFG,
+            sampler=self.sampler or wanted.sampler or DEFAULT_SAMPLER,
             seed=self.seed if self.seed is not None else seed_source.randrange(MAX_SEED + 1),
             count=self.count or 1,
-            clip_skip=self.clip_skip or 0,
+            clip_skip=self.clip_skip or wanted.clip_skip or 0,
+            model=model.name,
         ).validate()
         check_fits(params, engine)
         return params
@@ -80,11 +92,13 @@ class ImagineService:
         *,
         intake: Intake,
         engine_ready: Callable[[], EngineReady | None],
+        models: Models | None = None,
         seed_source: random.Random | None = None,
         loras: NetworkFolder | None = None,
     ) -> None:
         self.intake = intake
         self.engine_ready = engine_ready
+        self.models = models or Models()
         self.seed_source = seed_source or random.SystemRandom()
         self.loras = loras or NetworkFolder(None)
 
@@ -93,12 +107,18 @@ class ImagineService:
         ready = self.engine_ready()
         if ready is None:
             raise InvalidParams("The image engine is starting up: try again in a minute.")
-        channel_id, params = check_channel(interaction), options.to_params(ready, self.seed_source)
+        channel_id = check_channel(interaction)
+        model = self.models.pick(options.model, channel_id)
+        params = options.to_params(ready, self.seed_source, model)
         # The engine checks again when it draws; here the member hears of a misspelt name before queueing.
         _text, loras = split_loras(params.prompt)
         if loras:
             check_lora_names(loras, self.loras.names())
         return channel_id, params
+
+    def model_choices(self, typed: str) -> list[app_commands.Choice[str]]:
+        """Autocomplete for `model:`: catalog names (with their descriptions) matching what was typed."""
+        return [app_commands.Choice(name=e.label(), value=e.name) for e in self.models.catalog.matching(typed)]
 
     async def submit(self, interaction: discord.Interaction, options: ImagineOptions) -> Job | None:
         """Refuse with an ephemeral sentence, or store, acknowledge and queue the job."""
@@ -134,6 +154,7 @@ def build_imagine_command(service: ImagineService) -> app_commands.Command:  # t
         count=f"How many images ({MIN_COUNT}–{MAX_COUNT}, default 1)",
         sampler=f"Sampler, as A1111 names them (default {DEFAULT_SAMPLER})",
         clip_skip=f"Text encoder layers to skip, as A1111 counts (1–{MAX_CLIP_SKIP}; 2 for anime models)",
+        model="Which model draws it (default: this channel's, else the bot's); its own defaults apply",
     )
     @app_commands.choices(sampler=[app_commands.Choice(name=s, value=s) for s in SAMPLERS])
     async def imagine(
@@ -148,6 +169,7 @@ def build_imagine_command(service: ImagineService) -> app_commands.Command:  # t
         count: Optional[app_commands.Range[int, MIN_COUNT, MAX_COUNT]] = None,
         sampler: Optional[app_commands.Choice[str]] = None,
         clip_skip: Optional[app_commands.Range[int, 1, MAX_CLIP_SKIP]] = None,
+        model: Optional[app_commands.Range[str, 1, 100]] = None,
     ) -> None:
         options = ImagineOptions(
             prompt=prompt,
@@ -160,7 +182,12 @@ def build_imagine_command(service: ImagineService) -> app_commands.Command:  # t
             count=count,
             sampler=sampler.value if sampler else None,
             clip_skip=clip_skip,
+            model=model,
         )
         await service.submit(interaction, options)
+
+    @imagine.autocomplete("model")
+    async def model_autocomplete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        return service.model_choices(current)
 
     return imagine

@@ -6,13 +6,14 @@ import logging
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dotenv import dotenv_values
 
 from bot.limits import Limits
-from engine.source import DEVICE_CHOICES, InvalidSource, ModelSource, parse_source
+from engine.catalog import Catalog, CatalogError, pickle_refusal, scan
+from engine.source import DEVICE_CHOICES, InvalidSource, ModelSource, SourceKind, parse_source
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 DEFAULT_KEEP_DAYS = 30.0
@@ -43,6 +44,10 @@ class Settings:
     shutdown_grace: float
     lora_dir: Path
     embeddings_dir: Path
+    models_dir: Path = Path("models")
+    catalog: Catalog = field(default_factory=Catalog)
+    model_cache: int = 2
+    allow_pickle: bool = False
 
 
 def read_environment(cwd: Path) -> dict[str, str]:
@@ -86,11 +91,35 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     return value
 
 
-def _source(name: str, value: str, cwd: Path) -> ModelSource:
+def _source(name: str, value: str, cwd: Path, allow_pickle: bool = False) -> ModelSource:
     try:
-        return parse_source(value, base=cwd)
+        return parse_source(value, base=cwd, allow_pickle=allow_pickle)
     except InvalidSource as exc:
         raise SettingError(f"{name} {exc}") from None
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip()
+    if raw not in ("", "0", "1"):
+        raise SettingError(f"{name} must be 1 (on) or 0 (off), not {raw!r}")
+    return raw == "1"
+
+
+def _catalog(folder: Path) -> Catalog:
+    try:
+        return scan(folder)
+    except CatalogError as exc:
+        raise SettingError(f"SDBOT_MODELS_DIR: {exc}") from None
+
+
+def _model(value: str, catalog: Catalog, cwd: Path, allow_pickle: bool) -> ModelSource:
+    """SDBOT_MODEL: a model of the folder by its name, else a folder, a file or a hub id as before."""
+    entry = catalog.get(value)
+    if entry is None or (cwd / value).exists():
+        return _source("SDBOT_MODEL", value, cwd, allow_pickle)
+    if entry.pickle and not allow_pickle:
+        raise SettingError(f"SDBOT_MODEL: {pickle_refusal(entry.name)}")
+    return ModelSource(SourceKind.FOLDER if entry.is_folder else SourceKind.FILE, str(entry.path))
 
 
 def _path(env: Mapping[str, str], name: str, default: str, cwd: Path) -> Path:
@@ -125,6 +154,15 @@ def _count(env: Mapping[str, str], name: str, default: int) -> int | None:
     return int(raw) or None
 
 
+def _whole(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise SettingError(f"{name} must be a whole number, 0 or more, not {raw!r}")
+    return int(raw)
+
+
 def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name, "").strip()
     try:
@@ -152,7 +190,11 @@ def _positive(env: Mapping[str, str], name: str, example: str) -> float | None:
 
 def load_settings(env: Mapping[str, str], *, cwd: Path, require_token: bool = True) -> Settings:
     """Parse and check every setting; raise SettingError naming the first one at fault."""
-    model = _source("SDBOT_MODEL", env.get("SDBOT_MODEL", "").strip() or DEFAULT_MODEL, cwd)
+    allow_pickle = _flag(env, "SDBOT_ALLOW_PICKLE")
+    models_dir = _path(env, "SDBOT_MODELS_DIR", "./models", cwd)
+    catalog = _catalog(models_dir)
+    model = _model(env.get("SDBOT_MODEL", "").strip() or DEFAULT_MODEL, catalog, cwd, allow_pickle)
+    model_cache = _whole(env, "SDBOT_MODEL_CACHE", 2)
     inpaint = env.get("SDBOT_INPAINT_MODEL", "").strip()
     db_path = _path(env, "SDBOT_DB", "./sdbot.sqlite3", cwd)
     if not db_path.parent.is_dir():
@@ -177,6 +219,10 @@ def load_settings(env: Mapping[str, str], *, cwd: Path, require_token: bool = Tr
         shutdown_grace=_seconds(env, "SDBOT_SHUTDOWN_GRACE_S", 30.0),
         lora_dir=_folder(env, "SDBOT_LORA_DIR", "./loras", cwd),
         embeddings_dir=_folder(env, "SDBOT_EMBEDDINGS_DIR", "./embeddings", cwd),
+        models_dir=models_dir,
+        catalog=catalog,
+        model_cache=model_cache,
+        allow_pickle=allow_pickle,
     )
 
 

@@ -74,6 +74,13 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN model_name TEXT;
     ALTER TABLE jobs ADD COLUMN model_hash TEXT;
     """,
+    """
+    CREATE TABLE channel_models (
+        channel_id INTEGER PRIMARY KEY,
+        guild_id INTEGER NOT NULL,
+        model TEXT NOT NULL
+    );
+    """,
 )
 
 # Jobs that count against a member's limits: all but those that produced nothing through no doing of theirs.

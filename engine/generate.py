@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
-from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline
+from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
 from PIL import Image, UnidentifiedImageError
 
 from engine.conditioning import encode_prompts
@@ -97,7 +97,8 @@ class Painter:
     def img2img(self) -> Any:
         """img2img over the already-loaded weights, built on first use."""
         if self._img2img is None:
-            self._img2img = derived_pipeline(StableDiffusionImg2ImgPipeline, self.model.pipe)
+            # The Auto classes pick the family's own pipeline: SDXL gets StableDiffusionXLImg2ImgPipeline.
+            self._img2img = derived_pipeline(AutoPipelineForImage2Image, self.model.pipe)
         return self._img2img
 
     @property
@@ -105,7 +106,7 @@ class Painter:
         """The owner's inpainting checkpoint when configured (better seams), else inpainting over the loaded weights."""
         if self._inpaint is None:
             base = self.inpaint_model.pipe if self.inpaint_model is not None else self.model.pipe
-            self._inpaint = derived_pipeline(StableDiffusionInpaintPipeline, base)
+            self._inpaint = derived_pipeline(AutoPipelineForInpainting, base)
         return self._inpaint
 
     def _plan(self, params: GenerationParams, source: bytes | None) -> Plan:
@@ -224,6 +225,14 @@ class Painter:
     def _decode(pipe: Any, latent: torch.Tensor) -> Image.Image:
         """Decode one image at a time so a 4-image job needs no more VAE memory than one."""
         vae = pipe.vae
-        decoded = vae.decode(latent / vae.config.scaling_factor, return_dict=False)[0]
+        if vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False):
+            # SDXL's VAE overflows in fp16 (black images): decode in fp32 as diffusers' own SDXL pipeline does.
+            vae.to(torch.float32)
+            try:
+                decoded = vae.decode(latent.float() / vae.config.scaling_factor, return_dict=False)[0]
+            finally:
+                vae.to(torch.float16)
+        else:
+            decoded = vae.decode(latent / vae.config.scaling_factor, return_dict=False)[0]
         image: Image.Image = pipe.image_processor.postprocess(decoded, output_type="pil")[0]
         return image

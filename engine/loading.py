@@ -1,7 +1,8 @@
-"""Loading the model once: device choice, dtype, offline single-file configs, model name and hash."""
+"""Loading a model: device choice, dtype, family and offline single-file configs, pickle policy, name and hash."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -12,16 +13,29 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import (
+    StableDiffusionInpaintPipeline,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
+)
 from diffusers.models.attention_processor import AttnProcessor2_0
 
+from engine.checkpoint_header import Family, Header, HeaderError, detect_family, family_of_folder, read_header
 from engine.infotext import ModelInfo
-from engine.source import DEVICE_CHOICES, ModelSource, SourceKind
+from engine.source import DEVICE_CHOICES, PICKLE_SUFFIXES, ModelSource, SourceKind
 
 log = logging.getLogger(__name__)
 
-# Stable Diffusion 1.x configs and CLIP tokenizer shipped with the package, so single files load offline.
-SD15_CONFIG = Path(__file__).parent / "configs" / "sd15"
+# Each family's configs and CLIP tokenizers ship with the package, so single files load offline.
+CONFIGS = Path(__file__).parent / "configs"
+SD15_CONFIG = CONFIGS / "sd15"
+FAMILY_CONFIGS = {
+    Family.SD1: SD15_CONFIG,
+    Family.SD2: CONFIGS / "sd2",
+    Family.SD2_BASE: CONFIGS / "sd2-base",
+    Family.SDXL: CONFIGS / "sdxl",
+}
 
 
 class ModelLoadError(RuntimeError):
@@ -32,10 +46,11 @@ class ModelLoadError(RuntimeError):
 class LoadedModel:
     """A ready pipeline on its device, and how infotext names it."""
 
-    pipe: Any  # a StableDiffusionPipeline, or its inpainting sibling
+    pipe: Any  # a StableDiffusionPipeline or StableDiffusionXLPipeline, or an inpainting sibling
     info: ModelInfo
     device: torch.device
     dtype: torch.dtype
+    family: Family = Family.SD1
 
     @property
     def native_size(self) -> int:
@@ -58,7 +73,14 @@ def resolve_device(setting: str) -> torch.device:
 
 
 def file_hash(path: Path) -> str:
-    """A1111's model hash: the first ten hex digits of the file's sha256."""
+    """A1111's model hash: the first ten hex digits of the file's sha256 (remembered while the file is unchanged)."""
+    stat = path.stat()
+    return _file_hash(path.resolve(), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _file_hash(path: Path, _size: int, _mtime_ns: int) -> str:
+    # Hashing gigabytes takes seconds: a model switched back to from disk is not hashed again.
     digest = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(8 * 1024 * 1024):
@@ -87,22 +109,65 @@ def _inpainting_unet(file: str, single_file_config: Path, dtype: torch.dtype) ->
         )
 
 
-def _load_pipeline(
-    source: ModelSource, dtype: torch.dtype, single_file_config: Path, inpainting: bool, setting: str
-) -> tuple[Any, Path | None]:
-    pipeline_class = StableDiffusionInpaintPipeline if inpainting else StableDiffusionPipeline
-    common: dict[str, Any] = {"dtype": dtype, "safety_checker": None, "requires_safety_checker": False}
-    if source.kind is SourceKind.FILE:
+def is_pickle(location: str) -> bool:
+    """Whether a checkpoint file is a pickle (.ckpt, .pt, ...), which can run code when loaded."""
+    return location.lower().endswith(PICKLE_SUFFIXES)
+
+
+def pickle_header(path: Path) -> Header:
+    """The tensor shapes of a pickle checkpoint, read with torch's weights-only unpickler (no code runs)."""
+    try:
+        try:
+            loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:
+            # Files saved before torch's zip format cannot be memory-mapped.
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        # weights_only refuses anything but tensors and plain containers: such a file is not loaded at all.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise HeaderError(f"cannot be read as plain weights ({first})") from None
+    state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else {}
+    return Header(shapes={k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}, metadata={})
+
+
+def file_family(path: Path) -> Family:
+    """A single-file checkpoint's family, from its safetensors header (or a pickle's weights-only load)."""
+    return detect_family(pickle_header(path) if is_pickle(str(path)) else read_header(path))
+
+
+def pipeline_class_for(family: Family, inpainting: bool = False) -> Any:
+    """SDXL checkpoints need the SDXL pipeline; SD 1.x and 2.x share the Stable Diffusion one."""
+    if family is Family.SDXL:
         if inpainting:
-            common["unet"] = _inpainting_unet(source.location, single_file_config, dtype)
-        # A local config folder keeps from_single_file off the hub; it supplies the tokenizer and scheduler.
-        pipe = pipeline_class.from_single_file(
-            source.location, config=str(single_file_config), local_files_only=True, **common
-        )
-        return pipe, Path(source.location)
+            raise ValueError("an SDXL inpainting checkpoint is not supported: use an SD 1.x inpainting model")
+        return StableDiffusionXLPipeline
+    return StableDiffusionInpaintPipeline if inpainting else StableDiffusionPipeline
+
+
+def _load_pipeline(
+    source: ModelSource,
+    dtype: torch.dtype,
+    single_file_config: Path | None,
+    inpainting: bool,
+    setting: str,
+    family: Family | None,
+) -> tuple[Any, Path | None, Family]:
+    common: dict[str, Any] = {"dtype": dtype}
+    if source.kind is SourceKind.FILE:
+        path = Path(source.location)
+        family = family or file_family(path)
+        config = single_file_config or FAMILY_CONFIGS[family]
+        pipeline_class = pipeline_class_for(family, inpainting)
+        if family is not Family.SDXL:
+            common |= {"safety_checker": None, "requires_safety_checker": False}
+        if inpainting:
+            common["unet"] = _inpainting_unet(source.location, config, dtype)
+        # A local config folder keeps from_single_file off the hub; it supplies the tokenizers and scheduler.
+        pipe = pipeline_class.from_single_file(source.location, config=str(config), local_files_only=True, **common)
+        return pipe, path, family
     if source.kind is SourceKind.HUB:
         try:
-            folder = Path(pipeline_class.download(source.location, use_safetensors=True))
+            folder = Path(StableDiffusionPipeline.download(source.location, use_safetensors=True))
         except (OSError, ValueError) as exc:
             raise ModelLoadError(
                 f"{setting}: {source.location} could not be downloaded from the Hugging Face hub nor found in its"
@@ -110,27 +175,44 @@ def _load_pipeline(
             ) from exc
     else:
         folder = Path(source.location)
+    family = family or family_of_folder(folder)
+    pipeline_class = pipeline_class_for(family, inpainting)
+    if family is not Family.SDXL:
+        common |= {"safety_checker": None, "requires_safety_checker": False}
     pipe = pipeline_class.from_pretrained(folder, local_files_only=True, use_safetensors=True, **common)
-    return pipe, _weights_file(folder)
+    return pipe, _weights_file(folder), family
 
 
 def load_model(
     source: ModelSource,
     device: torch.device,
-    single_file_config: Path = SD15_CONFIG,
+    single_file_config: Path | None = None,
     *,
     inpainting: bool = False,
     setting: str = "SDBOT_MODEL",
+    family: Family | None = None,
+    name: str | None = None,
+    allow_pickle: bool = False,
 ) -> LoadedModel:
-    """Load a pipeline once: fp16 on CUDA, fp32 on the CPU, SDPA attention, no progress bars.
+    """Load a pipeline: fp16 on CUDA, fp32 on the CPU, SDPA attention, no progress bars.
 
-    `inpainting` loads an inpainting checkpoint; `setting` names the variable that chose it, for errors.
+    The family (and so the pipeline class and shipped configs) is detected unless given; `single_file_config`
+    overrides the shipped configs. `inpainting` loads an inpainting checkpoint; `setting` names the variable
+    that chose it, for errors; `name` is the catalog name infotext gives it. Pickles load only with
+    `allow_pickle` (SDBOT_ALLOW_PICKLE=1).
     """
+    if source.kind is SourceKind.FILE and is_pickle(source.location) and not allow_pickle:
+        raise ModelLoadError(
+            f"{setting}: {source.location} is a pickle checkpoint, which can run code when loaded: convert it to"
+            " .safetensors, or set SDBOT_ALLOW_PICKLE=1 if you trust it"
+        )
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     try:
-        pipe, hashed = _load_pipeline(source, dtype, single_file_config, inpainting, setting)
+        pipe, hashed, family = _load_pipeline(source, dtype, single_file_config, inpainting, setting, family)
     except ModelLoadError:
         raise
+    except HeaderError as exc:
+        raise ModelLoadError(f"{setting}: could not load {source.location}: {exc}") from None
     except Exception as exc:
         # diffusers fails in many ways (bad header, wrong shapes, missing parts); the operator needs one line.
         log.debug("loading %s failed", source.location, exc_info=True)
@@ -140,9 +222,9 @@ def load_model(
     pipe.vae.set_attn_processor(AttnProcessor2_0())
     pipe.set_progress_bar_config(disable=True)
     pipe.to(device)
-    info = ModelInfo(name=source.name, hash=file_hash(hashed) if hashed else "")
-    log.info("loaded %s (%s) on %s as %s", info.name, info.hash or "no hash", device, dtype)
-    return LoadedModel(pipe=pipe, info=info, device=device, dtype=dtype)
+    info = ModelInfo(name=name or source.name, hash=file_hash(hashed) if hashed else "")
+    log.info("loaded %s (%s, %s) on %s as %s", info.name, family.value, info.hash or "no hash", device, dtype)
+    return LoadedModel(pipe=pipe, info=info, device=device, dtype=dtype, family=family)
 
 
 def _free_bytes(device: torch.device) -> int:

@@ -62,6 +62,7 @@ class GenerationParams:
     zoom: float = 1.0
     pan: str = ""
     clip_skip: int = 0
+    model: str = ""  # the catalog name of the model; "" is the configured default (SDBOT_MODEL)
 
     @property
     def needs_source(self) -> bool:

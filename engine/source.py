@@ -9,7 +9,7 @@ from pathlib import Path
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 SAFE_SUFFIXES = (".safetensors",)
-# Pickle-based checkpoints can run arbitrary code when loaded, so they are refused.
+# Pickle-based checkpoints can run arbitrary code when loaded, so they are refused unless SDBOT_ALLOW_PICKLE=1.
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -39,7 +39,7 @@ class ModelSource:
         return Path(self.location.rstrip("/")).name
 
 
-def parse_source(value: str, *, base: Path | None = None) -> ModelSource:
+def parse_source(value: str, *, base: Path | None = None, allow_pickle: bool = False) -> ModelSource:
     """Classify a model setting, checking local paths exist; raise InvalidSource with what to change."""
     text = value.strip()
     if not text:
@@ -48,19 +48,21 @@ def parse_source(value: str, *, base: Path | None = None) -> ModelSource:
     if base is not None and not path.is_absolute():
         path = base / path
     lowered = text.lower()
-    if lowered.endswith(PICKLE_SUFFIXES):
+    pickle = lowered.endswith(PICKLE_SUFFIXES)
+    if pickle and not allow_pickle:
         raise InvalidSource(
             f"{text} is a pickle checkpoint, which can run code when loaded: use a .safetensors file instead"
+            " (or set SDBOT_ALLOW_PICKLE=1 if you trust it)"
         )
     if path.is_dir():
         if not (path / "model_index.json").is_file():
             raise InvalidSource(f"{text} is a folder without model_index.json: give a diffusers pipeline folder")
         return ModelSource(SourceKind.FOLDER, str(path))
     if path.is_file():
-        if not lowered.endswith(SAFE_SUFFIXES):
+        if not (pickle or lowered.endswith(SAFE_SUFFIXES)):
             raise InvalidSource(f"{text} is not a .safetensors checkpoint")
         return ModelSource(SourceKind.FILE, str(path))
-    looks_local = lowered.endswith(SAFE_SUFFIXES) or text.startswith(("/", ".", "~")) or text.count("/") != 1
+    looks_local = pickle or lowered.endswith(SAFE_SUFFIXES) or text.startswith(("/", ".", "~")) or text.count("/") != 1
     if looks_local or not _HUB_ID.match(text):
         raise InvalidSource(f"{text} does not exist: give a diffusers folder, a .safetensors file or a hub id")
     return ModelSource(SourceKind.HUB, text)

@@ -58,6 +58,20 @@ class CancelRequest:
 
 
 @dataclass(frozen=True)
+class ReloadModels:
+    """Bot → engine: rescan SDBOT_MODELS_DIR before the next job (models already loaded stay loaded)."""
+
+    TYPE: ClassVar[str] = "reload_models"
+
+    def to_header(self) -> tuple[dict[str, Any], list[bytes]]:
+        return {}, []
+
+    @classmethod
+    def from_header(cls, header: dict[str, Any], blobs: list[bytes]) -> ReloadModels:
+        return cls()
+
+
+@dataclass(frozen=True)
 class EngineReady:
     """Engine → bot: the model is loaded; what it can draw."""
 
@@ -175,9 +189,10 @@ class EngineFatal:
         return cls(message=header["message"])
 
 
-Message = GenerateRequest | CancelRequest | EngineReady | Progress | JobResult | JobFailed | EngineFatal
+Message = GenerateRequest | CancelRequest | ReloadModels | EngineReady | Progress | JobResult | JobFailed | EngineFatal
 _TYPES: dict[str, Any] = {
-    cls.TYPE: cls for cls in (GenerateRequest, CancelRequest, EngineReady, Progress, JobResult, JobFailed, EngineFatal)
+    cls.TYPE: cls
+    for cls in (GenerateRequest, CancelRequest, ReloadModels, EngineReady, Progress, JobResult, JobFailed, EngineFatal)
 }
 
 

@@ -15,10 +15,12 @@ from typing import BinaryIO
 import torch
 from diffusers.utils import logging as diffusers_logging
 
+from engine.catalog import Catalog, CatalogError, scan
 from engine.embeddings import load_embeddings
 from engine.generate import Painter
-from engine.loading import ModelLoadError, load_model, max_pixels, resolve_device
+from engine.loading import LoadedModel, ModelLoadError, load_model, max_pixels, resolve_device
 from engine.loras import LoraLoader
+from engine.model_shelf import ModelShelf, catalog_loader
 from engine.network_files import NetworkFolder
 from engine.params import InvalidParams
 from engine.source import DEVICE_CHOICES, InvalidSource, ModelSource, parse_source
@@ -31,6 +33,7 @@ from engine.wire import (
     JobResult,
     Message,
     Progress,
+    ReloadModels,
     WireError,
     encode,
     read_message,
@@ -50,7 +53,7 @@ class Inbox:
     """Requests from the bot, read on a thread so that a cancel arrives while a job is running."""
 
     def __init__(self, stream: BinaryIO) -> None:
-        self._jobs: queue.Queue[GenerateRequest | None] = queue.Queue()
+        self._jobs: queue.Queue[GenerateRequest | ReloadModels | None] = queue.Queue()
         self._cancelled: set[str] = set()
         self._lock = threading.Lock()
         threading.Thread(target=self._read, args=(stream,), name="engine-inbox", daemon=True).start()
@@ -61,15 +64,16 @@ class Inbox:
                 if isinstance(message, CancelRequest):
                     with self._lock:
                         self._cancelled.add(message.job_id)
-                elif isinstance(message, GenerateRequest):
+                elif isinstance(message, GenerateRequest | ReloadModels):
+                    # A rescan waits its turn between jobs: the job running now keeps the catalog it started with.
                     self._jobs.put(message)
         except WireError as exc:
             log.error("the bot sent a bad frame; stopping: %s", exc)
         finally:
             self._jobs.put(None)
 
-    def next_job(self) -> GenerateRequest | None:
-        """The next job to draw, or None once the bot has closed the pipe."""
+    def next_job(self) -> GenerateRequest | ReloadModels | None:
+        """The next job to draw (or rescan to do), or None once the bot has closed the pipe."""
         return self._jobs.get()
 
     def is_cancelled(self, job_id: str) -> bool:
@@ -96,8 +100,8 @@ def claim_stdout() -> BinaryIO:
     return wire
 
 
-def run_job(painter: Painter, request: GenerateRequest, channel: Channel, inbox: Inbox) -> None:
-    """Draw one job and answer with its result or a sentence for the member; never raise."""
+def run_job(shelf: ModelShelf, request: GenerateRequest, channel: Channel, inbox: Inbox) -> None:
+    """Switch to the job's model, draw the job and answer with its result or a sentence for the member; never raise."""
     job_id = request.job_id
 
     def on_step(step: int, total: int) -> None:
@@ -109,6 +113,7 @@ def run_job(painter: Painter, request: GenerateRequest, channel: Channel, inbox:
     try:
         if inbox.is_cancelled(job_id):
             raise JobCancelled
+        painter = shelf.painter(request.params.model)
         images = painter.paint(request.params, on_step, source=request.source)
     except JobCancelled:
         log.info("job %s cancelled", job_id)
@@ -135,9 +140,9 @@ def run_job(painter: Painter, request: GenerateRequest, channel: Channel, inbox:
     channel.send(JobResult(job_id=job_id, images=images, seconds=seconds, model=painter.model.info))
 
 
-def _source(value: str, setting: str) -> ModelSource:
+def _source(value: str, setting: str, allow_pickle: bool = False) -> ModelSource:
     try:
-        return parse_source(value)
+        return parse_source(value, allow_pickle=allow_pickle)
     except InvalidSource as exc:
         raise ModelLoadError(f"{setting} {exc}") from None
 
@@ -150,7 +155,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--inpaint-model", default=None, help="inpainting checkpoint for outpainting (optional)")
     parser.add_argument("--lora-dir", type=Path, default=None, help="folder of LoRAs for <lora:name:weight>")
     parser.add_argument("--embeddings-dir", type=Path, default=None, help="folder of textual-inversion embeddings")
+    parser.add_argument("--models-dir", type=Path, default=None, help="folder of models jobs may name")
+    parser.add_argument("--model-cache", type=int, default=2, help="models kept in CPU RAM besides the active one")
+    parser.add_argument("--allow-pickle", action="store_true", help="load .ckpt/.pt checkpoints (they can run code)")
     return parser.parse_args(argv)
+
+
+def rescan(shelf: ModelShelf, folder: Path | None) -> None:
+    """Take a fresh look at the models folder; a folder that became unusable keeps the catalog there was."""
+    if folder is None:
+        return
+    try:
+        shelf.reload(scan(folder))
+    except CatalogError as exc:
+        log.error("SDBOT_MODELS_DIR: %s; keeping the models found before", exc)
+        return
+    log.info("models folder rescanned: %d models", len(shelf.catalog.entries))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,19 +185,45 @@ def main(argv: list[str] | None = None) -> int:
     diffusers_logging.disable_progress_bar()
     try:
         device = resolve_device(args.device)
-        model = load_model(_source(args.model, "SDBOT_MODEL"), device)
+        catalog = scan(args.models_dir) if args.models_dir is not None else Catalog()
+        source = _source(args.model, "SDBOT_MODEL", args.allow_pickle)
+        default = catalog.by_path(source.location)
+        model = load_model(
+            source,
+            device,
+            allow_pickle=args.allow_pickle,
+            name=default.name if default else None,
+            setting="SDBOT_MODEL",
+        )
         inpaint_model = None
         if args.inpaint_model:
             inpaint_source = _source(args.inpaint_model, "SDBOT_INPAINT_MODEL")
             inpaint_model = load_model(inpaint_source, device, inpainting=True, setting="SDBOT_INPAINT_MODEL")
+    except CatalogError as exc:
+        channel.send(EngineFatal(message=f"SDBOT_MODELS_DIR: {exc}"))
+        return 2
     except ModelLoadError as exc:
         channel.send(EngineFatal(message=str(exc)))
         return 2
+    loras = LoraLoader(NetworkFolder(args.lora_dir))
     embeddings_folder = NetworkFolder(args.embeddings_dir)
-    embeddings = load_embeddings(model.pipe, embeddings_folder)
     if inpaint_model is not None:
         load_embeddings(inpaint_model.pipe, embeddings_folder)
-    painter = Painter(model, inpaint_model, loras=LoraLoader(NetworkFolder(args.lora_dir)), embeddings=embeddings)
+
+    def make_painter(loaded: LoadedModel, inpaint: LoadedModel | None) -> Painter:
+        # Every model a job switches to gets the embeddings loaded into its own text encoder.
+        return Painter(loaded, inpaint, loras=loras, embeddings=load_embeddings(loaded.pipe, embeddings_folder))
+
+    shelf = ModelShelf(
+        model,
+        source,
+        catalog,
+        loader=catalog_loader(device, args.allow_pickle),
+        cache_size=args.model_cache,
+        allow_pickle=args.allow_pickle,
+        inpaint_model=inpaint_model,
+        make_painter=make_painter,
+    )
     channel.send(
         EngineReady(
             model=model.info,
@@ -189,5 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     inbox = Inbox(sys.stdin.buffer)
     while (request := inbox.next_job()) is not None:
-        run_job(painter, request, channel, inbox)
+        if isinstance(request, ReloadModels):
+            rescan(shelf, args.models_dir)
+        else:
+            run_job(shelf, request, channel, inbox)
     return 0

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -54,3 +56,25 @@ async def test_a_model_that_cannot_load_is_one_line_naming_the_setting(tmp_path:
     await engine.close()
     assert str(caught.value).startswith("SDBOT_MODEL: could not load")
     assert "\n" not in str(caught.value)
+
+
+async def test_jobs_name_models_of_the_folder_and_a_reload_finds_new_ones(tiny_model_dir: Path, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copytree(tiny_model_dir, models / "tiny-copy")
+    command = EngineCommand(model=str(tiny_model_dir), device="cpu", models_dir=str(models), model_cache=1)
+    engine = ProcessEngine(command)
+    await engine.start()
+    try:
+        one = GenerationParams(prompt="a red fox", width=64, height=64, steps=1, seed=5, model="tiny-copy")
+        result = await engine.generate("job-1", one, print)
+        assert result.model.name == "tiny-copy" and result.images[0].infotext.endswith("Model: tiny-copy")
+        later = dataclasses.replace(one, model="tiny-later")
+        with pytest.raises(JobFailedError, match="no model called `tiny-later`"):
+            await engine.generate("job-2", later, print)
+        shutil.copytree(tiny_model_dir, models / "tiny-later")
+        await engine.reload_models()
+        assert (await engine.generate("job-3", later, print)).model.name == "tiny-later"
+        assert (await engine.generate("job-4", dataclasses.replace(one, model=""), print)).model.name == "tiny-sd"
+    finally:
+        await engine.close()

@@ -46,6 +46,7 @@ async def test_imagine_is_synced_with_discord_side_constraints(fake: FakeDiscord
         "count",
         "sampler",
         "clip_skip",
+        "model",
     ]
     assert all(o["description"] for o in options.values())
     assert options["prompt"]["required"] and options["prompt"]["max_length"] == 1500

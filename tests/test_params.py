@@ -49,3 +49,12 @@ def test_clip_skip_defaults_to_the_model_and_is_bounded() -> None:
     assert GenerationParams.from_dict(GenerationParams(prompt="fox", clip_skip=2).to_dict()).clip_skip == 2
     with pytest.raises(InvalidParams, match="Clip skip must be between 1 and 12, not 13."):
         GenerationParams(prompt="fox", clip_skip=13).validate()
+
+
+def test_rows_from_before_models_use_the_default_model() -> None:
+    old_row = GenerationParams(prompt="fox").to_dict()
+    del old_row["model"]
+    assert GenerationParams.from_dict(old_row).model == ""
+    assert GenerationParams.from_dict(GenerationParams(prompt="fox", model="dreamshaper_8").to_dict()).model == (
+        "dreamshaper_8"
+    )

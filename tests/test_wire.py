@@ -14,6 +14,7 @@ from engine.wire import (
     GenerateRequest,
     JobResult,
     Progress,
+    ReloadModels,
     WireError,
     encode,
     read_message,
@@ -23,6 +24,8 @@ from engine.wire import (
 MODEL = ModelInfo(name="tiny", hash="0123456789")
 MESSAGES = [
     GenerateRequest(job_id="j1", params=GenerationParams(prompt="fox", seed=3, count=2)),
+    GenerateRequest(job_id="j2", params=GenerationParams(prompt="fox", model="deliberate_v2")),
+    ReloadModels(),
     EngineReady(model=MODEL, device="cuda:0", native_width=512, native_height=768, max_pixels=4_000_000),
     Progress(job_id="j1", step=3, total=30),
     JobResult(

@@ -31,6 +31,7 @@ class FakeEngine:
         self._called = asyncio.Condition()
         self.fail_with: str | None = None
         self.cancelled: set[str] = set()
+        self.reloads = 0
         # Noise does not compress: PNGs as large as real ones, for the upload-limit tests.
         self.noise = noise
 
@@ -76,6 +77,9 @@ class FakeEngine:
 
     async def cancel(self, job_id: str) -> None:
         self.cancelled.add(job_id)
+
+    async def reload_models(self) -> None:
+        self.reloads += 1
 
     async def close(self) -> None:
         self.started = False
