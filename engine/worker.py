@@ -9,24 +9,31 @@ import queue
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import BinaryIO
 
 import torch
 from diffusers.utils import logging as diffusers_logging
 
-from engine.generate import Painter
-from engine.loading import ModelLoadError, load_model, max_pixels, resolve_device
-from engine.params import InvalidParams
+from engine.acceleration import buckets_up_to, compile_model, default_max_batch, use_fast_paths, warm_up
+from engine.batch_progress import PREVIEW_INTERVAL, BatchProgress, JobCancelled
+from engine.batching import compatible
+from engine.generate import BatchJob, Drawn, Painter
+from engine.loading import LoadedModel, ModelLoadError, load_model, max_pixels, resolve_device
+from engine.params import GenerationParams, InvalidParams
+from engine.preview import Previewer, PreviewError, load_tiny_autoencoder
 from engine.source import DEVICE_CHOICES, InvalidSource, ModelSource, parse_source
 from engine.wire import (
     CancelRequest,
     EngineFatal,
     EngineReady,
+    GenerateBatch,
     GenerateRequest,
     JobFailed,
     JobResult,
     Message,
-    Progress,
     WireError,
     encode,
     read_message,
@@ -38,15 +45,11 @@ OUT_OF_MEMORY = "The GPU ran out of memory drawing this: try a smaller size or f
 CANCELLED = "Cancelled."
 
 
-class JobCancelled(Exception):
-    """The bot asked to stop the running job."""
-
-
 class Inbox:
-    """Requests from the bot, read on a thread so that a cancel arrives while a job is running."""
+    """Requests from the bot, read on a thread so that a cancel arrives while a batch is running."""
 
     def __init__(self, stream: BinaryIO) -> None:
-        self._jobs: queue.Queue[GenerateRequest | None] = queue.Queue()
+        self._jobs: queue.Queue[tuple[GenerateRequest, ...] | None] = queue.Queue()
         self._cancelled: set[str] = set()
         self._lock = threading.Lock()
         threading.Thread(target=self._read, args=(stream,), name="engine-inbox", daemon=True).start()
@@ -58,14 +61,16 @@ class Inbox:
                     with self._lock:
                         self._cancelled.add(message.job_id)
                 elif isinstance(message, GenerateRequest):
-                    self._jobs.put(message)
+                    self._jobs.put((message,))
+                elif isinstance(message, GenerateBatch):
+                    self._jobs.put(message.requests)
         except WireError as exc:
             log.error("the bot sent a bad frame; stopping: %s", exc)
         finally:
             self._jobs.put(None)
 
-    def next_job(self) -> GenerateRequest | None:
-        """The next job to draw, or None once the bot has closed the pipe."""
+    def next_batch(self) -> tuple[GenerateRequest, ...] | None:
+        """The next jobs to draw together, or None once the bot has closed the pipe."""
         return self._jobs.get()
 
     def is_cancelled(self, job_id: str) -> bool:
@@ -74,14 +79,17 @@ class Inbox:
 
 
 class Channel:
-    """The engine's half of the wire: frames out on a private copy of stdout."""
+    """The engine's half of the wire: frames out on a private copy of stdout, whole even from two threads."""
 
     def __init__(self, out: BinaryIO) -> None:
         self._out = out
+        self._lock = threading.Lock()
 
     def send(self, message: Message) -> None:
-        self._out.write(encode(message))
-        self._out.flush()
+        frame = encode(message)
+        with self._lock:
+            self._out.write(frame)
+            self._out.flush()
 
 
 def claim_stdout() -> BinaryIO:
@@ -92,43 +100,110 @@ def claim_stdout() -> BinaryIO:
     return wire
 
 
-def run_job(painter: Painter, request: GenerateRequest, channel: Channel, inbox: Inbox) -> None:
-    """Draw one job and answer with its result or a sentence for the member; never raise."""
-    job_id = request.job_id
+def _failure(job_id: str, exc: BaseException) -> JobFailed:
+    """The sentence a member gets for an exception while drawing their job."""
+    if isinstance(exc, JobCancelled):
+        return JobFailed(job_id=job_id, message=CANCELLED)
+    if isinstance(exc, InvalidParams):
+        return JobFailed(job_id=job_id, message=str(exc))
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return JobFailed(job_id=job_id, message=OUT_OF_MEMORY)
+    return JobFailed(
+        job_id=job_id,
+        message=f"Something went wrong drawing job {job_id}; the owner can find the error in the bot's log.",
+    )
 
-    def on_step(step: int, total: int) -> None:
-        if inbox.is_cancelled(job_id):
-            raise JobCancelled
-        channel.send(Progress(job_id=job_id, step=step, total=total))
 
-    started = time.perf_counter()
-    try:
-        if inbox.is_cancelled(job_id):
-            raise JobCancelled
-        images = painter.paint(request.params, on_step, source=request.source)
-    except JobCancelled:
-        log.info("job %s cancelled", job_id)
-        channel.send(JobFailed(job_id=job_id, message=CANCELLED))
-        return
-    except InvalidParams as exc:
-        channel.send(JobFailed(job_id=job_id, message=str(exc)))
-        return
-    except torch.cuda.OutOfMemoryError:
-        log.warning("job %s: out of memory at %s", job_id, request.params)
-        torch.cuda.empty_cache()
-        channel.send(JobFailed(job_id=job_id, message=OUT_OF_MEMORY))
-        return
-    except Exception:
-        log.exception("job %s failed", job_id)
-        channel.send(
-            JobFailed(
-                job_id=job_id,
-                message=f"Something went wrong drawing job {job_id}; the owner can find the error in the bot's log.",
-            )
-        )
-        return
-    seconds = time.perf_counter() - started
-    channel.send(JobResult(job_id=job_id, images=images, seconds=seconds, model=painter.model.info))
+class Worker:
+    """Draws batches on the painter; PNG encoding and sending results run on a thread beside the next batch."""
+
+    def __init__(
+        self,
+        painter: Painter,
+        channel: Channel,
+        inbox: Inbox,
+        previewer: Previewer | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        preview_interval: float = PREVIEW_INTERVAL,
+    ) -> None:
+        self.painter = painter
+        self.channel = channel
+        self.inbox = inbox
+        self.previewer = previewer
+        self.clock = clock
+        self.preview_interval = preview_interval
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-results")
+
+    def serve(self) -> None:
+        """Draw what the bot sends until it closes the pipe, then finish sending results."""
+        try:
+            while (requests := self.inbox.next_batch()) is not None:
+                for group in batch_groups(requests):
+                    self.run_batch(group)
+        finally:
+            self._writer.shutdown(wait=True)
+
+    def run_batch(self, requests: Sequence[GenerateRequest]) -> None:
+        """Draw compatible jobs in one loop and answer each with its result or a sentence; never raise."""
+        live = []
+        for request in requests:
+            try:
+                if self.inbox.is_cancelled(request.job_id):
+                    raise JobCancelled
+                request.params.validate()
+                live.append(request)
+            except (JobCancelled, InvalidParams) as exc:
+                self.channel.send(_failure(request.job_id, exc))
+        if not live:
+            return
+        progress = BatchProgress(live, self.channel.send, self.inbox, self.previewer, self.clock, self.preview_interval)
+        on_latents = progress.on_latents if self.previewer is not None else None
+        started = time.perf_counter()
+        try:
+            drawn = self.painter.draw([BatchJob(r.params, r.source) for r in live], progress.on_step, on_latents)
+        except Exception as exc:
+            self._log_failure(live, exc)
+            for request in live:
+                self.channel.send(_failure(request.job_id, exc))
+            return
+        seconds = time.perf_counter() - started
+        for request, job in zip(live, drawn, strict=True):
+            if self.inbox.is_cancelled(request.job_id):
+                self.channel.send(_failure(request.job_id, JobCancelled()))
+            else:
+                self._writer.submit(self._send_result, request.job_id, job, seconds)
+
+    def _send_result(self, job_id: str, drawn: Drawn, seconds: float) -> None:
+        try:
+            images = self.painter.finish(drawn)
+        except Exception as exc:
+            log.exception("job %s: encoding its images failed", job_id)
+            self.channel.send(_failure(job_id, exc))
+            return
+        self.channel.send(JobResult(job_id=job_id, images=images, seconds=seconds, model=self.painter.model.info))
+
+    @staticmethod
+    def _log_failure(live: Sequence[GenerateRequest], exc: Exception) -> None:
+        ids = ", ".join(r.job_id for r in live)
+        if isinstance(exc, JobCancelled):
+            log.info("jobs %s cancelled", ids)
+        elif isinstance(exc, torch.cuda.OutOfMemoryError):
+            log.warning("jobs %s: out of memory at %s", ids, live[0].params)
+            torch.cuda.empty_cache()
+        elif not isinstance(exc, InvalidParams):
+            log.error("jobs %s failed", ids, exc_info=exc)
+
+
+def batch_groups(requests: Sequence[GenerateRequest]) -> list[list[GenerateRequest]]:
+    """The bot sends compatible jobs together; anything else is drawn in runs of compatible neighbours."""
+    groups: list[list[GenerateRequest]] = []
+    for request in requests:
+        if groups and compatible(groups[-1][0].params, request.params):
+            groups[-1].append(request)
+        else:
+            groups.append([request])
+    return groups
 
 
 def _source(value: str, setting: str) -> ModelSource:
@@ -144,7 +219,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     parser.add_argument("--max-megapixels", type=float, default=None, help="cap on width × height × count")
     parser.add_argument("--inpaint-model", default=None, help="inpainting checkpoint for outpainting (optional)")
+    parser.add_argument("--max-batch", type=int, default=0, help="images per denoising loop (0: from memory)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the UNet and VAE at start")
+    parser.add_argument("--preview-model", default=None, help="tiny autoencoder folder for previews (optional)")
     return parser.parse_args(argv)
+
+
+def _warm_up_draw(painter: Painter, model: LoadedModel) -> Callable[[int], None]:
+    side = model.native_size
+
+    def draw(bucket: int) -> None:
+        params = GenerationParams(prompt="warm-up", width=side, height=side, steps=2, count=bucket)
+        painter.draw([BatchJob(params)])
+
+    return draw
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,20 +252,30 @@ def main(argv: list[str] | None = None) -> int:
         if args.inpaint_model:
             inpaint_source = _source(args.inpaint_model, "SDBOT_INPAINT_MODEL")
             inpaint_model = load_model(inpaint_source, device, inpainting=True, setting="SDBOT_INPAINT_MODEL")
-    except ModelLoadError as exc:
+        tiny_autoencoder = None
+        if args.preview_model:
+            tiny_autoencoder = load_tiny_autoencoder(Path(args.preview_model), device, model.dtype)
+    except (ModelLoadError, PreviewError) as exc:
         channel.send(EngineFatal(message=str(exc)))
         return 2
+    pixels = max_pixels(model, args.max_megapixels)
+    max_batch = args.max_batch or default_max_batch(model, pixels)
+    use_fast_paths(model)
     painter = Painter(model, inpaint_model)
+    if args.compile:
+        compile_model(model)
+        painter.batch_buckets = buckets_up_to(max_batch)
+        warm_up(_warm_up_draw(painter, model), painter.batch_buckets)
     channel.send(
         EngineReady(
             model=model.info,
             device=str(model.device),
             native_width=model.native_size,
             native_height=model.native_size,
-            max_pixels=max_pixels(model, args.max_megapixels),
+            max_pixels=pixels,
+            max_batch=max_batch,
         )
     )
-    inbox = Inbox(sys.stdin.buffer)
-    while (request := inbox.next_job()) is not None:
-        run_job(painter, request, channel, inbox)
+    previewer = Previewer(model.pipe.vae.config.scaling_factor, tiny_autoencoder)
+    Worker(painter, channel, Inbox(sys.stdin.buffer), previewer).serve()
     return 0
