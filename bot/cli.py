@@ -34,7 +34,15 @@ class Fatal(Exception):
 
 def _engine(settings: Settings) -> ProcessEngine:
     inpaint = settings.inpaint_model.location if settings.inpaint_model else None
-    command = EngineCommand(settings.model.location, settings.device, settings.max_megapixels, inpaint)
+    command = EngineCommand(
+        settings.model.location,
+        settings.device,
+        settings.max_megapixels,
+        inpaint,
+        max_batch=settings.max_batch,
+        compile=settings.compile,
+        preview_model=str(settings.preview_model) if settings.preview_model else None,
+    )
     return ProcessEngine(command)
 
 

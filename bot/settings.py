@@ -12,6 +12,7 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 from bot.limits import Limits
+from engine.batching import MAX_BATCH_IMAGES
 from engine.source import DEVICE_CHOICES, InvalidSource, ModelSource, parse_source
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -41,6 +42,9 @@ class Settings:
     inpaint_model: ModelSource | None
     limits: Limits
     shutdown_grace: float
+    max_batch: int | None = None  # None: the engine chooses from the device memory
+    compile: bool = False
+    preview_model: Path | None = None
 
 
 def read_environment(cwd: Path) -> dict[str, str]:
@@ -140,6 +144,34 @@ def _positive(env: Mapping[str, str], name: str, example: str) -> float | None:
     return value
 
 
+def _max_batch(env: Mapping[str, str]) -> int | None:
+    raw = env.get("SDBOT_MAX_BATCH", "").strip()
+    if raw in ("", "0"):
+        return None
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_BATCH_IMAGES:
+        raise SettingError(
+            f"SDBOT_MAX_BATCH must be 1 to {MAX_BATCH_IMAGES}, or 0 to size it from GPU memory, not {raw!r}"
+        )
+    return int(raw)
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw not in ("", "0", "1", "false", "true", "no", "yes"):
+        raise SettingError(f"{name} must be 1 (on) or 0 (off), not {raw!r}")
+    return raw in ("1", "true", "yes")
+
+
+def _folder(env: Mapping[str, str], name: str, cwd: Path) -> Path | None:
+    """An optional local folder that must exist when set."""
+    if not env.get(name, "").strip():
+        return None
+    path = _path(env, name, "", cwd)
+    if not path.is_dir():
+        raise SettingError(f"{name} must be a local diffusers folder, but {path} is not a folder")
+    return path
+
+
 def load_settings(env: Mapping[str, str], *, cwd: Path, require_token: bool = True) -> Settings:
     """Parse and check every setting; raise SettingError naming the first one at fault."""
     model = _source("SDBOT_MODEL", env.get("SDBOT_MODEL", "").strip() or DEFAULT_MODEL, cwd)
@@ -165,6 +197,9 @@ def load_settings(env: Mapping[str, str], *, cwd: Path, require_token: bool = Tr
             cooldown_s=_seconds(env, "SDBOT_COOLDOWN_S", 5.0),
         ),
         shutdown_grace=_seconds(env, "SDBOT_SHUTDOWN_GRACE_S", 30.0),
+        max_batch=_max_batch(env),
+        compile=_flag(env, "SDBOT_COMPILE"),
+        preview_model=_folder(env, "SDBOT_PREVIEW_MODEL", cwd),
     )
 
 

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
@@ -134,15 +134,24 @@ class Worker:
         self.clock = clock
         self.preview_interval = preview_interval
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-results")
+        self._sending: list[Future[None]] = []
 
     def serve(self) -> None:
         """Draw what the bot sends until it closes the pipe, then finish sending results."""
         try:
             while (requests := self.inbox.next_batch()) is not None:
+                self._sending = [future for future in self._sending if not future.done()]
                 for group in batch_groups(requests):
                     self.run_batch(group)
         finally:
-            self._writer.shutdown(wait=True)
+            self.flush()
+            self._writer.shutdown()
+
+    def flush(self) -> None:
+        """Wait until every drawn result has been encoded and sent."""
+        sending, self._sending = self._sending, []
+        for future in sending:
+            future.result()
 
     def run_batch(self, requests: Sequence[GenerateRequest]) -> None:
         """Draw compatible jobs in one loop and answer each with its result or a sentence; never raise."""
@@ -172,7 +181,7 @@ class Worker:
             if self.inbox.is_cancelled(request.job_id):
                 self.channel.send(_failure(request.job_id, JobCancelled()))
             else:
-                self._writer.submit(self._send_result, request.job_id, job, seconds)
+                self._sending.append(self._writer.submit(self._send_result, request.job_id, job, seconds))
 
     def _send_result(self, job_id: str, drawn: Drawn, seconds: float) -> None:
         try:
