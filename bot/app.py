@@ -214,7 +214,7 @@ class SdBot(discord.Client):
         notify("STOPPING=1")
         await self.queue.pause()
         try:
-            if self.dispatcher.running_job() is not None:
+            if self.dispatcher.running_jobs():
                 await asyncio.wait_for(self.dispatcher.wait_idle(), self.shutdown_grace)
         except asyncio.TimeoutError:
             log.warning(
@@ -223,6 +223,7 @@ class SdBot(discord.Client):
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.dispatcher.stop()
         await self.dispatcher.drain()
         await super().close()
         await self.engine.close()

@@ -54,6 +54,9 @@ def _engine(settings: Settings) -> ProcessEngine:
         models_dir=str(settings.models_dir),
         model_cache=settings.model_cache,
         allow_pickle=settings.allow_pickle,
+        max_batch=settings.max_batch,
+        compile=settings.compile,
+        preview_model=str(settings.preview_model) if settings.preview_model else None,
     )
     return ProcessEngine(command)
 

@@ -63,10 +63,11 @@ class QueueView:
     def lines(self, only_user: int | None = None) -> list[str]:
         now = self.clock()
         lines = []
-        running = self.dispatcher.running_job()
-        if running is not None and (only_user is None or running[0].user_id == only_user):
-            job, started = running
-            lines.append(f"• `{job.id}` running since <t:{math.floor(started)}:R> for <@{job.user_id}> — {_short(job)}")
+        for job, started in self.dispatcher.running_jobs():
+            if only_user is None or job.user_id == only_user:
+                lines.append(
+                    f"• `{job.id}` running since <t:{math.floor(started)}:R> for <@{job.user_id}> — {_short(job)}"
+                )
         order = self.queue.order()
         for position, job in enumerate(order, start=1):
             if only_user is not None and job.user_id != only_user:

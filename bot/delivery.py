@@ -26,6 +26,7 @@ DEFAULT_SIZE_LIMIT = 10 * 1024 * 1024
 # Errors after which Discord will refuse every further edit of a message: unknown message, edits to
 # messages older than an hour capped, archived thread.
 _UNEDITABLE = {10008, 30046, 50083}
+PREVIEW_FILENAME = "preview.webp"
 
 
 def result_nonce(job: Job) -> str:
@@ -57,17 +58,20 @@ class Delivery:
             options["reference"] = reply_to.to_reference(fail_if_not_exists=False)
         return options
 
-    async def edit_status(self, job: Job, text: str, *, final: bool = False) -> None:
-        """Rewrite the acknowledgement (`final` also removes its Cancel button); a refused edit costs only the
-        status line, so it is logged, not raised."""
+    async def edit_status(self, job: Job, text: str, *, final: bool = False, preview: bytes | None = None) -> None:
+        """Rewrite the acknowledgement, with a preview of the drawing when there is one (`final` also removes
+        its Cancel button and preview); a refused edit costs only the status line, so it is logged, not raised."""
         message = self._status_message(job)
         if message is None or message.id in self._uneditable:
             return
+        options: dict[str, Any] = {"content": text}
+        if final:
+            # Also after a restart, when nobody remembers whether a preview is showing.
+            options.update(view=None, attachments=[])
+        elif preview is not None:
+            options["attachments"] = [discord.File(io.BytesIO(preview), filename=PREVIEW_FILENAME)]
         try:
-            if final:
-                await message.edit(content=text, view=None)
-            else:
-                await message.edit(content=text)
+            await message.edit(**options)
         except discord.HTTPException as exc:
             log.warning("job %s: could not edit its status message: %s", job.id, exc)
             if exc.code in _UNEDITABLE:

@@ -1,16 +1,16 @@
-"""Feeding the engine: take jobs from the fair queue one at a time, track their state, hand results over."""
+"""Feeding the engine: take fair batches of compatible jobs from the queue, track their state, hand results over."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 
 import discord
 
 from bot.delivery import Delivery
-from bot.engine_client import Engine, EngineCrashed, EngineStartError, JobFailedError, ProgressCallback
+from bot.engine_client import Engine, EngineCrashed, EngineStartError, JobFailedError, Outcome, ProgressCallback
 from bot.estimates import Estimator
 from bot.fair_queue import FairQueue
 from bot.jobs import Job, JobState
@@ -19,9 +19,10 @@ from bot.progress import Clock, ProgressReporter
 from bot.render import cancelled_text, progress_text, starting_text
 from bot.source_images import SourceImages
 from bot.store import JobStore
+from engine.batching import compatible, fits
 from engine.params import GenerationParams
 from engine.pngmeta import infotext_of
-from engine.wire import GeneratedImage, JobResult, Progress
+from engine.wire import GeneratedImage, GenerateRequest, JobResult, Progress
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,8 @@ CRASH_ATTEMPTS = 2
 
 
 class Dispatcher:
-    """The one consumer of the queue; uploads run beside the next job so the GPU is not kept waiting."""
+    """The one consumer of the queue: takes a fair batch of compatible jobs, and forms the next one as soon
+    as the engine has finished denoising, so PNG encoding and uploads never keep the GPU waiting."""
 
     def __init__(
         self,
@@ -58,20 +60,22 @@ class Dispatcher:
         self.clock = clock
         self.progress_interval = progress_interval
         self._handovers: set[asyncio.Task[None]] = set()
-        self._running: tuple[Job, float] | None = None
+        self._batches: set[asyncio.Task[None]] = set()
+        self._running: dict[str, tuple[Job, float]] = {}
         self._idle = asyncio.Event()
         self._idle.set()
         self._cancelled_by: dict[str, int] = {}
         # The model the engine has on the device (as the queue's affinity names it): jobs for it may go first.
         self._loaded: Hashable = None
 
-    def running_job(self) -> tuple[Job, float] | None:
-        """The job with the engine, and since when."""
-        return self._running
+    def running_jobs(self) -> list[tuple[Job, float]]:
+        """The jobs with the engine, oldest first, and since when."""
+        return list(self._running.values())
 
     def running(self) -> tuple[GenerationParams, float] | None:
-        """The running job's parameters and start time, for start-time estimates."""
-        return (self._running[0].params, self._running[1]) if self._running else None
+        """The oldest running job's parameters and start time, for start-time estimates."""
+        oldest = next(iter(self._running.values()), None)
+        return (oldest[0].params, oldest[1]) if oldest else None
 
     async def cancel(self, job: Job, by_id: int) -> str:
         """Cancel a waiting job at once, a running one between two steps; return a sentence saying which."""
@@ -80,76 +84,126 @@ class Dispatcher:
             await self.store.mark_cancelled(job.id, f"cancelled by {by_id}", self.clock())
             await self.delivery.edit_status(waiting, cancelled_text(by_id), final=True)
             return "Cancelled."
-        if self._running is not None and self._running[0].id == job.id:
+        if job.id in self._running:
             self._cancelled_by[job.id] = by_id
             await self.engine.cancel(job.id)
             return "Stopping it after the current step."
         return "That job is not waiting or running any more."
 
+    def _joiner(self, first: Job) -> Callable[[Job], bool]:
+        """Whether a waiting job may join the batch `first` opens, within the engine's image and pixel limits."""
+        ready = self.engine.ready
+        max_images = ready.max_batch if ready is not None else 1
+        max_pixels = ready.max_pixels if ready is not None else first.params.pixels
+        batch = [first.params]
+
+        def can_join(job: Job) -> bool:
+            if not compatible(first.params, job.params) or not fits([*batch, job.params], max_images, max_pixels):
+                return False
+            batch.append(job.params)
+            return True
+
+        return can_join
+
     async def run(self) -> None:
         """Serve the queue until cancelled."""
         while True:
-            job = await self.queue.get(prefer=self._loaded)
-            self._loaded = self.queue.affinity(job)
-            try:
-                await self.run_job(job)
-            except Exception:
-                log.exception("job %s: unexpected error in the dispatcher", job.id)
+            first = await self.queue.get(prefer=self._loaded)
+            self._loaded = self.queue.affinity(first)
+            batch = [first, *self.queue.take_more(self._joiner(first))]
+            denoised = asyncio.Event()
+            task = asyncio.create_task(self.run_batch(batch, denoised), name=f"batch-{first.id}")
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
+            await denoised.wait()
 
-    async def run_job(self, job: Job) -> None:
-        """Draw one job, then hand its result (or failure) to delivery without waiting for the upload."""
+    async def run_batch(self, batch: list[Job], denoised: asyncio.Event | None = None) -> None:
+        """Draw jobs together, then hand each result (or failure) to delivery without waiting for the upload;
+        `denoised` is set once the engine no longer needs the GPU for them."""
+        denoised = denoised or asyncio.Event()
         started = self.clock()
-        await self.store.mark_running(job.id, started)
-        self._running = (job, started)
+        for job in batch:
+            await self.store.mark_running(job.id, started)
+            self._running[job.id] = (job, started)
         self._idle.clear()
         try:
-            await self._run(job)
+            await self._run(batch, denoised)
+        except Exception:
+            log.exception("jobs %s: unexpected error in the dispatcher", ", ".join(job.id for job in batch))
         finally:
-            self._running = None
-            self._idle.set()
+            denoised.set()
+            for job in batch:
+                self._running.pop(job.id, None)
+            if not self._running:
+                self._idle.set()
 
     async def wait_idle(self) -> None:
         """Return once no job is with the engine."""
         await self._idle.wait()
 
-    async def _run(self, job: Job) -> None:
-        reporter = ProgressReporter(
-            lambda text: self.delivery.edit_status(job, text), self.clock, self.progress_interval
-        )
-        reporter.report(starting_text())
+    async def _run(self, batch: list[Job], denoised: asyncio.Event) -> None:
+        reporters = {job.id: self._reporter(job) for job in batch}
+        for reporter in reporters.values():
+            reporter.report(starting_text())
 
         def on_progress(progress: Progress) -> None:
-            reporter.report(progress_text(progress.step, progress.total))
+            if progress.step >= progress.total:
+                denoised.set()
+            if progress.job_id in reporters:
+                reporters[progress.job_id].report(progress_text(progress.step, progress.total), progress.preview)
 
-        try:
-            source = await self._source(job)
-            result = await self._generate(job, on_progress, source)
-        except JobFailedError as exc:
-            if job.id in self._cancelled_by:
-                await reporter.finish()
-                by_id = self._cancelled_by.pop(job.id)
-                await self.store.mark_cancelled(job.id, f"cancelled by {by_id}", self.clock())
-                await self.delivery.edit_status(job, cancelled_text(by_id), final=True)
-            else:
-                await self._fail(job, reporter, str(exc))
+        requests = []
+        for job in batch:
+            try:
+                requests.append(GenerateRequest(job.id, job.params, await self._source(job)))
+            except JobFailedError as exc:
+                await self._fail(job, reporters.pop(job.id), str(exc))
+        if not requests:
             return
-        # A cancel that came after the last step is too late: the result is delivered.
-        self._cancelled_by.pop(job.id, None)
-        # On disk before "done", so the result's buttons have their images whatever happens next.
-        await asyncio.to_thread(self.sources.images.save, job.id, [image.png for image in result.images])
-        await self.store.mark_done(job.id, self.clock(), result.seconds, result.model)
-        await self.estimator.observe(job.params, result.seconds)
-        self._hand_over(job, result, reporter)
+        try:
+            outcomes = await self._generate(requests, on_progress)
+        except JobFailedError as exc:
+            outcomes = [exc] * len(requests)
+        denoised.set()
+        by_id = {job.id: job for job in batch}
+        done: list[tuple[Job, JobResult]] = []
+        for request, outcome in zip(requests, outcomes, strict=True):
+            job, reporter = by_id[request.job_id], reporters[request.job_id]
+            if isinstance(outcome, JobResult):
+                done.append((job, outcome))
+            elif job.id in self._cancelled_by:
+                await reporter.finish()
+                who = self._cancelled_by.pop(job.id)
+                await self.store.mark_cancelled(job.id, f"cancelled by {who}", self.clock())
+                await self.delivery.edit_status(job, cancelled_text(who), final=True)
+            else:
+                await self._fail(job, reporter, str(outcome))
+        if done:
+            await self.estimator.observe_batch([job.params for job, _ in done], done[0][1].seconds)
+        for job, result in done:
+            # A cancel that came after the last step is too late: the result is delivered.
+            self._cancelled_by.pop(job.id, None)
+            # On disk before "done", so the result's buttons have their images whatever happens next.
+            await asyncio.to_thread(self.sources.images.save, job.id, [image.png for image in result.images])
+            await self.store.mark_done(job.id, self.clock(), result.seconds, result.model)
+            self._hand_over(job, result, reporters[job.id])
 
-    async def _generate(self, job: Job, on_progress: ProgressCallback, source: bytes | None) -> JobResult:
-        """Draw a job; if the engine dies under it, run it once more on a fresh engine, then give up on it."""
+    def _reporter(self, job: Job) -> ProgressReporter:
+        async def edit(text: str, preview: bytes | None) -> None:
+            await self.delivery.edit_status(job, text, preview=preview)
+
+        return ProgressReporter(edit, self.clock, self.progress_interval)
+
+    async def _generate(self, requests: list[GenerateRequest], on_progress: ProgressCallback) -> list[Outcome]:
+        """Draw a batch; if the engine dies under it, run it once more on a fresh engine, then give up on it."""
         for attempt in range(1, CRASH_ATTEMPTS + 1):
             try:
-                return await self.engine.generate(job.id, job.params, on_progress, source)
+                return await self.engine.generate_batch(requests, on_progress)
             except EngineCrashed as exc:
-                log.error("job %s: %s (attempt %d of %d)", job.id, exc, attempt, CRASH_ATTEMPTS)
+                ids = ", ".join(request.job_id for request in requests)
+                log.error("jobs %s: %s (attempt %d of %d)", ids, exc, attempt, CRASH_ATTEMPTS)
             except EngineStartError as exc:
-                log.error("job %s: the engine cannot start again: %s", job.id, exc)
+                log.error("the engine cannot start again: %s", exc)
                 raise JobFailedError(ENGINE_DOWN) from None
         raise JobFailedError(ENGINE_CRASHED)
 
@@ -202,6 +256,12 @@ class Dispatcher:
         await reporter.finish()
         await self.store.mark_failed(job.id, sentence, self.clock())
         await self.delivery.post_failure(job, sentence)
+
+    async def stop(self) -> None:
+        """Abandon the batches still with the engine: their jobs stay running in SQLite and run after a restart."""
+        for task in self._batches:
+            task.cancel()
+        await asyncio.gather(*self._batches, return_exceptions=True)
 
     async def drain(self) -> None:
         """Wait for the uploads in flight."""

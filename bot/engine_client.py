@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -15,6 +15,7 @@ from engine.wire import (
     CancelRequest,
     EngineFatal,
     EngineReady,
+    GenerateBatch,
     GenerateRequest,
     JobFailed,
     JobResult,
@@ -42,17 +43,21 @@ class JobFailedError(RuntimeError):
     """The engine refused or failed a job; the message is a sentence for the member."""
 
 
+# Each job of a batch ends with its result or with the sentence it failed with.
+Outcome = JobResult | JobFailedError
+
+
 class Engine(Protocol):
-    """What the bot needs from whatever draws images: start, draw one job, stop."""
+    """What the bot needs from whatever draws images: start, draw batches of jobs, stop."""
 
     @property
     def ready(self) -> EngineReady | None: ...
 
     async def start(self) -> EngineReady: ...
 
-    async def generate(
-        self, job_id: str, params: GenerationParams, on_progress: ProgressCallback, source: bytes | None = None
-    ) -> JobResult: ...
+    async def generate_batch(
+        self, requests: Sequence[GenerateRequest], on_progress: ProgressCallback
+    ) -> list[Outcome]: ...
 
     async def cancel(self, job_id: str) -> None: ...
 
@@ -69,6 +74,9 @@ class EngineCommand:
     device: str
     max_megapixels: float | None = None
     inpaint_model: str | None = None
+    max_batch: int | None = None  # None: the engine chooses from the device memory
+    compile: bool = False
+    preview_model: str | None = None
     python: str = sys.executable
     lora_dir: str | None = None
     embeddings_dir: str | None = None
@@ -90,6 +98,12 @@ class EngineCommand:
             args += ["--models-dir", self.models_dir, "--model-cache", str(self.model_cache)]
         if self.allow_pickle:
             args.append("--allow-pickle")
+        if self.max_batch is not None:
+            args += ["--max-batch", str(self.max_batch)]
+        if self.compile:
+            args.append("--compile")
+        if self.preview_model is not None:
+            args += ["--preview-model", self.preview_model]
         return args
 
 
@@ -114,7 +128,11 @@ def engine_environment() -> dict[str, str]:
 
 
 class ProcessEngine:
-    """Runs the engine as a child OS process, one job at a time; restarts it if it died."""
+    """Runs the engine as a child OS process; restarts it if it died.
+
+    A batch may be sent before the last one is answered, so the engine starts it while the last one's PNGs
+    are still being encoded.
+    """
 
     def __init__(
         self,
@@ -130,9 +148,7 @@ class ProcessEngine:
         self._reader: asyncio.Task[None] | None = None
         self._ready: EngineReady | None = None
         self._lock = asyncio.Lock()
-        self._pending: asyncio.Future[JobResult] | None = None
-        self._on_progress: ProgressCallback | None = None
-        self._pending_id: str | None = None
+        self._pending: dict[str, tuple[asyncio.Future[JobResult], ProgressCallback]] = {}
 
     @property
     def ready(self) -> EngineReady | None:
@@ -188,25 +204,37 @@ class ProcessEngine:
         if process is self._process:  # not stopped by close(): it died
             self._crashes += 1
             log.error("the engine process exited with code %s", code)
-        if self._pending is not None and not self._pending.done():
-            self._pending.set_exception(EngineCrashed(f"the engine process exited with code {code}"))
+        for future, _ in self._pending.values():
+            if not future.done():
+                future.set_exception(EngineCrashed(f"the engine process exited with code {code}"))
 
     def _route(self, message: object) -> None:
-        if isinstance(message, Progress) and message.job_id == self._pending_id and self._on_progress:
-            self._on_progress(message)
-        elif isinstance(message, JobResult | JobFailed) and message.job_id == self._pending_id:
-            assert self._pending is not None
-            if isinstance(message, JobResult):
-                self._pending.set_result(message)
-            else:
-                self._pending.set_exception(JobFailedError(message.message))
+        job_id = getattr(message, "job_id", None)
+        pending = self._pending.get(job_id) if isinstance(job_id, str) else None
+        if pending is None or pending[0].done():
+            log.warning("engine sent a %s for job %s, which it was not drawing", type(message).__name__, job_id)
+        elif isinstance(message, Progress):
+            pending[1](message)
+        elif isinstance(message, JobResult):
+            pending[0].set_result(message)
+        elif isinstance(message, JobFailed):
+            pending[0].set_exception(JobFailedError(message.message))
         else:
-            log.warning("engine sent an unexpected message: %r", message)
+            log.warning("engine sent an unexpected %s", type(message).__name__)
 
     async def generate(
         self, job_id: str, params: GenerationParams, on_progress: ProgressCallback, source: bytes | None = None
     ) -> JobResult:
         """Draw one job (over `source` for the modes that need one); raise JobFailedError or EngineCrashed."""
+        (outcome,) = await self.generate_batch([GenerateRequest(job_id, params, source)], on_progress)
+        if isinstance(outcome, JobFailedError):
+            raise outcome
+        return outcome
+
+    async def generate_batch(self, requests: Sequence[GenerateRequest], on_progress: ProgressCallback) -> list[Outcome]:
+        """Draw jobs in one denoising loop; each gets its result or JobFailedError. EngineCrashed if it died."""
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[JobResult]] = [loop.create_future() for _ in requests]
         async with self._lock:
             if not self._alive():
                 delay = self.backoff.delay(self._crashes)
@@ -215,19 +243,26 @@ class ProcessEngine:
                 await self._sleep(delay)
                 await self.start()
             assert self._process is not None and self._process.stdin is not None
-            self._pending = asyncio.get_running_loop().create_future()
-            self._pending_id, self._on_progress = job_id, on_progress
+            for request, future in zip(requests, futures, strict=True):
+                self._pending[request.job_id] = (future, on_progress)
+            message = requests[0] if len(requests) == 1 else GenerateBatch(tuple(requests))
             try:
-                self._process.stdin.write(encode(GenerateRequest(job_id=job_id, params=params, source=source)))
+                self._process.stdin.write(encode(message))
                 await self._process.stdin.drain()
             except (BrokenPipeError, ConnectionResetError):
-                pass  # the reader sees the exit and fails the job
-            try:
-                result = await self._pending
-                self._crashes = 0
-                return result
-            finally:
-                self._pending = self._pending_id = self._on_progress = None
+                pass  # the reader sees the exit and fails the jobs
+        try:
+            outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        finally:
+            for request in requests:
+                self._pending.pop(request.job_id, None)
+        results: list[Outcome] = []
+        for outcome in outcomes:
+            if not isinstance(outcome, JobResult | JobFailedError):
+                raise outcome
+            results.append(outcome)
+        self._crashes = 0
+        return results
 
     async def _send(self, message: CancelRequest | ReloadModels) -> bool:
         """Write a message beside the running job; False when there is no engine to take it."""

@@ -32,7 +32,11 @@ class Estimator:
 
     async def observe(self, params: GenerationParams, seconds: float) -> None:
         """Fold one finished job's engine time into the rate."""
-        measured = seconds / max(work(params), 1e-6)
+        await self.observe_batch([params], seconds)
+
+    async def observe_batch(self, batch: Sequence[GenerationParams], seconds: float) -> None:
+        """Fold the engine time of jobs drawn together into the rate."""
+        measured = seconds / max(sum(work(params) for params in batch), 1e-6)
         self.rate = (1 - LEARNING) * self.rate + LEARNING * measured
         await self.admin.set_stat(RATE_KEY, self.rate)
 

@@ -121,6 +121,27 @@ class FairQueue(Generic[T]):
             self._passed[entry.seq] = (passed + 1, limit)
         return candidates[chosen]
 
+    def take_more(self, can_join: Callable[[T], bool]) -> list[T]:
+        """Also take the waiting items, in serving order, that `can_join` accepts (it is asked in that order,
+        so it may count what it took); an item never jumps ahead of its own owner's earlier waiting items."""
+        taken: list[T] = []
+        if self._paused:
+            return taken
+        lanes = self._rotation()
+        passed_over: set[tuple[Hashable, Hashable]] = set()
+        lane_of = {id(entry): (key, lane) for key, lane in lanes for entry in lane.entries}
+        for entry in _interleave([lane.entries for _, lane in lanes]):
+            key, lane = lane_of[id(entry)]
+            if (key, entry.owner) in passed_over or not can_join(entry.item):
+                passed_over.add((key, entry.owner))
+                continue
+            lane.entries.remove(entry)
+            self._passed.pop(entry.seq, None)
+            lane.round = max(lane.round, entry.round)
+            lane.last_served = next(self._ticks)
+            taken.append(entry.item)
+        return taken
+
     def remove(self, match: Callable[[T], bool]) -> T | None:
         """Take the first waiting item that `match`es out of the queue (a cancelled job); None if none does."""
         for lane in self._groups.values():

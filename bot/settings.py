@@ -12,6 +12,7 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 from bot.limits import Limits
+from engine.batching import MAX_BATCH_IMAGES
 from engine.catalog import Catalog, CatalogError, pickle_refusal, scan
 from engine.source import DEVICE_CHOICES, InvalidSource, ModelSource, SourceKind, parse_source
 
@@ -48,6 +49,9 @@ class Settings:
     catalog: Catalog = field(default_factory=Catalog)
     model_cache: int = 2
     allow_pickle: bool = False
+    max_batch: int | None = None  # None: the engine chooses from the device memory
+    compile: bool = False
+    preview_model: Path | None = None
 
 
 def read_environment(cwd: Path) -> dict[str, str]:
@@ -188,6 +192,27 @@ def _positive(env: Mapping[str, str], name: str, example: str) -> float | None:
     return value
 
 
+def _max_batch(env: Mapping[str, str]) -> int | None:
+    raw = env.get("SDBOT_MAX_BATCH", "").strip()
+    if raw in ("", "0"):
+        return None
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_BATCH_IMAGES:
+        raise SettingError(
+            f"SDBOT_MAX_BATCH must be 1 to {MAX_BATCH_IMAGES}, or 0 to size it from GPU memory, not {raw!r}"
+        )
+    return int(raw)
+
+
+def _optional_folder(env: Mapping[str, str], name: str, cwd: Path) -> Path | None:
+    """An optional local folder that must exist when set."""
+    if not env.get(name, "").strip():
+        return None
+    path = _path(env, name, "", cwd)
+    if not path.is_dir():
+        raise SettingError(f"{name} must be a local diffusers folder, but {path} is not a folder")
+    return path
+
+
 def load_settings(env: Mapping[str, str], *, cwd: Path, require_token: bool = True) -> Settings:
     """Parse and check every setting; raise SettingError naming the first one at fault."""
     allow_pickle = _flag(env, "SDBOT_ALLOW_PICKLE")
@@ -223,6 +248,9 @@ def load_settings(env: Mapping[str, str], *, cwd: Path, require_token: bool = Tr
         catalog=catalog,
         model_cache=model_cache,
         allow_pickle=allow_pickle,
+        max_batch=_max_batch(env),
+        compile=_flag(env, "SDBOT_COMPILE"),
+        preview_model=_optional_folder(env, "SDBOT_PREVIEW_MODEL", cwd),
     )
 
 

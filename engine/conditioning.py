@@ -6,6 +6,7 @@ its own and concatenated along the sequence axis; every row of a batch has as ma
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -153,6 +154,37 @@ def _prompt_chunks(pipe: Any, encoder: Encoder, text: str) -> list[Chunk]:
     return chunk_fragments(fragments, ids, SpecialTokens.of(encoder.tokenizer), embedding_lengths(encoder.tokenizer))
 
 
+class ChunkCache:
+    """Encoded chunks, so the empty negative prompt, the padding of long prompts and rerolled prompts skip the
+    text encoder. One per model; not to be used while LoRAs change the encoder's weights."""
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._entries: OrderedDict[tuple[Any, ...], tuple[torch.Tensor, torch.Tensor | None]] = OrderedDict()
+
+    @staticmethod
+    def key(encoder: Encoder, chunk: Chunk) -> tuple[Any, ...]:
+        return (id(encoder.model), encoder.layer, encoder.normalize, chunk.tokens, chunk.multipliers)
+
+    def encode(self, encoder: Encoder, chunks: Sequence[Chunk]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """As `_encode`, running only the chunks not seen lately through the encoder (once each)."""
+        keys = [self.key(encoder, chunk) for chunk in chunks]
+        missing = list(dict.fromkeys(key for key in keys if key not in self._entries))
+        if missing:
+            fresh = {key: chunk for key, chunk in zip(keys, chunks, strict=True) if key in missing}
+            hidden, pooled = _encode(encoder, [fresh[key] for key in missing])
+            for i, key in enumerate(missing):
+                self._entries[key] = (hidden[i : i + 1], None if pooled is None else pooled[i : i + 1])
+        for key in keys:
+            self._entries.move_to_end(key)
+        rows = [self._entries[key] for key in keys]
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        hidden = torch.cat([row_hidden for row_hidden, _ in rows])
+        pooled_rows = [row_pooled for _, row_pooled in rows]
+        return hidden, None if pooled_rows[0] is None else torch.cat([p for p in pooled_rows if p is not None])
+
+
 def _encode(encoder: Encoder, chunks: Sequence[Chunk]) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One chunk per row through the encoder, weighted and with each row's mean restored as A1111 does."""
     device = encoder.model.device
@@ -190,10 +222,13 @@ class Conditioning:
         return {name: value for name, value in vars(self).items() if value is not None}
 
 
-def encode_prompts(pipe: Any, prompts: Sequence[str], negatives: Sequence[str], clip_skip: int = 0) -> Conditioning:
+def encode_prompts(
+    pipe: Any, prompts: Sequence[str], negatives: Sequence[str], clip_skip: int = 0, cache: ChunkCache | None = None
+) -> Conditioning:
     """Encode one prompt and one negative per row; every row padded to the same number of chunks.
 
-    `clip_skip` 0 means the model's default (the last layer); SDXL pipes ignore it, as A1111 does.
+    `clip_skip` 0 means the model's default (the last layer); SDXL pipes ignore it, as A1111 does. With a
+    `cache`, chunks encoded lately are taken from it.
     """
     if len(prompts) != len(negatives):
         raise ValueError(f"{len(prompts)} prompts but {len(negatives)} negative prompts")
@@ -207,7 +242,8 @@ def encode_prompts(pipe: Any, prompts: Sequence[str], negatives: Sequence[str], 
         special = SpecialTokens.of(encoder.tokenizer)
         empty = special.chunk([], [])
         padded = [chunks + [empty] * (count - len(chunks)) for chunks in rows]
-        encoded = [_encode(encoder, [chunks[i] for chunks in padded]) for i in range(count)]
+        encode = cache.encode if cache is not None else _encode
+        encoded = [encode(encoder, [chunks[i] for chunks in padded]) for i in range(count)]
         hidden_parts.append(torch.cat([hidden for hidden, _ in encoded], dim=1))
         if encoder.pooled:
             # A1111 takes the pooled embedding of the first chunk.

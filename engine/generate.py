@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
 from PIL import Image, UnidentifiedImageError
 
-from engine.conditioning import encode_prompts
+from engine.batching import compatible
+from engine.conditioning import ChunkCache, encode_prompts
 from engine.embeddings import Embeddings
 from engine.infotext import format_infotext
 from engine.loading import LoadedModel
@@ -32,7 +33,51 @@ from engine.wire import GeneratedImage
 log = logging.getLogger(__name__)
 
 StepCallback = Callable[[int, int], None]
+# Called after every step with the job index of each image and the batch's latents, for previews.
+LatentsCallback = Callable[[Sequence[int], Any], None]
 Finish = Callable[[Image.Image], Image.Image]
+
+
+@dataclass(frozen=True)
+class BatchJob:
+    """One job of a batch: what to draw, and the image it works from (for the modes that need one)."""
+
+    params: GenerationParams
+    source: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Row:
+    """One image of a batch: the job it belongs to and its seed."""
+
+    job: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class Drawn:
+    """A job's images as drawn, with their seeds, before PNG encoding."""
+
+    params: GenerationParams
+    images: tuple[tuple[int, Image.Image], ...]
+    extras: tuple[tuple[str, str], ...] = ()  # A1111's `Lora hashes` and `TI hashes` for the infotext
+
+
+_PER_IMAGE_GUIDANCE: dict[type, type] = {}
+
+
+def per_image_guidance(pipeline_class: type) -> type:
+    """A subclass whose guidance scale may be a tensor with one cfg per image.
+
+    diffusers computes `uncond + scale * (text - uncond)`, which broadcasts a (batch, 1, 1, 1) scale; only
+    its "is guidance on" test compares the scale with 1, so that test is answered here (cfg ≥ 1 always).
+    """
+    if pipeline_class not in _PER_IMAGE_GUIDANCE:
+        members = {"do_classifier_free_guidance": property(lambda self: True)}
+        _PER_IMAGE_GUIDANCE[pipeline_class] = type(
+            f"PerImageGuidance{pipeline_class.__name__}", (pipeline_class,), members
+        )
+    return _PER_IMAGE_GUIDANCE[pipeline_class]
 
 
 @dataclass(frozen=True)
@@ -83,15 +128,23 @@ class Painter:
         *,
         loras: LoraLoader | None = None,
         embeddings: Embeddings | None = None,
+        batch_buckets: Sequence[int] = (),
     ) -> None:
         self.model = model
         self.inpaint_model = inpaint_model
         self.loras = loras or LoraLoader(NetworkFolder(None))
         self.embeddings = embeddings or Embeddings()
+        self.batch_buckets = tuple(sorted(batch_buckets))
+        self._per_image_guidance: Any = None
+        self._chunks = ChunkCache()
         # Each job gets a fresh scheduler built over the checkpoint's own noise schedule.
         self._base_scheduler_config = model.pipe.scheduler.config
         self._img2img: Any = None
         self._inpaint: Any = None
+
+    def padded(self, rows: int) -> int:
+        """How many images a batch of `rows` is drawn as: the smallest bucket that holds it, when bucketing."""
+        return next((bucket for bucket in self.batch_buckets if bucket >= rows), rows)
 
     @property
     def img2img(self) -> Any:
@@ -136,80 +189,135 @@ class Painter:
     def paint(
         self, params: GenerationParams, on_step: StepCallback | None = None, source: bytes | None = None
     ) -> tuple[GeneratedImage, ...]:
-        """Draw every image of `params` and return them as PNGs with infotext, in seed order.
+        """Draw every image of one job and return them as PNGs with infotext, in seed order."""
+        (drawn,) = self.draw([BatchJob(params, source)], on_step)
+        return self.finish(drawn)
+
+    def draw(
+        self, jobs: Sequence[BatchJob], on_step: StepCallback | None = None, on_latents: LatentsCallback | None = None
+    ) -> list[Drawn]:
+        """Denoise the images of several compatible jobs in one loop; return them per job, not yet encoded.
 
         Out of GPU memory, the batch is split in halves and drawn with tiled VAE decoding; the same seeds
         give the same images, so the member only hears of it if a single image still does not fit.
         """
-        params.validate()
+        for job in jobs:
+            job.params.validate()
+        if len(jobs) > 1 and not all(compatible(jobs[0].params, job.params) for job in jobs[1:]):
+            raise ValueError("jobs that cannot share a denoising loop were batched together")
+        rows = [Row(index, seed) for index, job in enumerate(jobs) for seed in job.params.seeds()]
         try:
-            return self._paint(params, on_step, source, tiled=False)
+            images, lora_hashes = self._draw(jobs, rows, on_step, on_latents, tiled=False)
         except torch.cuda.OutOfMemoryError:
-            log.warning("out of memory drawing %d×%d × %d; splitting", params.width, params.height, params.count)
+            log.warning("out of memory drawing %d images of %d×%d; splitting", len(rows), *self._size(jobs))
             _free_cache()
-            return self._paint_split(params, on_step, source)
+            images, lora_hashes = self._draw_split(jobs, rows, on_step, on_latents)
+        drawn = []
+        for index, job in enumerate(jobs):
+            mine = tuple((row.seed, image) for row, image in zip(rows, images, strict=True) if row.job == index)
+            texts = (split_loras(job.params.prompt)[0], job.params.negative_prompt)
+            drawn.append(Drawn(job.params, mine, tuple(self._extras(lora_hashes, texts))))
+        return drawn
 
-    def _paint_split(
-        self, params: GenerationParams, on_step: StepCallback | None, source: bytes | None
-    ) -> tuple[GeneratedImage, ...]:
-        if params.count == 1:
-            return self._paint(params, on_step, source, tiled=True)
-        first = params.count // 2
-        halves = (replace(params, count=first), replace(params, seed=params.seeds()[first], count=params.count - first))
-        images: list[GeneratedImage] = []
-        for half in halves:
+    def finish(self, drawn: Drawn) -> tuple[GeneratedImage, ...]:
+        """Encode a job's images as PNGs carrying their infotext (CPU work, kept off the denoising loop)."""
+        results = []
+        for seed, image in drawn.images:
+            infotext = format_infotext(drawn.params, seed, self.model.info, drawn.extras)
+            results.append(GeneratedImage(seed=seed, infotext=infotext, png=encode_png(image, infotext)))
+        return tuple(results)
+
+    @staticmethod
+    def _size(jobs: Sequence[BatchJob]) -> tuple[int, int]:
+        return jobs[0].params.width, jobs[0].params.height
+
+    def _draw_split(
+        self,
+        jobs: Sequence[BatchJob],
+        rows: Sequence[Row],
+        on_step: StepCallback | None,
+        on_latents: LatentsCallback | None,
+    ) -> tuple[list[Image.Image], dict[str, str]]:
+        if len(rows) == 1:
+            return self._draw(jobs, rows, on_step, on_latents, tiled=True)
+        images: list[Image.Image] = []
+        lora_hashes: dict[str, str] = {}
+        for half in (rows[: len(rows) // 2], rows[len(rows) // 2 :]):
             try:
-                images += self._paint(half, on_step, source, tiled=True)
+                drawn, lora_hashes = self._draw(jobs, half, on_step, on_latents, tiled=True)
             except torch.cuda.OutOfMemoryError:
                 _free_cache()
-                images += self._paint_split(half, on_step, source)
-        return tuple(images)
+                drawn, lora_hashes = self._draw_split(jobs, half, on_step, on_latents)
+            images += drawn
+        return images, lora_hashes
 
-    def _paint(
-        self, params: GenerationParams, on_step: StepCallback | None, source: bytes | None, tiled: bool
-    ) -> tuple[GeneratedImage, ...]:
-        plan = self._plan(params, source)
-        plan.pipe.scheduler = make_scheduler(params.sampler, self._base_scheduler_config)
-        seeds = params.seeds()
+    def _guidance(self, jobs: Sequence[BatchJob], rows: Sequence[Row], plan: Plan) -> tuple[Any, Any]:
+        """The pipeline and guidance scale for these rows: one cfg for all, or a (rows, 1, 1, 1) tensor of them."""
+        scales = [jobs[row.job].params.cfg for row in rows]
+        if len(set(scales)) == 1:
+            return plan.pipe, scales[0]
+        if self._per_image_guidance is None:
+            self._per_image_guidance = derived_pipeline(per_image_guidance(type(self.model.pipe)), self.model.pipe)
+        tensor = torch.tensor(scales, device=self.model.device, dtype=self.model.dtype).view(-1, 1, 1, 1)
+        return self._per_image_guidance, tensor
+
+    def _draw(
+        self,
+        jobs: Sequence[BatchJob],
+        rows: Sequence[Row],
+        on_step: StepCallback | None,
+        on_latents: LatentsCallback | None,
+        tiled: bool,
+    ) -> tuple[list[Image.Image], dict[str, str]]:
+        """The images of `rows`, and the hashes of the LoRAs they were drawn with."""
+        first = jobs[0]
+        plan = self._plan(first.params, first.source)
+        pipe, guidance = self._guidance(jobs, rows, plan)
+        pipe.scheduler = make_scheduler(first.params.sampler, self._base_scheduler_config)
+        # Compiled models see a few batch sizes only: pad with copies of the last image, dropped after.
+        drawn_rows = [*rows, *[rows[-1]] * (self.padded(len(rows)) - len(rows))]
+        if isinstance(guidance, torch.Tensor) and len(drawn_rows) > len(rows):
+            guidance = torch.cat([guidance, guidance[-1:].expand(len(drawn_rows) - len(rows), -1, -1, -1)])
         # One CPU generator per image: the same seed gives the same noise on any device and in any batch.
-        generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+        generators = [torch.Generator("cpu").manual_seed(row.seed) for row in drawn_rows]
+        owners = [row.job for row in rows]
 
         def step_end(pipeline: Any, index: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            if on_latents is not None:
+                on_latents(owners, tensors["latents"][: len(rows)])
             if on_step is not None:
                 on_step(index + 1, pipeline.num_timesteps)
             return tensors
 
-        # The member's text stays in the infotext as written, LoRA tags included, as A1111 keeps it.
-        text, loras = split_loras(params.prompt)
-        vae = plan.pipe.vae
+        # The member's text stays in the infotext as written, LoRA tags included, as A1111 keeps it; jobs of
+        # one batch name the same LoRAs (see engine.batching).
+        texts = [split_loras(jobs[row.job].params.prompt)[0] for row in drawn_rows]
+        _text, loras = split_loras(first.params.prompt)
+        vae = pipe.vae
         tiled = tiled or plan.tiled_vae
         if tiled:
             vae.enable_tiling()
         try:
             # LoRA layers are made outside inference mode: they are modules, not results.
             with self.loras.applied(plan.pipe, loras) as lora_hashes, torch.inference_mode():
-                # Encoded after the LoRAs are in: they change the text encoder too.
-                conditioning = encode_prompts(plan.pipe, [text], [params.negative_prompt], params.clip_skip)
-                latents = plan.pipe(
+                # Encoded after the LoRAs are in: they change the text encoder, so its cache is not used then.
+                negatives = [jobs[row.job].params.negative_prompt for row in drawn_rows]
+                cache = None if loras else self._chunks
+                conditioning = encode_prompts(pipe, texts, negatives, first.params.clip_skip, cache)
+                latents = pipe(
                     **conditioning.arguments(),
-                    num_inference_steps=params.steps,
-                    guidance_scale=params.cfg,
-                    num_images_per_prompt=params.count,
+                    num_inference_steps=first.params.steps,
+                    guidance_scale=guidance,
                     generator=generators,
                     output_type="latent",
                     callback_on_step_end=step_end,
                     **plan.arguments,
                 ).images
-                images = [plan.finish(self._decode(plan.pipe, latents[i : i + 1])) for i in range(len(seeds))]
+                images = [plan.finish(self._decode(pipe, latents[i : i + 1])) for i in range(len(rows))]
+                return images, lora_hashes
         finally:
             if tiled:
                 vae.disable_tiling()
-        extras = self._extras(lora_hashes, (text, params.negative_prompt))
-        results = []
-        for seed, image in zip(seeds, images, strict=True):
-            infotext = format_infotext(params, seed, self.model.info, extras)
-            results.append(GeneratedImage(seed=seed, infotext=infotext, png=encode_png(image, infotext)))
-        return tuple(results)
 
     def _extras(self, lora_hashes: dict[str, str], texts: tuple[str, str]) -> list[tuple[str, str]]:
         """A1111's `Lora hashes` and `TI hashes` for what the job used."""

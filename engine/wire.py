@@ -43,6 +43,30 @@ class GenerateRequest:
 
 
 @dataclass(frozen=True)
+class GenerateBatch:
+    """Bot → engine: jobs to denoise together (one frame, so the engine never starts on half of them)."""
+
+    TYPE: ClassVar[str] = "batch"
+    requests: tuple[GenerateRequest, ...]
+
+    def to_header(self) -> tuple[dict[str, Any], list[bytes]]:
+        jobs, blobs = [], []
+        for request in self.requests:
+            header, sources = request.to_header()
+            jobs.append({**header, "sources": len(sources)})
+            blobs += sources
+        return {"jobs": jobs}, blobs
+
+    @classmethod
+    def from_header(cls, header: dict[str, Any], blobs: list[bytes]) -> GenerateBatch:
+        requests, rest = [], list(blobs)
+        for job in header["jobs"]:
+            mine, rest = rest[: job["sources"]], rest[job["sources"] :]
+            requests.append(GenerateRequest.from_header(job, mine))
+        return cls(requests=tuple(requests))
+
+
+@dataclass(frozen=True)
 class CancelRequest:
     """Bot → engine: stop a job between two steps (or drop it if it has not started)."""
 
@@ -81,6 +105,7 @@ class EngineReady:
     native_width: int
     native_height: int
     max_pixels: int
+    max_batch: int = 1  # images one denoising loop may hold, across jobs
 
     def to_header(self) -> tuple[dict[str, Any], list[bytes]]:
         return {
@@ -89,6 +114,7 @@ class EngineReady:
             "native_width": self.native_width,
             "native_height": self.native_height,
             "max_pixels": self.max_pixels,
+            "max_batch": self.max_batch,
         }, []
 
     @classmethod
@@ -99,24 +125,28 @@ class EngineReady:
             native_width=header["native_width"],
             native_height=header["native_height"],
             max_pixels=header["max_pixels"],
+            max_batch=header.get("max_batch", 1),
         )
 
 
 @dataclass(frozen=True)
 class Progress:
-    """Engine → bot: `step` of `total` denoising steps of a job are done."""
+    """Engine → bot: `step` of `total` denoising steps of a job are done, with now and then a small preview."""
 
     TYPE: ClassVar[str] = "progress"
     job_id: str
     step: int
     total: int
+    preview: bytes | None = None  # a small WebP of the job's first image as it stands
 
     def to_header(self) -> tuple[dict[str, Any], list[bytes]]:
-        return {"job_id": self.job_id, "step": self.step, "total": self.total}, []
+        blobs = [self.preview] if self.preview is not None else []
+        return {"job_id": self.job_id, "step": self.step, "total": self.total}, blobs
 
     @classmethod
     def from_header(cls, header: dict[str, Any], blobs: list[bytes]) -> Progress:
-        return cls(job_id=header["job_id"], step=header["step"], total=header["total"])
+        preview = blobs[0] if blobs else None
+        return cls(job_id=header["job_id"], step=header["step"], total=header["total"], preview=preview)
 
 
 @dataclass(frozen=True)
@@ -189,10 +219,30 @@ class EngineFatal:
         return cls(message=header["message"])
 
 
-Message = GenerateRequest | CancelRequest | ReloadModels | EngineReady | Progress | JobResult | JobFailed | EngineFatal
+Message = (
+    GenerateRequest
+    | GenerateBatch
+    | CancelRequest
+    | ReloadModels
+    | EngineReady
+    | Progress
+    | JobResult
+    | JobFailed
+    | EngineFatal
+)
 _TYPES: dict[str, Any] = {
     cls.TYPE: cls
-    for cls in (GenerateRequest, CancelRequest, ReloadModels, EngineReady, Progress, JobResult, JobFailed, EngineFatal)
+    for cls in (
+        GenerateRequest,
+        GenerateBatch,
+        CancelRequest,
+        ReloadModels,
+        EngineReady,
+        Progress,
+        JobResult,
+        JobFailed,
+        EngineFatal,
+    )
 }
 
 

@@ -9,30 +9,37 @@ import queue
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import torch
 from diffusers.utils import logging as diffusers_logging
 
+from engine.acceleration import buckets_up_to, compile_model, default_max_batch, use_fast_paths, warm_up
+from engine.batch_progress import PREVIEW_INTERVAL, BatchProgress, JobCancelled
+from engine.batching import compatible
 from engine.catalog import Catalog, CatalogError, scan
+from engine.checkpoint_header import Family
 from engine.embeddings import load_embeddings
-from engine.generate import Painter
+from engine.generate import BatchJob, Drawn, Painter
 from engine.loading import LoadedModel, ModelLoadError, load_model, max_pixels, resolve_device
 from engine.loras import LoraLoader
 from engine.model_shelf import ModelShelf, catalog_loader
 from engine.network_files import NetworkFolder
-from engine.params import InvalidParams
+from engine.params import GenerationParams, InvalidParams
+from engine.preview import Previewer, PreviewError, load_tiny_autoencoder
 from engine.source import DEVICE_CHOICES, InvalidSource, ModelSource, parse_source
 from engine.wire import (
     CancelRequest,
     EngineFatal,
     EngineReady,
+    GenerateBatch,
     GenerateRequest,
     JobFailed,
     JobResult,
     Message,
-    Progress,
     ReloadModels,
     WireError,
     encode,
@@ -45,15 +52,11 @@ OUT_OF_MEMORY = "The GPU ran out of memory drawing this: try a smaller size or f
 CANCELLED = "Cancelled."
 
 
-class JobCancelled(Exception):
-    """The bot asked to stop the running job."""
-
-
 class Inbox:
-    """Requests from the bot, read on a thread so that a cancel arrives while a job is running."""
+    """Requests from the bot, read on a thread so that a cancel arrives while a batch is running."""
 
     def __init__(self, stream: BinaryIO) -> None:
-        self._jobs: queue.Queue[GenerateRequest | ReloadModels | None] = queue.Queue()
+        self._jobs: queue.Queue[tuple[GenerateRequest, ...] | ReloadModels | None] = queue.Queue()
         self._cancelled: set[str] = set()
         self._lock = threading.Lock()
         threading.Thread(target=self._read, args=(stream,), name="engine-inbox", daemon=True).start()
@@ -64,16 +67,20 @@ class Inbox:
                 if isinstance(message, CancelRequest):
                     with self._lock:
                         self._cancelled.add(message.job_id)
-                elif isinstance(message, GenerateRequest | ReloadModels):
-                    # A rescan waits its turn between jobs: the job running now keeps the catalog it started with.
+                elif isinstance(message, GenerateRequest):
+                    self._jobs.put((message,))
+                elif isinstance(message, GenerateBatch):
+                    self._jobs.put(message.requests)
+                elif isinstance(message, ReloadModels):
+                    # A rescan waits its turn between batches: the batch running now keeps the catalog it started with.
                     self._jobs.put(message)
         except WireError as exc:
             log.error("the bot sent a bad frame; stopping: %s", exc)
         finally:
             self._jobs.put(None)
 
-    def next_job(self) -> GenerateRequest | ReloadModels | None:
-        """The next job to draw (or rescan to do), or None once the bot has closed the pipe."""
+    def next_batch(self) -> tuple[GenerateRequest, ...] | ReloadModels | None:
+        """The next jobs to draw together (or rescan to do), or None once the bot has closed the pipe."""
         return self._jobs.get()
 
     def is_cancelled(self, job_id: str) -> bool:
@@ -82,14 +89,17 @@ class Inbox:
 
 
 class Channel:
-    """The engine's half of the wire: frames out on a private copy of stdout."""
+    """The engine's half of the wire: frames out on a private copy of stdout, whole even from two threads."""
 
     def __init__(self, out: BinaryIO) -> None:
         self._out = out
+        self._lock = threading.Lock()
 
     def send(self, message: Message) -> None:
-        self._out.write(encode(message))
-        self._out.flush()
+        frame = encode(message)
+        with self._lock:
+            self._out.write(frame)
+            self._out.flush()
 
 
 def claim_stdout() -> BinaryIO:
@@ -100,44 +110,140 @@ def claim_stdout() -> BinaryIO:
     return wire
 
 
-def run_job(shelf: ModelShelf, request: GenerateRequest, channel: Channel, inbox: Inbox) -> None:
-    """Switch to the job's model, draw the job and answer with its result or a sentence for the member; never raise."""
-    job_id = request.job_id
+def _failure(job_id: str, exc: BaseException) -> JobFailed:
+    """The sentence a member gets for an exception while drawing their job."""
+    if isinstance(exc, JobCancelled):
+        return JobFailed(job_id=job_id, message=CANCELLED)
+    if isinstance(exc, InvalidParams):
+        return JobFailed(job_id=job_id, message=str(exc))
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return JobFailed(job_id=job_id, message=OUT_OF_MEMORY)
+    return JobFailed(
+        job_id=job_id,
+        message=f"Something went wrong drawing job {job_id}; the owner can find the error in the bot's log.",
+    )
 
-    def on_step(step: int, total: int) -> None:
-        if inbox.is_cancelled(job_id):
-            raise JobCancelled
-        channel.send(Progress(job_id=job_id, step=step, total=total))
 
-    started = time.perf_counter()
-    try:
-        if inbox.is_cancelled(job_id):
-            raise JobCancelled
-        painter = shelf.painter(request.params.model)
-        images = painter.paint(request.params, on_step, source=request.source)
-    except JobCancelled:
-        log.info("job %s cancelled", job_id)
-        channel.send(JobFailed(job_id=job_id, message=CANCELLED))
-        return
-    except InvalidParams as exc:
-        channel.send(JobFailed(job_id=job_id, message=str(exc)))
-        return
-    except torch.cuda.OutOfMemoryError:
-        log.warning("job %s: out of memory at %s", job_id, request.params)
-        torch.cuda.empty_cache()
-        channel.send(JobFailed(job_id=job_id, message=OUT_OF_MEMORY))
-        return
-    except Exception:
-        log.exception("job %s failed", job_id)
-        channel.send(
-            JobFailed(
-                job_id=job_id,
-                message=f"Something went wrong drawing job {job_id}; the owner can find the error in the bot's log.",
-            )
-        )
-        return
-    seconds = time.perf_counter() - started
-    channel.send(JobResult(job_id=job_id, images=images, seconds=seconds, model=painter.model.info))
+class Previews:
+    """Which previewer a batch gets: the owner's tiny autoencoder for the family it was made for, else the
+    cheap approximation fitted to the model's family."""
+
+    def __init__(self, tiny_autoencoder: Any, family: Family) -> None:
+        self.tiny_autoencoder = tiny_autoencoder
+        self.family = family
+
+    def for_model(self, model: LoadedModel) -> Previewer:
+        tiny = self.tiny_autoencoder if model.family == self.family else None
+        return Previewer(model.pipe.vae.config.scaling_factor, tiny)
+
+
+class Worker:
+    """Draws batches on the model they name; PNG encoding and sending results run on a thread beside the
+    next batch, so the GPU does not wait for them."""
+
+    def __init__(
+        self,
+        shelf: ModelShelf,
+        channel: Channel,
+        inbox: Inbox,
+        previews: Previews | None = None,
+        *,
+        models_dir: Path | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        preview_interval: float = PREVIEW_INTERVAL,
+    ) -> None:
+        self.shelf = shelf
+        self.channel = channel
+        self.inbox = inbox
+        self.previews = previews
+        self.models_dir = models_dir
+        self.clock = clock
+        self.preview_interval = preview_interval
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-results")
+        self._sending: list[Future[None]] = []
+
+    def serve(self) -> None:
+        """Draw what the bot sends until it closes the pipe, then finish sending results."""
+        try:
+            while (requests := self.inbox.next_batch()) is not None:
+                self._sending = [future for future in self._sending if not future.done()]
+                if isinstance(requests, ReloadModels):
+                    rescan(self.shelf, self.models_dir)
+                    continue
+                for group in batch_groups(requests):
+                    self.run_batch(group)
+        finally:
+            self.flush()
+            self._writer.shutdown()
+
+    def flush(self) -> None:
+        """Wait until every drawn result has been encoded and sent."""
+        sending, self._sending = self._sending, []
+        for future in sending:
+            future.result()
+
+    def run_batch(self, requests: Sequence[GenerateRequest]) -> None:
+        """Draw compatible jobs in one loop and answer each with its result or a sentence; never raise."""
+        live = []
+        for request in requests:
+            try:
+                if self.inbox.is_cancelled(request.job_id):
+                    raise JobCancelled
+                request.params.validate()
+                live.append(request)
+            except (JobCancelled, InvalidParams) as exc:
+                self.channel.send(_failure(request.job_id, exc))
+        if not live:
+            return
+        started = time.perf_counter()
+        try:
+            painter = self.shelf.painter(live[0].params.model)
+            previewer = self.previews.for_model(painter.model) if self.previews is not None else None
+            progress = BatchProgress(live, self.channel.send, self.inbox, previewer, self.clock, self.preview_interval)
+            on_latents = progress.on_latents if previewer is not None else None
+            drawn = painter.draw([BatchJob(r.params, r.source) for r in live], progress.on_step, on_latents)
+        except Exception as exc:
+            self._log_failure(live, exc)
+            for request in live:
+                self.channel.send(_failure(request.job_id, exc))
+            return
+        seconds = time.perf_counter() - started
+        for request, job in zip(live, drawn, strict=True):
+            if self.inbox.is_cancelled(request.job_id):
+                self.channel.send(_failure(request.job_id, JobCancelled()))
+            else:
+                self._sending.append(self._writer.submit(self._send_result, painter, request.job_id, job, seconds))
+
+    def _send_result(self, painter: Painter, job_id: str, drawn: Drawn, seconds: float) -> None:
+        try:
+            images = painter.finish(drawn)
+        except Exception as exc:
+            log.exception("job %s: encoding its images failed", job_id)
+            self.channel.send(_failure(job_id, exc))
+            return
+        self.channel.send(JobResult(job_id=job_id, images=images, seconds=seconds, model=painter.model.info))
+
+    @staticmethod
+    def _log_failure(live: Sequence[GenerateRequest], exc: Exception) -> None:
+        ids = ", ".join(r.job_id for r in live)
+        if isinstance(exc, JobCancelled):
+            log.info("jobs %s cancelled", ids)
+        elif isinstance(exc, torch.cuda.OutOfMemoryError):
+            log.warning("jobs %s: out of memory at %s", ids, live[0].params)
+            torch.cuda.empty_cache()
+        elif not isinstance(exc, InvalidParams):
+            log.error("jobs %s failed", ids, exc_info=exc)
+
+
+def batch_groups(requests: Sequence[GenerateRequest]) -> list[list[GenerateRequest]]:
+    """The bot sends compatible jobs together; anything else is drawn in runs of compatible neighbours."""
+    groups: list[list[GenerateRequest]] = []
+    for request in requests:
+        if groups and compatible(groups[-1][0].params, request.params):
+            groups[-1].append(request)
+        else:
+            groups.append([request])
+    return groups
 
 
 def _source(value: str, setting: str, allow_pickle: bool = False) -> ModelSource:
@@ -158,6 +264,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--models-dir", type=Path, default=None, help="folder of models jobs may name")
     parser.add_argument("--model-cache", type=int, default=2, help="models kept in CPU RAM besides the active one")
     parser.add_argument("--allow-pickle", action="store_true", help="load .ckpt/.pt checkpoints (they can run code)")
+    parser.add_argument("--max-batch", type=int, default=0, help="images per denoising loop (0: from memory)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the UNet and VAE at start")
+    parser.add_argument("--preview-model", default=None, help="tiny autoencoder folder for previews (optional)")
     return parser.parse_args(argv)
 
 
@@ -171,6 +280,16 @@ def rescan(shelf: ModelShelf, folder: Path | None) -> None:
         log.error("SDBOT_MODELS_DIR: %s; keeping the models found before", exc)
         return
     log.info("models folder rescanned: %d models", len(shelf.catalog.entries))
+
+
+def _warm_up_draw(painter: Painter, model: LoadedModel) -> Callable[[int], None]:
+    side = model.native_size
+
+    def draw(bucket: int) -> None:
+        params = GenerationParams(prompt="warm-up", width=side, height=side, steps=2, count=bucket)
+        painter.draw([BatchJob(params)])
+
+    return draw
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,10 +318,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.inpaint_model:
             inpaint_source = _source(args.inpaint_model, "SDBOT_INPAINT_MODEL")
             inpaint_model = load_model(inpaint_source, device, inpainting=True, setting="SDBOT_INPAINT_MODEL")
+        tiny_autoencoder = None
+        if args.preview_model:
+            tiny_autoencoder = load_tiny_autoencoder(Path(args.preview_model), device, model.dtype)
     except CatalogError as exc:
         channel.send(EngineFatal(message=f"SDBOT_MODELS_DIR: {exc}"))
         return 2
-    except ModelLoadError as exc:
+    except (ModelLoadError, PreviewError) as exc:
         channel.send(EngineFatal(message=str(exc)))
         return 2
     loras = LoraLoader(NetworkFolder(args.lora_dir))
@@ -211,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
         load_embeddings(inpaint_model.pipe, embeddings_folder)
 
     def make_painter(loaded: LoadedModel, inpaint: LoadedModel | None) -> Painter:
-        # Every model a job switches to gets the embeddings loaded into its own text encoder.
+        # Every model a job switches to gets the fast paths and the embeddings in its own text encoder.
+        use_fast_paths(loaded)
         return Painter(loaded, inpaint, loras=loras, embeddings=load_embeddings(loaded.pipe, embeddings_folder))
 
     shelf = ModelShelf(
@@ -224,19 +347,24 @@ def main(argv: list[str] | None = None) -> int:
         inpaint_model=inpaint_model,
         make_painter=make_painter,
     )
+    pixels = max_pixels(model, args.max_megapixels)
+    max_batch = args.max_batch or default_max_batch(model, pixels)
+    if args.compile:
+        # Only the default model is compiled: one switched to later runs uncompiled rather than stall the queue.
+        painter = shelf.painter("")
+        compile_model(model)
+        painter.batch_buckets = buckets_up_to(max_batch)
+        warm_up(_warm_up_draw(painter, model), painter.batch_buckets)
     channel.send(
         EngineReady(
             model=model.info,
             device=str(model.device),
             native_width=model.native_size,
             native_height=model.native_size,
-            max_pixels=max_pixels(model, args.max_megapixels),
+            max_pixels=pixels,
+            max_batch=max_batch,
         )
     )
-    inbox = Inbox(sys.stdin.buffer)
-    while (request := inbox.next_job()) is not None:
-        if isinstance(request, ReloadModels):
-            rescan(shelf, args.models_dir)
-        else:
-            run_job(shelf, request, channel, inbox)
+    previews = Previews(tiny_autoencoder, model.family)
+    Worker(shelf, channel, Inbox(sys.stdin.buffer), previews, models_dir=args.models_dir).serve()
     return 0

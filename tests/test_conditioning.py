@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 from transformers import CLIPTokenizer
 
-from engine.conditioning import CHUNK_LENGTH, SpecialTokens, chunk_fragments, embedding_lengths, encode_prompts
+from engine.conditioning import (
+    CHUNK_LENGTH,
+    ChunkCache,
+    SpecialTokens,
+    chunk_fragments,
+    embedding_lengths,
+    encode_prompts,
+)
 from engine.embeddings import load_embeddings
 from engine.loading import LoadedModel, load_model
 from engine.network_files import NetworkFolder
@@ -183,3 +191,38 @@ def test_sd2_openclip_ignores_clip_skip_as_a1111(tiny: LoadedModel, tiny_model_d
     sd2 = StableDiffusionPipeline(**{**tiny.pipe.components, "tokenizer": tokenizer})
     assert torch.equal(encode(sd2, "a red fox", clip_skip=2), encode(sd2, "a red fox", clip_skip=1))
     assert not torch.equal(encode(sd2, "a red fox"), encode(tiny.pipe, "a red fox"))
+
+
+class CountingEncoder:
+    """The text encoder, counting the chunks that go through it."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model, self.chunks = model, 0
+
+    def __call__(self, tokens: torch.Tensor, **options: object) -> object:
+        self.chunks += tokens.shape[0]
+        return self.model(tokens, **options)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.model, name)
+
+
+@pytest.mark.parametrize("family", ["sd15", "sdxl"])
+def test_a_chunk_cache_spares_the_encoder_and_changes_nothing(
+    family: str, tiny: LoadedModel, sdxl: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipe: Any = tiny.pipe if family == "sd15" else sdxl
+    prompts, negatives = ["a red fox", "an owl, " * 40, "a red fox"], ["", "", "blurry"]
+    plain = encode_prompts(pipe, prompts, negatives)
+    counting = CountingEncoder(pipe.text_encoder)
+    monkeypatch.setattr(pipe, "text_encoder", counting)
+    cache = ChunkCache()
+    first = encode_prompts(pipe, prompts, negatives, cache=cache)
+    seen = counting.chunks
+    again = encode_prompts(pipe, ["a red fox"], [""], cache=cache)
+    assert counting.chunks == seen, "a rerolled prompt and the empty negative come from the cache"
+    encode_prompts(pipe, ["a grey wolf"], [""], cache=cache)
+    assert counting.chunks == seen + 1, "only the new prompt's chunk goes through the encoder"
+    for name, value in plain.arguments().items():
+        assert torch.allclose(first.arguments()[name], value, atol=1e-5), name
+    assert torch.allclose(again.prompt_embeds[0], plain.prompt_embeds[0, :77], atol=1e-5)

@@ -127,8 +127,8 @@ class OutOfMemoryOnBatches:
         object.__setattr__(self, "batches", [])
 
     def __call__(self, **arguments: Any) -> Any:
-        self.batches.append(arguments["num_images_per_prompt"])
-        if arguments["num_images_per_prompt"] > self.fits:
+        self.batches.append(len(arguments["generator"]))
+        if len(arguments["generator"]) > self.fits:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return self._pipe(**arguments)
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from bot.fair_queue import FairQueue
 
@@ -91,3 +92,59 @@ async def test_remove_takes_a_waiting_item_out() -> None:
     assert queue.remove(lambda item: item == "A0") == "A0"
     assert queue.remove(lambda item: item == "missing") is None
     assert queue.order() == ["B0", "A1"]
+
+
+def _up_to(limit: int, accept: str = "") -> Callable[[str], bool]:
+    """A batch joiner that takes items containing `accept`, up to `limit` of them."""
+    taken: list[str] = []
+
+    def can_join(item: str) -> bool:
+        if accept not in item or len(taken) >= limit:
+            return False
+        taken.append(item)
+        return True
+
+    return can_join
+
+
+async def test_a_batch_takes_companions_in_serving_order_up_to_its_cap() -> None:
+    queue: FairQueue[str] = FairQueue()
+    for owner, count in (("A", 4), ("B", 2), ("C", 1)):
+        for i in range(count):
+            await queue.put(owner, f"{owner}{i}")
+    first = await queue.get()
+    assert [first, *queue.take_more(_up_to(3))] == ["A0", "B0", "C0", "A1"]
+    assert queue.order() == ["B1", "A2", "A3"]
+
+
+async def test_incompatible_jobs_stay_and_keep_their_owners_order() -> None:
+    queue: FairQueue[str] = FairQueue()
+    for item in ["A0 512", "A1 768", "A2 512"]:
+        await queue.put("A", item)
+    for item in ["B0 768", "B1 512"]:
+        await queue.put("B", item)
+    await queue.put("C", "C0 512")
+    first = await queue.get()
+    # A1 does not fit a 512 batch, so A2 may not jump ahead of it; B's head does not fit either.
+    assert [first, *queue.take_more(_up_to(8, "512"))] == ["A0 512", "C0 512"]
+    assert queue.order() == ["B0 768", "A1 768", "B1 512", "A2 512"]
+
+
+async def test_a_newcomer_after_a_batch_goes_before_the_burst_it_left_waiting() -> None:
+    queue: FairQueue[str] = FairQueue()
+    for i in range(6):
+        await queue.put("A", f"A{i}")
+    await queue.get()
+    assert queue.take_more(_up_to(2)) == ["A1", "A2"]
+    assert await queue.put("B", "B0") == 1
+    assert queue.order() == ["B0", "A3", "A4", "A5"]
+
+
+async def test_a_paused_queue_adds_nothing_to_a_batch() -> None:
+    queue: FairQueue[str] = FairQueue()
+    for i in range(3):
+        await queue.put("A", f"A{i}")
+    await queue.get()
+    await queue.pause()
+    assert queue.take_more(_up_to(8)) == []
+    assert len(queue) == 2

@@ -17,7 +17,7 @@ async def test_edits_are_throttled_to_one_per_interval() -> None:
     clock = FakeClock()
     edits: list[str] = []
 
-    async def edit(text: str) -> None:
+    async def edit(text: str, preview: bytes | None) -> None:
         edits.append(text)
 
     reporter = ProgressReporter(edit, clock, interval=1.0)
@@ -38,7 +38,7 @@ async def test_no_second_edit_while_one_is_in_flight_and_finish_waits_for_it() -
     release = asyncio.Event()
     edits: list[str] = []
 
-    async def slow_edit(text: str) -> None:
+    async def slow_edit(text: str, preview: bytes | None) -> None:
         await release.wait()
         edits.append(text)
 
@@ -55,9 +55,32 @@ async def test_no_second_edit_while_one_is_in_flight_and_finish_waits_for_it() -
 
 
 async def test_a_failed_edit_does_not_break_finish() -> None:
-    async def broken(text: str) -> None:
+    async def broken(text: str, preview: bytes | None) -> None:
         raise RuntimeError("429")
 
     reporter = ProgressReporter(broken, FakeClock())
     reporter.report("step 1")
     await reporter.finish()
+
+
+async def test_a_preview_that_came_between_edits_goes_with_the_next_one() -> None:
+    clock = FakeClock()
+    edits: list[tuple[str, bytes | None]] = []
+
+    async def edit(text: str, preview: bytes | None) -> None:
+        edits.append((text, preview))
+
+    reporter = ProgressReporter(edit, clock, interval=1.0)
+    reporter.report("step 1")
+    await asyncio.sleep(0)
+    clock.now += 0.5
+    assert not reporter.report("step 2", preview=b"old")
+    clock.now += 0.2
+    assert not reporter.report("step 3", preview=b"new")
+    clock.now += 0.5
+    assert reporter.report("step 4")
+    await asyncio.sleep(0)
+    clock.now += 1
+    assert reporter.report("step 5")
+    await reporter.finish()
+    assert edits == [("step 1", None), ("step 4", b"new"), ("step 5", None)]

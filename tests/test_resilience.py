@@ -7,17 +7,17 @@ import io
 import os
 import signal
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image
 
 from bot.app import SdBot
 from bot.dispatch import ENGINE_CRASHED
-from bot.engine_client import Backoff, EngineCommand, ProcessEngine, ProgressCallback
+from bot.engine_client import Backoff, EngineCommand, Outcome, ProcessEngine, ProgressCallback
 from bot.intake import RESTARTING
-from engine.params import GenerationParams
 from engine.pngmeta import read_user_comment
-from engine.wire import JobResult
+from engine.wire import GenerateRequest, Progress
 from tests.support.bots import make_bot, results
 from tests.support.fake_discord import CHANNEL_ID, USER_ID, FakeDiscord
 from tests.support.fake_engine import FakeEngine
@@ -90,17 +90,15 @@ async def test_refused_edits_stop_and_a_429_does_not_drop_the_result(
 
 
 class CrashOnPrompt(ProcessEngine):
-    """The real engine process, killed with SIGKILL at the first step of any job whose prompt says "crash"."""
+    """The real engine process, killed with SIGKILL at the first step of any batch with a prompt saying "crash"."""
 
-    async def generate(
-        self, job_id: str, params: GenerationParams, on_progress: ProgressCallback, source: bytes | None = None
-    ) -> JobResult:
-        def progress(step: object) -> None:
-            on_progress(step)  # type: ignore[arg-type]
-            if "crash" in params.prompt and self.pid is not None:
+    async def generate_batch(self, requests: Sequence[GenerateRequest], on_progress: ProgressCallback) -> list[Outcome]:
+        def progress(step: Progress) -> None:
+            on_progress(step)
+            if any("crash" in r.params.prompt for r in requests) and self.pid is not None:
                 os.kill(self.pid, signal.SIGKILL)
 
-        return await super().generate(job_id, params, progress, source)
+        return await super().generate_batch(requests, progress)
 
 
 async def test_the_engine_may_die_but_the_bot_may_not(fake: FakeDiscord, tiny_model_dir: Path, tmp_path: Path) -> None:

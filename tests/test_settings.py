@@ -152,3 +152,26 @@ def test_lora_and_embedding_folders(tmp_path: Path) -> None:
         load_settings({"DISCORD_TOKEN": TOKEN, "SDBOT_LORA_DIR": "typo"}, cwd=tmp_path)
     with pytest.raises(SettingError, match="^SDBOT_EMBEDDINGS_DIR must be an existing folder"):
         load_settings({"DISCORD_TOKEN": TOKEN, "SDBOT_EMBEDDINGS_DIR": "embeddings.txt"}, cwd=tmp_path)
+
+
+def test_throughput_settings(tmp_path: Path) -> None:
+    (tmp_path / "taesd").mkdir()
+    env = {"DISCORD_TOKEN": TOKEN, "SDBOT_MAX_BATCH": "6", "SDBOT_COMPILE": "1", "SDBOT_PREVIEW_MODEL": "taesd"}
+    settings = load_settings(env, cwd=tmp_path)
+    assert (settings.max_batch, settings.compile, settings.preview_model) == (6, True, tmp_path / "taesd")
+    defaults = load_settings({"DISCORD_TOKEN": TOKEN, "SDBOT_MAX_BATCH": "0"}, cwd=tmp_path)
+    assert (defaults.max_batch, defaults.compile, defaults.preview_model) == (None, False, None)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SDBOT_MAX_BATCH": "9"}, "SDBOT_MAX_BATCH must be 1 to 8, or 0 to size it from GPU memory, not '9'"),
+        ({"SDBOT_MAX_BATCH": "many"}, "SDBOT_MAX_BATCH must be 1 to 8"),
+        ({"SDBOT_COMPILE": "maybe"}, "SDBOT_COMPILE must be 1 \\(on\\) or 0 \\(off\\), not 'maybe'"),
+        ({"SDBOT_PREVIEW_MODEL": "taesd"}, "SDBOT_PREVIEW_MODEL must be a local diffusers folder, but .*taesd is not"),
+    ],
+)
+def test_bad_throughput_settings_name_the_variable(tmp_path: Path, env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingError, match=f"^{message}"):
+        load_settings({"DISCORD_TOKEN": TOKEN, **env}, cwd=tmp_path)

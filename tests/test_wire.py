@@ -10,6 +10,7 @@ from engine.infotext import ModelInfo
 from engine.params import GenerationParams
 from engine.wire import (
     EngineReady,
+    GenerateBatch,
     GeneratedImage,
     GenerateRequest,
     JobResult,
@@ -28,6 +29,16 @@ MESSAGES = [
     ReloadModels(),
     EngineReady(model=MODEL, device="cuda:0", native_width=512, native_height=768, max_pixels=4_000_000),
     Progress(job_id="j1", step=3, total=30),
+    Progress(job_id="j1", step=4, total=30, preview=b"RIFF preview"),
+    EngineReady(model=MODEL, device="cpu", native_width=64, native_height=64, max_pixels=9, max_batch=4),
+    GenerateBatch(
+        requests=(
+            GenerateRequest(job_id="a", params=GenerationParams(prompt="a")),
+            GenerateRequest(job_id="b", params=GenerationParams(prompt="b", mode="vary", strength=0.35), source=b"B"),
+            GenerateRequest(job_id="c", params=GenerationParams(prompt="c")),
+            GenerateRequest(job_id="d", params=GenerationParams(prompt="d", mode="vary", strength=0.7), source=b"DD"),
+        )
+    ),
     JobResult(
         job_id="j1",
         images=(GeneratedImage(3, "fox\nSteps: 1", b"\x89PNG one"), GeneratedImage(4, "x", b"\x00\xff" * 1000)),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bot.app import NO_LIMITS, SdBot
+from bot.delivery import PREVIEW_FILENAME
 from bot.engine_client import Engine
 from bot.images import ImageStore
 from bot.limits import Limits
@@ -27,5 +28,9 @@ def make_bot(folder: Path, engine: Engine, *, limits: Limits = NO_LIMITS, shutdo
 
 
 def results(fake: FakeDiscord) -> list[FakeMessage]:
-    """The result posts in the test channel (those with images), not counting deleted ones."""
-    return [m for m in fake.messages(CHANNEL_ID) if m.attachments and not m.deleted]
+    """The result posts in the test channel (those with images, not a status with its preview), not deleted."""
+    return [
+        m
+        for m in fake.messages(CHANNEL_ID)
+        if m.attachments and not m.deleted and m.attachments[0].filename != PREVIEW_FILENAME
+    ]

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
 
-from bot.engine_client import JobFailedError, ProgressCallback
+from bot.engine_client import JobFailedError, Outcome, ProgressCallback
 from engine.infotext import ModelInfo, format_infotext
 from engine.params import GenerationParams
 from engine.pngmeta import encode_png
-from engine.wire import EngineReady, GeneratedImage, JobResult, Progress
+from engine.wire import EngineReady, GeneratedImage, GenerateRequest, JobResult, Progress
 
 MODEL = ModelInfo(name="fake-model", hash="0123456789")
 
@@ -19,10 +20,19 @@ MODEL = ModelInfo(name="fake-model", hash="0123456789")
 class FakeEngine:
     """Draws one flat colour per seed, with real PNG infotext; jobs wait for `gate` when it is cleared."""
 
-    def __init__(self, *, max_pixels: int = 4 * 512 * 512, native: int = 512, noise: bool = False) -> None:
+    def __init__(
+        self, *, max_pixels: int = 4 * 512 * 512, native: int = 512, noise: bool = False, max_batch: int = 1
+    ) -> None:
         self._ready = EngineReady(
-            model=MODEL, device="fake", native_width=native, native_height=native, max_pixels=max_pixels
+            model=MODEL,
+            device="fake",
+            native_width=native,
+            native_height=native,
+            max_pixels=max_pixels,
+            max_batch=max_batch,
         )
+        self.batches: list[list[str]] = []
+        self.previews: dict[int, bytes] = {}  # step → preview sent with it
         self.started = False
         self.gate = asyncio.Event()
         self.gate.set()
@@ -43,6 +53,16 @@ class FakeEngine:
         self.started = True
         return self._ready
 
+    async def generate_batch(self, requests: Sequence[GenerateRequest], on_progress: ProgressCallback) -> list[Outcome]:
+        self.batches.append([request.job_id for request in requests])
+        outcomes = await asyncio.gather(
+            *(self.generate(r.job_id, r.params, on_progress, r.source) for r in requests), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if not isinstance(outcome, JobResult | JobFailedError):
+                raise outcome
+        return [outcome for outcome in outcomes if isinstance(outcome, JobResult | JobFailedError)]
+
     async def generate(
         self, job_id: str, params: GenerationParams, on_progress: ProgressCallback, source: bytes | None = None
     ) -> JobResult:
@@ -56,7 +76,7 @@ class FakeEngine:
         if self.fail_with is not None:
             raise JobFailedError(self.fail_with)
         for step in range(1, params.steps + 1):
-            on_progress(Progress(job_id=job_id, step=step, total=params.steps))
+            on_progress(Progress(job_id=job_id, step=step, total=params.steps, preview=self.previews.get(step)))
             await asyncio.sleep(0)
         images = []
         for seed in params.seeds():

@@ -1,0 +1,185 @@
+"""Batches in the engine on the tiny model: the same images as alone, per-job cancel, throttled previews."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import AutoencoderTiny
+from PIL import Image
+
+from engine.batch_progress import BatchProgress
+from engine.batching import batch_key, compatible, fits
+from engine.catalog import Catalog
+from engine.generate import BatchJob, Painter
+from engine.loading import LoadedModel, load_model
+from engine.model_shelf import ModelShelf, catalog_loader
+from engine.params import GenerationParams
+from engine.preview import PREVIEW_SIDE, Previewer, PreviewError, load_tiny_autoencoder
+from engine.source import parse_source
+from engine.wire import GenerateRequest, JobFailed, JobResult, Message, Progress
+from engine.worker import CANCELLED, Worker, batch_groups
+
+FOX = GenerationParams(prompt="a red fox", negative_prompt="blurry", width=64, height=64, steps=2, seed=1234)
+OWL = GenerationParams(prompt="an owl at night", width=64, height=64, steps=2, seed=99, cfg=4.0, count=2)
+CAT = GenerationParams(prompt="a cat", negative_prompt="dog", width=64, height=64, steps=2, seed=7, cfg=11.0)
+# Batched matrix kernels add up in another order than single ones: a level or two of 255 at most.
+TOLERANCE = 3
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir: Path) -> LoadedModel:
+    return load_model(parse_source(str(tiny_model_dir)), torch.device("cpu"))
+
+
+@pytest.fixture
+def shelf(tiny: LoadedModel, tiny_model_dir: Path) -> ModelShelf:
+    """The engine's models with only the default one: the tiny model."""
+    cpu = torch.device("cpu")
+    return ModelShelf(tiny, parse_source(str(tiny_model_dir)), Catalog(), loader=catalog_loader(cpu, False))
+
+
+def pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+
+
+def test_the_same_seed_draws_the_same_image_alone_or_in_a_batch_with_other_prompts_and_cfg(tiny: LoadedModel) -> None:
+    painter = Painter(tiny)
+    batched = [painter.finish(drawn) for drawn in painter.draw([BatchJob(FOX), BatchJob(OWL), BatchJob(CAT)])]
+    for params, images in zip((FOX, OWL, CAT), batched, strict=True):
+        alone = painter.paint(params)
+        assert [i.seed for i in images] == list(params.seeds())
+        assert [i.infotext for i in images] == [i.infotext for i in alone]
+        for mine, single in zip(images, alone, strict=True):
+            assert np.abs(pixels(mine.png) - pixels(single.png)).max() <= TOLERANCE
+    # The tolerance tells cfgs apart, so the batch really guided each image by its own: FOX at CAT's cfg differs.
+    louder = painter.paint(replace(FOX, cfg=CAT.cfg))[0]
+    assert np.abs(pixels(louder.png) - pixels(batched[0][0].png)).max() > 2 * TOLERANCE
+
+
+def test_batches_padded_to_a_compiled_bucket_draw_the_same_images(tiny: LoadedModel) -> None:
+    plain = Painter(tiny).draw([BatchJob(FOX), BatchJob(OWL)])
+    bucketed = Painter(tiny, batch_buckets=(1, 2, 4, 8))
+    assert bucketed.padded(3) == 4 and bucketed.padded(8) == 8 and bucketed.padded(9) == 9
+    padded = bucketed.draw([BatchJob(FOX), BatchJob(OWL)])
+    for left, right in zip(plain, padded, strict=True):
+        assert len(left.images) == len(right.images)
+        for (seed, a), (other_seed, b) in zip(left.images, right.images, strict=True):
+            assert seed == other_seed
+            assert np.abs(np.asarray(a).astype(int) - np.asarray(b).astype(int)).max() <= TOLERANCE
+
+
+def test_what_may_share_a_loop() -> None:
+    assert compatible(FOX, OWL) and compatible(FOX, CAT)
+    assert not compatible(FOX, replace(FOX, width=128))
+    assert not compatible(FOX, replace(FOX, steps=3)) and not compatible(FOX, replace(FOX, sampler="Euler a"))
+    varied = FOX.variation((64, 64), "subtle", seed=1)
+    assert batch_key(varied) is None and not compatible(varied, varied)
+    assert fits([FOX, OWL, CAT], max_images=4, max_pixels=10**6)
+    assert not fits([FOX, OWL, CAT], max_images=3, max_pixels=10**6)
+    assert not fits([FOX, OWL], max_images=8, max_pixels=2 * 64 * 64)
+    assert fits([replace(FOX, count=4)], max_images=1, max_pixels=1), "a lone job is the engine's own business"
+    requests = [GenerateRequest(str(i), p) for i, p in enumerate([FOX, OWL, replace(CAT, width=128), FOX])]
+    assert [[r.job_id for r in group] for group in batch_groups(requests)] == [["0", "1"], ["2"], ["3"]]
+
+
+class Cancels:
+    def __init__(self) -> None:
+        self.ids: set[str] = set()
+
+    def is_cancelled(self, job_id: str) -> bool:
+        return job_id in self.ids
+
+
+class Sent:
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+
+    def send(self, message: Message) -> None:
+        self.messages.append(message)
+
+
+class Ticks:
+    """A clock that moves `step` seconds each time it is read."""
+
+    def __init__(self, step: float) -> None:
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def test_a_job_cancelled_mid_batch_is_dropped_and_the_others_delivered(shelf: ModelShelf) -> None:
+    cancels, sent = Cancels(), Sent()
+
+    class CancelAtFirstStep(Sent):
+        def send(self, message: Message) -> None:
+            super().send(message)
+            if isinstance(message, Progress):
+                cancels.ids.add("owl")
+
+    sent = CancelAtFirstStep()
+    worker = Worker(shelf, sent, cancels)  # type: ignore[arg-type]
+    worker.run_batch([GenerateRequest("fox", FOX), GenerateRequest("owl", OWL)])
+    worker.flush()
+    ends = {m.job_id: m for m in sent.messages if isinstance(m, JobResult | JobFailed)}
+    assert isinstance(ends["fox"], JobResult) and len(ends["fox"].images) == 1
+    assert ends["owl"] == JobFailed(job_id="owl", message=CANCELLED)
+    steps = [(m.job_id, m.step) for m in sent.messages if isinstance(m, Progress)]
+    assert steps == [("fox", 1), ("owl", 1), ("fox", 2)], "no progress for a cancelled job"
+
+
+def test_cancelling_every_job_stops_the_loop_between_steps(shelf: ModelShelf) -> None:
+    cancels, sent = Cancels(), Sent()
+    cancels.ids.add("fox")
+    worker = Worker(shelf, sent, cancels)  # type: ignore[arg-type]
+    worker.run_batch([GenerateRequest("fox", FOX), GenerateRequest("bad", replace(FOX, width=65))])
+    worker.flush()
+    assert [type(m).__name__ for m in sent.messages] == ["JobFailed", "JobFailed"]
+    assert sent.messages[0] == JobFailed(job_id="fox", message=CANCELLED)
+    assert "multiple of 8" in sent.messages[1].message  # type: ignore[union-attr]
+
+
+def test_previews_are_throttled_by_the_clock_and_go_to_wanted_jobs_only() -> None:
+    sent, cancels = Sent(), Cancels()
+    jobs = [GenerateRequest("fox", FOX), GenerateRequest("owl", OWL)]
+    progress = BatchProgress(jobs, sent.send, cancels, Previewer(0.18215), Ticks(0.6), interval=1.0)
+    latents = torch.randn(3, 4, 8, 8)
+    owners = [0, 1, 1]
+    for step in range(1, 6):
+        progress.on_latents(owners, latents)
+        progress.on_step(step, 5)
+        if step == 3:
+            cancels.ids.add("owl")
+    with_preview = [(m.job_id, m.step) for m in sent.messages if isinstance(m, Progress) and m.preview]
+    # The clock moves 0.6 s per read: a preview every second read, at steps 2 and 4 (owl cancelled by then).
+    assert with_preview == [("fox", 2), ("owl", 2), ("fox", 4)]
+    image = Image.open(io.BytesIO(next(m.preview for m in sent.messages if isinstance(m, Progress) and m.preview)))
+    assert image.format == "WEBP" and image.size == (32, 32)
+
+
+def test_a_tiny_autoencoder_decodes_previews(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    AutoencoderTiny(
+        encoder_block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8),
+        num_encoder_blocks=(1, 1, 1, 1),
+        num_decoder_blocks=(1, 1, 1, 1),
+    ).save_pretrained(tmp_path / "taesd")
+    tiny = load_tiny_autoencoder(tmp_path / "taesd", torch.device("cpu"), torch.float32)
+    preview = Image.open(io.BytesIO(Previewer(0.18215, tiny).preview(torch.randn(4, 32, 32))))
+    assert preview.format == "WEBP" and preview.size == (PREVIEW_SIDE, PREVIEW_SIDE)
+    with pytest.raises(PreviewError, match="^SDBOT_PREVIEW_MODEL: could not load"):
+        load_tiny_autoencoder(tmp_path / "missing", torch.device("cpu"), torch.float32)
+
+
+def test_jobs_batch_only_with_the_same_model_clip_skip_and_loras() -> None:
+    assert not compatible(FOX, replace(FOX, model="anything-v3"))
+    assert not compatible(FOX, replace(FOX, clip_skip=2))
+    assert not compatible(replace(FOX, prompt="fox <lora:ink:0.8>"), FOX)
+    assert compatible(replace(FOX, prompt="fox <lora:ink:0.8>"), replace(OWL, prompt="owl <lora:ink:0.8>"))
