@@ -22,6 +22,8 @@ from bot.imagine import ImagineService, build_imagine_command
 from bot.intake import Intake
 from bot.jobs import Job, JobState
 from bot.limits import Limits
+from bot.policy_commands import PolicyCommands, add_policy_commands
+from bot.policy_store import PolicyStore
 from bot.presses import PressService
 from bot.progress import Clock
 from bot.quota import Quota
@@ -64,6 +66,7 @@ class SdBot(discord.Client):
         self.admin = AdminStore(store)
         self.estimator = Estimator(self.admin)
         self.quota = Quota(store=store, admin=self.admin, defaults=limits, clock=clock)
+        self.policy = PolicyStore(self.admin)
         sources = SourceImages(images, self)
         self.dispatcher = Dispatcher(
             queue=self.queue,
@@ -83,6 +86,7 @@ class SdBot(discord.Client):
             running=self.dispatcher.running,
             closing=lambda: self.closing,
             clock=clock,
+            policy=self.policy,
         )
         ready = lambda: engine.ready  # noqa: E731
         self.imagine = ImagineService(intake=self.intake, engine_ready=ready)
@@ -90,20 +94,24 @@ class SdBot(discord.Client):
             intake=self.intake, sources=sources, engine_ready=ready, cancel=self.dispatcher.cancel
         )
         queue_view = QueueView(queue=self.queue, dispatcher=self.dispatcher, estimator=self.estimator, clock=clock)
+        admin_group = build_admin_group(
+            AdminCommands(
+                admin=self.admin,
+                store=store,
+                quota=self.quota,
+                queue=self.queue,
+                dispatcher=self.dispatcher,
+                queue_view=queue_view,
+                clock=clock,
+            )
+        )
+        add_policy_commands(
+            admin_group, PolicyCommands(policy=self.policy, engine_ready=ready, clock=clock), AdminCommands.allowed
+        )
         self.commands: list[app_commands.Command | app_commands.Group] = [  # type: ignore[type-arg]
             build_imagine_command(self.imagine),
             *build_member_commands(quota=self.quota, queue_view=queue_view, clock=clock),
-            build_admin_group(
-                AdminCommands(
-                    admin=self.admin,
-                    store=store,
-                    quota=self.quota,
-                    queue=self.queue,
-                    dispatcher=self.dispatcher,
-                    queue_view=queue_view,
-                    clock=clock,
-                )
-            ),
+            admin_group,
         ]
         self.shutdown_grace = shutdown_grace
         self.closing = False

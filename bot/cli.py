@@ -34,7 +34,10 @@ class Fatal(Exception):
 
 def _engine(settings: Settings) -> ProcessEngine:
     inpaint = settings.inpaint_model.location if settings.inpaint_model else None
-    command = EngineCommand(settings.model.location, settings.device, settings.max_megapixels, inpaint)
+    safety = str(settings.safety_model) if settings.safety_model else None
+    command = EngineCommand(
+        settings.model.location, settings.device, settings.max_megapixels, inpaint, safety_model=safety
+    )
     return ProcessEngine(command)
 
 

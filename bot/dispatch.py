@@ -13,6 +13,7 @@ from bot.engine_client import Engine, EngineCrashed, EngineStartError, JobFailed
 from bot.estimates import Estimator
 from bot.fair_queue import FairQueue
 from bot.jobs import Job, JobState
+from bot.policy import Flagged
 from bot.presses import IMAGE_GONE
 from bot.progress import Clock, ProgressReporter
 from bot.render import cancelled_text, progress_text, starting_text
@@ -133,7 +134,8 @@ class Dispatcher:
         self._cancelled_by.pop(job.id, None)
         # On disk before "done", so the result's buttons have their images whatever happens next.
         await asyncio.to_thread(self.sources.images.save, job.id, [image.png for image in result.images])
-        await self.store.mark_done(job.id, self.clock(), result.seconds, result.model)
+        flagged = tuple(i for i, image in enumerate(result.images, start=1) if image.flagged)
+        await self.store.mark_done(job.id, self.clock(), result.seconds, result.model, flagged)
         await self.estimator.observe(job.params, result.seconds)
         self._hand_over(job, result, reporter)
 
@@ -141,7 +143,8 @@ class Dispatcher:
         """Draw a job; if the engine dies under it, run it once more on a fresh engine, then give up on it."""
         for attempt in range(1, CRASH_ATTEMPTS + 1):
             try:
-                return await self.engine.generate(job.id, job.params, on_progress, source)
+                check = job.on_flagged is not Flagged.POST
+                return await self.engine.generate(job.id, job.params, on_progress, source, check_safety=check)
             except EngineCrashed as exc:
                 log.error("job %s: %s (attempt %d of %d)", job.id, exc, attempt, CRASH_ATTEMPTS)
             except EngineStartError as exc:
@@ -168,8 +171,8 @@ class Dispatcher:
                 continue
             seconds, model = details
             images = tuple(
-                GeneratedImage(seed=seed, infotext=infotext_of(png), png=png)
-                for seed, png in zip(job.params.seeds(), pngs, strict=True)
+                GeneratedImage(seed=seed, infotext=infotext_of(png), png=png, flagged=index in job.flagged)
+                for index, (seed, png) in enumerate(zip(job.params.seeds(), pngs, strict=True), start=1)
             )
             log.info("job %s: delivering after a restart", job.id)
             self._hand_over(job, JobResult(job_id=job.id, images=images, seconds=seconds, model=model), None)

@@ -50,7 +50,12 @@ class Engine(Protocol):
     async def start(self) -> EngineReady: ...
 
     async def generate(
-        self, job_id: str, params: GenerationParams, on_progress: ProgressCallback, source: bytes | None = None
+        self,
+        job_id: str,
+        params: GenerationParams,
+        on_progress: ProgressCallback,
+        source: bytes | None = None,
+        check_safety: bool = False,
     ) -> JobResult: ...
 
     async def cancel(self, job_id: str) -> None: ...
@@ -67,6 +72,7 @@ class EngineCommand:
     max_megapixels: float | None = None
     inpaint_model: str | None = None
     python: str = sys.executable
+    safety_model: str | None = None
 
     def argv(self) -> list[str]:
         args = [self.python, "-m", "engine", "--model", self.model, "--device", self.device]
@@ -74,6 +80,8 @@ class EngineCommand:
             args += ["--max-megapixels", str(self.max_megapixels)]
         if self.inpaint_model is not None:
             args += ["--inpaint-model", self.inpaint_model]
+        if self.safety_model is not None:
+            args += ["--safety-model", self.safety_model]
         return args
 
 
@@ -188,9 +196,15 @@ class ProcessEngine:
             log.warning("engine sent an unexpected message: %r", message)
 
     async def generate(
-        self, job_id: str, params: GenerationParams, on_progress: ProgressCallback, source: bytes | None = None
+        self,
+        job_id: str,
+        params: GenerationParams,
+        on_progress: ProgressCallback,
+        source: bytes | None = None,
+        check_safety: bool = False,
     ) -> JobResult:
-        """Draw one job (over `source` for the modes that need one); raise JobFailedError or EngineCrashed."""
+        """Draw one job (over `source` for the modes that need one, its images checked when `check_safety`);
+        raise JobFailedError or EngineCrashed."""
         async with self._lock:
             if not self._alive():
                 delay = self.backoff.delay(self._crashes)
@@ -202,7 +216,9 @@ class ProcessEngine:
             self._pending = asyncio.get_running_loop().create_future()
             self._pending_id, self._on_progress = job_id, on_progress
             try:
-                self._process.stdin.write(encode(GenerateRequest(job_id=job_id, params=params, source=source)))
+                self._process.stdin.write(
+                    encode(GenerateRequest(job_id=job_id, params=params, source=source, check_safety=check_safety))
+                )
                 await self._process.stdin.drain()
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the reader sees the exit and fails the job

@@ -41,6 +41,7 @@ class Settings:
     inpaint_model: ModelSource | None
     limits: Limits
     shutdown_grace: float
+    safety_model: Path | None = None
 
 
 def read_environment(cwd: Path) -> dict[str, str]:
@@ -140,6 +141,19 @@ def _positive(env: Mapping[str, str], name: str, example: str) -> float | None:
     return value
 
 
+def _safety_model(env: Mapping[str, str], cwd: Path) -> Path | None:
+    """A local safety checker folder, or None; never a hub id, so nothing is downloaded."""
+    if not env.get("SDBOT_SAFETY_MODEL", "").strip():
+        return None
+    path = _path(env, "SDBOT_SAFETY_MODEL", "", cwd)
+    if not path.is_dir():
+        raise SettingError(
+            f"SDBOT_SAFETY_MODEL must be a local folder holding a Stable Diffusion safety checker, but {path} is not"
+            " a folder"
+        )
+    return path
+
+
 def load_settings(env: Mapping[str, str], *, cwd: Path, require_token: bool = True) -> Settings:
     """Parse and check every setting; raise SettingError naming the first one at fault."""
     model = _source("SDBOT_MODEL", env.get("SDBOT_MODEL", "").strip() or DEFAULT_MODEL, cwd)
@@ -165,6 +179,7 @@ def load_settings(env: Mapping[str, str], *, cwd: Path, require_token: bool = Tr
             cooldown_s=_seconds(env, "SDBOT_COOLDOWN_S", 5.0),
         ),
         shutdown_grace=_seconds(env, "SDBOT_SHUTDOWN_GRACE_S", 30.0),
+        safety_model=_safety_model(env, cwd),
     )
 
 

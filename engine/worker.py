@@ -9,6 +9,7 @@ import queue
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import BinaryIO
 
 import torch
@@ -17,6 +18,7 @@ from diffusers.utils import logging as diffusers_logging
 from engine.generate import Painter
 from engine.loading import ModelLoadError, load_model, max_pixels, resolve_device
 from engine.params import InvalidParams
+from engine.safety import SafetyChecker, load_safety_checker
 from engine.source import DEVICE_CHOICES, InvalidSource, ModelSource, parse_source
 from engine.wire import (
     CancelRequest,
@@ -92,8 +94,11 @@ def claim_stdout() -> BinaryIO:
     return wire
 
 
-def run_job(painter: Painter, request: GenerateRequest, channel: Channel, inbox: Inbox) -> None:
-    """Draw one job and answer with its result or a sentence for the member; never raise."""
+def run_job(
+    painter: Painter, request: GenerateRequest, channel: Channel, inbox: Inbox, safety: SafetyChecker | None = None
+) -> None:
+    """Draw one job (checking its images when asked and a checker is loaded) and answer with its result or a
+    sentence for the member; never raise."""
     job_id = request.job_id
 
     def on_step(step: int, total: int) -> None:
@@ -106,6 +111,8 @@ def run_job(painter: Painter, request: GenerateRequest, channel: Channel, inbox:
         if inbox.is_cancelled(job_id):
             raise JobCancelled
         images = painter.paint(request.params, on_step, source=request.source)
+        if request.check_safety and safety is not None:
+            images = safety.check(images)
     except JobCancelled:
         log.info("job %s cancelled", job_id)
         channel.send(JobFailed(job_id=job_id, message=CANCELLED))
@@ -144,6 +151,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     parser.add_argument("--max-megapixels", type=float, default=None, help="cap on width × height × count")
     parser.add_argument("--inpaint-model", default=None, help="inpainting checkpoint for outpainting (optional)")
+    parser.add_argument("--safety-model", default=None, help="local safety checker folder (optional)")
     return parser.parse_args(argv)
 
 
@@ -164,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.inpaint_model:
             inpaint_source = _source(args.inpaint_model, "SDBOT_INPAINT_MODEL")
             inpaint_model = load_model(inpaint_source, device, inpainting=True, setting="SDBOT_INPAINT_MODEL")
+        safety = load_safety_checker(Path(args.safety_model), device) if args.safety_model else None
     except ModelLoadError as exc:
         channel.send(EngineFatal(message=str(exc)))
         return 2
@@ -175,9 +184,10 @@ def main(argv: list[str] | None = None) -> int:
             native_width=model.native_size,
             native_height=model.native_size,
             max_pixels=max_pixels(model, args.max_megapixels),
+            safety_checker=safety is not None,
         )
     )
     inbox = Inbox(sys.stdin.buffer)
     while (request := inbox.next_job()) is not None:
-        run_job(painter, request, channel, inbox)
+        run_job(painter, request, channel, inbox, safety)
     return 0

@@ -19,9 +19,16 @@ MODEL = ModelInfo(name="fake-model", hash="0123456789")
 class FakeEngine:
     """Draws one flat colour per seed, with real PNG infotext; jobs wait for `gate` when it is cleared."""
 
-    def __init__(self, *, max_pixels: int = 4 * 512 * 512, native: int = 512, noise: bool = False) -> None:
+    def __init__(
+        self, *, max_pixels: int = 4 * 512 * 512, native: int = 512, noise: bool = False, safety_checker: bool = False
+    ) -> None:
         self._ready = EngineReady(
-            model=MODEL, device="fake", native_width=native, native_height=native, max_pixels=max_pixels
+            model=MODEL,
+            device="fake",
+            native_width=native,
+            native_height=native,
+            max_pixels=max_pixels,
+            safety_checker=safety_checker,
         )
         self.started = False
         self.gate = asyncio.Event()
@@ -33,6 +40,9 @@ class FakeEngine:
         self.cancelled: set[str] = set()
         # Noise does not compress: PNGs as large as real ones, for the upload-limit tests.
         self.noise = noise
+        # As a loaded safety checker would: images of these seeds are flagged in jobs that ask for a check.
+        self.flag_seeds: set[int] = set()
+        self.checked: dict[str, bool] = {}
 
     @property
     def ready(self) -> EngineReady | None:
@@ -43,9 +53,15 @@ class FakeEngine:
         return self._ready
 
     async def generate(
-        self, job_id: str, params: GenerationParams, on_progress: ProgressCallback, source: bytes | None = None
+        self,
+        job_id: str,
+        params: GenerationParams,
+        on_progress: ProgressCallback,
+        source: bytes | None = None,
+        check_safety: bool = False,
     ) -> JobResult:
         self.calls.append((job_id, params))
+        self.checked[job_id] = check_safety
         self.sources[job_id] = source
         async with self._called:
             self._called.notify_all()
@@ -66,7 +82,8 @@ class FakeEngine:
                 image = Image.new("RGB", (params.width, params.height), (seed % 256, seed // 256 % 256, 128))
             infotext = format_infotext(params, seed, MODEL)
             png = encode_png(image, infotext)
-            images.append(GeneratedImage(seed=seed, infotext=infotext, png=png))
+            flagged = check_safety and self._ready.safety_checker and seed in self.flag_seeds
+            images.append(GeneratedImage(seed=seed, infotext=infotext, png=png, flagged=flagged))
         return JobResult(job_id=job_id, images=tuple(images), seconds=0.25, model=MODEL)
 
     async def wait_calls(self, count: int) -> None:
