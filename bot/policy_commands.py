@@ -23,6 +23,7 @@ from engine.wire import EngineReady
 
 # Discord caps a message at 2000 characters; a long block list is cut short in /sdadmin policy show.
 _LIST_CHARS = 600
+_MESSAGE_CHARS = 1900
 # The channels a policy can be set for: those members can /imagine in (threads follow their parent).
 PolicyChannel = discord.TextChannel | discord.VoiceChannel | discord.StageChannel | discord.ForumChannel
 
@@ -75,7 +76,18 @@ def describe_policy(
             f"• Prompts are checked against: {_entries(rules.block_list.entries)}",
             f"• Flagged images are {FLAGGED_LABELS[rules.on_flagged]}",
         ]
-    return "\n".join(lines)
+    return _fit(lines)
+
+
+def _fit(lines: list[str]) -> str:
+    """The lines that fit in one Discord message, and how many did not."""
+    kept: list[str] = []
+    for index, line in enumerate(lines):
+        if sum(len(k) + 1 for k in kept) + len(line) > _MESSAGE_CHARS:
+            kept.append(f"… and {len(lines) - index} more lines")
+            break
+        kept.append(line)
+    return "\n".join(kept)
 
 
 def _flagged(policy: GuildPolicy, name: str, channel_id: int | None) -> Flagged:

@@ -11,6 +11,7 @@ import pytest
 
 from bot.admin_store import AdminStore
 from bot.policy import AGE_BLOCKLIST, AGE_FLAGGED, FLAGGED, Flagged, GuildPolicy, ScopePolicy
+from bot.policy_commands import describe_policy
 from bot.policy_store import PolicyStore, TooManyEntries
 from bot.store import JobStore
 from engine.infotext import ModelInfo
@@ -104,3 +105,13 @@ async def test_jobs_keep_what_to_do_with_flagged_images_and_which_were_flagged(t
     await reopened.close()
     columns = {row[1] for row in sqlite3.connect(tmp_path / "sdbot.sqlite3").execute("PRAGMA table_info(jobs)")}
     assert {"on_flagged", "flagged"} <= columns
+
+
+def test_a_long_policy_still_fits_one_discord_message() -> None:
+    words = tuple(f"word{i}" for i in range(500))
+    policy = GuildPolicy(
+        server=ScopePolicy(words=words), channels={CHANNEL + i: ScopePolicy(words=words) for i in range(10)}
+    )
+    text = describe_policy(policy, checker=False, channel_id=CHANNEL, age_restricted=False)
+    assert len(text) <= 2000
+    assert "(500 in all)" in text and text.splitlines()[-1].endswith("more lines")
