@@ -93,14 +93,19 @@ class CrashOnPrompt(ProcessEngine):
     """The real engine process, killed with SIGKILL at the first step of any job whose prompt says "crash"."""
 
     async def generate(
-        self, job_id: str, params: GenerationParams, on_progress: ProgressCallback, source: bytes | None = None
+        self,
+        job_id: str,
+        params: GenerationParams,
+        on_progress: ProgressCallback,
+        source: bytes | None = None,
+        check_safety: bool = False,
     ) -> JobResult:
         def progress(step: object) -> None:
             on_progress(step)  # type: ignore[arg-type]
             if "crash" in params.prompt and self.pid is not None:
                 os.kill(self.pid, signal.SIGKILL)
 
-        return await super().generate(job_id, params, progress, source)
+        return await super().generate(job_id, params, progress, source, check_safety)
 
 
 async def test_the_engine_may_die_but_the_bot_may_not(fake: FakeDiscord, tiny_model_dir: Path, tmp_path: Path) -> None:
