@@ -30,13 +30,21 @@ from tests.support.fake_discord import (
 from tests.support.fake_engine import FakeEngine
 
 AGE_RESTRICTED = CHANNEL_ID + 7
+THREAD, AGE_RESTRICTED_THREAD = CHANNEL_ID + 8, CHANNEL_ID + 9
 STRANGER = USER_ID + 5  # not OWNER_ID (USER_ID + 1), who owns the guild
 BLOCKED = "“{}” is on this server's block list: take it out of your prompt and try again."
 
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeDiscord]:
-    guild = FakeGuild(channels=(FakeChannel(), FakeChannel(id=AGE_RESTRICTED, name="after-dark", nsfw=True)))
+    guild = FakeGuild(
+        channels=(
+            FakeChannel(),
+            FakeChannel(id=AGE_RESTRICTED, name="after-dark", nsfw=True),
+            FakeChannel(id=THREAD, name="foxes", type=11, parent_id=CHANNEL_ID),
+            FakeChannel(id=AGE_RESTRICTED_THREAD, name="late", type=11, parent_id=AGE_RESTRICTED),
+        )
+    )
     async with FakeDiscord(guilds=[guild]) as fake:
         yield fake
         fake.assert_clean()
@@ -96,6 +104,12 @@ async def test_a_blocked_prompt_is_refused_in_a_normal_channel_and_drawn_in_an_a
     text = await admin(fake, "agerestricted", {"blocklist": True})
     assert text == "In age-restricted channels, the block list applies."
     assert await imagine(fake, "a nude statue", AGE_RESTRICTED) == BLOCKED.format("nude")
+
+
+async def test_a_thread_follows_its_channel(fake: FakeDiscord, bot: SdBot) -> None:
+    await admin(fake, "blocklist", {"action": "add", "words": "gore", "channel": CHANNEL_ID})
+    assert await imagine(fake, "gore", THREAD) == BLOCKED.format("gore")
+    assert (await imagine(fake, "gore", AGE_RESTRICTED_THREAD)).startswith("⏳ Queued")
 
 
 async def test_buttons_are_checked_too(fake: FakeDiscord, bot: SdBot, engine: FakeEngine) -> None:
