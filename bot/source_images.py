@@ -25,13 +25,11 @@ class SourceImages:
         png = await asyncio.to_thread(self.images.load, job.id, index)
         if png is not None:
             return png
-        if job.result_message_id is None:
-            return None
-        channel = self.client.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
-        if index in job.withheld:
+        if job.result_message_id is None or index in job.withheld:
             return None
         # Withheld images were never posted, so the attachments skip them.
         position = index - sum(1 for w in job.withheld if w < index)
+        channel = self.client.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
         try:
             message = await channel.fetch_message(job.result_message_id)
             if not 1 <= position <= len(message.attachments):
