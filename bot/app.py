@@ -26,6 +26,8 @@ from bot.jobs import Job, JobState
 from bot.limits import Limits
 from bot.model_commands import ModelAdmin, add_model_commands
 from bot.models import Models
+from bot.policy_commands import PolicyCommands, add_policy_commands
+from bot.policy_store import PolicyStore
 from bot.presses import PressService
 from bot.progress import Clock
 from bot.quota import Quota
@@ -75,6 +77,7 @@ class SdBot(discord.Client):
         self.admin = AdminStore(store)
         self.estimator = Estimator(self.admin)
         self.quota = Quota(store=store, admin=self.admin, defaults=limits, clock=clock)
+        self.policy = PolicyStore(self.admin)
         sources = SourceImages(images, self)
         self.dispatcher = Dispatcher(
             queue=self.queue,
@@ -94,6 +97,7 @@ class SdBot(discord.Client):
             running=self.dispatcher.running,
             closing=lambda: self.closing,
             clock=clock,
+            policy=self.policy,
         )
         ready = lambda: engine.ready  # noqa: E731
         self.imagine = ImagineService(
@@ -116,6 +120,9 @@ class SdBot(discord.Client):
         )
         model_admin = ModelAdmin(models=self.models, admin=self.admin, reload_engine=engine.reload_models, clock=clock)
         add_model_commands(admin_group, model_admin, AdminCommands.allowed)
+        add_policy_commands(
+            admin_group, PolicyCommands(policy=self.policy, engine_ready=ready, clock=clock), AdminCommands.allowed
+        )
         self.commands: list[app_commands.Command | app_commands.Group] = [  # type: ignore[type-arg]
             build_imagine_command(self.imagine),
             *build_member_commands(quota=self.quota, queue_view=queue_view, clock=clock),

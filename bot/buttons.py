@@ -77,8 +77,8 @@ class ButtonSpec:
     style: discord.ButtonStyle = discord.ButtonStyle.secondary
 
 
-def result_buttons(job: Job, count: int) -> list[ButtonSpec]:
-    """Buttons for a result of `count` images, at most 5 rows of 5.
+def result_buttons(job: Job, count: int, hidden: frozenset[int] = frozenset()) -> list[ButtonSpec]:
+    """Buttons for a result of `count` images, at most 5 rows of 5; none for the `hidden` (withheld) images.
 
     Several images: upscale or vary each. One image (also every upscale and outpaint): upscale again,
     vary, zoom out and pan, where the result would still fit the size cap.
@@ -86,11 +86,11 @@ def result_buttons(job: Job, count: int) -> list[ButtonSpec]:
     params = job.params
     buttons: list[ButtonSpec] = []
     if count > 1:
-        for i in range(1, count + 1):
+        for i in (i for i in range(1, count + 1) if i not in hidden):
             buttons.append(ButtonSpec(Press("upscale", job.id, i), f"U{i}", row=0, style=discord.ButtonStyle.primary))
             buttons.append(ButtonSpec(Press("vary-subtle", job.id, i), f"V{i} subtle", row=1))
             buttons.append(ButtonSpec(Press("vary-strong", job.id, i), f"V{i} strong", row=2))
-    else:
+    elif 1 not in hidden:
         if max(params.width, params.height) * UPSCALE_FACTOR <= MAX_DERIVED_SIZE:
             upscale = ButtonSpec(Press("upscale", job.id, 1), "Upscale ×2", 0, "⬆️", discord.ButtonStyle.primary)
             buttons.append(upscale)
@@ -137,10 +137,10 @@ def cancel_view(job: Job) -> discord.ui.View:
     return view
 
 
-def result_view(job: Job, count: int) -> discord.ui.View:
+def result_view(job: Job, count: int, hidden: frozenset[int] = frozenset()) -> discord.ui.View:
     """A view holding the result's buttons; it needs no timeout, the DynamicItem answers for ever."""
     view = discord.ui.View(timeout=None)
-    for spec in result_buttons(job, count):
+    for spec in result_buttons(job, count, hidden):
         view.add_item(
             ResultButton(
                 spec.press.custom_id, label=spec.label or None, emoji=spec.emoji, style=spec.style, row=spec.row

@@ -44,6 +44,7 @@ def _models(settings: Settings) -> Models:
 
 def _engine(settings: Settings) -> ProcessEngine:
     inpaint = settings.inpaint_model.location if settings.inpaint_model else None
+    safety = str(settings.safety_model) if settings.safety_model else None
     command = EngineCommand(
         settings.model.location,
         settings.device,
@@ -57,6 +58,7 @@ def _engine(settings: Settings) -> ProcessEngine:
         max_batch=settings.max_batch,
         compile=settings.compile,
         preview_model=str(settings.preview_model) if settings.preview_model else None,
+        safety_model=safety,
     )
     return ProcessEngine(command)
 

@@ -14,7 +14,8 @@ import discord
 
 from bot.buttons import result_view
 from bot.jobs import Job
-from bot.render import done_text, failed_text, result_embed, result_file_stems
+from bot.policy import Flagged
+from bot.render import SPOILER_PREFIX, done_text, failed_text, result_embed, result_file_stems, withheld_text
 from engine.pngmeta import fit_under
 from engine.wire import JobResult
 
@@ -81,15 +82,25 @@ class Delivery:
         """Post the PNGs with their parameters as a reply that pings the member, then point the status at it."""
         limit = job.size_limit or DEFAULT_SIZE_LIMIT
         files = []
-        for image, name in zip(result.images, result_file_stems(job, result), strict=True):
+        withheld: list[int] = []
+        for index, (image, name) in enumerate(zip(result.images, result_file_stems(job, result), strict=True), 1):
+            treatment = job.on_flagged if image.flagged else Flagged.POST
+            if treatment is Flagged.WITHHOLD:
+                withheld.append(index)
+                continue
             # Over the upload limit, a PNG becomes a WebP or JPEG with the infotext in EXIF: never a 413.
             fitted = fit_under(image.png, limit)
-            files.append(discord.File(io.BytesIO(fitted.data), filename=f"{name}.{fitted.extension}"))
+            # Discord blurs an attachment whose name starts with SPOILER_ until a member clicks it.
+            prefix = SPOILER_PREFIX if treatment is Flagged.SPOILER else ""
+            files.append(discord.File(io.BytesIO(fitted.data), filename=f"{prefix}{name}.{fitted.extension}"))
+        content = f"<@{job.user_id}>"
+        if withheld:
+            content += f" {withheld_text(len(withheld), len(result.images))}"
         message = await self._channel(job).send(
-            content=f"<@{job.user_id}>",
+            content=content,
             embed=result_embed(job, result),
             files=files,
-            view=result_view(job, len(result.images)),
+            view=result_view(job, len(result.images), hidden=frozenset(withheld)),
             nonce=result_nonce(job),
             **self._reply(job),
         )

@@ -14,6 +14,7 @@ from bot.engine_client import Engine, EngineCrashed, EngineStartError, JobFailed
 from bot.estimates import Estimator
 from bot.fair_queue import FairQueue
 from bot.jobs import Job, JobState
+from bot.policy import Flagged
 from bot.presses import IMAGE_GONE
 from bot.progress import Clock, ProgressReporter
 from bot.render import cancelled_text, progress_text, starting_text
@@ -155,7 +156,8 @@ class Dispatcher:
         requests = []
         for job in batch:
             try:
-                requests.append(GenerateRequest(job.id, job.params, await self._source(job)))
+                check = job.on_flagged is not Flagged.POST
+                requests.append(GenerateRequest(job.id, job.params, await self._source(job), check_safety=check))
             except JobFailedError as exc:
                 await self._fail(job, reporters.pop(job.id), str(exc))
         if not requests:
@@ -185,7 +187,8 @@ class Dispatcher:
             self._cancelled_by.pop(job.id, None)
             # On disk before "done", so the result's buttons have their images whatever happens next.
             await asyncio.to_thread(self.sources.images.save, job.id, [image.png for image in result.images])
-            await self.store.mark_done(job.id, self.clock(), result.seconds, result.model)
+            flagged = tuple(i for i, image in enumerate(result.images, start=1) if image.flagged)
+            await self.store.mark_done(job.id, self.clock(), result.seconds, result.model, flagged)
             self._hand_over(job, result, reporters[job.id])
 
     def _reporter(self, job: Job) -> ProgressReporter:
@@ -226,8 +229,8 @@ class Dispatcher:
                 continue
             seconds, model = details
             images = tuple(
-                GeneratedImage(seed=seed, infotext=infotext_of(png), png=png)
-                for seed, png in zip(job.params.seeds(), pngs, strict=True)
+                GeneratedImage(seed=seed, infotext=infotext_of(png), png=png, flagged=index in job.flagged)
+                for index, (seed, png) in enumerate(zip(job.params.seeds(), pngs, strict=True), start=1)
             )
             log.info("job %s: delivering after a restart", job.id)
             self._hand_over(job, JobResult(job_id=job.id, images=images, seconds=seconds, model=model), None)

@@ -83,6 +83,7 @@ class EngineCommand:
     models_dir: str | None = None
     model_cache: int = 2
     allow_pickle: bool = False
+    safety_model: str | None = None
 
     def argv(self) -> list[str]:
         args = [self.python, "-m", "engine", "--model", self.model, "--device", self.device]
@@ -104,6 +105,8 @@ class EngineCommand:
             args.append("--compile")
         if self.preview_model is not None:
             args += ["--preview-model", self.preview_model]
+        if self.safety_model is not None:
+            args += ["--safety-model", self.safety_model]
         return args
 
 
@@ -223,10 +226,17 @@ class ProcessEngine:
             log.warning("engine sent an unexpected %s", type(message).__name__)
 
     async def generate(
-        self, job_id: str, params: GenerationParams, on_progress: ProgressCallback, source: bytes | None = None
+        self,
+        job_id: str,
+        params: GenerationParams,
+        on_progress: ProgressCallback,
+        source: bytes | None = None,
+        check_safety: bool = False,
     ) -> JobResult:
-        """Draw one job (over `source` for the modes that need one); raise JobFailedError or EngineCrashed."""
-        (outcome,) = await self.generate_batch([GenerateRequest(job_id, params, source)], on_progress)
+        """Draw one job (over `source` for the modes that need one, its images checked when `check_safety`);
+        raise JobFailedError or EngineCrashed."""
+        request = GenerateRequest(job_id, params, source, check_safety=check_safety)
+        (outcome,) = await self.generate_batch([request], on_progress)
         if isinstance(outcome, JobFailedError):
             raise outcome
         return outcome

@@ -12,6 +12,8 @@ from bot.buttons import cancel_view
 from bot.estimates import Estimator
 from bot.fair_queue import FairQueue
 from bot.jobs import Job
+from bot.policy import blocked_sentence, is_age_restricted, policy_channel_id
+from bot.policy_store import PolicyStore
 from bot.progress import Clock
 from bot.quota import Quota, Refused
 from bot.render import queued_text
@@ -83,6 +85,7 @@ class Intake:
         running: Callable[[], tuple[GenerationParams, float] | None],
         closing: Callable[[], bool],
         clock: Clock,
+        policy: PolicyStore,
     ) -> None:
         self.store = store
         self.queue = queue
@@ -91,6 +94,7 @@ class Intake:
         self.running = running
         self.closing = closing
         self.clock = clock
+        self.policy = policy
 
     def _queued_text(self, job: Job) -> str:
         position = self.queue.next_position(job.user_id, job.guild_id)
@@ -99,11 +103,20 @@ class Intake:
         return queued_text(position, self.estimator.start_at(ahead, self.running(), now), now)
 
     async def accept(self, interaction: discord.Interaction, job: Job) -> Job | None:
-        """Reserve within the limits (or refuse), acknowledge with position and start time, queue."""
+        """Check the channel's content policy, reserve within the limits (or refuse), acknowledge, queue."""
         if self.closing():
             await interaction.response.send_message(RESTARTING, ephemeral=True)
             return None
-        job = replace(job, size_limit=interaction.filesize_limit)
+        policy = await self.policy.policy(job.guild_id)
+        channel = interaction.channel
+        rules = policy.rules(policy_channel_id(channel, job.channel_id), is_age_restricted(channel))
+        # Only the prompt: negative prompts name what to keep out, often the very words a block list holds.
+        found = rules.block_list.find(job.params.prompt)
+        if found is not None:
+            log.info("job %s refused for %s: blocked %r", job.id, job.user_id, found)
+            await interaction.response.send_message(blocked_sentence(found), ephemeral=True)
+            return None
+        job = replace(job, size_limit=interaction.filesize_limit, on_flagged=rules.on_flagged)
         try:
             await self.quota.reserve(job, role_ids(interaction))
         except Refused as exc:

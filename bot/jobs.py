@@ -6,6 +6,7 @@ import enum
 import secrets
 from dataclasses import dataclass, replace
 
+from bot.policy import Flagged
 from engine.params import GenerationParams
 
 
@@ -59,6 +60,14 @@ class Job:
     reply_to: int | None = None
     # The largest file Discord accepts from this job's interaction (None: the 10 MiB every server allows).
     size_limit: int | None = None
+    # What the channel's policy does with images the safety checker flags, and which ones it flagged (from 1).
+    on_flagged: Flagged = Flagged.POST
+    flagged: tuple[int, ...] = ()
+
+    @property
+    def withheld(self) -> tuple[int, ...]:
+        """The images (from 1) not posted because the checker flagged them and the policy withholds them."""
+        return self.flagged if self.on_flagged is Flagged.WITHHOLD else ()
 
     def with_message(self, message_id: int) -> Job:
         """The job once its acknowledgement message exists."""

@@ -11,6 +11,7 @@ from engine.wire import JobResult
 _FIELD_MAX = 1024
 _DESCRIPTION_MAX = 4096
 _BAR_CELLS = 12
+SPOILER_PREFIX = "SPOILER_"
 
 
 def _clip(text: str, limit: int) -> str:
@@ -51,6 +52,18 @@ def done_text(seconds: float, result_url: str) -> str:
 
 def failed_text(sentence: str) -> str:
     return f"❌ {sentence}"
+
+
+def withheld_text(withheld: int, total: int) -> str:
+    """Why images are missing from a result: the safety checker flagged them and this channel withholds them."""
+    if total == 1:
+        what = "The safety checker flagged this image"
+    elif withheld == total:
+        what = "The safety checker flagged these images"
+    else:
+        what = f"The safety checker flagged {withheld} of these {total} images"
+    them = "it" if withheld == 1 else "them"
+    return f"🚫 {what}, so I'm not posting {them} here: try another prompt or seed."
 
 
 def result_file_stems(job: Job, result: JobResult) -> list[str]:

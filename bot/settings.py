@@ -52,6 +52,7 @@ class Settings:
     max_batch: int | None = None  # None: the engine chooses from the device memory
     compile: bool = False
     preview_model: Path | None = None
+    safety_model: Path | None = None
 
 
 def read_environment(cwd: Path) -> dict[str, str]:
@@ -203,13 +204,13 @@ def _max_batch(env: Mapping[str, str]) -> int | None:
     return int(raw)
 
 
-def _optional_folder(env: Mapping[str, str], name: str, cwd: Path) -> Path | None:
-    """An optional local folder that must exist when set."""
+def _optional_folder(env: Mapping[str, str], name: str, cwd: Path, holding: str) -> Path | None:
+    """An optional local folder that must exist when set; never a hub id, so nothing is downloaded."""
     if not env.get(name, "").strip():
         return None
     path = _path(env, name, "", cwd)
     if not path.is_dir():
-        raise SettingError(f"{name} must be a local diffusers folder, but {path} is not a folder")
+        raise SettingError(f"{name} must be a local folder holding {holding}, but {path} is not a folder")
     return path
 
 
@@ -250,7 +251,8 @@ def load_settings(env: Mapping[str, str], *, cwd: Path, require_token: bool = Tr
         allow_pickle=allow_pickle,
         max_batch=_max_batch(env),
         compile=_flag(env, "SDBOT_COMPILE"),
-        preview_model=_optional_folder(env, "SDBOT_PREVIEW_MODEL", cwd),
+        preview_model=_optional_folder(env, "SDBOT_PREVIEW_MODEL", cwd, "a tiny autoencoder (TAESD)"),
+        safety_model=_optional_folder(env, "SDBOT_SAFETY_MODEL", cwd, "a Stable Diffusion safety checker"),
     )
 
 

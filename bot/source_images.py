@@ -25,14 +25,16 @@ class SourceImages:
         png = await asyncio.to_thread(self.images.load, job.id, index)
         if png is not None:
             return png
-        if job.result_message_id is None:
+        if job.result_message_id is None or index in job.withheld:
             return None
+        # Withheld images were never posted, so the attachments skip them.
+        position = index - sum(1 for w in job.withheld if w < index)
         channel = self.client.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
         try:
             message = await channel.fetch_message(job.result_message_id)
-            if not 1 <= index <= len(message.attachments):
+            if not 1 <= position <= len(message.attachments):
                 return None
-            png = await message.attachments[index - 1].read()
+            png = await message.attachments[position - 1].read()
         except discord.HTTPException as exc:
             log.info("job %s: image %d is gone from Discord too: %s", job.id, index, exc)
             return None

@@ -10,6 +10,7 @@ import aiosqlite
 
 from bot.jobs import Job, JobState
 from bot.limits import DAY, HOUR, Limits, Usage, job_cost
+from bot.policy import Flagged
 from engine.infotext import ModelInfo
 from engine.params import GenerationParams
 
@@ -81,6 +82,23 @@ MIGRATIONS: tuple[str, ...] = (
         model TEXT NOT NULL
     );
     """,
+    """
+    ALTER TABLE jobs ADD COLUMN on_flagged TEXT NOT NULL DEFAULT 'post';
+    ALTER TABLE jobs ADD COLUMN flagged TEXT;
+    CREATE TABLE policy_words (
+        guild_id INTEGER NOT NULL,
+        channel_id INTEGER NOT NULL,
+        entry TEXT NOT NULL,
+        PRIMARY KEY (guild_id, channel_id, entry)
+    );
+    CREATE TABLE policy_settings (
+        guild_id INTEGER NOT NULL,
+        channel_id INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (guild_id, channel_id, name)
+    );
+    """,
 )
 
 # Jobs that count against a member's limits: all but those that produced nothing through no doing of theirs.
@@ -134,8 +152,9 @@ class JobStore:
 
     _INSERT = (
         "INSERT INTO jobs (id, user_id, user_name, guild_id, channel_id, message_id, params, state, created_at,"
-        " parent_id, source_index, reply_to, cost, size_limit)"
+        " parent_id, source_index, reply_to, cost, size_limit, on_flagged)"
     )
+    _COLUMNS = 15
 
     @staticmethod
     def _row(job: Job) -> tuple[Any, ...]:
@@ -154,18 +173,19 @@ class JobStore:
             job.reply_to,
             job_cost(job.params),
             job.size_limit,
+            job.on_flagged.value,
         )
 
     async def add(self, job: Job) -> None:
         """Record a new queued job, whatever the limits."""
-        await self.db.execute(f"{self._INSERT} VALUES ({', '.join('?' * 14)})", self._row(job))
+        await self.db.execute(f"{self._INSERT} VALUES ({', '.join('?' * self._COLUMNS)})", self._row(job))
         await self.db.commit()
 
     async def reserve(self, job: Job, limits: Limits, now: float) -> bool:
         """Record the job only if it fits the member's limits, as one statement: a burst cannot overshoot."""
         cost = job_cost(job.params)
         cursor = await self.db.execute(
-            f"{self._INSERT} SELECT {', '.join('?' * 14)} WHERE"
+            f"{self._INSERT} SELECT {', '.join('?' * self._COLUMNS)} WHERE"
             f" (? IS NULL OR (SELECT COALESCE(SUM(cost), 0) FROM jobs WHERE user_id = ? AND created_at > ?"
             f"   AND {_COUNTED}) + ? <= ?)"
             f" AND (? IS NULL OR (SELECT COALESCE(SUM(cost), 0) FROM jobs WHERE user_id = ? AND created_at > ?"
@@ -219,8 +239,13 @@ class JobStore:
     async def mark_running(self, job_id: str, now: float) -> None:
         await self._update(job_id, state=JobState.RUNNING.value, started_at=now)
 
-    async def mark_done(self, job_id: str, now: float, seconds: float, model: ModelInfo) -> None:
-        """The images are on disk; what delivery needs besides them is kept here, to deliver after a crash."""
+    async def mark_done(
+        self, job_id: str, now: float, seconds: float, model: ModelInfo, flagged: tuple[int, ...] = ()
+    ) -> None:
+        """The images are on disk; what delivery needs besides them is kept here, to deliver after a crash.
+
+        `flagged`: the numbers (from 1) of the images the safety checker flagged.
+        """
         await self._update(
             job_id,
             state=JobState.DONE.value,
@@ -228,6 +253,7 @@ class JobStore:
             seconds=seconds,
             model_name=model.name,
             model_hash=model.hash,
+            flagged=json.dumps(list(flagged)),
         )
 
     async def done_details(self, job_id: str) -> tuple[float, ModelInfo] | None:
@@ -278,4 +304,6 @@ def _job(row: aiosqlite.Row) -> Job:
         source_index=row["source_index"],
         reply_to=row["reply_to"],
         size_limit=row["size_limit"],
+        on_flagged=Flagged(row["on_flagged"]),
+        flagged=tuple(json.loads(row["flagged"])) if row["flagged"] else (),
     )

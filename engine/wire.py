@@ -31,15 +31,21 @@ class GenerateRequest:
     job_id: str
     params: GenerationParams
     source: bytes | None = None  # the image an img2img, upscale or outpaint job works from
+    check_safety: bool = False  # run the safety checker (when the engine has one) and mark what it flags
 
     def to_header(self) -> tuple[dict[str, Any], list[bytes]]:
         blobs = [self.source] if self.source is not None else []
-        return {"job_id": self.job_id, "params": self.params.to_dict()}, blobs
+        return {"job_id": self.job_id, "params": self.params.to_dict(), "check_safety": self.check_safety}, blobs
 
     @classmethod
     def from_header(cls, header: dict[str, Any], blobs: list[bytes]) -> GenerateRequest:
         source = blobs[0] if blobs else None
-        return cls(job_id=header["job_id"], params=GenerationParams.from_dict(header["params"]), source=source)
+        return cls(
+            job_id=header["job_id"],
+            params=GenerationParams.from_dict(header["params"]),
+            source=source,
+            check_safety=bool(header.get("check_safety", False)),
+        )
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,7 @@ class EngineReady:
     native_height: int
     max_pixels: int
     max_batch: int = 1  # images one denoising loop may hold, across jobs
+    safety_checker: bool = False  # whether SDBOT_SAFETY_MODEL is loaded
 
     def to_header(self) -> tuple[dict[str, Any], list[bytes]]:
         return {
@@ -115,6 +122,7 @@ class EngineReady:
             "native_height": self.native_height,
             "max_pixels": self.max_pixels,
             "max_batch": self.max_batch,
+            "safety_checker": self.safety_checker,
         }, []
 
     @classmethod
@@ -126,6 +134,7 @@ class EngineReady:
             native_height=header["native_height"],
             max_pixels=header["max_pixels"],
             max_batch=header.get("max_batch", 1),
+            safety_checker=bool(header.get("safety_checker", False)),
         )
 
 
@@ -151,11 +160,13 @@ class Progress:
 
 @dataclass(frozen=True)
 class GeneratedImage:
-    """One finished image: its seed, its infotext and the PNG that carries it."""
+    """One finished image: its seed, its infotext, the PNG that carries it, and whether the safety checker
+    flagged it."""
 
     seed: int
     infotext: str
     png: bytes
+    flagged: bool = False
 
 
 @dataclass(frozen=True)
@@ -173,14 +184,14 @@ class JobResult:
             "job_id": self.job_id,
             "seconds": self.seconds,
             "model": {"name": self.model.name, "hash": self.model.hash},
-            "images": [{"seed": i.seed, "infotext": i.infotext} for i in self.images],
+            "images": [{"seed": i.seed, "infotext": i.infotext, "flagged": i.flagged} for i in self.images],
         }
         return header, [i.png for i in self.images]
 
     @classmethod
     def from_header(cls, header: dict[str, Any], blobs: list[bytes]) -> JobResult:
         images = tuple(
-            GeneratedImage(seed=meta["seed"], infotext=meta["infotext"], png=png)
+            GeneratedImage(seed=meta["seed"], infotext=meta["infotext"], png=png, flagged=bool(meta.get("flagged")))
             for meta, png in zip(header["images"], blobs, strict=True)
         )
         return cls(

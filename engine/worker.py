@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -30,6 +31,7 @@ from engine.model_shelf import ModelShelf, catalog_loader
 from engine.network_files import NetworkFolder
 from engine.params import GenerationParams, InvalidParams
 from engine.preview import Previewer, PreviewError, load_tiny_autoencoder
+from engine.safety import SafetyChecker, load_safety_checker
 from engine.source import DEVICE_CHOICES, InvalidSource, ModelSource, parse_source
 from engine.wire import (
     CancelRequest,
@@ -147,6 +149,7 @@ class Worker:
         channel: Channel,
         inbox: Inbox,
         previews: Previews | None = None,
+        safety: SafetyChecker | None = None,
         *,
         models_dir: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -156,6 +159,7 @@ class Worker:
         self.channel = channel
         self.inbox = inbox
         self.previews = previews
+        self.safety = safety
         self.models_dir = models_dir
         self.clock = clock
         self.preview_interval = preview_interval
@@ -202,21 +206,37 @@ class Worker:
             progress = BatchProgress(live, self.channel.send, self.inbox, previewer, self.clock, self.preview_interval)
             on_latents = progress.on_latents if previewer is not None else None
             drawn = painter.draw([BatchJob(r.params, r.source) for r in live], progress.on_step, on_latents)
+            flags = self._flags(live, drawn)
         except Exception as exc:
             self._log_failure(live, exc)
             for request in live:
                 self.channel.send(_failure(request.job_id, exc))
             return
         seconds = time.perf_counter() - started
-        for request, job in zip(live, drawn, strict=True):
+        for request, job, flagged in zip(live, drawn, flags, strict=True):
             if self.inbox.is_cancelled(request.job_id):
                 self.channel.send(_failure(request.job_id, JobCancelled()))
             else:
-                self._sending.append(self._writer.submit(self._send_result, painter, request.job_id, job, seconds))
+                self._sending.append(
+                    self._writer.submit(self._send_result, painter, request.job_id, job, seconds, flagged)
+                )
 
-    def _send_result(self, painter: Painter, job_id: str, drawn: Drawn, seconds: float) -> None:
+    def _flags(self, live: Sequence[GenerateRequest], drawn: Sequence[Drawn]) -> list[tuple[bool, ...]]:
+        """The safety checker's verdicts on the images of the jobs that ask for them, all in one pass."""
+        asked = [i for i, request in enumerate(live) if request.check_safety and self.safety is not None]
+        flags = [(False,) * len(job.images) for job in drawn]
+        if self.safety is None or not asked:
+            return flags
+        verdicts = iter(self.safety.flags([image for i in asked for _, image in drawn[i].images]))
+        for i in asked:
+            flags[i] = tuple(next(verdicts) for _ in drawn[i].images)
+        return flags
+
+    def _send_result(
+        self, painter: Painter, job_id: str, drawn: Drawn, seconds: float, flags: tuple[bool, ...]
+    ) -> None:
         try:
-            images = painter.finish(drawn)
+            images = tuple(replace(image, flagged=f) for image, f in zip(painter.finish(drawn), flags, strict=True))
         except Exception as exc:
             log.exception("job %s: encoding its images failed", job_id)
             self.channel.send(_failure(job_id, exc))
@@ -267,6 +287,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-batch", type=int, default=0, help="images per denoising loop (0: from memory)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the UNet and VAE at start")
     parser.add_argument("--preview-model", default=None, help="tiny autoencoder folder for previews (optional)")
+    parser.add_argument("--safety-model", default=None, help="local safety checker folder (optional)")
     return parser.parse_args(argv)
 
 
@@ -321,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         tiny_autoencoder = None
         if args.preview_model:
             tiny_autoencoder = load_tiny_autoencoder(Path(args.preview_model), device, model.dtype)
+        safety = load_safety_checker(Path(args.safety_model), device) if args.safety_model else None
     except CatalogError as exc:
         channel.send(EngineFatal(message=f"SDBOT_MODELS_DIR: {exc}"))
         return 2
@@ -363,8 +385,9 @@ def main(argv: list[str] | None = None) -> int:
             native_height=model.native_size,
             max_pixels=pixels,
             max_batch=max_batch,
+            safety_checker=safety is not None,
         )
     )
     previews = Previews(tiny_autoencoder, model.family)
-    Worker(shelf, channel, Inbox(sys.stdin.buffer), previews, models_dir=args.models_dir).serve()
+    Worker(shelf, channel, Inbox(sys.stdin.buffer), previews, safety, models_dir=args.models_dir).serve()
     return 0

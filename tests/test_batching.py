@@ -183,3 +183,24 @@ def test_jobs_batch_only_with_the_same_model_clip_skip_and_loras() -> None:
     assert not compatible(FOX, replace(FOX, clip_skip=2))
     assert not compatible(replace(FOX, prompt="fox <lora:ink:0.8>"), FOX)
     assert compatible(replace(FOX, prompt="fox <lora:ink:0.8>"), replace(OWL, prompt="owl <lora:ink:0.8>"))
+
+
+def test_the_safety_checker_sees_only_the_jobs_that_ask_in_one_pass(shelf: ModelShelf) -> None:
+    class Verdicts:
+        """A checker that flags every image, noting how many it saw per call."""
+
+        def __init__(self) -> None:
+            self.calls: list[int] = []
+
+        def flags(self, images: list[Image.Image]) -> list[bool]:
+            self.calls.append(len(images))
+            return [True] * len(images)
+
+    checker, sent = Verdicts(), Sent()
+    worker = Worker(shelf, sent, Cancels(), None, checker)  # type: ignore[arg-type]
+    worker.run_batch([GenerateRequest("fox", FOX), GenerateRequest("owl", OWL, check_safety=True)])
+    worker.flush()
+    results = {m.job_id: m for m in sent.messages if isinstance(m, JobResult)}
+    assert checker.calls == [2], "the owl's two images, checked together"
+    assert [i.flagged for i in results["owl"].images] == [True, True]
+    assert [i.flagged for i in results["fox"].images] == [False]

@@ -169,7 +169,10 @@ def test_throughput_settings(tmp_path: Path) -> None:
         ({"SDBOT_MAX_BATCH": "9"}, "SDBOT_MAX_BATCH must be 1 to 8, or 0 to size it from GPU memory, not '9'"),
         ({"SDBOT_MAX_BATCH": "many"}, "SDBOT_MAX_BATCH must be 1 to 8"),
         ({"SDBOT_COMPILE": "maybe"}, "SDBOT_COMPILE must be 1 \\(on\\) or 0 \\(off\\), not 'maybe'"),
-        ({"SDBOT_PREVIEW_MODEL": "taesd"}, "SDBOT_PREVIEW_MODEL must be a local diffusers folder, but .*taesd is not"),
+        (
+            {"SDBOT_PREVIEW_MODEL": "taesd"},
+            "SDBOT_PREVIEW_MODEL must be a local folder holding a tiny autoencoder \\(TAESD\\), but .*taesd is not",
+        ),
     ],
 )
 def test_bad_throughput_settings_name_the_variable(tmp_path: Path, env: dict[str, str], message: str) -> None:

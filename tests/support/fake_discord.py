@@ -77,6 +77,7 @@ USER_ID = 1_100_000_000_000_000_300
 OWNER_ID = 1_100_000_000_000_000_301
 
 DISCORD_EPOCH_MS = 1_420_070_400_000
+_EPOCH = "2015-01-01T00:00:00+00:00"
 API_PREFIX = "/api/v10"
 JSON_HEADERS = {"Content-Type": "application/json"}  # exact: discord.py compares the whole header
 
@@ -176,6 +177,9 @@ class FakeChannel:
             data["guild_id"] = str(guild_id)
         if self.type in (2, 13):  # voice and stage channels need these
             data.update(bitrate=64000, user_limit=0, rtc_region=None)
+        if self.type in (10, 11, 12):  # threads need these
+            metadata = {"archived": False, "auto_archive_duration": 1440, "archive_timestamp": _EPOCH, "locked": False}
+            data.update(owner_id=str(OWNER_ID), message_count=0, member_count=1, thread_metadata=metadata)
         return data
 
 

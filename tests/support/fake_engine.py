@@ -21,7 +21,13 @@ class FakeEngine:
     """Draws one flat colour per seed, with real PNG infotext; jobs wait for `gate` when it is cleared."""
 
     def __init__(
-        self, *, max_pixels: int = 4 * 512 * 512, native: int = 512, noise: bool = False, max_batch: int = 1
+        self,
+        *,
+        max_pixels: int = 4 * 512 * 512,
+        native: int = 512,
+        noise: bool = False,
+        max_batch: int = 1,
+        safety_checker: bool = False,
     ) -> None:
         self._ready = EngineReady(
             model=MODEL,
@@ -30,6 +36,7 @@ class FakeEngine:
             native_height=native,
             max_pixels=max_pixels,
             max_batch=max_batch,
+            safety_checker=safety_checker,
         )
         self.batches: list[list[str]] = []
         self.previews: dict[int, bytes] = {}  # step → preview sent with it
@@ -44,6 +51,9 @@ class FakeEngine:
         self.reloads = 0
         # Noise does not compress: PNGs as large as real ones, for the upload-limit tests.
         self.noise = noise
+        # As a loaded safety checker would: images of these seeds are flagged in jobs that ask for a check.
+        self.flag_seeds: set[int] = set()
+        self.checked: dict[str, bool] = {}
 
     @property
     def ready(self) -> EngineReady | None:
@@ -56,7 +66,8 @@ class FakeEngine:
     async def generate_batch(self, requests: Sequence[GenerateRequest], on_progress: ProgressCallback) -> list[Outcome]:
         self.batches.append([request.job_id for request in requests])
         outcomes = await asyncio.gather(
-            *(self.generate(r.job_id, r.params, on_progress, r.source) for r in requests), return_exceptions=True
+            *(self.generate(r.job_id, r.params, on_progress, r.source, r.check_safety) for r in requests),
+            return_exceptions=True,
         )
         for outcome in outcomes:
             if not isinstance(outcome, JobResult | JobFailedError):
@@ -64,9 +75,15 @@ class FakeEngine:
         return [outcome for outcome in outcomes if isinstance(outcome, JobResult | JobFailedError)]
 
     async def generate(
-        self, job_id: str, params: GenerationParams, on_progress: ProgressCallback, source: bytes | None = None
+        self,
+        job_id: str,
+        params: GenerationParams,
+        on_progress: ProgressCallback,
+        source: bytes | None = None,
+        check_safety: bool = False,
     ) -> JobResult:
         self.calls.append((job_id, params))
+        self.checked[job_id] = check_safety
         self.sources[job_id] = source
         async with self._called:
             self._called.notify_all()
@@ -87,7 +104,8 @@ class FakeEngine:
                 image = Image.new("RGB", (params.width, params.height), (seed % 256, seed // 256 % 256, 128))
             infotext = format_infotext(params, seed, MODEL)
             png = encode_png(image, infotext)
-            images.append(GeneratedImage(seed=seed, infotext=infotext, png=png))
+            flagged = check_safety and self._ready.safety_checker and seed in self.flag_seeds
+            images.append(GeneratedImage(seed=seed, infotext=infotext, png=png, flagged=flagged))
         return JobResult(job_id=job_id, images=tuple(images), seconds=0.25, model=MODEL)
 
     async def wait_calls(self, count: int) -> None:
