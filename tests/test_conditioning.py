@@ -24,7 +24,7 @@ from engine.network_files import NetworkFolder
 from engine.prompt_syntax import parse_prompt_attention
 from engine.source import parse_source
 from tests.support.tiny_networks import give_trained_text_mean, write_a1111_embedding, write_sdxl_embedding
-from tests.support.tiny_sdxl_pipe import HIDDEN_1, HIDDEN_2, PROJECTION, build_tiny_sdxl_pipeline
+from tests.support.tiny_sdxl import HIDDEN_1, HIDDEN_2, PROJECTION, build_tiny_sdxl_pipeline
 
 # 100 single-byte words: 100 tokens with the tiny byte-level tokenizer, more than one 75-token chunk holds.
 LONG = " ".join("abcdefghij"[i % 10] for i in range(100))

@@ -12,9 +12,9 @@ from tests.support.tiny_model import NATIVE_SIZE, write_tiny_tokenizer
 
 _TIME_EMBED = 8
 # The two text encoders differ in width, as CLIP-L (768) and OpenCLIP-G (1280) do: single-file loading tells
-# their weights apart by it.
-_HIDDEN = 32
-_HIDDEN_2 = 48
+# their weights apart by it. The second one's pooled projection keeps its width.
+HIDDEN_1 = 32
+HIDDEN_2 = PROJECTION = 48
 
 
 def _text_config(hidden: int) -> CLIPTextConfig:
@@ -34,8 +34,11 @@ def _text_config(hidden: int) -> CLIPTextConfig:
     )
 
 
-def save_tiny_sdxl(folder: Path, seed: int = 0) -> Path:
-    """Save a tiny SDXL pipeline as a diffusers folder (safetensors) whose native size is the tiny model's."""
+def build_tiny_sdxl_pipeline(folder: Path, seed: int = 0) -> StableDiffusionXLPipeline:
+    """SDXL's shape in miniature, its tokenizers written to `folder`; the native size is the tiny model's.
+
+    The second tokenizer pads with `!` after the end token, as SDXL's OpenCLIP tokenizer does.
+    """
     write_tiny_tokenizer(folder / "tokenizer")
     write_tiny_tokenizer(folder / "tokenizer_2")
     torch.manual_seed(seed)
@@ -53,8 +56,8 @@ def save_tiny_sdxl(folder: Path, seed: int = 0) -> Path:
         addition_time_embed_dim=_TIME_EMBED,
         transformer_layers_per_block=(1, 2),
         # Six time ids (original size, crop, target size) and text_encoder_2's pooled projection.
-        projection_class_embeddings_input_dim=6 * _TIME_EMBED + _HIDDEN_2,
-        cross_attention_dim=_HIDDEN + _HIDDEN_2,  # both text encoders' hidden states side by side
+        projection_class_embeddings_input_dim=6 * _TIME_EMBED + HIDDEN_2,
+        cross_attention_dim=HIDDEN_1 + HIDDEN_2,  # both text encoders' hidden states side by side
         norm_num_groups=8,
     )
     vae = AutoencoderKL(
@@ -72,12 +75,18 @@ def save_tiny_sdxl(folder: Path, seed: int = 0) -> Path:
     )
     pipe = StableDiffusionXLPipeline(
         vae=vae,
-        text_encoder=CLIPTextModel(_text_config(_HIDDEN)),
-        text_encoder_2=CLIPTextModelWithProjection(_text_config(_HIDDEN_2)),
+        text_encoder=CLIPTextModel(_text_config(HIDDEN_1)),
+        text_encoder_2=CLIPTextModelWithProjection(_text_config(HIDDEN_2)),
         tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer"),
-        tokenizer_2=CLIPTokenizer.from_pretrained(folder / "tokenizer_2"),
+        tokenizer_2=CLIPTokenizer.from_pretrained(folder / "tokenizer_2", pad_token="!"),
         unet=unet,
         scheduler=scheduler,
     )
-    pipe.save_pretrained(folder, safe_serialization=True)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def save_tiny_sdxl(folder: Path, seed: int = 0) -> Path:
+    """Save a tiny SDXL pipeline as a diffusers folder (safetensors)."""
+    build_tiny_sdxl_pipeline(folder, seed).save_pretrained(folder, safe_serialization=True)
     return folder
