@@ -10,11 +10,9 @@ from typing import Any
 import pytest
 
 from bot.app import SdBot
-from bot.images import ImageStore
 from bot.models import Models
-from bot.store import JobStore
 from engine.catalog import scan
-from tests.support.bots import results
+from tests.support.bots import make_bot, results
 from tests.support.checkpoint_headers import SD1_KEYS, SDXL_KEYS, write_header_only
 from tests.support.fake_discord import CHANNEL_ID, GUILD_ID, OWNER_ID, USER_ID, FakeDiscord, FakeInteraction
 from tests.support.fake_engine import FakeEngine
@@ -36,16 +34,8 @@ def models_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 async def bot(fake: FakeDiscord, engine: FakeEngine, tmp_path: Path, models_dir: Path) -> AsyncIterator[SdBot]:
     """The real bot with a models folder; SDBOT_MODEL is outside it."""
-    client = SdBot(
-        store=JobStore(tmp_path / "sdbot.sqlite3"),
-        engine=engine,
-        images=ImageStore(tmp_path / "data", keep_days=30),
-        guild_ids=(GUILD_ID,),
-        progress_interval=0.0,
-        guild_ready_timeout=0.05,
-        shutdown_grace=0.0,
-        models=Models(catalog=scan(models_dir), folder=models_dir, default_location=str(tmp_path / "default")),
-    )
+    models = Models(catalog=scan(models_dir), folder=models_dir, default_location=str(tmp_path / "default"))
+    client = make_bot(tmp_path, engine, models=models)
     async with fake.connected(client):
         yield client
 

@@ -7,11 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.app import NO_LIMITS, SdBot
-from bot.images import ImageStore
+from bot.app import SdBot
 from bot.jobs import JobState
-from bot.store import JobStore
-from tests.support.bots import results
+from tests.support.bots import make_bot, results
 from tests.support.fake_discord import GUILD_ID, FakeDiscord
 from tests.support.fake_engine import FakeEngine
 
@@ -23,17 +21,7 @@ async def lora_bot(fake: FakeDiscord, engine: FakeEngine, tmp_path: Path) -> Asy
     (loras / "styles").mkdir(parents=True)
     (loras / "add_detail.safetensors").write_bytes(b"")
     (loras / "styles" / "inkwash_v2.safetensors").write_bytes(b"")
-    client = SdBot(
-        store=JobStore(tmp_path / "sdbot.sqlite3"),
-        engine=engine,
-        images=ImageStore(tmp_path / "data", keep_days=30),
-        limits=NO_LIMITS,
-        guild_ids=(GUILD_ID,),
-        progress_interval=0.0,
-        guild_ready_timeout=0.05,
-        shutdown_grace=0.0,
-        lora_dir=loras,
-    )
+    client = make_bot(tmp_path, engine, lora_dir=loras)
     async with fake.connected(client):
         yield client
 

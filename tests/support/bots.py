@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from bot.app import NO_LIMITS, SdBot
 from bot.delivery import PREVIEW_FILENAME
@@ -13,8 +14,12 @@ from bot.store import JobStore
 from tests.support.fake_discord import CHANNEL_ID, GUILD_ID, FakeDiscord, FakeMessage
 
 
-def make_bot(folder: Path, engine: Engine, *, limits: Limits = NO_LIMITS, shutdown_grace: float = 0.0) -> SdBot:
-    """A bot whose database and images live in `folder`; a job still running at close runs again next start."""
+def make_bot(
+    folder: Path, engine: Engine, *, limits: Limits = NO_LIMITS, shutdown_grace: float = 0.0, **options: Any
+) -> SdBot:
+    """A bot whose database and images live in `folder`; a job still running at close runs again next start.
+
+    `options` go to SdBot as they are (a LoRA folder, the models, …)."""
     return SdBot(
         store=JobStore(folder / "sdbot.sqlite3"),
         engine=engine,
@@ -24,6 +29,7 @@ def make_bot(folder: Path, engine: Engine, *, limits: Limits = NO_LIMITS, shutdo
         progress_interval=0.0,
         guild_ready_timeout=0.05,
         shutdown_grace=shutdown_grace,
+        **options,
     )
 
 
