@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 import torch
 
 from engine.batching import MAX_BATCH_IMAGES
+from engine.generate import BatchJob, Painter
 from engine.loading import LoadedModel
+from engine.params import GenerationParams
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +35,11 @@ def use_fast_paths(model: LoadedModel) -> None:
         model.pipe.vae.to(memory_format=torch.channels_last)
 
 
-def compile_model(model: LoadedModel) -> None:
+def compile_model(model: LoadedModel, backend: str = "inductor") -> None:
     """torch.compile the UNet and the VAE decoder in place; the first call of each shape compiles it."""
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, _COMPILED_SHAPES)
-    model.pipe.unet = torch.compile(model.pipe.unet, fullgraph=True)
-    model.pipe.vae.decoder = torch.compile(model.pipe.vae.decoder, fullgraph=True)
+    model.pipe.unet = torch.compile(model.pipe.unet, fullgraph=True, backend=backend)
+    model.pipe.vae.decoder = torch.compile(model.pipe.vae.decoder, fullgraph=True, backend=backend)
 
 
 def buckets_up_to(max_batch: int) -> tuple[int, ...]:
@@ -46,11 +47,12 @@ def buckets_up_to(max_batch: int) -> tuple[int, ...]:
     return tuple(sorted({b for b in BATCH_BUCKETS if b < max_batch} | {max_batch}))
 
 
-def warm_up(draw: Any, buckets: tuple[int, ...]) -> float:
+def warm_up(painter: Painter, buckets: tuple[int, ...]) -> float:
     """Compile every bucket at the native size now rather than in members' first jobs; return the seconds."""
+    side = painter.model.native_size
     started = time.perf_counter()
     for bucket in buckets:
-        draw(bucket)
+        painter.draw([BatchJob(GenerationParams(prompt="warm-up", width=side, height=side, steps=2))] * bucket)
     seconds = time.perf_counter() - started
     log.info("compiled the model for batches of %s in %.0f s", ", ".join(map(str, buckets)), seconds)
     return seconds

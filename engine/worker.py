@@ -29,7 +29,7 @@ from engine.loading import LoadedModel, ModelLoadError, load_model, max_pixels, 
 from engine.loras import LoraLoader
 from engine.model_shelf import ModelShelf, catalog_loader
 from engine.network_files import NetworkFolder
-from engine.params import GenerationParams, InvalidParams
+from engine.params import InvalidParams
 from engine.preview import Previewer, PreviewError, load_tiny_autoencoder
 from engine.safety import SafetyChecker, load_safety_checker
 from engine.source import DEVICE_CHOICES, InvalidSource, ModelSource, parse_source
@@ -303,16 +303,6 @@ def rescan(shelf: ModelShelf, folder: Path | None) -> None:
     log.info("models folder rescanned: %d models", len(shelf.catalog.entries))
 
 
-def _warm_up_draw(painter: Painter, model: LoadedModel) -> Callable[[int], None]:
-    side = model.native_size
-
-    def draw(bucket: int) -> None:
-        params = GenerationParams(prompt="warm-up", width=side, height=side, steps=2, count=bucket)
-        painter.draw([BatchJob(params)])
-
-    return draw
-
-
 def main(argv: list[str] | None = None) -> int:
     """Serve jobs until the bot closes stdin; exit 2 with a fatal message when the model cannot load."""
     args = parse_args(argv)
@@ -376,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         painter = shelf.painter("")
         compile_model(model)
         painter.batch_buckets = buckets_up_to(max_batch)
-        warm_up(_warm_up_draw(painter, model), painter.batch_buckets)
+        warm_up(painter, painter.batch_buckets)
     channel.send(
         EngineReady(
             model=model.info,

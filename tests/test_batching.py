@@ -12,6 +12,7 @@ import torch
 from diffusers import AutoencoderTiny
 from PIL import Image
 
+from engine.acceleration import buckets_up_to, compile_model, warm_up
 from engine.batch_progress import BatchProgress
 from engine.batching import batch_key, compatible, fits
 from engine.catalog import Catalog
@@ -204,3 +205,18 @@ def test_the_safety_checker_sees_only_the_jobs_that_ask_in_one_pass(shelf: Model
     assert checker.calls == [2], "the owl's two images, checked together"
     assert [i.flagged for i in results["owl"].images] == [True, True]
     assert [i.flagged for i in results["fox"].images] == [False]
+
+
+def test_a_compiled_model_draws_padded_buckets_and_the_same_images(tiny_model_dir: Path) -> None:
+    assert buckets_up_to(1) == (1,) and buckets_up_to(4) == (1, 2, 4) and buckets_up_to(6) == (1, 2, 4, 6)
+    model = load_model(parse_source(str(tiny_model_dir)), torch.device("cpu"))  # compiling changes it in place
+    plain = Painter(model).draw([BatchJob(FOX), BatchJob(CAT)])
+    # The eager backend traces the graphs as inductor would, without a C++ toolchain or minutes of compiling.
+    compile_model(model, backend="eager")
+    painter = Painter(model, batch_buckets=buckets_up_to(4))
+    assert warm_up(painter, painter.batch_buckets) > 0
+    assert type(model.pipe.unet).__name__ == "OptimizedModule"
+    compiled = painter.draw([BatchJob(FOX), BatchJob(CAT)])
+    for left, right in zip(plain, compiled, strict=True):
+        for (_, a), (_, b) in zip(left.images, right.images, strict=True):
+            assert np.abs(np.asarray(a).astype(int) - np.asarray(b).astype(int)).max() <= TOLERANCE
