@@ -61,9 +61,10 @@ class Digest:
         return sum(reaction.count for reaction in message.reactions)
 
     async def post(self, settings: GuildSettings, now: float) -> discord.Message | None:
-        """Post the digest of the week before `now` (nothing when no share got a reaction) and record it."""
+        """Post the digest of the shares since the last one (nothing when none got a reaction) and record it."""
         assert settings.art_channel_id is not None
-        shares = await self.community.shares_since(settings.guild_id, now - WEEK)
+        since = settings.digest_at if settings.digest_at is not None else now - WEEK
+        shares = await self.community.shares_since(settings.guild_id, since)
         winners = top_shares([Ranked(share, await self._reactions(share)) for share in shares])
         message = None
         if winners:

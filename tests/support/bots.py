@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from bot.app import NO_LIMITS, SdBot
 from bot.engine_client import Engine
 from bot.images import ImageStore
 from bot.limits import Limits
+from bot.progress import Clock
 from bot.store import JobStore
 from tests.support.fake_discord import CHANNEL_ID, GUILD_ID, FakeDiscord, FakeMessage
 
 
-def make_bot(folder: Path, engine: Engine, *, limits: Limits = NO_LIMITS, shutdown_grace: float = 0.0) -> SdBot:
+def make_bot(
+    folder: Path,
+    engine: Engine,
+    *,
+    limits: Limits = NO_LIMITS,
+    shutdown_grace: float = 0.0,
+    clock: Clock = time.time,
+) -> SdBot:
     """A bot whose database and images live in `folder`; a job still running at close runs again next start."""
     return SdBot(
         store=JobStore(folder / "sdbot.sqlite3"),
@@ -23,6 +32,7 @@ def make_bot(folder: Path, engine: Engine, *, limits: Limits = NO_LIMITS, shutdo
         progress_interval=0.0,
         guild_ready_timeout=0.05,
         shutdown_grace=shutdown_grace,
+        clock=clock,
     )
 
 
