@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from bot.attachments import AttachmentInfo, check_image
+from bot.attachments import AttachmentInfo, check_image, decode_image
 from engine.generate import Painter
 from engine.loading import load_model
 from engine.params import GenerationParams, InvalidParams, fit_aspect
@@ -79,3 +79,26 @@ def test_img2img_on_the_tiny_model_draws_the_attachment_at_its_aspect(tiny_model
     resized = np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.LANCZOS)).astype(np.int16)
     assert not np.array_equal(drawn, resized), "the image was redrawn"
     assert images[0].png != images[1].png, "each image has its own seed"
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "WEBP", "PNG"])
+def test_decoding_turns_photos_upright_and_keeps_big_ones_within_the_largest_side(fmt: str) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: the camera was turned; the picture is 90° clockwise from its pixels
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 20), (200, 10, 10)).save(buffer, format=fmt, exif=exif.tobytes())
+    decoded = decode_image(buffer.getvalue(), f"photo.{fmt.lower()}")
+    assert decoded.size == (20, 40) and Image.open(io.BytesIO(decoded.png)).size == (20, 40)
+
+    big = io.BytesIO()
+    Image.new("RGB", (4000, 1000)).save(big, format=fmt)
+    decoded = decode_image(big.getvalue(), "wide")
+    assert decoded.size == (4000, 1000) and Image.open(io.BytesIO(decoded.png)).size == (2048, 512)
+
+
+def test_decoding_refuses_what_is_not_a_png_jpeg_or_webp() -> None:
+    gif = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(gif, format="GIF")
+    for data in (gif.getvalue(), b"\x89PNG\r\n\x1a\nbroken"):
+        with pytest.raises(InvalidParams):
+            decode_image(data, "x")
