@@ -192,3 +192,16 @@ async def test_weekly_digest_posts_the_most_reacted_shares(
         f"1. {link(ART_CHANNEL_ID, second.id)} — 5 reactions",
         f"2. {link(ART_CHANNEL_ID, first.id)} — 2 reactions",
     ]
+
+
+async def test_a_remix_form_opened_before_a_restart_is_answered_after_it(fake: FakeDiscord, tmp_path: Path) -> None:
+    async with fake.connected(make_bot(tmp_path, FakeEngine())):
+        single = await first_result(fake, {"prompt": "fox", "steps": 2})
+        press = await fake.press(single, f"sdbot:remix:{job_id_of(single)}")
+        await press.wait_response()
+    engine = FakeEngine()
+    async with fake.connected(make_bot(tmp_path, engine)):
+        submitted = await fake.submit_modal(press, {"prompt": "a fox after the restart"})
+        assert content(await submitted.wait_response()).startswith("⏳ Queued")
+        await engine.wait_calls(1)
+    assert engine.calls[0][1].prompt == "a fox after the restart"
