@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
 
 import discord
@@ -20,12 +19,10 @@ from engine.params import GenerationParams, InvalidParams
 from engine.pngmeta import infotext_of, read_user_comment
 from engine.wire import EngineReady
 
-log = logging.getLogger(__name__)
-
 NO_IMAGE = "That message has no PNG, JPEG or WebP image to read parameters from."
 NO_METADATA = (
-    "That image carries no generation parameters: Discord, editors and screenshots drop them. Only images saved"
-    " as A1111 (or this bot) wrote them keep them."
+    "That image carries no generation parameters: screenshots, editors and many sites drop them. Share the file"
+    " as A1111 (or I) saved it."
 )
 DRAFT_GONE = "I have no record of those settings any more: use Read parameters on the image again."
 _FIELD_MAX = 1024
