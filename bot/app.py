@@ -14,11 +14,15 @@ from bot.admin_store import AdminStore
 from bot.buttons import ResultButton
 from bot.channel_models import ChannelModels
 from bot.commands import AdminCommands, QueueView, build_admin_group, build_member_commands
+from bot.community_admin import add_community_admin_commands
+from bot.community_store import CommunityStore
 from bot.delivery import Delivery
+from bot.digest import CHECK_INTERVAL, Digest
 from bot.dispatch import Dispatcher
 from bot.engine_client import Engine
 from bot.estimates import Estimator
 from bot.fair_queue import FairQueue
+from bot.history import HistoryService, build_history_command
 from bot.images import ImageStore
 from bot.imagine import ImagineService, build_imagine_command
 from bot.intake import Intake
@@ -31,6 +35,9 @@ from bot.policy_store import PolicyStore
 from bot.presses import PressService
 from bot.progress import Clock
 from bot.quota import Quota
+from bot.read_params import ReadParamsService, build_read_params_command
+from bot.remix import MODAL_ID, RemixService
+from bot.sharing import ShareService
 from bot.source_images import SourceImages
 from bot.store import JobStore
 from bot.systemd import notify, watchdog_interval
@@ -101,10 +108,26 @@ class SdBot(discord.Client):
         )
         ready = lambda: engine.ready  # noqa: E731
         self.imagine = ImagineService(
-            intake=self.intake, engine_ready=ready, models=self.models, loras=NetworkFolder(lora_dir)
+            intake=self.intake, engine_ready=ready, models=self.models, loras=NetworkFolder(lora_dir), images=images
         )
+        self.community = CommunityStore(store)
+        self.sharing = ShareService(store=store, community=self.community, sources=sources, client=self, clock=clock)
+        self.remix = RemixService(intake=self.intake, engine_ready=ready)
+        self.read_params = ReadParamsService(intake=self.intake, community=self.community, engine_ready=ready)
+        self.history = HistoryService(store)
+        self.digest = Digest(community=self.community, client=self, clock=clock)
         self.presses = PressService(
-            intake=self.intake, sources=sources, engine_ready=ready, cancel=self.dispatcher.cancel
+            intake=self.intake,
+            sources=sources,
+            engine_ready=ready,
+            cancel=self.dispatcher.cancel,
+            handlers={
+                "share": self.sharing.press,
+                "remix": self.remix.press,
+                "run": self.read_params.run,
+                "history-next": self.history.turn,
+                "history-prev": self.history.turn,
+            },
         )
         queue_view = QueueView(queue=self.queue, dispatcher=self.dispatcher, estimator=self.estimator, clock=clock)
         admin_group = build_admin_group(
@@ -123,9 +146,12 @@ class SdBot(discord.Client):
         add_policy_commands(
             admin_group, PolicyCommands(policy=self.policy, engine_ready=ready, clock=clock), AdminCommands.allowed
         )
-        self.commands: list[app_commands.Command | app_commands.Group] = [  # type: ignore[type-arg]
+        add_community_admin_commands(admin_group, community=self.community, admin=self.admin, clock=clock)
+        self.commands: list[app_commands.Command | app_commands.Group | app_commands.ContextMenu] = [  # type: ignore[type-arg]
             build_imagine_command(self.imagine),
             *build_member_commands(quota=self.quota, queue_view=queue_view, clock=clock),
+            build_history_command(self.history),
+            build_read_params_command(self.read_params),
             admin_group,
         ]
         self.shutdown_grace = shutdown_grace
@@ -151,6 +177,7 @@ class SdBot(discord.Client):
         self._tasks = [
             asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
             asyncio.create_task(self._prune_images(), name="prune-images"),
+            asyncio.create_task(self._weekly_digest(), name="weekly-digest"),
         ]
         interval = watchdog_interval()
         if interval is not None:
@@ -168,6 +195,23 @@ class SdBot(discord.Client):
         while True:
             await asyncio.to_thread(self.images.prune, self.clock())
             await asyncio.sleep(PRUNE_INTERVAL)
+
+    async def _weekly_digest(self) -> None:
+        """Post the digests that are due, at start and every hour."""
+        while True:
+            try:
+                await self.digest.run_due()
+            except Exception:
+                log.exception("the weekly digest failed; trying again in an hour")
+            await asyncio.sleep(CHECK_INTERVAL)
+
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        """Remix modals are answered from their custom_id alone, so one opened before a restart still works."""
+        if interaction.type is not discord.InteractionType.modal_submit or interaction.data is None:
+            return
+        match = MODAL_ID.match(str(interaction.data.get("custom_id", "")))
+        if match is not None:
+            await self.remix.submit(interaction, match["job"])
 
     async def sync_commands(self) -> None:
         """Guild sync is instant, so configured guilds get it; otherwise sync globally (takes up to an hour)."""

@@ -27,8 +27,11 @@ IMAGE_ACTIONS = (
     "pan-right",
     "pan-up",
     "pan-down",
+    "share",
 )
-JOB_ACTIONS = ("reroll", "delete", "cancel")
+# remix opens a modal over a job; run starts a draft read from an image; history-* page through /history
+# from a cursor job.
+JOB_ACTIONS = ("reroll", "delete", "cancel", "remix", "run", "history-next", "history-prev")
 _CUSTOM_ID = re.compile(r"^sdbot:(?P<action>[a-z0-9.-]+):(?P<job>[0-9a-f]{4,32})(?::(?P<index>[1-9]))?$")
 MAX_CUSTOM_ID = 100
 
@@ -109,7 +112,21 @@ def result_buttons(job: Job, count: int, hidden: frozenset[int] = frozenset()) -
             if fits:
                 buttons.append(ButtonSpec(Press(f"pan-{direction}", job.id, 1), "", row=2, emoji=emoji))
     buttons.append(ButtonSpec(Press("reroll", job.id), "Reroll", row=3, emoji="🔄"))
+    buttons.append(ButtonSpec(Press("remix", job.id), "Remix", row=3, emoji="🎛️"))
+    if count == 1 and 1 not in hidden:
+        buttons.append(ButtonSpec(Press("share", job.id, 1), "Share", row=3, emoji="⭐"))
     buttons.append(ButtonSpec(Press("delete", job.id), "Delete", row=3, emoji="🗑️", style=discord.ButtonStyle.danger))
+    if count > 1:
+        shown = [i for i in range(1, count + 1) if i not in hidden]
+        buttons += [ButtonSpec(Press("share", job.id, i), f"Share {i}", row=4, emoji="⭐") for i in shown]
+    return buttons
+
+
+def shared_buttons(job: Job, index: int, size: tuple[int, int]) -> list[ButtonSpec]:
+    """What others can do with an image in the art channel: remix its settings, upscale it (if it fits)."""
+    buttons = [ButtonSpec(Press("remix", job.id), "Remix", row=0, emoji="🎛️")]
+    if max(size) * UPSCALE_FACTOR <= MAX_DERIVED_SIZE:
+        buttons.append(ButtonSpec(Press("upscale", job.id, index), "Upscale ×2", 0, "⬆️", discord.ButtonStyle.primary))
     return buttons
 
 
@@ -139,8 +156,13 @@ def cancel_view(job: Job) -> discord.ui.View:
 
 def result_view(job: Job, count: int, hidden: frozenset[int] = frozenset()) -> discord.ui.View:
     """A view holding the result's buttons; it needs no timeout, the DynamicItem answers for ever."""
+    return buttons_view(result_buttons(job, count, hidden))
+
+
+def buttons_view(specs: list[ButtonSpec]) -> discord.ui.View:
+    """A view of laid-out buttons, all answered by the DynamicItem."""
     view = discord.ui.View(timeout=None)
-    for spec in result_buttons(job, count, hidden):
+    for spec in specs:
         view.add_item(
             ResultButton(
                 spec.press.custom_id, label=spec.label or None, emoji=spec.emoji, style=spec.style, row=spec.row

@@ -2,37 +2,44 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import discord
 from discord import app_commands
 
-from bot.intake import Intake, check_channel, check_fits
+from bot.attachments import AttachmentInfo, check_image, fetch_image
+from bot.images import ImageStore
+from bot.intake import Intake, check_channel, check_fits, role_ids
 from bot.jobs import Job, new_job_id
 from bot.models import ModelPick, Models
 from engine.network_files import NetworkFolder
 from engine.params import (
     DEFAULT_CFG,
+    DEFAULT_IMAGE_STRENGTH,
     DEFAULT_SAMPLER,
     DEFAULT_STEPS,
     MAX_CFG,
     MAX_CLIP_SKIP,
     MAX_COUNT,
+    MAX_IMAGE_STRENGTH,
     MAX_PROMPT_CHARS,
     MAX_SEED,
     MAX_SIZE,
     MAX_STEPS,
     MIN_CFG,
     MIN_COUNT,
+    MIN_IMAGE_STRENGTH,
     MIN_SIZE,
     MIN_STEPS,
     SAMPLERS,
     GenerationParams,
     InvalidParams,
+    fit_aspect,
 )
 from engine.prompt_syntax import check_lora_names, split_loras
 from engine.wire import EngineReady
@@ -55,23 +62,43 @@ class ImagineOptions:
     sampler: str | None = None
     clip_skip: int | None = None
     model: str | None = None
+    strength: float | None = None
 
     def to_params(
-        self, engine: EngineReady, seed_source: random.Random, model: ModelPick | None = None
+        self,
+        engine: EngineReady,
+        seed_source: random.Random,
+        model: ModelPick | None = None,
+        source: tuple[int, int] | None = None,
+        max_side: int = MAX_SIZE,
     ) -> GenerationParams:
         """Fill the defaults (the model's sidecar, else its native size and the bot's defaults; a random seed) and
-        check what Discord cannot."""
+        check what Discord cannot.
+
+        With a `source` image (an image prompt) the size keeps its aspect at about the native pixel count,
+        within the width and height asked for and the member's largest side.
+        """
         model = model or ModelPick()
         wanted = model.defaults
         native_width, native_height = (
             (model.native, model.native) if model.native else (engine.native_width, engine.native_height)
         )
+        width, height = self.width or wanted.width or native_width, self.height or wanted.height or native_height
+        mode, strength = "txt2img", 1.0
+        if source is not None:
+            box = (min(self.width or max_side, max_side), min(self.height or max_side, max_side))
+            width, height = fit_aspect(source, native_width * native_height, box)
+            mode, strength = "img2img", self.strength if self.strength is not None else DEFAULT_IMAGE_STRENGTH
+        elif self.strength is not None:
+            raise InvalidParams("Strength only applies to an image prompt: attach an image, or leave strength out.")
         cfg = self.cfg if self.cfg is not None else wanted.cfg
         params = GenerationParams(
             prompt=self.prompt.strip(),
             negative_prompt=(self.negative_prompt or wanted.negative_prompt or "").strip(),
-            width=self.width or wanted.width or native_width,
-            height=self.height or wanted.height or native_height,
+            width=width,
+            height=height,
+            mode=mode,
+            strength=strength,
             steps=self.steps or wanted.steps or DEFAULT_STEPS,
             cfg=cfg if cfg is not None else DEFAULT_CFG,
             sampler=self.sampler or wanted.sampler or DEFAULT_SAMPLER,
@@ -93,23 +120,31 @@ class ImagineService:
         intake: Intake,
         engine_ready: Callable[[], EngineReady | None],
         models: Models | None = None,
+        images: ImageStore,
         seed_source: random.Random | None = None,
         loras: NetworkFolder | None = None,
     ) -> None:
         self.intake = intake
         self.engine_ready = engine_ready
         self.models = models or Models()
+        self.images = images
         self.seed_source = seed_source or random.SystemRandom()
         self.loras = loras or NetworkFolder(None)
 
-    def check(self, interaction: discord.Interaction, options: ImagineOptions) -> tuple[int, GenerationParams]:
+    def check(
+        self,
+        interaction: discord.Interaction,
+        options: ImagineOptions,
+        source: tuple[int, int] | None = None,
+        max_side: int = MAX_SIZE,
+    ) -> tuple[int, GenerationParams]:
         """The channel and the job's parameters, or InvalidParams with the sentence saying what to change."""
         ready = self.engine_ready()
         if ready is None:
             raise InvalidParams("The image engine is starting up: try again in a minute.")
         channel_id = check_channel(interaction)
         model = self.models.pick(options.model, channel_id)
-        params = options.to_params(ready, self.seed_source, model)
+        params = options.to_params(ready, self.seed_source, model, source, max_side)
         # The engine checks again when it draws; here the member hears of a misspelt name before queueing.
         _text, loras = split_loras(params.prompt)
         if loras:
@@ -120,15 +155,38 @@ class ImagineService:
         """Autocomplete for `model:`: catalog names (with their descriptions) matching what was typed."""
         return [app_commands.Choice(name=e.label(), value=e.name) for e in self.models.catalog.matching(typed)]
 
-    async def submit(self, interaction: discord.Interaction, options: ImagineOptions) -> Job | None:
-        """Refuse with an ephemeral sentence, or store, acknowledge and queue the job."""
+    async def _max_side(self, interaction: discord.Interaction) -> int:
+        """The largest side this member may ask for, which an image prompt's size must fit."""
+        limits = await self.intake.quota.limits(interaction.guild_id, interaction.user.id, role_ids(interaction))
+        return min(MAX_SIZE, limits.max_size or MAX_SIZE)
+
+    async def submit(
+        self, interaction: discord.Interaction, options: ImagineOptions, image: discord.Attachment | None = None
+    ) -> Job | None:
+        """Refuse with an ephemeral sentence, or store, acknowledge and queue the job.
+
+        An image prompt is checked from Discord's metadata (type, bytes, pixels) and the parameters it would
+        make are checked before it is downloaded; the download is capped, and must decode.
+        """
+        job_id = new_job_id()
         try:
-            channel_id, params = self.check(interaction, options)
+            if image is None:
+                channel_id, params = self.check(interaction, options)
+            else:
+                info = AttachmentInfo.of(image)
+                check_image(info)
+                assert info.width is not None and info.height is not None
+                max_side = await self._max_side(interaction)
+                self.check(interaction, options, (info.width, info.height), max_side)
+                decoded = await fetch_image(image)
+                channel_id, params = self.check(interaction, options, decoded.size, max_side)
+                # Kept as image 0 of the job itself, so rerolls and restarts find it like any button's source.
+                await asyncio.to_thread(self.images.save_one, job_id, 0, decoded.png)
         except InvalidParams as exc:
             await interaction.response.send_message(str(exc), ephemeral=True)
             return None
         job = Job(
-            id=new_job_id(),
+            id=job_id,
             params=params,
             user_id=interaction.user.id,
             user_name=interaction.user.display_name,
@@ -136,6 +194,8 @@ class ImagineService:
             channel_id=channel_id,
             created_at=self.intake.clock(),
         )
+        if image is not None:
+            job = replace(job, parent_id=job_id, source_index=0)
         return await self.intake.accept(interaction, job)
 
 
@@ -155,6 +215,11 @@ def build_imagine_command(service: ImagineService) -> app_commands.Command:  # t
         sampler=f"Sampler, as A1111 names them (default {DEFAULT_SAMPLER})",
         clip_skip=f"Text encoder layers to skip, as A1111 counts (1–{MAX_CLIP_SKIP}; 2 for anime models)",
         model="Which model draws it (default: this channel's, else the bot's); its own defaults apply",
+        image="An image to start from (PNG, JPEG or WebP): the result keeps its aspect",
+        strength=(
+            f"With an image: how much of it to redraw ({MIN_IMAGE_STRENGTH:g}–{MAX_IMAGE_STRENGTH:g},"
+            f" default {DEFAULT_IMAGE_STRENGTH:g})"
+        ),
     )
     @app_commands.choices(sampler=[app_commands.Choice(name=s, value=s) for s in SAMPLERS])
     async def imagine(
@@ -170,6 +235,8 @@ def build_imagine_command(service: ImagineService) -> app_commands.Command:  # t
         sampler: Optional[app_commands.Choice[str]] = None,
         clip_skip: Optional[app_commands.Range[int, 1, MAX_CLIP_SKIP]] = None,
         model: Optional[app_commands.Range[str, 1, 100]] = None,
+        image: Optional[discord.Attachment] = None,
+        strength: Optional[app_commands.Range[float, MIN_IMAGE_STRENGTH, MAX_IMAGE_STRENGTH]] = None,
     ) -> None:
         options = ImagineOptions(
             prompt=prompt,
@@ -183,8 +250,9 @@ def build_imagine_command(service: ImagineService) -> app_commands.Command:  # t
             sampler=sampler.value if sampler else None,
             clip_skip=clip_skip,
             model=model,
+            strength=strength,
         )
-        await service.submit(interaction, options)
+        await service.submit(interaction, options, image)
 
     @imagine.autocomplete("model")
     async def model_autocomplete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:

@@ -108,3 +108,7 @@ class Job:
     def panned(self, requester: Requester, index: int, size: tuple[int, int], direction: str, seed: int) -> Job:
         """Image `index` of this job extended by half towards `direction`."""
         return self._child(requester, self.params.panned(size, direction, seed), self.id, index)
+
+    def remixed(self, requester: Requester, params: GenerationParams) -> Job:
+        """This job with edited settings; one drawn over an image keeps drawing over that image."""
+        return self._child(requester, params, self.parent_id, self.source_index)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import discord
 from PIL import Image, UnidentifiedImageError
@@ -23,6 +23,26 @@ UNKNOWN_BUTTON = "I don't know that button (it may be from an older version of m
 UNKNOWN_JOB = "I have no record of that result any more: use /imagine again."
 IMAGE_GONE = "The image this works from is gone, from my disk and from Discord: use /imagine again."
 
+# A press another service answers (share, remix, …), before any job is looked up.
+PressHandler = Callable[[discord.Interaction, Press], Awaitable[object]]
+
+
+def requester_for(interaction: discord.Interaction, job: Job, now: float) -> Requester:
+    """Who pressed, where: the result answers the message pressed, or for a private message (such as
+    /history) the job's own result when that is in this channel."""
+    message = interaction.message
+    reply_to = message.id if message is not None else None
+    if message is not None and message.flags.ephemeral:
+        reply_to = job.result_message_id if job.channel_id == interaction.channel_id else None
+    return Requester(
+        user_id=interaction.user.id,
+        user_name=interaction.user.display_name,
+        guild_id=interaction.guild_id,
+        channel_id=check_channel(interaction),
+        now=now,
+        reply_to=reply_to,
+    )
+
 
 class PressService:
     """Turns a press into a job like /imagine does, so the same queue (and limits) apply."""
@@ -35,12 +55,14 @@ class PressService:
         engine_ready: Callable[[], EngineReady | None],
         cancel: Callable[[Job, int], Awaitable[str]],
         seed_source: random.Random | None = None,
+        handlers: Mapping[str, PressHandler] | None = None,
     ) -> None:
         self.intake = intake
         self.sources = sources
         self.engine_ready = engine_ready
         self.cancel = cancel
         self.seed_source = seed_source or random.SystemRandom()
+        self.handlers = dict(handlers or {})
 
     async def press(self, interaction: discord.Interaction, custom_id: str) -> Job | None:
         """Answer a press: an ephemeral sentence, a delete, or a stored, acknowledged, queued job."""
@@ -49,6 +71,9 @@ class PressService:
         except BadButton:
             log.info("unknown button %r pressed by %s", custom_id, interaction.user.id)
             await interaction.response.send_message(UNKNOWN_BUTTON, ephemeral=True)
+            return None
+        if press.action in self.handlers:
+            await self.handlers[press.action](interaction, press)
             return None
         job = await self.intake.store.get(press.job_id)
         if job is None:
@@ -80,14 +105,7 @@ class PressService:
         ready = self.engine_ready()
         if ready is None:
             raise InvalidParams("The image engine is starting up: try again in a minute.")
-        requester = Requester(
-            user_id=interaction.user.id,
-            user_name=interaction.user.display_name,
-            guild_id=interaction.guild_id,
-            channel_id=check_channel(interaction),
-            now=self.intake.clock(),
-            reply_to=interaction.message.id if interaction.message else None,
-        )
+        requester = requester_for(interaction, job, self.intake.clock())
         seed = self.seed_source.randrange(MAX_SEED + 1)
         if press.action == "reroll":
             if job.parent_id is not None and job.source_index is not None:

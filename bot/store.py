@@ -99,6 +99,31 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (guild_id, channel_id, name)
     );
     """,
+    """
+    CREATE TABLE guild_settings (
+        guild_id INTEGER PRIMARY KEY,
+        art_channel_id INTEGER,
+        digest INTEGER NOT NULL DEFAULT 0,
+        digest_at REAL
+    );
+    CREATE TABLE shares (
+        job_id TEXT NOT NULL REFERENCES jobs (id),
+        image_index INTEGER NOT NULL,
+        guild_id INTEGER NOT NULL,
+        channel_id INTEGER NOT NULL,
+        message_id INTEGER,
+        shared_by INTEGER NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY (job_id, image_index)
+    );
+    CREATE INDEX shares_by_guild ON shares (guild_id, at);
+    CREATE TABLE drafts (
+        id TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL,
+        params TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    """,
 )
 
 # Jobs that count against a member's limits: all but those that produced nothing through no doing of theirs.
@@ -285,6 +310,24 @@ class JobStore:
             f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY created_at, rowid", [s.value for s in states]
         )
         return [_job(row) for row in await cursor.fetchall()]
+
+    async def history(
+        self, user_id: int, *, older_than: str | None = None, newer_than: str | None = None, limit: int
+    ) -> list[Job]:
+        """A member's delivered jobs, newest first: the `limit` just older (or just newer) than a cursor job."""
+        cursor_job = older_than or newer_than
+        where = "user_id = ? AND state = 'delivered' AND result_message_id IS NOT NULL"
+        args: list[Any] = [user_id]
+        if cursor_job is not None:
+            op = "<" if older_than is not None else ">"
+            where += f" AND rowid {op} (SELECT rowid FROM jobs WHERE id = ?)"
+            args.append(cursor_job)
+        order = "DESC" if newer_than is None else "ASC"
+        cursor = await self.db.execute(
+            f"SELECT * FROM jobs WHERE {where} ORDER BY rowid {order} LIMIT ?", (*args, limit)
+        )
+        jobs = [_job(row) for row in await cursor.fetchall()]
+        return jobs if newer_than is None else jobs[::-1]
 
 
 def _job(row: aiosqlite.Row) -> Job:

@@ -22,8 +22,10 @@ def notify(message: str, environ: Mapping[str, str] = os.environ) -> bool:
         address = "\0" + address[1:]
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            # Never wait on the event loop: like sd_notify (MSG_DONTWAIT), a full queue drops the message.
+            sock.setblocking(False)
             sock.connect(address)
-            sock.sendall(message.encode())
+            sock.send(message.encode())
     except OSError as exc:
         log.warning("could not notify systemd (%s): %s", message.split("\n")[0], exc)
         return False

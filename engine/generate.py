@@ -167,7 +167,7 @@ class Painter:
         if params.mode == "txt2img":
             return Plan(self.model.pipe, {"width": params.width, "height": params.height})
         image = open_source(source)
-        if params.mode in ("vary", "upscale"):
+        if params.mode in ("vary", "upscale", "img2img"):
             resized = image.resize(size, Image.Resampling.LANCZOS) if image.size != size else image
             arguments = {"image": resized, "strength": params.strength}
             return Plan(self.img2img, arguments, tiled_vae=params.mode == "upscale")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from engine.params import GenerationParams
+from engine.params import SAMPLERS, GenerationParams, InvalidParams
 
 # The sampler choices that A1111 (1.6 and later) writes as a sampler plus a schedule type.
 _KARRAS_SUFFIX = " Karras"
@@ -21,8 +22,12 @@ class ModelInfo:
 
 
 def quote(value: str) -> str:
-    """Quote a value the way A1111 does: JSON when it holds a comma, colon or newline."""
-    if any(c in value for c in ",:\n"):
+    """Quote a value the way A1111 does: JSON when it holds a comma, colon or newline.
+
+    Also when it starts with a double quote or has whitespace at either end, which a reader would take for a
+    quoted value or strip: so every value reads back exactly.
+    """
+    if any(c in value for c in ",:\n") or value.startswith('"') or value != value.strip():
         return json.dumps(value, ensure_ascii=False)
     return value
 
@@ -57,3 +62,100 @@ def format_infotext(
         lines.append(f"Negative prompt: {params.negative_prompt}")
     lines.append(", ".join(f"{key}: {quote(value)}" for key, value in pairs))
     return "\n".join(lines)
+
+
+# A1111's own pattern (modules/infotext_utils.py): a key, then a JSON-quoted value or one without commas.
+_PAIR = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+_NEGATIVE = "Negative prompt:"
+# A last line with fewer pairs than this is part of the prompt, as A1111 reads it.
+_MIN_PAIRS = 3
+_SIZE = re.compile(r"^(\d+)x(\d+)$")
+# The keys this bot runs; anything else is shown but not used.
+USED_KEYS = ("Steps", "Sampler", "Schedule type", "CFG scale", "Seed", "Size")
+
+
+def unquote(value: str) -> str:
+    """Inverse of quote: a JSON-quoted value decoded, anything else as it is."""
+    if len(value) < 2 or not (value.startswith('"') and value.endswith('"')):
+        return value
+    try:
+        decoded = json.loads(value)
+    except ValueError:
+        return value
+    return decoded if isinstance(decoded, str) else value
+
+
+def parse_pairs(line: str) -> tuple[tuple[str, str], ...]:
+    """The `Key: value` pairs of an infotext parameters line, values unquoted, in order."""
+    return tuple((key.strip(), unquote(value.strip())) for key, value in _PAIR.findall(line))
+
+
+@dataclass(frozen=True)
+class Infotext:
+    """An A1111 infotext read back: the prompts and every parameter pair, known or not."""
+
+    prompt: str
+    negative_prompt: str
+    pairs: tuple[tuple[str, str], ...]
+
+    def get(self, key: str) -> str | None:
+        """The value of `key`, if the infotext has it."""
+        return next((value for name, value in self.pairs if name == key), None)
+
+    @property
+    def unknown_keys(self) -> tuple[str, ...]:
+        """Keys this bot shows but does not run (Model, Hires upscale, VAE, …)."""
+        return tuple(key for key, _ in self.pairs if key not in USED_KEYS)
+
+    def to_params(self, base: GenerationParams) -> GenerationParams:
+        """`base` with what this infotext sets; InvalidParams with a sentence for what this bot cannot run."""
+        changes: dict[str, object] = {"prompt": self.prompt, "negative_prompt": self.negative_prompt}
+        changes.update(settings_changes(self.pairs))
+        return replace(base, **changes).validate()  # type: ignore[arg-type]
+
+
+def settings_changes(pairs: tuple[tuple[str, str], ...]) -> dict[str, object]:
+    """The GenerationParams fields that infotext pairs set (unknown keys ignored), or InvalidParams."""
+    values = dict(pairs)
+    changes: dict[str, object] = {}
+    for key, field, kind in (("Steps", "steps", int), ("CFG scale", "cfg", float), ("Seed", "seed", int)):
+        if key in values:
+            try:
+                changes[field] = kind(values[key])
+            except ValueError:
+                raise InvalidParams(f"{key} must be a number, not {values[key]!r}.") from None
+    if "Size" in values:
+        match = _SIZE.match(values["Size"].strip())
+        if match is None:
+            raise InvalidParams(f"Size must be written as WIDTHxHEIGHT, e.g. 512x768, not {values['Size']!r}.")
+        changes["width"], changes["height"] = int(match[1]), int(match[2])
+    if "Sampler" in values:
+        changes["sampler"] = sampler_name(values["Sampler"], values.get("Schedule type", ""))
+    return changes
+
+
+def sampler_name(sampler: str, schedule: str) -> str:
+    """This bot's name for an A1111 sampler and schedule type, or InvalidParams naming what it offers."""
+    name = sampler + _KARRAS_SUFFIX if schedule == "Karras" and not sampler.endswith(_KARRAS_SUFFIX) else sampler
+    if name not in SAMPLERS or schedule not in ("", "Automatic", "Karras"):
+        shown = f"{sampler} ({schedule})" if schedule else sampler
+        raise InvalidParams(f"I can't run the sampler {shown}: choose one of {', '.join(SAMPLERS)}.")
+    return name
+
+
+def parse_infotext(text: str) -> Infotext | None:
+    """Read A1111 infotext as A1111's PNG Info does; None when `text` has no parameters line."""
+    lines = text.replace("\r\n", "\n").split("\n")
+    pairs = parse_pairs(lines[-1])
+    if len(pairs) < _MIN_PAIRS:
+        return None
+    prompt: list[str] = []
+    negative: list[str] | None = None
+    for line in lines[:-1]:
+        if negative is None and line.startswith(_NEGATIVE):
+            negative = [line[len(_NEGATIVE) :].removeprefix(" ")]
+        elif negative is None:
+            prompt.append(line)
+        else:
+            negative.append(line)
+    return Infotext(prompt="\n".join(prompt), negative_prompt="\n".join(negative or []), pairs=pairs)

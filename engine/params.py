@@ -24,13 +24,17 @@ MAX_CLIP_SKIP = 12
 MAX_DERIVED_SIZE = 2048
 
 # What a job does with its source image (txt2img has none).
-MODES: tuple[str, ...] = ("txt2img", "vary", "upscale", "zoom", "pan")
+MODES: tuple[str, ...] = ("txt2img", "vary", "upscale", "zoom", "pan", "img2img")
 PAN_DIRECTIONS: tuple[str, ...] = ("left", "right", "up", "down")
 ZOOM_FACTORS: tuple[float, ...] = (1.5, 2.0)
 VARY_STRENGTHS: dict[str, float] = {"subtle": 0.35, "strong": 0.7}
 # A1111's hires fix: a clean resize, then a light img2img pass that adds detail without changing the picture.
 UPSCALE_FACTOR = 2
 UPSCALE_STRENGTH = 0.3
+# An image prompt (/imagine with an attachment) redraws this much of it unless the member says otherwise,
+# A1111's img2img default.
+DEFAULT_IMAGE_STRENGTH = 0.75
+MIN_IMAGE_STRENGTH, MAX_IMAGE_STRENGTH = 0.05, 1.0
 # Outpainting redraws the new area almost from scratch, keeping only the colours pre-filled from the edge.
 OUTPAINT_STRENGTH = 0.95
 
@@ -38,6 +42,18 @@ OUTPAINT_STRENGTH = 0.95
 def half_side(side: int) -> int:
     """Half a side, rounded to the multiple of 8 that latents need."""
     return max(8, round(side / 2 / 8) * 8)
+
+
+def fit_aspect(source: tuple[int, int], area: int, box: tuple[int, int]) -> tuple[int, int]:
+    """The size with `source`'s aspect and about `area` pixels, within `box`, in multiples of 8 (at least 64)."""
+    width, height = source
+    scale = min(math.sqrt(area / (width * height)), box[0] / width, box[1] / height)
+
+    def side(value: float, limit: int) -> int:
+        rounded = max(MIN_SIZE, round(value * scale / SIZE_MULTIPLE) * SIZE_MULTIPLE)
+        return min(rounded, limit - limit % SIZE_MULTIPLE)
+
+    return side(width, box[0]), side(height, box[1])
 
 
 class InvalidParams(ValueError):

@@ -42,7 +42,8 @@ async def test_results_carry_their_buttons_as_discord_allows(fake: FakeDiscord, 
         [f"sdbot:upscale:{job}:{i}" for i in range(1, 5)]
         + [f"sdbot:vary-subtle:{job}:{i}" for i in range(1, 5)]
         + [f"sdbot:vary-strong:{job}:{i}" for i in range(1, 5)]
-        + [f"sdbot:reroll:{job}", f"sdbot:delete:{job}"]
+        + [f"sdbot:reroll:{job}", f"sdbot:remix:{job}", f"sdbot:delete:{job}"]
+        + [f"sdbot:share:{job}:{i}" for i in range(1, 5)]
     )
     assert all(len(custom_id) <= 100 for custom_id in grid.custom_ids())
 
@@ -61,6 +62,8 @@ def test_single_images_get_outpaint_buttons_and_lose_those_that_would_pass_the_c
         "pan-up",
         "pan-down",
         "reroll",
+        "remix",
+        "share",
         "delete",
     ]
     big = Job(

@@ -47,6 +47,8 @@ async def test_imagine_is_synced_with_discord_side_constraints(fake: FakeDiscord
         "sampler",
         "clip_skip",
         "model",
+        "image",
+        "strength",
     ]
     assert all(o["description"] for o in options.values())
     assert options["prompt"]["required"] and options["prompt"]["max_length"] == 1500
@@ -57,6 +59,8 @@ async def test_imagine_is_synced_with_discord_side_constraints(fake: FakeDiscord
     assert bounds["cfg"] == (10, 1.0, 30.0)
     assert bounds["seed"] == (4, 0, 4294967295)
     assert bounds["count"] == (4, 1, 4)
+    assert bounds["image"] == (11, None, None)
+    assert bounds["strength"] == (10, 0.05, 1.0)
     assert [c["value"] for c in options["sampler"]["choices"]] == list(SAMPLERS)
 
 

@@ -189,14 +189,16 @@ async def test_withheld_images_are_not_posted_and_lose_their_buttons(
         f"sdbot:vary-subtle:{job_id}:2",
         f"sdbot:vary-strong:{job_id}:2",
         f"sdbot:reroll:{job_id}",
+        f"sdbot:remix:{job_id}",
         f"sdbot:delete:{job_id}",
+        f"sdbot:share:{job_id}:2",
     ]
 
     await imagine(fake, "a fox", seed=50)
     await fake.wait_for(lambda: len(posted(fake)) == 2)
     single = posted(fake)[1]
     assert single.attachments == [] and "flagged this image, so I'm not posting it here" in single.content
-    assert [Press.parse(c).action for c in single.custom_ids()] == ["reroll", "delete"]
+    assert [Press.parse(c).action for c in single.custom_ids()] == ["reroll", "remix", "delete"]
 
 
 async def test_age_restricted_channels_skip_the_checker_unless_set(

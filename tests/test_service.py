@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.systemd import notify
 from tests.support.bots import results
 from tests.support.fake_discord import GUILD_ID, OWNER_ID, USER_ID, FakeDiscord
 
@@ -84,10 +85,17 @@ async def test_sigterm_lets_the_running_job_finish_and_exits_0_and_systemd_hears
     listener.bind(str(tmp_path / "notify"))
     listener.setblocking(False)
     loop = asyncio.get_running_loop()
+    # Read as systemd does, all the time: the kernel queues only a few datagrams.
+    notifications: asyncio.Queue[str] = asyncio.Queue()
+
+    async def receive() -> None:
+        while True:
+            notifications.put_nowait((await loop.sock_recv(listener, 4096)).decode())
 
     async def next_notification() -> str:
-        return (await asyncio.wait_for(loop.sock_recv(listener, 4096), 60)).decode()
+        return await asyncio.wait_for(notifications.get(), 60)
 
+    receiver = asyncio.create_task(receive())
     try:
         bot = await start_bot(
             fake, tmp_path, tiny_model_dir, {"NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "400000"}
@@ -105,6 +113,19 @@ async def test_sigterm_lets_the_running_job_finish_and_exits_0_and_systemd_hears
             assert message == "WATCHDOG=1"
         assert await bot.wait() == 0
     finally:
+        receiver.cancel()
         listener.close()
     (posted,) = results(fake)
     assert posted.content == f"<@{USER_ID}>" and states(tmp_path) == ["delivered"]
+
+
+def test_notify_never_blocks_when_nobody_reads(tmp_path: Path) -> None:
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(tmp_path / "notify"))
+    try:
+        environ = {"NOTIFY_SOCKET": str(tmp_path / "notify")}
+        sent = [notify("WATCHDOG=1", environ) for _ in range(2000)]
+        assert sent[0] and not all(sent), "the kernel's queue filled up, and the pings past it were dropped"
+        assert listener.recv(64) == b"WATCHDOG=1"
+    finally:
+        listener.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,12 +11,19 @@ from bot.delivery import PREVIEW_FILENAME
 from bot.engine_client import Engine
 from bot.images import ImageStore
 from bot.limits import Limits
+from bot.progress import Clock
 from bot.store import JobStore
 from tests.support.fake_discord import CHANNEL_ID, GUILD_ID, FakeDiscord, FakeMessage
 
 
 def make_bot(
-    folder: Path, engine: Engine, *, limits: Limits = NO_LIMITS, shutdown_grace: float = 0.0, **options: Any
+    folder: Path,
+    engine: Engine,
+    *,
+    limits: Limits = NO_LIMITS,
+    shutdown_grace: float = 0.0,
+    clock: Clock = time.time,
+    **options: Any,
 ) -> SdBot:
     """A bot whose database and images live in `folder`; a job still running at close runs again next start.
 
@@ -29,6 +37,7 @@ def make_bot(
         progress_interval=0.0,
         guild_ready_timeout=0.05,
         shutdown_grace=shutdown_grace,
+        clock=clock,
         **options,
     )
 

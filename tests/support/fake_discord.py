@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import mimetypes
 import re
@@ -44,6 +45,7 @@ import discord.gateway
 import discord.http
 import yarl
 from aiohttp import web
+from PIL import Image, UnidentifiedImageError
 
 __all__ = [
     "APPLICATION_ID",
@@ -335,7 +337,7 @@ class StoredAttachment:
             data["description"] = self.description
         if self.ephemeral:
             data["ephemeral"] = True
-        dims = _png_size(self.data)
+        dims = _image_size(self.data, self.content_type)
         if dims is not None:
             data["width"], data["height"] = dims
         return data
@@ -367,6 +369,7 @@ class FakeMessage:
     history: list[dict[str, Any]] = field(default_factory=list)
     interaction_metadata: dict[str, Any] | None = None
     nonce: str | None = None
+    reactions: dict[str, int] = field(default_factory=dict)  # emoji → count (set by ``FakeDiscord.react``)
 
     @property
     def author_id(self) -> int:
@@ -421,6 +424,11 @@ class FakeMessage:
             data["interaction_metadata"] = self.interaction_metadata
         if self.nonce is not None:
             data["nonce"] = self.nonce
+        if self.reactions:
+            data["reactions"] = [
+                {"emoji": {"id": None, "name": emoji}, "count": count, "me": False, "burst_count": 0}
+                for emoji, count in self.reactions.items()
+            ]
         return data
 
 
@@ -1477,6 +1485,51 @@ class FakeDiscord:
             payload["message"] = original["message"]
         return await self.dispatch_interaction(payload)
 
+    async def context_menu(
+        self,
+        name: str,
+        message: FakeMessage,
+        *,
+        user_id: int = USER_ID,
+        member_permissions: int | None = None,
+    ) -> FakeInteraction:
+        """Pick a synced message command (type 3) from a message's Apps menu, the message resolved."""
+        command = self.command(name, message.guild_id)
+        if command is None or command.get("type") != 3:
+            raise AssertionError(f"no message command {name!r} is synced: {self.commands}")
+        payload = self.interaction_payload(
+            2,
+            user_id=user_id,
+            guild_id=message.guild_id,
+            channel_id=message.channel_id,
+            member_permissions=member_permissions,
+        )
+        data: dict[str, Any] = {
+            "id": command["id"],
+            "name": name,
+            "type": 3,
+            "target_id": str(message.id),
+            "resolved": {"messages": {str(message.id): {**message.payload(), **_guild_field(message)}}},
+        }
+        if command.get("guild_id") is not None:
+            data["guild_id"] = command["guild_id"]
+        payload["data"] = data
+        return await self.dispatch_interaction(payload)
+
+    async def post_files_as_user(
+        self, channel_id: int, files: Sequence[FakeFile], content: str = "", *, user_id: int = USER_ID
+    ) -> FakeMessage:
+        """A user posts a message with attachments (width and height reported for images, as Discord does)."""
+        message = await self.post_as_user(channel_id, content, user_id=user_id)
+        message.attachments = [
+            self._store_upload(f.filename, f.data, f.content_type, None, ephemeral=False) for f in files
+        ]
+        return message
+
+    def react(self, message: FakeMessage, emoji: str, count: int = 1) -> None:
+        """Members add `count` reactions of `emoji` to a message (seen when the message is fetched)."""
+        message.reactions[emoji] = message.reactions.get(emoji, 0) + count
+
     def expire(self, interaction: FakeInteraction) -> None:
         """Make the interaction's token expired (webhook calls answer 401/50027, callbacks 404/10062)."""
         interaction.expired = True
@@ -2144,7 +2197,9 @@ _COMMAND_NAME = re.compile(r"^[-_'\w]{1,32}$")
 def _validate_command(cmd: dict[str, Any], path: str) -> None:
     """A subset of Discord's checks on application command payloads."""
     name = cmd.get("name", "")
-    if not _COMMAND_NAME.match(name) or (cmd.get("type", 1) == 1 and name != name.lower()):
+    # User and message commands (types 2, 3) may have spaces and capitals: 1 to 32 characters of anything.
+    valid = _COMMAND_NAME.match(name) if cmd.get("type", 1) == 1 else 1 <= len(name) <= 32 and name.strip() == name
+    if not valid or (cmd.get("type", 1) == 1 and name != name.lower()):
         raise _form_error(f"{path}.name", f"Invalid command name {name!r}", "APPLICATION_COMMAND_INVALID_NAME")
     if cmd.get("type", 1) == 1 and not 1 <= len(cmd.get("description", "")) <= 100:
         raise _form_error(f"{path}.description", "Must be between 1 and 100 in length.", "BASE_TYPE_BAD_LENGTH")
@@ -2182,6 +2237,18 @@ def _png_size(data: bytes) -> tuple[int, int] | None:
         width, height = struct.unpack(">II", data[16:24])
         return width, height
     return None
+
+
+def _image_size(data: bytes, content_type: str) -> tuple[int, int] | None:
+    """Width and height of any image Discord recognises (PNG from its header, others by decoding the header)."""
+    dims = _png_size(data)
+    if dims is not None or not content_type.startswith("image/"):
+        return dims
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+    except (UnidentifiedImageError, OSError):
+        return None
 
 
 def _short(value: Any, limit: int = 160) -> str:

@@ -1,0 +1,144 @@
+"""⭐ Share: one image of a result, posted once to the guild's art channel with credit and its settings."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import discord
+
+from bot.buttons import Press, buttons_view, shared_buttons
+from bot.community_store import CommunityStore
+from bot.delivery import DEFAULT_SIZE_LIMIT
+from bot.jobs import Job
+from bot.presses import IMAGE_GONE, UNKNOWN_JOB
+from bot.progress import Clock
+from bot.source_images import SourceImages
+from bot.store import JobStore
+from engine.infotext import ModelInfo
+from engine.pngmeta import fit_under
+
+log = logging.getLogger(__name__)
+
+FLAGGED = "The safety checker flagged that image, so it stays out of the art channel."
+
+NO_ART_CHANNEL = (
+    "This server has no art channel yet: ask someone with Manage Server to pick one with `/sdadmin artchannel`."
+)
+SHARING_NOW = "That image is being shared right now: look in the art channel in a moment."
+_FIELD_MAX = 1024
+_DESCRIPTION_MAX = 4096
+
+
+def message_link(guild_id: int | None, channel_id: int, message_id: int) -> str:
+    """The jump link Discord shows for a message."""
+    return f"https://discord.com/channels/{guild_id if guild_id is not None else '@me'}/{channel_id}/{message_id}"
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def share_embed(job: Job, index: int, model: ModelInfo | None, filename: str) -> discord.Embed:
+    """Credit, prompt and settings of the shared image, and a link back to where it was made."""
+    params = job.params
+    embed = discord.Embed(description=_clip(params.prompt, _DESCRIPTION_MAX), colour=discord.Colour.gold())
+    embed.set_author(name=f"⭐ by {job.user_name}")
+    if params.negative_prompt:
+        embed.add_field(name="Negative prompt", value=_clip(params.negative_prompt, _FIELD_MAX), inline=False)
+    embed.add_field(name="Seed", value=str(params.seeds()[index - 1]))
+    embed.add_field(name="Steps", value=str(params.steps))
+    embed.add_field(name="CFG scale", value=f"{params.cfg:g}")
+    embed.add_field(name="Sampler", value=params.sampler)
+    embed.add_field(name="Size", value=f"{params.width}×{params.height}")
+    if model is not None:
+        embed.add_field(name="Model", value=_clip(model.name, _FIELD_MAX))
+    if params.needs_source:
+        embed.add_field(name="Denoising strength", value=f"{params.strength:g}")
+    if job.result_message_id is not None:
+        original = message_link(job.guild_id, job.channel_id, job.result_message_id)
+        embed.add_field(name="Original", value=f"[Jump to the result]({original})", inline=False)
+    embed.set_image(url=f"attachment://{filename}")
+    embed.set_footer(text=f"job {job.id} · image {index}")
+    return embed
+
+
+class ShareService:
+    """Answers ⭐ presses: claims the image in SQLite (once, atomically), then posts it to the art channel."""
+
+    def __init__(
+        self, *, store: JobStore, community: CommunityStore, sources: SourceImages, client: discord.Client, clock: Clock
+    ) -> None:
+        self.store = store
+        self.community = community
+        self.sources = sources
+        self.client = client
+        self.clock = clock
+
+    async def press(self, interaction: discord.Interaction, press: Press) -> None:
+        """Share image `press.index` of the job, or say in a sentence why not (or where it already is)."""
+        sentence = await self._refusal(interaction, press)
+        if sentence is not None:
+            await interaction.response.send_message(sentence, ephemeral=True)
+
+    async def _refusal(self, interaction: discord.Interaction, press: Press) -> str | None:
+        job = await self.store.get(press.job_id)
+        index = press.index or 1
+        if job is None or index > job.params.count:
+            return UNKNOWN_JOB
+        if interaction.guild_id is None or job.guild_id != interaction.guild_id:
+            return "Images can only be shared in the server they were made in."
+        if interaction.user.id != job.user_id and not interaction.permissions.manage_messages:
+            return f"Only <@{job.user_id}> or someone with Manage Messages can share this."
+        if index in job.flagged:
+            return FLAGGED
+        settings = await self.community.settings(interaction.guild_id)
+        if settings.art_channel_id is None:
+            return NO_ART_CHANNEL
+        existing = await self.community.claim_share(
+            job.id, index, interaction.guild_id, settings.art_channel_id, interaction.user.id, self.clock()
+        )
+        if existing is not None:
+            if existing.message_id is None:
+                return SHARING_NOW
+            link = message_link(existing.guild_id, existing.channel_id, existing.message_id)
+            return f"That image is already shared: {link}"
+        png = await self.sources.get(job, index)
+        if png is None:
+            await self.community.release_share(job.id, index)
+            return IMAGE_GONE
+        # The upload may take longer than the 3 s Discord allows for an answer.
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        try:
+            message = await self._post(job, index, png, settings.art_channel_id, interaction)
+        except discord.HTTPException as exc:
+            log.warning("job %s: could not share image %d: %s", job.id, index, exc)
+            await self.community.release_share(job.id, index)
+            await interaction.followup.send(
+                f"I couldn't post in <#{settings.art_channel_id}>: ask an admin to let me send messages, embed"
+                " links and attach files there.",
+                ephemeral=True,
+            )
+            return None
+        await self.community.share_posted(job.id, index, message.id)
+        log.info("job %s: image %d shared by %s", job.id, index, interaction.user.id)
+        await interaction.followup.send(f"Shared: {message.jump_url}", ephemeral=True)
+        return None
+
+    async def _post(
+        self, job: Job, index: int, png: bytes, channel_id: int, interaction: discord.Interaction
+    ) -> discord.Message:
+        fitted = fit_under(png, interaction.filesize_limit or DEFAULT_SIZE_LIMIT)
+        filename = f"sdbot-{job.id}-{job.params.seeds()[index - 1]}.{fitted.extension}"
+        details = await self.store.done_details(job.id)
+        size = (job.params.width, job.params.height)
+        channel = self.client.get_partial_messageable(channel_id, guild_id=job.guild_id)
+        return await channel.send(
+            content=f"⭐ <@{job.user_id}>'s image, shared by <@{interaction.user.id}>",
+            embed=share_embed(job, index, details[1] if details else None, filename),
+            file=discord.File(io.BytesIO(fitted.data), filename=filename),
+            view=buttons_view(shared_buttons(job, index, size)),
+            allowed_mentions=discord.AllowedMentions.none(),
+            # Posted once even if the bot dies between posting and recording it.
+            nonce=f"sdbot-s-{job.id}-{index}",
+        )
