@@ -111,7 +111,9 @@ class SdBot(discord.Client):
             intake=self.intake, engine_ready=ready, models=self.models, loras=NetworkFolder(lora_dir), images=images
         )
         self.community = CommunityStore(store)
-        self.sharing = ShareService(store=store, community=self.community, sources=sources, client=self, clock=clock)
+        self.sharing = ShareService(
+            store=store, community=self.community, policy=self.policy, sources=sources, client=self, clock=clock
+        )
         self.remix = RemixService(intake=self.intake, engine_ready=ready)
         self.read_params = ReadParamsService(intake=self.intake, community=self.community, engine_ready=ready)
         self.history = HistoryService(store)

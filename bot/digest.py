@@ -43,6 +43,11 @@ def digest_text(winners: list[Ranked]) -> str:
     return "\n".join(lines)
 
 
+def digest_nonce(guild_id: int, since: float) -> str:
+    """The same for every attempt at one week's digest, so Discord posts it only once."""
+    return f"sdbot-d-{guild_id}-{int(since)}"
+
+
 class Digest:
     """Counts reactions by fetching each shared message, and posts the week's best once a week per guild."""
 
@@ -70,7 +75,12 @@ class Digest:
         if winners:
             channel = self.client.get_partial_messageable(settings.art_channel_id, guild_id=settings.guild_id)
             try:
-                message = await channel.send(digest_text(winners), allowed_mentions=discord.AllowedMentions.none())
+                message = await channel.send(
+                    digest_text(winners),
+                    allowed_mentions=discord.AllowedMentions.none(),
+                    # Posted once even if the bot dies between posting and recording it (discord.py enforces it).
+                    nonce=digest_nonce(settings.guild_id, since),
+                )
             except discord.HTTPException as exc:
                 log.warning("guild %s: could not post the weekly digest: %s", settings.guild_id, exc)
                 return None

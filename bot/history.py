@@ -37,6 +37,8 @@ def history_page(jobs: list[Job], has_older: bool, has_newer: bool) -> tuple[dis
         buttons.append(ButtonSpec(Press("reroll", job.id), f"Redo {row + 1}", row=row, emoji="🔄"))
         if max(params.width, params.height) * UPSCALE_FACTOR <= MAX_DERIVED_SIZE:
             for i in range(1, params.count + 1):
+                if i in job.withheld:
+                    continue
                 buttons.append(ButtonSpec(Press("upscale", job.id, i), f"U{i}", row=row))
     paging = len(jobs)
     if has_newer:

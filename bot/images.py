@@ -53,7 +53,12 @@ class ImageStore:
             return 0
         removed = 0
         for folder in self.root.iterdir():
-            newest = max((f.stat().st_mtime for f in folder.iterdir()), default=folder.stat().st_mtime)
+            try:
+                newest = max((f.stat().st_mtime for f in folder.iterdir()), default=folder.stat().st_mtime)
+            except OSError as exc:
+                # Changed since listed (a save renames its `.partial` file) or unreadable: keep it, look next time.
+                log.info("skipped %s while removing old images: %s", folder, exc)
+                continue
             if now - newest > self.keep_seconds:
                 shutil.rmtree(folder, ignore_errors=True)
                 removed += 1

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 UNKNOWN_BUTTON = "I don't know that button (it may be from an older version of me): use /imagine again."
 UNKNOWN_JOB = "I have no record of that result any more: use /imagine again."
 IMAGE_GONE = "The image this works from is gone, from my disk and from Discord: use /imagine again."
+WITHHELD = "The safety checker flagged that image, so nothing is made from it: pick another image or a new seed."
 
 # A press another service answers (share, remix, …), before any job is looked up.
 PressHandler = Callable[[discord.Interaction, Press], Awaitable[object]]
@@ -112,12 +113,16 @@ class PressService:
                 parent = await self.intake.store.get(job.parent_id)
                 if parent is None:
                     raise InvalidParams(UNKNOWN_JOB)
+                if job.source_index in parent.withheld:
+                    raise InvalidParams(WITHHELD)
                 await self._source_size(parent, job.source_index)
             child = job.rerolled(requester, seed)
         else:
             index = press.index or 1
             if index > job.params.count:
                 raise InvalidParams(f"That result has {job.params.count} images, not {index}.")
+            if index in job.withheld:
+                raise InvalidParams(WITHHELD)
             size = await self._source_size(job, index)
             action = press.action
             if action.startswith("vary-"):

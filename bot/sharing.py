@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+from dataclasses import dataclass
 
 import discord
 
@@ -11,6 +12,8 @@ from bot.buttons import Press, buttons_view, shared_buttons
 from bot.community_store import CommunityStore
 from bot.delivery import DEFAULT_SIZE_LIMIT
 from bot.jobs import Job
+from bot.policy import Flagged, is_age_restricted, policy_channel_id
+from bot.policy_store import PolicyStore
 from bot.presses import IMAGE_GONE, UNKNOWN_JOB
 from bot.progress import Clock
 from bot.source_images import SourceImages
@@ -63,25 +66,60 @@ def share_embed(job: Job, index: int, model: ModelInfo | None, filename: str) ->
     return embed
 
 
+@dataclass(frozen=True)
+class _Request:
+    """A ⭐ press that passed the checks needing no Discord call: which image, to which art channel."""
+
+    job: Job
+    index: int
+    art_channel_id: int
+
+
+def blocked_here(found: str, channel_id: int) -> str:
+    """The refusal when the art channel's block list matches the prompt."""
+    return f"“{found}” is on the block list of <#{channel_id}>, so this image stays out of it."
+
+
+def unchecked_here(channel_id: int) -> str:
+    """The refusal when the art channel checks images and this one never was."""
+    return (
+        f"The safety checker never looked at this image (it was made where it does not run), and <#{channel_id}>"
+        " only takes checked images: it stays out of the art channel."
+    )
+
+
 class ShareService:
     """Answers ⭐ presses: claims the image in SQLite (once, atomically), then posts it to the art channel."""
 
     def __init__(
-        self, *, store: JobStore, community: CommunityStore, sources: SourceImages, client: discord.Client, clock: Clock
+        self,
+        *,
+        store: JobStore,
+        community: CommunityStore,
+        policy: PolicyStore,
+        sources: SourceImages,
+        client: discord.Client,
+        clock: Clock,
     ) -> None:
         self.store = store
         self.community = community
+        self.policy = policy
         self.sources = sources
         self.client = client
         self.clock = clock
 
     async def press(self, interaction: discord.Interaction, press: Press) -> None:
         """Share image `press.index` of the job, or say in a sentence why not (or where it already is)."""
-        sentence = await self._refusal(interaction, press)
-        if sentence is not None:
-            await interaction.response.send_message(sentence, ephemeral=True)
+        checked = await self._checked(interaction, press)
+        if isinstance(checked, str):
+            await interaction.response.send_message(checked, ephemeral=True)
+            return
+        # What follows may call Discord (channel, image download, upload): longer than the 3 s allowed for an answer.
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        await interaction.followup.send(await self._share(interaction, checked), ephemeral=True)
 
-    async def _refusal(self, interaction: discord.Interaction, press: Press) -> str | None:
+    async def _checked(self, interaction: discord.Interaction, press: Press) -> _Request | str:
+        """The share to make, or the sentence refusing it, from SQLite and the interaction alone."""
         job = await self.store.get(press.job_id)
         index = press.index or 1
         if job is None or index > job.params.count:
@@ -95,35 +133,61 @@ class ShareService:
         settings = await self.community.settings(interaction.guild_id)
         if settings.art_channel_id is None:
             return NO_ART_CHANNEL
+        return _Request(job, index, settings.art_channel_id)
+
+    async def _art_channel_refusal(self, job: Job, channel_id: int) -> str | None:
+        """Why the art channel's own rules would refuse this job, if they would."""
+        channel = self.client.get_channel(channel_id)
+        if channel is None:
+            try:
+                channel = await self.client.fetch_channel(channel_id)
+            except (discord.HTTPException, discord.InvalidData) as exc:
+                # Unknown age restriction: the stricter rules of an ordinary channel apply.
+                log.info("job %s: could not look up art channel %s: %s", job.id, channel_id, exc)
+        policy = await self.policy.policy(job.guild_id)
+        rules = policy.rules(policy_channel_id(channel, channel_id), is_age_restricted(channel))
+        found = rules.block_list.find(job.params.prompt)
+        if found is not None:
+            return blocked_here(found, channel_id)
+        if rules.on_flagged is not Flagged.POST and job.on_flagged is Flagged.POST:
+            return unchecked_here(channel_id)
+        return None
+
+    async def _share(self, interaction: discord.Interaction, request: _Request) -> str:
+        """Claim and post the image; the sentence to answer with."""
+        job, index, channel_id = request.job, request.index, request.art_channel_id
+        refusal = await self._art_channel_refusal(job, channel_id)
+        if refusal is not None:
+            return refusal
+        assert job.guild_id is not None
         existing = await self.community.claim_share(
-            job.id, index, interaction.guild_id, settings.art_channel_id, interaction.user.id, self.clock()
+            job.id, index, job.guild_id, channel_id, interaction.user.id, self.clock()
         )
         if existing is not None:
             if existing.message_id is None:
                 return SHARING_NOW
             link = message_link(existing.guild_id, existing.channel_id, existing.message_id)
             return f"That image is already shared: {link}"
-        png = await self.sources.get(job, index)
-        if png is None:
-            await self.community.release_share(job.id, index)
-            return IMAGE_GONE
-        # The upload may take longer than the 3 s Discord allows for an answer.
-        await interaction.response.defer(ephemeral=True, thinking=True)
         try:
-            message = await self._post(job, index, png, settings.art_channel_id, interaction)
+            png = await self.sources.get(job, index)
+            if png is None:
+                await self.community.release_share(job.id, index)
+                return IMAGE_GONE
+            message = await self._post(job, index, png, channel_id, interaction)
+            await self.community.share_posted(job.id, index, message.id)
         except discord.HTTPException as exc:
             log.warning("job %s: could not share image %d: %s", job.id, index, exc)
             await self.community.release_share(job.id, index)
-            await interaction.followup.send(
-                f"I couldn't post in <#{settings.art_channel_id}>: ask an admin to let me send messages, embed"
-                " links and attach files there.",
-                ephemeral=True,
+            return (
+                f"I couldn't post in <#{channel_id}>: ask an admin to let me send messages, embed links and attach"
+                " files there."
             )
-            return None
-        await self.community.share_posted(job.id, index, message.id)
+        except BaseException:
+            # A claim left behind would say "being shared right now" until it goes stale.
+            await self.community.release_share(job.id, index)
+            raise
         log.info("job %s: image %d shared by %s", job.id, index, interaction.user.id)
-        await interaction.followup.send(f"Shared: {message.jump_url}", ephemeral=True)
-        return None
+        return f"Shared: {message.jump_url}"
 
     async def _post(
         self, job: Job, index: int, png: bytes, channel_id: int, interaction: discord.Interaction

@@ -15,6 +15,7 @@ from bot.buttons import Press
 from bot.commands import NOT_ADMIN
 from bot.jobs import Job, JobState
 from bot.policy import Flagged
+from bot.presses import WITHHELD
 from bot.store import JobStore
 from tests.support.bots import make_bot
 from tests.support.fake_discord import (
@@ -245,3 +246,28 @@ async def test_withheld_stays_withheld_when_posted_after_a_restart_and_buttons_f
         await answer(await fake.press(grid, f"sdbot:vary-subtle:{job_id}:2"))
         await second_engine.wait_calls(1)
         assert second_engine.sources[second_engine.calls[0][0]] == grid.attachments[0].data
+
+
+async def test_nothing_is_made_from_a_withheld_image_not_even_from_history_or_an_old_button(
+    fake: FakeDiscord, bot: SdBot, engine: FakeEngine
+) -> None:
+    engine.flag_seeds = {42}
+    await admin(fake, "flagged", {"action": "withhold"})
+    await imagine(fake, "a fox", seed=42, count=2)
+    (grid,) = await fake.wait_for(lambda: posted(fake) or None)
+    job_id = engine.calls[0][0]
+    await bot.dispatcher.drain()
+    inter = await fake.slash("history")
+    await inter.wait_response()
+    assert inter.original is not None
+    assert inter.original.custom_ids() == [f"sdbot:reroll:{job_id}", f"sdbot:upscale:{job_id}:2"]
+
+    # A message still showing a button for it (such as a /history page drawn by an older version).
+    for action in ("upscale", "vary-subtle", "zoom-1.5"):
+        custom_id = f"sdbot:{action}:{job_id}:1"
+        button = {"type": 2, "style": 2, "label": "U1", "custom_id": custom_id}
+        old_page = {**grid.payload(), "components": [{"type": 1, "components": [button]}]}
+        payload = fake.interaction_payload(3, channel_id=CHANNEL_ID)
+        payload.update(data={"custom_id": custom_id, "component_type": 2}, message=old_page)
+        assert await answer(await fake.dispatch_interaction(payload)) == WITHHELD
+    assert len(engine.calls) == 1

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import discord
 import pytest
 
 from bot.app import SdBot
-from bot.sharing import FLAGGED, NO_ART_CHANNEL
+from bot.sharing import FLAGGED, NO_ART_CHANNEL, blocked_here, unchecked_here
 from tests.support.bots import make_bot, results
 from tests.support.community import (
     ART_CHANNEL_ID,
@@ -23,10 +25,20 @@ from tests.support.community import (
     set_art_channel,
     text_inputs,
 )
-from tests.support.fake_discord import CHANNEL_ID, GUILD_ID, OWNER_ID, USER_ID, FakeDiscord
+from tests.support.fake_discord import (
+    CHANNEL_ID,
+    GUILD_ID,
+    OWNER_ID,
+    USER_ID,
+    FakeChannel,
+    FakeDiscord,
+    FakeGuild,
+    FakeMessage,
+)
 from tests.support.fake_engine import FakeEngine
 
 STRANGER = USER_ID + 7
+AFTER_DARK = CHANNEL_ID + 9
 MEMBER = discord.Permissions(view_channel=True, send_messages=True, read_message_history=True).value
 
 
@@ -69,9 +81,8 @@ async def test_share_posts_once_to_the_art_channel_with_credit_settings_and_a_li
     assert fields["Original"] == f"[Jump to the result]({link(CHANNEL_ID, grid.id)})"
     assert post.custom_ids() == [f"sdbot:remix:{job}", f"sdbot:upscale:{job}:2"]
 
-    again = await fake.press(grid, share)
-    assert content(await again.wait_response()) == f"That image is already shared: {link(ART_CHANNEL_ID, post.id)}"
-    assert again.ephemeral
+    again = await private_followup(fake, await fake.press(grid, share))
+    assert again.content == f"That image is already shared: {link(ART_CHANNEL_ID, post.id)}"
     stranger = await fake.press(grid, f"sdbot:share:{job}:1", user_id=STRANGER, member_permissions=MEMBER)
     assert (
         content(await stranger.wait_response()) == f"Only <@{USER_ID}> or someone with Manage Messages can share this."
@@ -91,14 +102,10 @@ async def test_presses_at_once_share_an_image_exactly_once(fake: FakeDiscord, bo
     await set_art_channel(fake)
     share = f"sdbot:share:{job_id_of(single)}:1"
     presses = await asyncio.gather(*(fake.press(single, share, user_id=u) for u in (USER_ID, OWNER_ID, USER_ID)))
-    for press in presses:
-        await press.wait_response()
-    await fake.wait_for(lambda: len(art_posts(fake)) == 1 or None)
-    await fake.roundtrip()
+    answers = [(await private_followup(fake, press)).content for press in presses]
     assert len(art_posts(fake)) == 1
-    answers = [content(p.response) if p.response and p.response.type == 4 else "posted" for p in presses]
-    assert answers.count("posted") == 1, answers
-    assert all(a.startswith(("That image is", "posted")) for a in answers), answers
+    assert [a.startswith("Shared: ") for a in answers].count(True) == 1, answers
+    assert all(a.startswith(("That image is", "Shared: ")) for a in answers), answers
 
 
 async def test_remix_modal_is_prefilled_and_its_submission_runs_the_edited_job(
@@ -221,3 +228,110 @@ async def test_an_image_the_safety_checker_flagged_stays_out_of_the_art_channel(
         assert art_posts(fake) == []
         await private_followup(fake, await fake.press(grid, f"sdbot:share:{job}:2"))
         assert len(art_posts(fake)) == 1, "the image it did not flag can be shared"
+
+
+async def drawn_in(fake: FakeDiscord, channel_id: int, prompt: str, **options: object) -> FakeMessage:
+    """Run /imagine in a channel and return its result post there."""
+    before = {m.id for m in fake.messages(channel_id)}
+    inter = await fake.slash("imagine", {"prompt": prompt, "steps": 1, **options}, channel_id=channel_id)
+    await inter.wait_response()
+    return await fake.wait_for(
+        lambda: next((m for m in fake.messages(channel_id) if m.id not in before and m.attachments), None)
+    )
+
+
+@pytest.mark.parametrize("art_age_restricted", [False, True])
+async def test_what_an_age_restricted_channel_made_is_shared_only_where_its_rules_would_have_let_it(
+    tmp_path: Path, art_age_restricted: bool
+) -> None:
+    guild = FakeGuild(
+        channels=(
+            FakeChannel(),
+            FakeChannel(id=ART_CHANNEL_ID, name="art", nsfw=art_age_restricted),
+            FakeChannel(id=AFTER_DARK, name="after-dark", nsfw=True),
+        )
+    )
+    engine = FakeEngine(safety_checker=True)
+    async with FakeDiscord(guilds=[guild]) as fake, fake.connected(make_bot(tmp_path, engine)):
+        await set_art_channel(fake)
+        block = await fake.slash(
+            "sdadmin", {"action": "add", "words": "nude"}, subcommand="policy blocklist", user_id=OWNER_ID
+        )
+        await block.wait_response()
+        # Age-restricted: the block list does not apply and the checker does not run.
+        statue = await drawn_in(fake, AFTER_DARK, "a nude statue")
+        fox = await drawn_in(fake, AFTER_DARK, "a fox")
+        assert not any(engine.checked.values())
+
+        statue_answer = await private_followup(fake, await fake.press(statue, f"sdbot:share:{job_id_of(statue)}:1"))
+        fox_answer = await private_followup(fake, await fake.press(fox, f"sdbot:share:{job_id_of(fox)}:1"))
+        if art_age_restricted:
+            assert statue_answer.content.startswith("Shared: ") and fox_answer.content.startswith("Shared: ")
+            assert len(art_posts(fake)) == 2
+        else:
+            assert statue_answer.content == blocked_here("nude", ART_CHANNEL_ID)
+            assert fox_answer.content == unchecked_here(ART_CHANNEL_ID)
+            assert art_posts(fake) == []
+            # Drawn where the checker ran, the same prompt goes.
+            checked = await drawn_in(fake, CHANNEL_ID, "a fox")
+            again = await private_followup(fake, await fake.press(checked, f"sdbot:share:{job_id_of(checked)}:1"))
+            assert again.content.startswith("Shared: ") and len(art_posts(fake)) == 1
+        fake.assert_clean()
+
+
+async def test_share_answers_before_fetching_the_image_back_from_discord(
+    fake: FakeDiscord, bot: SdBot, tmp_path: Path
+) -> None:
+    single = await first_result(fake, {"prompt": "fox", "steps": 1})
+    await set_art_channel(fake)
+    job = job_id_of(single)
+    shutil.rmtree(tmp_path / "data" / "jobs" / job)
+    press = await fake.press(single, f"sdbot:share:{job}:1")
+    shared = await private_followup(fake, press)
+    assert shared.content.startswith("Shared: ")
+    paths = [r.path for r in fake.requests]
+    answered = next(i for i, path in enumerate(paths) if path.startswith(f"/interactions/{press.id}/"))
+    fetched = paths.index(f"/channels/{CHANNEL_ID}/messages/{single.id}")
+    assert answered < fetched, "the deferral came before the download"
+
+
+async def test_a_share_that_breaks_midway_leaves_no_claim_behind(
+    fake: FakeDiscord, bot: SdBot, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    single = await first_result(fake, {"prompt": "fox", "steps": 1})
+    await set_art_channel(fake)
+    job = job_id_of(single)
+    # A kept image gone bad, too big to upload as it is: re-encoding it fails (not a Discord error).
+    kept = tmp_path / "data" / "jobs" / job / "1.png"
+    kept.write_bytes(b"\0" * (fake.guild().filesize_limit + 1))
+    broken = await fake.press(single, f"sdbot:share:{job}:1")
+    assert (await broken.wait_response()).type == 5
+    await fake.wait_for(lambda: any(r.exc_info for r in caplog.records) or None, what="the share to fail")
+    assert await bot.community.share(job, 1) is None, "the claim was released"
+    kept.unlink()
+    shared = await private_followup(fake, await fake.press(single, f"sdbot:share:{job}:1"))
+    assert shared.content.startswith("Shared: ")
+
+
+async def test_a_digest_posted_but_not_recorded_is_not_posted_again(
+    fake: FakeDiscord, engine: FakeEngine, tmp_path: Path
+) -> None:
+    now = [1_800_000_000.0]
+    bot = make_bot(tmp_path, engine, clock=lambda: now[0])
+    async with fake.connected(bot):
+        await set_art_channel(fake)
+        on = await fake.slash("sdadmin", {"state": "on"}, subcommand="digest", user_id=OWNER_ID)
+        await on.wait_response()
+        single = await first_result(fake, {"prompt": "fox", "steps": 1})
+        await private_followup(fake, await fake.press(single, f"sdbot:share:{job_id_of(single)}:1"))
+        (post,) = art_posts(fake)
+        fake.react(post, "⭐", 3)
+        turned_on = now[0]
+        now[0] += 8 * 86400
+        (digest,) = await bot.digest.run_due()
+        # As if the bot died after posting, before recording it.
+        with sqlite3.connect(tmp_path / "sdbot.sqlite3") as db:
+            db.execute("UPDATE guild_settings SET digest_at = ?", (turned_on,))
+        (again,) = await bot.digest.run_due()
+    assert again.id == digest.id
+    assert [m.id for m in art_posts(fake) if m.content.startswith("🏆")] == [digest.id]
