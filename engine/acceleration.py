@@ -38,8 +38,9 @@ def use_fast_paths(model: LoadedModel) -> None:
 def compile_model(model: LoadedModel, backend: str = "inductor") -> None:
     """torch.compile the UNet and the VAE decoder in place; the first call of each shape compiles it."""
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, _COMPILED_SHAPES)
-    model.pipe.unet = torch.compile(model.pipe.unet, fullgraph=True, backend=backend)
-    model.pipe.vae.decoder = torch.compile(model.pipe.vae.decoder, fullgraph=True, backend=backend)
+    # In place, so the UNet stays a diffusers model: LoRAs are loaded into it and unloaded again.
+    model.pipe.unet.compile(fullgraph=True, backend=backend)
+    model.pipe.vae.decoder.compile(fullgraph=True, backend=backend)
 
 
 def buckets_up_to(max_batch: int) -> tuple[int, ...]:

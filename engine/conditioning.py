@@ -162,6 +162,9 @@ class ChunkCache:
         self.size = size
         self._entries: OrderedDict[tuple[Any, ...], tuple[torch.Tensor, torch.Tensor | None]] = OrderedDict()
 
+    def clear(self) -> None:
+        self._entries.clear()
+
     @staticmethod
     def key(encoder: Encoder, chunk: Chunk) -> tuple[Any, ...]:
         return (id(encoder.model), encoder.layer, encoder.normalize, chunk.tokens, chunk.multipliers)
@@ -174,7 +177,8 @@ class ChunkCache:
             fresh = {key: chunk for key, chunk in zip(keys, chunks, strict=True) if key in missing}
             hidden, pooled = _encode(encoder, [fresh[key] for key in missing])
             for i, key in enumerate(missing):
-                self._entries[key] = (hidden[i : i + 1], None if pooled is None else pooled[i : i + 1])
+                # Copies: a view would keep the whole batch's tensor alive.
+                self._entries[key] = (hidden[i : i + 1].clone(), None if pooled is None else pooled[i : i + 1].clone())
         for key in keys:
             self._entries.move_to_end(key)
         rows = [self._entries[key] for key in keys]
@@ -220,6 +224,11 @@ class Conditioning:
     def arguments(self) -> dict[str, torch.Tensor]:
         """Keyword arguments for a diffusers call."""
         return {name: value for name, value in vars(self).items() if value is not None}
+
+
+def chunk_count(pipe: Any, texts: Sequence[str]) -> int:
+    """How many 75-token chunks the longest of `texts` takes in any of the pipe's encoders."""
+    return max(len(_prompt_chunks(pipe, encoder, text)) for encoder in encoders(pipe, 0) for text in texts)
 
 
 def encode_prompts(

@@ -17,7 +17,7 @@ from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
 from PIL import Image, UnidentifiedImageError
 
 from engine.batching import compatible
-from engine.conditioning import ChunkCache, encode_prompts
+from engine.conditioning import ChunkCache, chunk_count, encode_prompts
 from engine.embeddings import Embeddings
 from engine.infotext import format_infotext
 from engine.loading import LoadedModel
@@ -142,6 +142,20 @@ class Painter:
         self._img2img: Any = None
         self._inpaint: Any = None
 
+    def context_groups(self, batch: Sequence[GenerationParams]) -> list[list[int]]:
+        """The jobs of a batch (by index) grouped by how many 75-token chunks their prompts take: every row of a
+        loop is padded to the longest, and that padding would change a shorter prompt's image."""
+        groups: dict[int, list[int]] = {}
+        for index, params in enumerate(batch):
+            texts = [split_loras(params.prompt)[0], params.negative_prompt]
+            groups.setdefault(chunk_count(self.model.pipe, texts), []).append(index)
+        return list(groups.values())
+
+    def release_caches(self) -> None:
+        """Let go of the device memory kept for speed (the model itself is moved by its owner)."""
+        self._chunks.clear()
+        self._per_image_guidance = None
+
     def padded(self, rows: int) -> int:
         """How many images a batch of `rows` is drawn as: the smallest bucket that holds it, when bucketing."""
         return next((bucket for bucket in self.batch_buckets if bucket >= rows), rows)
@@ -206,9 +220,13 @@ class Painter:
         if len(jobs) > 1 and not all(compatible(jobs[0].params, job.params) for job in jobs[1:]):
             raise ValueError("jobs that cannot share a denoising loop were batched together")
         rows = [Row(index, seed) for index, job in enumerate(jobs) for seed in job.params.seeds()]
+        out_of_memory = False
         try:
             images, lora_hashes = self._draw(jobs, rows, on_step, on_latents, tiled=False)
         except torch.cuda.OutOfMemoryError:
+            out_of_memory = True
+        if out_of_memory:
+            # Outside the except block: its traceback would keep the failed call's tensors on the GPU.
             log.warning("out of memory drawing %d images of %d×%d; splitting", len(rows), *self._size(jobs))
             _free_cache()
             images, lora_hashes = self._draw_split(jobs, rows, on_step, on_latents)
@@ -243,9 +261,12 @@ class Painter:
         images: list[Image.Image] = []
         lora_hashes: dict[str, str] = {}
         for half in (rows[: len(rows) // 2], rows[len(rows) // 2 :]):
+            out_of_memory = False
             try:
                 drawn, lora_hashes = self._draw(jobs, half, on_step, on_latents, tiled=True)
             except torch.cuda.OutOfMemoryError:
+                out_of_memory = True
+            if out_of_memory:
                 _free_cache()
                 drawn, lora_hashes = self._draw_split(jobs, half, on_step, on_latents)
             images += drawn
@@ -253,7 +274,9 @@ class Painter:
 
     def _guidance(self, jobs: Sequence[BatchJob], rows: Sequence[Row], plan: Plan) -> tuple[Any, Any]:
         """The pipeline and guidance scale for these rows: one cfg for all, or a (rows, 1, 1, 1) tensor of them."""
-        scales = [jobs[row.job].params.cfg for row in rows]
+        # CFG in the weights' precision either way (7.3 is 7.30078 in fp16), so an image does not depend on
+        # whether its batch partners asked for the same CFG.
+        scales = [float(torch.tensor(jobs[row.job].params.cfg, dtype=self.model.dtype)) for row in rows]
         if len(set(scales)) == 1:
             return plan.pipe, scales[0]
         if self._per_image_guidance is None:

@@ -31,6 +31,7 @@ class ModelRequest:
     key: str  # the location; one model is one key whatever name reached it
     source: ModelSource
     name: str
+    family: Family | None = None  # as the catalog settled it (a sidecar's `prediction` included); None: detect
 
 
 Loader = Callable[[ModelRequest], LoadedModel]
@@ -88,7 +89,9 @@ class ModelShelf:
         if entry.pickle and not self.allow_pickle:
             raise InvalidParams(pickle_refusal(entry.name))
         kind = SourceKind.FOLDER if entry.is_folder else SourceKind.FILE
-        return ModelRequest(str(entry.path), ModelSource(kind, str(entry.path)), entry.name)
+        # Single files only: a folder says its own family in its configs; a pickle is read when it loads.
+        family = None if entry.pickle or entry.is_folder else entry.family
+        return ModelRequest(str(entry.path), ModelSource(kind, str(entry.path)), entry.name, family)
 
     def reload(self, catalog: Catalog) -> None:
         """Take a rescanned catalog; models already loaded stay loaded."""
@@ -125,8 +128,10 @@ class ModelShelf:
 
     def _park(self, key: str, painter: Painter) -> None:
         """Move the active model to CPU RAM (or, with no cache, let it go), dropping the least recently used."""
+        # Off the device even when it is let go: a result still being encoded may hold the painter a moment.
+        painter.release_caches()
+        _move(painter.model.pipe, CPU)
         if self.cache_size > 0:
-            _move(painter.model.pipe, CPU)
             self._cached[key] = painter
             while len(self._cached) > self.cache_size:
                 dropped, _ = self._cached.popitem(last=False)
@@ -154,8 +159,8 @@ def catalog_loader(device: torch.device, allow_pickle: bool, configs: Mapping[Fa
     """Load a catalog model on `device`, named as the catalog names it, single files with the family's `configs`."""
 
     def load(request: ModelRequest) -> LoadedModel:
-        family = None
-        if request.source.kind is SourceKind.FILE:
+        family = request.family
+        if family is None and request.source.kind is SourceKind.FILE:
             try:
                 family = file_family(Path(request.source.location))
             except HeaderError as exc:

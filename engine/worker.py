@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -126,6 +126,13 @@ def _failure(job_id: str, exc: BaseException) -> JobFailed:
     )
 
 
+def _log_unsent(sending: Future[None]) -> None:
+    """The writer thread's errors, which nobody else would see: the bot then hears of the job only at a restart."""
+    exc = sending.exception()
+    if exc is not None:
+        log.error("a result could not be sent", exc_info=exc)
+
+
 class Previews:
     """Which previewer a batch gets: the owner's tiny autoencoder for the family it was made for, else the
     cheap approximation fitted to the model's family."""
@@ -181,13 +188,13 @@ class Worker:
             self._writer.shutdown()
 
     def flush(self) -> None:
-        """Wait until every drawn result has been encoded and sent."""
+        """Wait until every drawn result has been encoded and sent (or its failure logged)."""
         sending, self._sending = self._sending, []
-        for future in sending:
-            future.result()
+        wait(sending)
 
     def run_batch(self, requests: Sequence[GenerateRequest]) -> None:
-        """Draw compatible jobs in one loop and answer each with its result or a sentence; never raise."""
+        """Draw compatible jobs in as few loops as their prompts allow and answer each with its result or a
+        sentence; never raise."""
         live = []
         for request in requests:
             try:
@@ -199,27 +206,40 @@ class Worker:
                 self.channel.send(_failure(request.job_id, exc))
         if not live:
             return
-        started = time.perf_counter()
         try:
             painter = self.shelf.painter(live[0].params.model)
-            previewer = self.previews.for_model(painter.model) if self.previews is not None else None
-            progress = BatchProgress(live, self.channel.send, self.inbox, previewer, self.clock, self.preview_interval)
-            on_latents = progress.on_latents if previewer is not None else None
-            drawn = painter.draw([BatchJob(r.params, r.source) for r in live], progress.on_step, on_latents)
-            flags = self._flags(live, drawn)
+            groups = painter.context_groups([request.params for request in live])
         except Exception as exc:
-            self._log_failure(live, exc)
-            for request in live:
-                self.channel.send(_failure(request.job_id, exc))
+            self._fail(live, exc)
+            return
+        for group in groups:
+            self._draw(painter, [live[index] for index in group])
+
+    def _draw(self, painter: Painter, jobs: Sequence[GenerateRequest]) -> None:
+        """One denoising loop; the results go to the writer thread for PNG encoding and sending."""
+        started = time.perf_counter()
+        try:
+            previewer = self.previews.for_model(painter.model) if self.previews is not None else None
+            progress = BatchProgress(jobs, self.channel.send, self.inbox, previewer, self.clock, self.preview_interval)
+            on_latents = progress.on_latents if previewer is not None else None
+            drawn = painter.draw([BatchJob(r.params, r.source) for r in jobs], progress.on_step, on_latents)
+            flags = self._flags(jobs, drawn)
+        except Exception as exc:
+            self._fail(jobs, exc)
             return
         seconds = time.perf_counter() - started
-        for request, job, flagged in zip(live, drawn, flags, strict=True):
+        for request, job, flagged in zip(jobs, drawn, flags, strict=True):
             if self.inbox.is_cancelled(request.job_id):
                 self.channel.send(_failure(request.job_id, JobCancelled()))
             else:
-                self._sending.append(
-                    self._writer.submit(self._send_result, painter, request.job_id, job, seconds, flagged)
-                )
+                sending = self._writer.submit(self._send_result, painter, request.job_id, job, seconds, flagged)
+                sending.add_done_callback(_log_unsent)
+                self._sending.append(sending)
+
+    def _fail(self, jobs: Sequence[GenerateRequest], exc: Exception) -> None:
+        self._log_failure(jobs, exc)
+        for request in jobs:
+            self.channel.send(_failure(request.job_id, exc))
 
     def _flags(self, live: Sequence[GenerateRequest], drawn: Sequence[Drawn]) -> list[tuple[bool, ...]]:
         """The safety checker's verdicts on the images of the jobs that ask for them, all in one pass."""
@@ -363,10 +383,9 @@ def main(argv: list[str] | None = None) -> int:
     max_batch = args.max_batch or default_max_batch(model, pixels)
     if args.compile:
         # Only the default model is compiled: one switched to later runs uncompiled rather than stall the queue.
-        painter = shelf.painter("")
         compile_model(model)
-        painter.batch_buckets = buckets_up_to(max_batch)
-        warm_up(painter, painter.batch_buckets)
+        shelf.painter("").batch_buckets = buckets_up_to(max_batch)
+        warm_up(shelf.painter(""), buckets_up_to(max_batch))
     channel.send(
         EngineReady(
             model=model.info,
@@ -379,5 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     previews = Previews(tiny_autoencoder, model.family)
+    # The shelf alone holds the models from here, so switching away can free the default one.
+    del model, inpaint_model
     Worker(shelf, channel, Inbox(sys.stdin.buffer), previews, safety, models_dir=args.models_dir).serve()
     return 0

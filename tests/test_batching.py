@@ -18,12 +18,15 @@ from engine.batching import batch_key, compatible, fits
 from engine.catalog import Catalog
 from engine.generate import BatchJob, Painter
 from engine.loading import LoadedModel, load_model
+from engine.loras import LoraLoader
 from engine.model_shelf import ModelShelf, catalog_loader
+from engine.network_files import NetworkFolder
 from engine.params import GenerationParams
 from engine.preview import PREVIEW_SIDE, Previewer, PreviewError, load_tiny_autoencoder
 from engine.source import parse_source
 from engine.wire import GenerateRequest, JobFailed, JobResult, Message, Progress
 from engine.worker import CANCELLED, Worker, batch_groups
+from tests.support.tiny_networks import give_trained_text_mean, write_kohya_lora
 
 FOX = GenerationParams(prompt="a red fox", negative_prompt="blurry", width=64, height=64, steps=2, seed=1234)
 OWL = GenerationParams(prompt="an owl at night", width=64, height=64, steps=2, seed=99, cfg=4.0, count=2)
@@ -207,16 +210,39 @@ def test_the_safety_checker_sees_only_the_jobs_that_ask_in_one_pass(shelf: Model
     assert [i.flagged for i in results["fox"].images] == [False]
 
 
-def test_a_compiled_model_draws_padded_buckets_and_the_same_images(tiny_model_dir: Path) -> None:
+def test_a_compiled_model_draws_padded_buckets_and_the_same_images_and_takes_loras_off_again(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
     assert buckets_up_to(1) == (1,) and buckets_up_to(4) == (1, 2, 4) and buckets_up_to(6) == (1, 2, 4, 6)
     model = load_model(parse_source(str(tiny_model_dir)), torch.device("cpu"))  # compiling changes it in place
+    give_trained_text_mean(model.pipe.text_encoder)  # the LoRA's weights on an untrained norm give NaNs
     plain = Painter(model).draw([BatchJob(FOX), BatchJob(CAT)])
+    write_kohya_lora(tmp_path / "detail.safetensors", model.pipe, seed=1)
     # The eager backend traces the graphs as inductor would, without a C++ toolchain or minutes of compiling.
     compile_model(model, backend="eager")
-    painter = Painter(model, batch_buckets=buckets_up_to(4))
+    loras = LoraLoader(NetworkFolder(tmp_path))
+    painter = Painter(model, loras=loras, batch_buckets=buckets_up_to(4))
     assert warm_up(painter, painter.batch_buckets) > 0
-    assert type(model.pipe.unet).__name__ == "OptimizedModule"
+    assert model.pipe.unet._compiled_call_impl is not None, "compiled in place, still a diffusers model"
+    with_lora = painter.paint(replace(FOX, prompt="a red fox <lora:detail:1>"))[0]
     compiled = painter.draw([BatchJob(FOX), BatchJob(CAT)])
     for left, right in zip(plain, compiled, strict=True):
         for (_, a), (_, b) in zip(left.images, right.images, strict=True):
             assert np.abs(np.asarray(a).astype(int) - np.asarray(b).astype(int)).max() <= TOLERANCE
+    assert np.abs(pixels(with_lora.png) - np.asarray(compiled[0].images[0][1]).astype(int)).max() > TOLERANCE
+    assert painter.paint(replace(FOX, prompt="a red fox <lora:detail:1>"))[0].png == with_lora.png, (
+        "a second LoRA job works: the first one's adapter was taken off"
+    )
+
+
+def test_a_long_prompt_in_the_batch_does_not_change_a_short_ones_image(shelf: ModelShelf) -> None:
+    long = replace(OWL, prompt="an owl at night, " * 8, count=1)  # over 75 tokens: two chunks
+    painter = shelf.painter("")
+    assert painter.context_groups([FOX, long, CAT]) == [[0, 2], [1]]
+    sent = Sent()
+    worker = Worker(shelf, sent, Cancels())  # type: ignore[arg-type]
+    worker.run_batch([GenerateRequest("fox", FOX), GenerateRequest("owl", long)])
+    worker.flush()
+    (fox,) = (m for m in sent.messages if isinstance(m, JobResult) and m.job_id == "fox")
+    alone = painter.paint(FOX)[0]
+    assert np.abs(pixels(fox.images[0].png) - pixels(alone.png)).max() <= TOLERANCE
