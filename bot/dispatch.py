@@ -32,6 +32,8 @@ ENGINE_CRASHED = (
     " owner if it happens again."
 )
 ENGINE_DOWN = "The image engine cannot start at the moment; the owner can see why in the bot's log."
+SOMETHING_WRONG = "Something went wrong with job {job}; the owner can find the error in the bot's log."
+CANCELLED = "Cancelled."
 # A job that kills the engine is tried on a fresh one once more, then failed, so it cannot stall the queue.
 CRASH_ATTEMPTS = 2
 
@@ -112,6 +114,11 @@ class Dispatcher:
             first = await self.queue.get(prefer=self._loaded)
             self._loaded = self.queue.affinity(first)
             batch = [first, *self.queue.take_more(self._joiner(first))]
+            # Running from the moment they leave the queue, so a cancel before the batch starts still finds them.
+            started = self.clock()
+            for job in batch:
+                self._running[job.id] = (job, started)
+            self._idle.clear()
             denoised = asyncio.Event()
             task = asyncio.create_task(self.run_batch(batch, denoised), name=f"batch-{first.id}")
             self._batches.add(task)
@@ -124,19 +131,33 @@ class Dispatcher:
         denoised = denoised or asyncio.Event()
         started = self.clock()
         for job in batch:
-            await self.store.mark_running(job.id, started)
-            self._running[job.id] = (job, started)
+            self._running.setdefault(job.id, (job, started))
         self._idle.clear()
         try:
+            for job in batch:
+                await self.store.mark_running(job.id, started)
             await self._run(batch, denoised)
         except Exception:
             log.exception("jobs %s: unexpected error in the dispatcher", ", ".join(job.id for job in batch))
+            await self._fail_unfinished(batch)
         finally:
             denoised.set()
             for job in batch:
                 self._running.pop(job.id, None)
             if not self._running:
                 self._idle.set()
+
+    async def _fail_unfinished(self, batch: list[Job]) -> None:
+        """After an unexpected error, tell the members whose jobs it left neither done nor failed."""
+        for job in batch:
+            try:
+                stored = await self.store.get(job.id)
+                if stored is not None and stored.state in (JobState.QUEUED, JobState.RUNNING):
+                    sentence = SOMETHING_WRONG.format(job=job.id)
+                    await self.store.mark_failed(job.id, sentence, self.clock())
+                    await self.delivery.post_failure(job, sentence)
+            except Exception:
+                log.exception("job %s: could not record its failure either", job.id)
 
     async def wait_idle(self) -> None:
         """Return once no job is with the engine."""
@@ -198,17 +219,38 @@ class Dispatcher:
         return ProgressReporter(edit, self.clock, self.progress_interval)
 
     async def _generate(self, requests: list[GenerateRequest], on_progress: ProgressCallback) -> list[Outcome]:
-        """Draw a batch; if the engine dies under it, run it once more on a fresh engine, then give up on it."""
-        for attempt in range(1, CRASH_ATTEMPTS + 1):
+        """Draw a batch; if the engine dies while drawing it, draw what is left once more on a fresh engine, then
+        give up on it. A batch that was only waiting in the engine, or already denoised, is not to blame."""
+        outcomes: dict[str, Outcome] = {}
+        blamed = tries = 0
+        while True:
+            # A job cancelled while the engine was down is not sent to the next one.
+            for request in requests:
+                if request.job_id in self._cancelled_by:
+                    outcomes.setdefault(request.job_id, JobFailedError(CANCELLED))
+            pending = [request for request in requests if request.job_id not in outcomes]
+            if not pending:
+                return [outcomes[request.job_id] for request in requests]
+            steps: list[Progress] = []
+
+            def progress(update: Progress, steps: list[Progress] = steps) -> None:
+                steps.append(update)
+                on_progress(update)
+
             try:
-                return await self.engine.generate_batch(requests, on_progress)
+                results = await self.engine.generate_batch(pending, progress)
+                outcomes.update((request.job_id, result) for request, result in zip(pending, results, strict=True))
             except EngineCrashed as exc:
-                ids = ", ".join(request.job_id for request in requests)
-                log.error("jobs %s: %s (attempt %d of %d)", ids, exc, attempt, CRASH_ATTEMPTS)
+                outcomes.update(exc.finished)
+                drawing = bool(steps) and steps[-1].step < steps[-1].total
+                blamed, tries = blamed + drawing, tries + 1
+                ids = ", ".join(request.job_id for request in pending)
+                log.error("jobs %s: %s (%s)", ids, exc, "while drawing them" if drawing else "not drawing them")
+                if blamed >= CRASH_ATTEMPTS or tries > CRASH_ATTEMPTS + 1:
+                    raise JobFailedError(ENGINE_CRASHED) from None
             except EngineStartError as exc:
                 log.error("the engine cannot start again: %s", exc)
                 raise JobFailedError(ENGINE_DOWN) from None
-        raise JobFailedError(ENGINE_CRASHED)
 
     def _hand_over(self, job: Job, result: JobResult, reporter: ProgressReporter | None) -> None:
         task = asyncio.create_task(self._deliver(job, result, reporter), name=f"deliver-{job.id}")
@@ -252,6 +294,10 @@ class Dispatcher:
             message = await self.delivery.post_result(job, result)
         except discord.HTTPException as exc:
             log.error("job %s: could not post its result: %s", job.id, exc)
+            if isinstance(exc, discord.NotFound):
+                # The channel is gone: trying again at every start would never end. (Missing permissions may be
+                # given back, so those results are tried again at the next start.)
+                await self.store.mark_failed(job.id, f"Discord refused the result: {exc.text}", self.clock())
             return
         await self.store.mark_delivered(job.id, message.id)
 

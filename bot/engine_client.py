@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -36,7 +36,11 @@ class EngineStartError(RuntimeError):
 
 
 class EngineCrashed(RuntimeError):
-    """The engine process died while a job was running."""
+    """The engine process died while jobs were running; `finished` holds the answers that came before."""
+
+    def __init__(self, message: str, finished: Mapping[str, JobResult | JobFailedError] | None = None) -> None:
+        super().__init__(message)
+        self.finished = dict(finished or {})
 
 
 class JobFailedError(RuntimeError):
@@ -266,13 +270,19 @@ class ProcessEngine:
         finally:
             for request in requests:
                 self._pending.pop(request.job_id, None)
-        results: list[Outcome] = []
-        for outcome in outcomes:
-            if not isinstance(outcome, JobResult | JobFailedError):
-                raise outcome
-            results.append(outcome)
+        results: dict[str, Outcome] = {}
+        crash: BaseException | None = None
+        for request, outcome in zip(requests, outcomes, strict=True):
+            if isinstance(outcome, JobResult | JobFailedError):
+                results[request.job_id] = outcome
+            else:
+                crash = outcome
+        if isinstance(crash, EngineCrashed):
+            raise EngineCrashed(str(crash), results)
+        if crash is not None:
+            raise crash
         self._crashes = 0
-        return results
+        return [results[request.job_id] for request in requests]
 
     async def _send(self, message: CancelRequest | ReloadModels) -> bool:
         """Write a message beside the running job; False when there is no engine to take it."""

@@ -137,7 +137,7 @@ class FairQueue(Generic[T]):
                 continue
             lane.entries.remove(entry)
             self._passed.pop(entry.seq, None)
-            lane.round = max(lane.round, entry.round)
+            # The lane's round stays the first job's: companions from later rounds must not push newcomers back.
             lane.last_served = next(self._ticks)
             taken.append(entry.item)
         return taken

@@ -14,7 +14,7 @@ from discord import app_commands
 
 from bot.attachments import AttachmentInfo, check_image, fetch_image
 from bot.images import ImageStore
-from bot.intake import Intake, check_channel, check_fits, role_ids
+from bot.intake import Intake, answer_privately, check_channel, check_fits, role_ids
 from bot.jobs import Job, new_job_id
 from bot.models import ModelPick, Models
 from engine.network_files import NetworkFolder
@@ -178,12 +178,14 @@ class ImagineService:
                 assert info.width is not None and info.height is not None
                 max_side = await self._max_side(interaction)
                 self.check(interaction, options, (info.width, info.height), max_side)
+                # The download and decoding may take longer than the 3 s Discord allows for an answer.
+                await interaction.response.defer(thinking=True)
                 decoded = await fetch_image(image)
                 channel_id, params = self.check(interaction, options, decoded.size, max_side)
                 # Kept as image 0 of the job itself, so rerolls and restarts find it like any button's source.
                 await asyncio.to_thread(self.images.save_one, job_id, 0, decoded.png)
         except InvalidParams as exc:
-            await interaction.response.send_message(str(exc), ephemeral=True)
+            await answer_privately(interaction, str(exc))
             return None
         job = Job(
             id=job_id,

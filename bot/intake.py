@@ -41,6 +41,15 @@ def missing_permissions(permissions: discord.Permissions) -> list[str]:
     return [label for name, label in NEEDED_PERMISSIONS.items() if not getattr(permissions, name)]
 
 
+async def answer_privately(interaction: discord.Interaction, text: str) -> None:
+    """A sentence only the member sees, also after a public "thinking…" deferral (which it then replaces)."""
+    if not interaction.response.is_done():
+        await interaction.response.send_message(text, ephemeral=True)
+        return
+    await interaction.delete_original_response()
+    await interaction.followup.send(text, ephemeral=True)
+
+
 def check_channel(interaction: discord.Interaction) -> int:
     """The channel id results go to, or InvalidParams when the bot cannot post there."""
     if interaction.channel_id is None:
@@ -102,10 +111,18 @@ class Intake:
         now = self.clock()
         return queued_text(position, self.estimator.start_at(ahead, self.running(), now), now)
 
+    async def _acknowledge(self, interaction: discord.Interaction, job: Job) -> int:
+        """Post the public status message (in place of the "thinking…" one when deferred); return its id."""
+        if interaction.response.is_done():
+            message = await interaction.edit_original_response(content=self._queued_text(job), view=cancel_view(job))
+            return message.id
+        callback = await interaction.response.send_message(self._queued_text(job), view=cancel_view(job))
+        return callback.message_id or (await interaction.original_response()).id
+
     async def accept(self, interaction: discord.Interaction, job: Job) -> Job | None:
         """Check the channel's content policy, reserve within the limits (or refuse), acknowledge, queue."""
         if self.closing():
-            await interaction.response.send_message(RESTARTING, ephemeral=True)
+            await answer_privately(interaction, RESTARTING)
             return None
         policy = await self.policy.policy(job.guild_id)
         channel = interaction.channel
@@ -114,17 +131,16 @@ class Intake:
         found = rules.block_list.find(job.params.prompt)
         if found is not None:
             log.info("job %s refused for %s: blocked %r", job.id, job.user_id, found)
-            await interaction.response.send_message(blocked_sentence(found), ephemeral=True)
+            await answer_privately(interaction, blocked_sentence(found))
             return None
         job = replace(job, size_limit=interaction.filesize_limit, on_flagged=rules.on_flagged)
         try:
             await self.quota.reserve(job, role_ids(interaction))
         except Refused as exc:
-            await interaction.response.send_message(str(exc), ephemeral=True)
+            await answer_privately(interaction, str(exc))
             return None
         try:
-            callback = await interaction.response.send_message(self._queued_text(job), view=cancel_view(job))
-            message_id = callback.message_id or (await interaction.original_response()).id
+            message_id = await self._acknowledge(interaction, job)
         except discord.HTTPException as exc:
             # The member saw "interaction failed" and will likely ask again: running this one too would double it.
             log.warning("job %s: could not acknowledge, dropping it: %s", job.id, exc)

@@ -181,9 +181,10 @@ async def test_non_image_or_oversize_attachments_are_refused_before_downloading(
 async def test_an_attachment_that_does_not_decode_is_refused(fake: FakeDiscord, bot: SdBot, engine: FakeEngine) -> None:
     broken = FakeFile("broken.png", png_header(64, 64) + b"not really", "image/png")
     inter = await fake.slash("imagine", {"prompt": "fox", "image": broken})
-    assert (
-        content(await inter.wait_response()) == "broken.png could not be read as an image: attach a PNG, JPEG or WebP."
-    )
+    # Deferred before the download (Discord allows 3 s for an answer); the refusal replaces the "thinking…".
+    refusal = await private_followup(fake, inter)
+    assert refusal.content == "broken.png could not be read as an image: attach a PNG, JPEG or WebP."
+    assert inter.original is not None and inter.original.deleted
     assert engine.calls == []
 
 
