@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image
 
 from bot.app import SdBot
 from bot.delivery import PREVIEW_FILENAME
+from bot.dispatch import SOMETHING_WRONG
+from bot.engine_client import Outcome, ProgressCallback
+from bot.jobs import JobState
+from engine.wire import GenerateRequest
 from tests.support.bots import make_bot, results
-from tests.support.fake_discord import USER_ID, FakeDiscord
+from tests.support.fake_discord import CHANNEL_ID, USER_ID, FakeDiscord
 from tests.support.fake_engine import FakeEngine
 
 # Members other than the guild's owner (USER_ID + 1).
@@ -70,3 +75,31 @@ async def test_the_status_shows_previews_while_drawing_and_drops_them_at_the_end
     edits = [r for r in fake.requests if r.method == "PATCH" and r.path.endswith(f"/messages/{ack.id}")]
     assert any(PREVIEW_FILENAME in edit.files for edit in edits), "a progress edit carried the preview"
     assert ack.attachments == [], "the finished status no longer shows the preview"
+
+
+class BreaksOnce(FakeEngine):
+    """An engine whose first batch fails in a way nobody planned for."""
+
+    async def generate_batch(self, requests: Sequence[GenerateRequest], on_progress: ProgressCallback) -> list[Outcome]:
+        if not self.batches:
+            self.batches.append([r.job_id for r in requests])
+            raise RuntimeError("a bug")
+        return await super().generate_batch(requests, on_progress)
+
+
+async def test_an_unexpected_error_fails_its_jobs_with_a_sentence_and_the_queue_goes_on(
+    fake: FakeDiscord, tmp_path: Path
+) -> None:
+    engine = BreaksOnce()
+    bot = make_bot(tmp_path, engine)
+    async with fake.connected(bot):
+        await queue_job(fake, bot, USER_ID, "first")
+        (job_id,) = (await fake.wait_for(lambda: engine.batches or None, what="the first batch"))[0]
+        sentence = f"<@{USER_ID}> ❌ {SOMETHING_WRONG.format(job=job_id)}"
+        await fake.wait_for(
+            lambda: any(m.content == sentence for m in fake.messages(CHANNEL_ID)) or None, what="the failure notice"
+        )
+        job = await bot.store.get(job_id)
+        assert job is not None and job.state is JobState.FAILED
+        await queue_job(fake, bot, B, "second")
+        await fake.wait_for(lambda: results(fake) or None, what="the next job's result")

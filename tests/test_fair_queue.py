@@ -148,3 +148,16 @@ async def test_a_paused_queue_adds_nothing_to_a_batch() -> None:
     await queue.pause()
     assert queue.take_more(_up_to(8)) == []
     assert len(queue) == 2
+
+
+async def test_batch_companions_from_later_rounds_do_not_push_a_newcomer_back() -> None:
+    queue: FairQueue[str] = FairQueue()
+    for i in range(4):
+        await queue.put("B", f"B{i} 512")
+    for i in range(2):
+        await queue.put("C", f"C{i} 768")
+    await queue.get()
+    assert queue.take_more(_up_to(8, "512")) == ["B1 512", "B2 512", "B3 512"]
+    # D joins the round being served, right behind C's first job, not behind all of C's.
+    assert await queue.put("D", "D0 512") == 2
+    assert queue.order() == ["C0 768", "D0 512", "C1 768"]
