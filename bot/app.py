@@ -25,6 +25,7 @@ from bot.fair_queue import FairQueue
 from bot.history import HistoryService, build_history_command
 from bot.images import ImageStore
 from bot.imagine import ImagineService, build_imagine_command
+from bot.installed import Installed
 from bot.intake import Intake
 from bot.jobs import Job, JobState
 from bot.limits import Limits
@@ -105,11 +106,10 @@ class SdBot(discord.Client):
             closing=lambda: self.closing,
             clock=clock,
             policy=self.policy,
+            installed=Installed(self.models, NetworkFolder(lora_dir)),
         )
         ready = lambda: engine.ready  # noqa: E731
-        self.imagine = ImagineService(
-            intake=self.intake, engine_ready=ready, models=self.models, loras=NetworkFolder(lora_dir), images=images
-        )
+        self.imagine = ImagineService(intake=self.intake, engine_ready=ready, models=self.models, images=images)
         self.community = CommunityStore(store)
         self.sharing = ShareService(
             store=store, community=self.community, policy=self.policy, sources=sources, client=self, clock=clock

@@ -17,7 +17,6 @@ from bot.images import ImageStore
 from bot.intake import Intake, answer_privately, check_channel, check_fits, role_ids
 from bot.jobs import Job, new_job_id
 from bot.models import ModelPick, Models
-from engine.network_files import NetworkFolder
 from engine.params import (
     DEFAULT_CFG,
     DEFAULT_IMAGE_STRENGTH,
@@ -41,7 +40,6 @@ from engine.params import (
     InvalidParams,
     fit_aspect,
 )
-from engine.prompt_syntax import check_lora_names, split_loras
 from engine.wire import EngineReady
 
 log = logging.getLogger(__name__)
@@ -122,14 +120,12 @@ class ImagineService:
         models: Models | None = None,
         images: ImageStore,
         seed_source: random.Random | None = None,
-        loras: NetworkFolder | None = None,
     ) -> None:
         self.intake = intake
         self.engine_ready = engine_ready
         self.models = models or Models()
         self.images = images
         self.seed_source = seed_source or random.SystemRandom()
-        self.loras = loras or NetworkFolder(None)
 
     def check(
         self,
@@ -144,12 +140,7 @@ class ImagineService:
             raise InvalidParams("The image engine is starting up: try again in a minute.")
         channel_id = check_channel(interaction)
         model = self.models.pick(options.model, channel_id)
-        params = options.to_params(ready, self.seed_source, model, source, max_side)
-        # The engine checks again when it draws; here the member hears of a misspelt name before queueing.
-        _text, loras = split_loras(params.prompt)
-        if loras:
-            check_lora_names(loras, self.loras.names())
-        return channel_id, params
+        return channel_id, options.to_params(ready, self.seed_source, model, source, max_side)
 
     def model_choices(self, typed: str) -> list[app_commands.Choice[str]]:
         """Autocomplete for `model:`: catalog names (with their descriptions) matching what was typed."""

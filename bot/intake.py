@@ -11,6 +11,7 @@ import discord
 from bot.buttons import cancel_view
 from bot.estimates import Estimator
 from bot.fair_queue import FairQueue
+from bot.installed import Installed
 from bot.jobs import Job
 from bot.policy import blocked_sentence, is_age_restricted, policy_channel_id
 from bot.policy_store import PolicyStore
@@ -95,7 +96,9 @@ class Intake:
         closing: Callable[[], bool],
         clock: Clock,
         policy: PolicyStore,
+        installed: Installed | None = None,
     ) -> None:
+        self.installed = installed or Installed()
         self.store = store
         self.queue = queue
         self.quota = quota
@@ -123,6 +126,11 @@ class Intake:
         """Check the channel's content policy, reserve within the limits (or refuse), acknowledge, queue."""
         if self.closing():
             await answer_privately(interaction, RESTARTING)
+            return None
+        try:
+            self.installed.check(job.params)
+        except InvalidParams as exc:
+            await answer_privately(interaction, str(exc))
             return None
         policy = await self.policy.policy(job.guild_id)
         channel = interaction.channel

@@ -60,3 +60,18 @@ async def test_an_installed_lora_and_clip_skip_reach_the_engine_as_written(
     (posted,) = await fake.wait_for(lambda: results(fake) or None, what="the result message")
     (embed,) = posted.embeds
     assert {f["name"]: f["value"] for f in embed["fields"]}["Clip skip"] == "2"
+
+
+async def test_a_button_on_a_result_whose_lora_was_removed_since_gets_a_sentence(
+    fake: FakeDiscord, lora_bot: SdBot, engine: FakeEngine, tmp_path: Path
+) -> None:
+    inter = await fake.slash("imagine", {"prompt": "a castle <lora:add_detail:0.7>", "steps": 1})
+    await inter.wait_response()
+    (posted,) = await fake.wait_for(lambda: results(fake) or None, what="the result message")
+    (tmp_path / "loras" / "add_detail.safetensors").unlink()
+    reroll = next(c for c in posted.custom_ids() if c.startswith("sdbot:reroll:"))
+    press = await fake.press(posted, reroll)
+    callback = await press.wait_response()
+    assert callback.data is not None and press.ephemeral
+    assert callback.data["content"].startswith("There is no LoRA named 'add_detail'")
+    assert len(engine.calls) == 1, "nothing queued for the press"

@@ -1,0 +1,27 @@
+"""What every new job is checked against before it is reserved: the model and LoRAs it names are installed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bot.models import Models
+from engine.network_files import NetworkFolder
+from engine.params import GenerationParams
+from engine.prompt_syntax import check_lora_names, split_loras
+
+
+@dataclass(frozen=True)
+class Installed:
+    """The models folder and the LoRA folder as the bot sees them now (a remix or an old button may name a
+    model or LoRA that was removed since, or a pasted infotext one that was never here)."""
+
+    models: Models = field(default_factory=Models)
+    loras: NetworkFolder = field(default_factory=lambda: NetworkFolder(None))
+
+    def check(self, params: GenerationParams) -> None:
+        """InvalidParams with a sentence (close matches included) when the job names what is not installed."""
+        if params.model:
+            self.models.entry(params.model)
+        _text, tags = split_loras(params.prompt)
+        if tags:
+            check_lora_names(tags, self.loras.names())
