@@ -24,6 +24,7 @@ from tests.support.community import (
     private_followup,
     set_art_channel,
     text_inputs,
+    turn_digest_on,
 )
 from tests.support.fake_discord import (
     CHANNEL_ID,
@@ -175,9 +176,7 @@ async def test_weekly_digest_posts_the_most_reacted_shares(
     now = [1_800_000_000.0]
     bot = make_bot(tmp_path, engine, clock=lambda: now[0])
     async with fake.connected(bot):
-        await set_art_channel(fake)
-        on = await fake.slash("sdadmin", {"state": "on"}, subcommand="digest", user_id=OWNER_ID)
-        assert content(await on.wait_response()) == "The weekly digest is on: the first comes in a week."
+        assert await turn_digest_on(fake) == "The weekly digest is on: the first comes in a week."
         grid = await first_result(fake, {"prompt": "foxes", "count": 3, "steps": 1})
         for i in (1, 2, 3):
             now[0] += 60
@@ -319,9 +318,7 @@ async def test_a_digest_posted_but_not_recorded_is_not_posted_again(
     now = [1_800_000_000.0]
     bot = make_bot(tmp_path, engine, clock=lambda: now[0])
     async with fake.connected(bot):
-        await set_art_channel(fake)
-        on = await fake.slash("sdadmin", {"state": "on"}, subcommand="digest", user_id=OWNER_ID)
-        await on.wait_response()
+        await turn_digest_on(fake)
         single = await first_result(fake, {"prompt": "fox", "steps": 1})
         await private_followup(fake, await fake.press(single, f"sdbot:share:{job_id_of(single)}:1"))
         (post,) = art_posts(fake)

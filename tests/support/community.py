@@ -45,6 +45,13 @@ async def set_art_channel(fake: FakeDiscord) -> None:
     assert answer.data["content"].startswith(f"Shared images now go to <#{ART_CHANNEL_ID}>")
 
 
+async def turn_digest_on(fake: FakeDiscord) -> str:
+    """Set the art channel and turn the weekly digest on; return the admin's answer."""
+    await set_art_channel(fake)
+    on = await fake.slash("sdadmin", {"state": "on"}, subcommand="digest", user_id=OWNER_ID)
+    return content(await on.wait_response())
+
+
 def art_posts(fake: FakeDiscord) -> list[FakeMessage]:
     return [m for m in fake.messages(ART_CHANNEL_ID) if not m.deleted]
 
