@@ -23,7 +23,8 @@ def models_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "models"
     write_header_only(folder / "deliberate_v2.safetensors", SD1_KEYS)
     (folder / "deliberate_v2.json").write_text(
-        '{"steps": 12, "cfg": 5.5, "sampler": "Euler a", "negative_prompt": "lowres", "description": "photoreal"}'
+        '{"steps": 12, "cfg": 5.5, "sampler": "Euler a", "negative_prompt": "lowres", "description": "photoreal",'
+        ' "clip_skip": 2}'
     )
     write_header_only(folder / "sd_xl_base_1.0.safetensors", SDXL_KEYS)
     (folder / "anything-v3.ckpt").write_bytes(b"never unpickled")
@@ -86,8 +87,11 @@ async def test_the_sidecar_fills_what_the_member_left_out(fake: FakeDiscord, bot
     await engine.wait_calls(1)
     params = engine.calls[0][1]
     assert (params.model, params.steps, params.cfg, params.sampler) == ("deliberate_v2", 12, 9.0, "Euler a")
-    assert (params.negative_prompt, params.width, params.height) == ("lowres", 512, 512)
+    assert (params.negative_prompt, params.width, params.height, params.clip_skip) == ("lowres", 512, 512, 2)
     await fake.wait_for(lambda: results(fake) or None)
+    assert (await answer(await imagine(fake, bot, model="deliberate_v2", clip_skip=1))).startswith("⏳ Queued")
+    await engine.wait_calls(2)
+    assert engine.calls[1][1].clip_skip == 1, "the member's own clip skip wins over the sidecar's"
 
 
 async def test_a_model_without_a_sidecar_gets_its_family_size_and_the_bot_defaults(
