@@ -40,6 +40,10 @@ class ImageStore:
         partial.write_bytes(png)
         os.replace(partial, folder / f"{index}.png")
 
+    def has(self, job_id: str, index: int) -> bool:
+        """Whether image `index` of the job is still kept here."""
+        return (self._folder(job_id) / f"{index}.png").is_file()
+
     def load(self, job_id: str, index: int) -> bytes | None:
         """Image `index` of a job, or None when it was never kept or has expired."""
         try:

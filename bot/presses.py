@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import random
@@ -11,7 +12,7 @@ import discord
 from PIL import Image, UnidentifiedImageError
 
 from bot.buttons import BadButton, Press
-from bot.intake import Intake, check_channel, check_fits
+from bot.intake import Intake, answer_privately, check_channel, check_fits
 from bot.jobs import Job, Requester
 from bot.source_images import SourceImages
 from engine.params import MAX_SEED, InvalidParams
@@ -87,11 +88,22 @@ class PressService:
             await self._cancel(interaction, job)
             return None
         try:
+            if not await self._source_kept(job, press):
+                # It comes back from the result message on Discord, which may take longer than the 3 s allowed.
+                await interaction.response.defer(thinking=True)
             child = await self._derive(interaction, job, press)
         except InvalidParams as exc:
-            await interaction.response.send_message(str(exc), ephemeral=True)
+            await answer_privately(interaction, str(exc))
             return None
         return await self.intake.accept(interaction, child)
+
+    async def _source_kept(self, job: Job, press: Press) -> bool:
+        """Whether the image the press works from is on disk (a reroll of a first draw needs none)."""
+        if press.action != "reroll":
+            return await asyncio.to_thread(self.sources.images.has, job.id, press.index or 1)
+        if job.parent_id is None or job.source_index is None:
+            return True
+        return await asyncio.to_thread(self.sources.images.has, job.parent_id, job.source_index)
 
     async def _source_size(self, job: Job, index: int) -> tuple[int, int]:
         png = await self.sources.get(job, index)

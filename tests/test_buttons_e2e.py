@@ -18,6 +18,7 @@ from bot.jobs import Job, JobState
 from bot.store import JobStore
 from engine.params import GenerationParams
 from tests.support.bots import make_bot, results
+from tests.support.community import private_followup
 from tests.support.fake_discord import CHANNEL_ID, USER_ID, FakeDiscord, FakeMessage
 from tests.support.fake_engine import FakeEngine
 
@@ -143,10 +144,15 @@ async def test_a_press_works_after_a_restart_and_after_the_kept_image_expired(
     shutil.rmtree(tmp_path / "data")  # as if SDBOT_KEEP_DAYS had passed
 
     engine = FakeEngine()
-    async with fake.connected(make_bot(tmp_path, engine)):
-        await (await fake.press(grid, f"sdbot:vary-strong:{job_id_of(grid)}:2")).wait_response()
+    bot = make_bot(tmp_path, engine)
+    async with fake.connected(bot):
+        press = await fake.press(grid, f"sdbot:vary-strong:{job_id_of(grid)}:2")
+        await press.wait_response()
         await fake.wait_for(lambda: len(results(fake)) == 2, what="the variation after a restart")
-    ((child_id, params),) = engine.calls
+        ((child_id, params),) = engine.calls
+        child = await bot.store.get(child_id)
+        # Deferred while the image came back from Discord: the "thinking…" message became the job's status.
+        assert press.original is not None and child is not None and child.message_id == press.original.id
     assert params.mode == "vary" and params.strength == 0.7
     assert engine.sources[child_id] == grid.attachments[1].data, "fetched back from the message on Discord"
     assert (tmp_path / "data" / "jobs" / job_id_of(grid) / "2.png").read_bytes() == grid.attachments[1].data
@@ -159,9 +165,10 @@ async def test_a_press_whose_image_is_gone_everywhere_gets_a_sentence(
     shutil.rmtree(bot.images.root)
     fake.fail_next("GET", rf"^/channels/{CHANNEL_ID}/messages/{grid.id}$", 404, 10008, "Unknown Message")
     press = await fake.press(grid, f"sdbot:upscale:{job_id_of(grid)}:1")
-    answer = await press.wait_response()
-    assert press.ephemeral and answer.data is not None
-    assert answer.data["content"].startswith("The image this works from is gone")
+    # Not on disk: deferred while it is looked for on Discord; the sentence replaces the "thinking…".
+    refusal = await private_followup(fake, press)
+    assert refusal.content.startswith("The image this works from is gone")
+    assert press.original is not None and press.original.deleted
     assert len(engine.calls) == 1
 
 

@@ -243,8 +243,11 @@ async def test_withheld_stays_withheld_when_posted_after_a_restart_and_buttons_f
         assert "flagged 1 of these 2 images" in grid.content
         # Past the keep period the image comes back from Discord: image 2 is the message's first attachment.
         shutil.rmtree(tmp_path / "data" / "jobs" / job_id)
-        await answer(await fake.press(grid, f"sdbot:vary-subtle:{job_id}:2"))
+        press = await fake.press(grid, f"sdbot:vary-subtle:{job_id}:2")
+        await press.wait_response()  # deferred while the image is fetched back
         await second_engine.wait_calls(1)
+        child = await second.store.get(second_engine.calls[0][0])
+        assert press.original is not None and child is not None and child.message_id == press.original.id
         assert second_engine.sources[second_engine.calls[0][0]] == grid.attachments[0].data
 
 
