@@ -203,13 +203,23 @@ def _encode(encoder: Encoder, chunks: Sequence[Chunk]) -> tuple[torch.Tensor, to
             # transformers 5 puts the layer norm on the model itself, 4.x on its `text_model`.
             hidden = getattr(encoder.model, "text_model", encoder.model).final_layer_norm(hidden)
     multipliers = torch.tensor([c.multipliers for c in chunks], device=device, dtype=hidden.dtype)
-    # A1111 restores the mean over its whole batch; per row gives the same for one prompt and keeps
-    # each job of a batch independent of the others.
-    original_mean = hidden.mean(dim=(1, 2), keepdim=True)
-    weighted = hidden * multipliers.unsqueeze(-1)
-    weighted = weighted * (original_mean / weighted.mean(dim=(1, 2), keepdim=True))
     pooled = outputs.text_embeds if encoder.pooled else None
-    return weighted, pooled
+    return restore_mean(hidden, multipliers), pooled
+
+
+def restore_mean(hidden: torch.Tensor, multipliers: torch.Tensor) -> torch.Tensor:
+    """Weigh each token's embedding, then scale each row back to its unweighted mean, as A1111 does.
+
+    A1111 restores the mean over its whole batch; per row gives the same for one prompt and keeps each job
+    of a batch independent of the others. Unweighted rows are left exactly as encoded, and a row whose
+    weighted mean is zero is left unscaled: the ratio would be 0/0 there, and every pixel NaN.
+    """
+    weighted = hidden * multipliers.unsqueeze(-1)
+    original_mean = hidden.mean(dim=(1, 2), keepdim=True)
+    new_mean = weighted.mean(dim=(1, 2), keepdim=True)
+    scale = torch.where(new_mean == 0, torch.ones_like(new_mean), original_mean / new_mean)
+    unweighted = (multipliers == 1).all(dim=1).view(-1, 1, 1)
+    return torch.where(unweighted, hidden, weighted * scale)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from engine.conditioning import (
     chunk_fragments,
     embedding_lengths,
     encode_prompts,
+    restore_mean,
 )
 from engine.embeddings import load_embeddings
 from engine.loading import LoadedModel, load_model
@@ -88,6 +89,35 @@ def test_a_weight_changes_the_embeddings_and_keeps_their_mean(tiny: LoadedModel)
     assert not torch.equal(weighted, plain)
     assert torch.allclose(weighted.mean(), plain.mean(), atol=1e-6)
     assert not torch.equal(encode(tiny.pipe, "a [red] fox"), plain)
+
+
+def test_a_row_whose_mean_is_zero_is_not_divided_by_zero() -> None:
+    # Every token's features sum to zero, as a layer norm without bias makes them.
+    hidden = torch.tensor([1.0, -1.0]).repeat(2, 77, 2)
+    multipliers = torch.ones(2, 77)
+    multipliers[1, 3] = 1.5
+    restored = restore_mean(hidden, multipliers)
+    assert torch.isfinite(restored).all()
+    assert torch.equal(restored[0], hidden[0])
+    assert torch.equal(restored[1], hidden[1] * multipliers[1].unsqueeze(-1))
+
+
+def test_an_unweighted_row_is_left_exactly_as_encoded() -> None:
+    hidden = torch.randn(2, 77, 8, generator=torch.Generator().manual_seed(3)) + 0.1
+    multipliers = torch.ones(2, 77)
+    multipliers[1, 5] = 0.5
+    restored = restore_mean(hidden, multipliers)
+    assert torch.equal(restored[0], hidden[0])
+    assert torch.allclose(restored[1].mean(), hidden[1].mean(), atol=1e-6)
+
+
+def test_an_untrained_text_encoder_gives_no_nan(tiny_model_dir: Path) -> None:
+    # The fresh tiny model's embeddings average to exactly zero for this prompt: it once made every pixel NaN.
+    model = load_model(parse_source(str(tiny_model_dir)), torch.device("cpu"))
+    with torch.inference_mode():
+        conditioning = encode_prompts(model.pipe, ["a dragon made of autumn leaves"], ["blurry"])
+        theirs = model.pipe.encode_prompt("a dragon made of autumn leaves", "cpu", 1, True, "blurry")
+    assert torch.equal(conditioning.prompt_embeds, theirs[0])
 
 
 def test_clip_skip_takes_an_earlier_layer(tiny: LoadedModel) -> None:
