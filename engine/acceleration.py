@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
 from engine.batching import MAX_BATCH_IMAGES
 from engine.generate import BatchJob, Painter
 from engine.loading import LoadedModel
-from engine.params import GenerationParams
+from engine.params import MIN_SIZE, SIZE_MULTIPLE, GenerationParams
 
 log = logging.getLogger(__name__)
 
-# A compiled UNet recompiles for every new input shape; batches are padded up to these sizes instead.
-BATCH_BUCKETS: tuple[int, ...] = (1, 2, 4, 8)
-# Enough compiled shapes for the sizes members use (each size × each bucket) before dynamo gives up.
-_COMPILED_SHAPES = 64
+# Generous room for compiled graphs (each LoRA set adds some) before dynamo falls back to eager.
+_COMPILED_GRAPHS = 64
 # The CPU gains little from big batches and pays for them in latency.
 _CPU_MAX_BATCH = 4
 
@@ -35,25 +35,43 @@ def use_fast_paths(model: LoadedModel) -> None:
         model.pipe.vae.to(memory_format=torch.channels_last)
 
 
-def compile_model(model: LoadedModel, backend: str = "inductor") -> None:
-    """torch.compile the UNet and the VAE decoder in place; the first call of each shape compiles it."""
-    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, _COMPILED_SHAPES)
+def compile_model(model: LoadedModel, backend: str | Callable[..., Any] = "inductor") -> None:
+    """torch.compile the UNet and the VAE decoder in place; `warm_up` then compiles the shapes members send.
+
+    Shapes are left to dynamo's automatic dynamic shapes: the first call compiles for its exact shapes, and a
+    dimension seen to change (batch, prompt length, width, height) is compiled once more as symbolic. So
+    every batch size, prompt length and image size runs compiled without padding a batch with wasted images.
+    """
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, _COMPILED_GRAPHS)
     # In place, so the UNet stays a diffusers model: LoRAs are loaded into it and unloaded again.
     model.pipe.unet.compile(fullgraph=True, backend=backend)
     model.pipe.vae.decoder.compile(fullgraph=True, backend=backend)
 
 
-def buckets_up_to(max_batch: int) -> tuple[int, ...]:
-    """The batch sizes a compiled model is drawn at: the buckets below `max_batch`, and `max_batch` itself."""
-    return tuple(sorted({b for b in BATCH_BUCKETS if b < max_batch} | {max_batch}))
+def warm_up_jobs(native: int) -> list[list[BatchJob]]:
+    """Batches that vary each dimension dynamo may specialise on: the batch size, the prompt's chunks, a larger
+    width and height (unequal and unlike the native side, so none is tied to another), and a smaller size that
+    is not a multiple of 64 (the UNet takes another path there, and convolution backends change with size)."""
+
+    def job(prompt: str = "warm-up", width: int = native, height: int = native) -> BatchJob:
+        return BatchJob(GenerationParams(prompt=prompt, width=width, height=height, steps=2))
+
+    long = ", ".join(["warm-up"] * 20)  # past 75 tokens: more than one chunk
+    small = max(MIN_SIZE, native // 2) + SIZE_MULTIPLE
+    return [
+        [job()],
+        [job(), job()],
+        [job(long)],
+        [job(width=native + 64, height=native + 128)],
+        [job(width=small, height=small + 2 * SIZE_MULTIPLE)],
+    ]
 
 
-def warm_up(painter: Painter, buckets: tuple[int, ...]) -> float:
-    """Compile every bucket at the native size now rather than in members' first jobs; return the seconds."""
-    side = painter.model.native_size
+def warm_up(painter: Painter) -> float:
+    """Compile now, in the engine's start, what members' first jobs would otherwise wait for; return the seconds."""
     started = time.perf_counter()
-    for bucket in buckets:
-        painter.draw([BatchJob(GenerationParams(prompt="warm-up", width=side, height=side, steps=2))] * bucket)
+    for batch in warm_up_jobs(painter.model.native_size):
+        painter.draw(batch)
     seconds = time.perf_counter() - started
-    log.info("compiled the model for batches of %s in %.0f s", ", ".join(map(str, buckets)), seconds)
+    log.info("compiled the model for any batch size, prompt length and image size in %.0f s", seconds)
     return seconds

@@ -128,13 +128,11 @@ class Painter:
         *,
         loras: LoraLoader | None = None,
         embeddings: Embeddings | None = None,
-        batch_buckets: Sequence[int] = (),
     ) -> None:
         self.model = model
         self.inpaint_model = inpaint_model
         self.loras = loras or LoraLoader(NetworkFolder(None))
         self.embeddings = embeddings or Embeddings()
-        self.batch_buckets = tuple(sorted(batch_buckets))
         self._per_image_guidance: Any = None
         self._chunks = ChunkCache()
         # Each job gets a fresh scheduler built over the checkpoint's own noise schedule.
@@ -155,10 +153,6 @@ class Painter:
         """Let go of the device memory kept for speed (the model itself is moved by its owner)."""
         self._chunks.clear()
         self._per_image_guidance = None
-
-    def padded(self, rows: int) -> int:
-        """How many images a batch of `rows` is drawn as: the smallest bucket that holds it, when bucketing."""
-        return next((bucket for bucket in self.batch_buckets if bucket >= rows), rows)
 
     @property
     def img2img(self) -> Any:
@@ -297,24 +291,20 @@ class Painter:
         plan = self._plan(first.params, first.source)
         pipe, guidance = self._guidance(jobs, rows, plan)
         pipe.scheduler = make_scheduler(first.params.sampler, self._base_scheduler_config)
-        # Compiled models see a few batch sizes only: pad with copies of the last image, dropped after.
-        drawn_rows = [*rows, *[rows[-1]] * (self.padded(len(rows)) - len(rows))]
-        if isinstance(guidance, torch.Tensor) and len(drawn_rows) > len(rows):
-            guidance = torch.cat([guidance, guidance[-1:].expand(len(drawn_rows) - len(rows), -1, -1, -1)])
         # One CPU generator per image: the same seed gives the same noise on any device and in any batch.
-        generators = [torch.Generator("cpu").manual_seed(row.seed) for row in drawn_rows]
+        generators = [torch.Generator("cpu").manual_seed(row.seed) for row in rows]
         owners = [row.job for row in rows]
 
         def step_end(pipeline: Any, index: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             if on_latents is not None:
-                on_latents(owners, tensors["latents"][: len(rows)])
+                on_latents(owners, tensors["latents"])
             if on_step is not None:
                 on_step(index + 1, pipeline.num_timesteps)
             return tensors
 
         # The member's text stays in the infotext as written, LoRA tags included, as A1111 keeps it; jobs of
         # one batch name the same LoRAs (see engine.batching).
-        texts = [split_loras(jobs[row.job].params.prompt)[0] for row in drawn_rows]
+        texts = [split_loras(jobs[row.job].params.prompt)[0] for row in rows]
         _text, loras = split_loras(first.params.prompt)
         vae = pipe.vae
         tiled = tiled or plan.tiled_vae
@@ -324,7 +314,7 @@ class Painter:
             # LoRA layers are made outside inference mode: they are modules, not results.
             with self.loras.applied(plan.pipe, loras) as lora_hashes, torch.inference_mode():
                 # Encoded after the LoRAs are in: they change the text encoder, so its cache is not used then.
-                negatives = [jobs[row.job].params.negative_prompt for row in drawn_rows]
+                negatives = [jobs[row.job].params.negative_prompt for row in rows]
                 cache = None if loras else self._chunks
                 conditioning = encode_prompts(pipe, texts, negatives, first.params.clip_skip, cache)
                 latents = pipe(

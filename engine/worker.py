@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 import torch
 from diffusers.utils import logging as diffusers_logging
 
-from engine.acceleration import buckets_up_to, compile_model, default_max_batch, use_fast_paths, warm_up
+from engine.acceleration import compile_model, default_max_batch, use_fast_paths, warm_up
 from engine.batch_progress import PREVIEW_INTERVAL, BatchProgress, JobCancelled
 from engine.batching import compatible
 from engine.catalog import Catalog, CatalogError, scan
@@ -384,8 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.compile:
         # Only the default model is compiled: one switched to later runs uncompiled rather than stall the queue.
         compile_model(model)
-        shelf.painter("").batch_buckets = buckets_up_to(max_batch)
-        warm_up(shelf.painter(""), buckets_up_to(max_batch))
+        warm_up(shelf.painter(""))
     channel.send(
         EngineReady(
             model=model.info,

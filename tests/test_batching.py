@@ -12,7 +12,7 @@ import torch
 from diffusers import AutoencoderTiny
 from PIL import Image
 
-from engine.acceleration import buckets_up_to, compile_model, warm_up
+from engine.acceleration import compile_model, warm_up
 from engine.batch_progress import BatchProgress
 from engine.batching import batch_key, compatible, fits
 from engine.catalog import Catalog
@@ -63,18 +63,6 @@ def test_the_same_seed_draws_the_same_image_alone_or_in_a_batch_with_other_promp
     # The tolerance tells cfgs apart, so the batch really guided each image by its own: FOX at CAT's cfg differs.
     louder = painter.paint(replace(FOX, cfg=CAT.cfg))[0]
     assert np.abs(pixels(louder.png) - pixels(batched[0][0].png)).max() > 2 * TOLERANCE
-
-
-def test_batches_padded_to_a_compiled_bucket_draw_the_same_images(tiny: LoadedModel) -> None:
-    plain = Painter(tiny).draw([BatchJob(FOX), BatchJob(OWL)])
-    bucketed = Painter(tiny, batch_buckets=(1, 2, 4, 8))
-    assert bucketed.padded(3) == 4 and bucketed.padded(8) == 8 and bucketed.padded(9) == 9
-    padded = bucketed.draw([BatchJob(FOX), BatchJob(OWL)])
-    for left, right in zip(plain, padded, strict=True):
-        assert len(left.images) == len(right.images)
-        for (seed, a), (other_seed, b) in zip(left.images, right.images, strict=True):
-            assert seed == other_seed
-            assert np.abs(np.asarray(a).astype(int) - np.asarray(b).astype(int)).max() <= TOLERANCE
 
 
 def test_what_may_share_a_loop() -> None:
@@ -210,25 +198,35 @@ def test_the_safety_checker_sees_only_the_jobs_that_ask_in_one_pass(shelf: Model
     assert [i.flagged for i in results["fox"].images] == [False]
 
 
-def test_a_compiled_model_draws_padded_buckets_and_the_same_images_and_takes_loras_off_again(
+def test_after_its_warm_up_a_compiled_model_never_recompiles_draws_the_same_images_and_takes_loras_off_again(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    assert buckets_up_to(1) == (1,) and buckets_up_to(4) == (1, 2, 4) and buckets_up_to(6) == (1, 2, 4, 6)
     model = load_model(parse_source(str(tiny_model_dir)), torch.device("cpu"))  # compiling changes it in place
     give_trained_text_mean(model.pipe.text_encoder)  # the LoRA's weights on an untrained norm give NaNs
     plain = Painter(model).draw([BatchJob(FOX), BatchJob(CAT)])
     write_kohya_lora(tmp_path / "detail.safetensors", model.pipe, seed=1)
-    # The eager backend traces the graphs as inductor would, without a C++ toolchain or minutes of compiling.
-    compile_model(model, backend="eager")
+    graphs: list[torch.fx.GraphModule] = []
+
+    def counting(graph: torch.fx.GraphModule, _inputs: object) -> object:
+        """dynamo's eager backend, counting what it is given: the graphs inductor would compile."""
+        graphs.append(graph)
+        return graph.forward
+
+    compile_model(model, backend=counting)
     loras = LoraLoader(NetworkFolder(tmp_path))
-    painter = Painter(model, loras=loras, batch_buckets=buckets_up_to(4))
-    assert warm_up(painter, painter.batch_buckets) > 0
+    painter = Painter(model, loras=loras)
+    assert warm_up(painter) > 0 and graphs, "the warm-up compiled"
     assert model.pipe.unet._compiled_call_impl is not None, "compiled in place, still a diffusers model"
-    with_lora = painter.paint(replace(FOX, prompt="a red fox <lora:detail:1>"))[0]
+    warmed = len(graphs)
     compiled = painter.draw([BatchJob(FOX), BatchJob(CAT)])
+    painter.draw([BatchJob(FOX), BatchJob(OWL)])  # three images
+    painter.draw([BatchJob(replace(FOX, prompt="a red fox, " * 40))])  # more chunks than the warm-up's
+    painter.draw([BatchJob(replace(FOX, width=96, height=160))])  # a size of its own
+    assert len(graphs) == warmed, "no member's job waits for a compile after the warm-up"
     for left, right in zip(plain, compiled, strict=True):
         for (_, a), (_, b) in zip(left.images, right.images, strict=True):
             assert np.abs(np.asarray(a).astype(int) - np.asarray(b).astype(int)).max() <= TOLERANCE
+    with_lora = painter.paint(replace(FOX, prompt="a red fox <lora:detail:1>"))[0]
     assert np.abs(pixels(with_lora.png) - np.asarray(compiled[0].images[0][1]).astype(int)).max() > TOLERANCE
     assert painter.paint(replace(FOX, prompt="a red fox <lora:detail:1>"))[0].png == with_lora.png, (
         "a second LoRA job works: the first one's adapter was taken off"
