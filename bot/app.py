@@ -94,6 +94,7 @@ class SdBot(discord.Client):
             delivery=Delivery(self),
             sources=sources,
             estimator=self.estimator,
+            models=self.models,
             clock=clock,
             progress_interval=progress_interval,
         )

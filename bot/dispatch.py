@@ -14,6 +14,7 @@ from bot.engine_client import Engine, EngineCrashed, EngineStartError, JobFailed
 from bot.estimates import Estimator
 from bot.fair_queue import FairQueue
 from bot.jobs import Job, JobState
+from bot.models import Models
 from bot.policy import Flagged
 from bot.presses import IMAGE_GONE
 from bot.progress import Clock, ProgressReporter
@@ -51,6 +52,7 @@ class Dispatcher:
         delivery: Delivery,
         sources: SourceImages,
         estimator: Estimator,
+        models: Models | None = None,
         clock: Clock = time.time,
         progress_interval: float = 1.0,
     ) -> None:
@@ -60,6 +62,7 @@ class Dispatcher:
         self.delivery = delivery
         self.sources = sources
         self.estimator = estimator
+        self.models = models or Models()
         self.clock = clock
         self.progress_interval = progress_interval
         self._handovers: set[asyncio.Task[None]] = set()
@@ -94,10 +97,11 @@ class Dispatcher:
         return "That job is not waiting or running any more."
 
     def _joiner(self, first: Job) -> Callable[[Job], bool]:
-        """Whether a waiting job may join the batch `first` opens, within the engine's image and pixel limits."""
+        """Whether a waiting job may join the batch `first` opens, within the engine's image limit and the pixels
+        memory holds with their model."""
         ready = self.engine.ready
         max_images = ready.max_batch if ready is not None else 1
-        max_pixels = ready.max_pixels if ready is not None else first.params.pixels
+        max_pixels = ready.pixels_for(self.models.family(first.params.model)) if ready else first.params.pixels
         batch = [first.params]
 
         def can_join(job: Job) -> bool:

@@ -105,7 +105,7 @@ class ImagineOptions:
             clip_skip=self.clip_skip or wanted.clip_skip or 0,
             model=model.name,
         ).validate()
-        check_fits(params, engine)
+        check_fits(params, engine, model.family)
         return params
 
 

@@ -64,13 +64,18 @@ def check_channel(interaction: discord.Interaction) -> int:
     return interaction.channel_id
 
 
-def check_fits(params: GenerationParams, engine: EngineReady) -> None:
-    """InvalidParams when the job would draw more pixels at once than the device holds."""
-    if params.pixels > engine.max_pixels:
+def check_fits(params: GenerationParams, engine: EngineReady, family: str | None) -> None:
+    """InvalidParams when the job would draw more pixels at once than the device holds with its model (of
+    `family`; None for the default model)."""
+    limit = engine.pixels_for(family)
+    if limit == 0:
+        name = params.model or "the default model"
+        raise InvalidParams(f"{name} needs more memory than this GPU has: pick another model.")
+    if params.pixels > limit:
         what = f"{params.width}×{params.height}" + (f" × {params.count} images" if params.count > 1 else "")
         fix = "work from a smaller image" if params.needs_source else "lower the width, height or count"
         raise InvalidParams(
-            f"{what} is more than this GPU can draw at once ({engine.max_pixels / 1e6:.1f} megapixels at most): {fix}."
+            f"{what} is more than this GPU can draw at once ({limit / 1e6:.1f} megapixels at most): {fix}."
         )
 
 

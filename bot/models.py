@@ -20,6 +20,7 @@ class ModelPick:
     name: str = ""
     defaults: ModelDefaults = field(default_factory=ModelDefaults)
     native: int | None = None  # None: the engine's loaded default model's size
+    family: str | None = None  # None: the default model's, whose memory budget the engine reports itself
 
 
 class Models:
@@ -71,7 +72,15 @@ class Models:
         if entry is None or entry is default:
             # The engine has the default model loaded and reports its native size itself.
             return ModelPick(entry.name if entry else "", default.defaults if default else ModelDefaults())
-        return ModelPick(entry.name, entry.defaults, entry.native)
+        return ModelPick(entry.name, entry.defaults, entry.native, entry.family.value)
+
+    def family(self, name: str) -> str | None:
+        """The family of the model a job names, as the engine keys its memory budgets; None for the default
+        model, whose budget the engine reports itself (and for a name no longer installed, refused anyway)."""
+        entry = self.catalog.get(name) if name else None
+        if entry is None or entry is self.default_entry:
+            return None
+        return entry.family.value
 
     def key(self, name: str) -> Hashable:
         """One key per model whatever name reached it, so the queue can group jobs that need the same weights."""

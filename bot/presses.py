@@ -146,7 +146,7 @@ class PressService:
                 child = job.zoomed_out(requester, index, size, float(action.removeprefix("zoom-")), seed)
             else:
                 child = job.panned(requester, index, size, action.removeprefix("pan-"), seed)
-        check_fits(child.params, ready)
+        check_fits(child.params, ready, self.intake.installed.models.family(child.params.model))
         return child
 
     @staticmethod

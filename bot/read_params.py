@@ -110,7 +110,7 @@ class ReadParamsService:
             ready = self.engine_ready()
             if ready is None:
                 raise InvalidParams("The image engine is starting up: try again in a minute.")
-            check_fits(params, ready)
+            check_fits(params, ready, self.intake.installed.models.family(params.model))
             channel_id = check_channel(interaction)
         except InvalidParams as exc:
             await interaction.response.send_message(str(exc), ephemeral=True)

@@ -165,7 +165,7 @@ class RemixService:
             if ready is None:
                 raise InvalidParams("The image engine is starting up: try again in a minute.")
             params = remixed_params(job.params, values, self.seed_source)
-            check_fits(params, ready)
+            check_fits(params, ready, self.intake.installed.models.family(params.model))
             child = job.remixed(requester_for(interaction, job, self.intake.clock()), params)
         except InvalidParams as exc:
             sentence = f"{exc}\nYour edit, to copy back:\n"

@@ -237,10 +237,35 @@ def _free_bytes(device: torch.device) -> int:
 # Peak memory per output pixel of one denoising batch with SDPA attention (UNet activations with CFG
 # plus one VAE decode at a time); deliberately generous, since running out of memory costs a job.
 _BYTES_PER_PIXEL = {torch.float16: 4096, torch.float32: 8192}
+# Roughly the parameters each family puts on the device (UNet, text encoders, VAE), for the memory a model
+# switched to later leaves: SD 1.x 0.86 B + CLIP-L 0.12 B; SD 2.x 0.87 B + OpenCLIP-H 0.34 B; SDXL 2.57 B +
+# CLIP-L + OpenCLIP-bigG 0.69 B; each with the 0.08 B VAE.
+_FAMILY_PARAMETERS = {
+    Family.SD1: 1_066_000_000,
+    Family.SD2: 1_290_000_000,
+    Family.SD2_BASE: 1_290_000_000,
+    Family.SDXL: 3_469_000_000,
+}
+_PIPELINE_PARTS = ("unet", "text_encoder", "text_encoder_2", "vae")
 
 
-def max_pixels(model: LoadedModel, cap_megapixels: float | None) -> int:
-    """How many pixels (width × height × count) one job may draw: free memory after loading, or the cap."""
+def weight_bytes(model: LoadedModel) -> int:
+    """What the model's UNet, text encoders and VAE weigh on its device."""
+    parts = [getattr(model.pipe, name, None) for name in _PIPELINE_PARTS]
+    return sum(p.numel() * p.element_size() for part in parts if part is not None for p in part.parameters())
+
+
+def pixel_budgets(model: LoadedModel, cap_megapixels: float | None) -> dict[Family, int]:
+    """How many pixels (width × height × count) one job or batch may draw with each family's model on the
+    device: what memory is free with `model` loaded, less what a bigger model weighs more; or the cap."""
     if cap_megapixels is not None:
-        return int(cap_megapixels * 1_000_000)
-    return int(_free_bytes(model.device) * 0.85) // _BYTES_PER_PIXEL[model.dtype]
+        return dict.fromkeys(Family, int(cap_megapixels * 1_000_000))
+    free = _free_bytes(model.device)
+    loaded = weight_bytes(model)
+    itemsize = torch.tensor([], dtype=model.dtype).element_size()
+    budgets = {}
+    for family, parameters in _FAMILY_PARAMETERS.items():
+        # The loaded model's own family is measured; another one's weights are estimated.
+        left = free if family is model.family else free + loaded - parameters * itemsize
+        budgets[family] = max(0, int(left * 0.85)) // _BYTES_PER_PIXEL[model.dtype]
+    return budgets

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO, ClassVar
 
 from engine.infotext import ModelInfo
@@ -110,9 +111,14 @@ class EngineReady:
     device: str
     native_width: int
     native_height: int
-    max_pixels: int
+    max_pixels: int  # with the default model on the device
     max_batch: int = 1  # images one denoising loop may hold, across jobs
     safety_checker: bool = False  # whether SDBOT_SAFETY_MODEL is loaded
+    family_pixels: Mapping[str, int] = field(default_factory=dict)  # the same with a model of each family
+
+    def pixels_for(self, family: str | None) -> int:
+        """The pixels one job or batch may draw with a model of `family` (None: the default model)."""
+        return self.family_pixels.get(family, self.max_pixels) if family is not None else self.max_pixels
 
     def to_header(self) -> tuple[dict[str, Any], list[bytes]]:
         return {
@@ -123,6 +129,7 @@ class EngineReady:
             "max_pixels": self.max_pixels,
             "max_batch": self.max_batch,
             "safety_checker": self.safety_checker,
+            "family_pixels": dict(self.family_pixels),
         }, []
 
     @classmethod
@@ -135,6 +142,7 @@ class EngineReady:
             max_pixels=header["max_pixels"],
             max_batch=header.get("max_batch", 1),
             safety_checker=bool(header.get("safety_checker", False)),
+            family_pixels=header.get("family_pixels", {}),
         )
 
 

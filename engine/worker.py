@@ -25,7 +25,7 @@ from engine.catalog import Catalog, CatalogError, scan
 from engine.checkpoint_header import Family
 from engine.embeddings import load_embeddings
 from engine.generate import BatchJob, Drawn, Painter
-from engine.loading import LoadedModel, ModelLoadError, load_model, max_pixels, resolve_device
+from engine.loading import LoadedModel, ModelLoadError, load_model, pixel_budgets, resolve_device
 from engine.loras import LoraLoader
 from engine.model_shelf import ModelShelf, catalog_loader
 from engine.network_files import NetworkFolder
@@ -379,7 +379,8 @@ def main(argv: list[str] | None = None) -> int:
         inpaint_model=inpaint_model,
         make_painter=make_painter,
     )
-    pixels = max_pixels(model, args.max_megapixels)
+    budgets = pixel_budgets(model, args.max_megapixels)
+    pixels = budgets[model.family]
     max_batch = args.max_batch or default_max_batch(model, pixels)
     if args.compile:
         # Only the default model is compiled: one switched to later runs uncompiled rather than stall the queue.
@@ -394,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
             max_pixels=pixels,
             max_batch=max_batch,
             safety_checker=safety is not None,
+            family_pixels={family.value: budget for family, budget in budgets.items()},
         )
     )
     previews = Previews(tiny_autoencoder, model.family)

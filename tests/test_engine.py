@@ -12,8 +12,18 @@ import pytest
 import torch
 from PIL import Image
 
+from engine import loading
+from engine.checkpoint_header import Family
 from engine.generate import Painter
-from engine.loading import LoadedModel, ModelLoadError, file_hash, load_model, max_pixels, resolve_device
+from engine.loading import (
+    LoadedModel,
+    ModelLoadError,
+    file_hash,
+    load_model,
+    pixel_budgets,
+    resolve_device,
+    weight_bytes,
+)
 from engine.params import SAMPLERS, GenerationParams, InvalidParams
 from engine.samplers import SAMPLER_SPECS
 from engine.source import SourceKind, parse_source
@@ -114,8 +124,23 @@ def test_device_choice_and_capacity(tiny: LoadedModel) -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ModelLoadError, match="^SDBOT_DEVICE is cuda but"):
             resolve_device("cuda")
-    assert max_pixels(tiny, 2.5) == 2_500_000
-    assert max_pixels(tiny, None) > 64 * 64
+    assert pixel_budgets(tiny, 2.5) == dict.fromkeys(Family, 2_500_000)
+    assert pixel_budgets(tiny, None)[Family.SD1] > 64 * 64
+
+
+def test_a_bigger_family_gets_the_memory_its_weights_leave(tiny: LoadedModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert weight_bytes(tiny) == 4 * sum(
+        p.numel() for part in (tiny.pipe.unet, tiny.pipe.text_encoder, tiny.pipe.vae) for p in part.parameters()
+    )
+    monkeypatch.setattr(loading, "_free_bytes", lambda _device: 40 * 2**30)
+    budgets = pixel_budgets(tiny, None)
+    # The loaded (SD 1.x) model's own budget is what is free; SD 2.x and SDXL weigh more, in fp32 here.
+    assert budgets[Family.SD1] == int(40 * 2**30 * 0.85) // 8192
+    assert budgets[Family.SD1] > budgets[Family.SD2] == budgets[Family.SD2_BASE] > budgets[Family.SDXL] > 0
+    sdxl_weights = (budgets[Family.SD1] - budgets[Family.SDXL]) * 8192 / 0.85
+    assert 3.4e9 * 4 < sdxl_weights < 3.5e9 * 4
+    monkeypatch.setattr(loading, "_free_bytes", lambda _device: 8 * 2**30)
+    assert pixel_budgets(tiny, None)[Family.SDXL] == 0, "SDXL's fp32 weights alone need more than 8 GiB"
 
 
 class OutOfMemoryOnBatches:

@@ -177,6 +177,53 @@ async def test_the_dispatcher_serves_the_loaded_model_first_within_a_round(
     await fake.wait_for(lambda: len(results(fake)) == 4 or None)
 
 
+async def test_each_model_is_held_to_the_memory_the_gpu_has_with_it_at_intake_and_in_batches(
+    fake: FakeDiscord, tmp_path: Path, models_dir: Path
+) -> None:
+    # The default model's budget holds one SDXL image at most; with SDXL loaded the engine reports two.
+    sdxl = 2 * 1024 * 1024
+    engine = FakeEngine(max_batch=4, max_pixels=1024 * 1024, family_pixels={"sd1": 1024 * 1024, "sdxl": sdxl})
+    models = Models(catalog=scan(models_dir), folder=models_dir, default_location=str(tmp_path / "default"))
+    client = make_bot(tmp_path, engine, models=models)
+    async with fake.connected(client):
+        engine.gate.clear()
+        await answer(await imagine(fake, client, steps=1, model="deliberate_v2"))
+        await engine.wait_calls(1)
+        for offset in (10, 11, 12):
+            completion = asyncio.ensure_future(client.wait_for("app_command_completion", timeout=10))
+            inter = await fake.slash(
+                "imagine", {"prompt": "fox", "steps": 1, "model": "sd_xl_base_1.0"}, user_id=USER_ID + offset
+            )
+            await completion
+            await answer(inter)
+        too_many = await imagine(fake, client, model="sd_xl_base_1.0", count=3)
+        assert await answer(too_many) == (
+            "1024×1024 × 3 images is more than this GPU can draw at once (2.1 megapixels at most):"
+            " lower the width, height or count."
+        )
+        assert too_many.ephemeral
+        # deliberate_v2 (SD 1.x) keeps its own budget: four 512² images are 1.0 megapixels.
+        await answer(await imagine(fake, client, steps=1, model="deliberate_v2", count=4))
+        engine.gate.set()
+        await fake.wait_for(lambda: len(results(fake)) == 5 or None, what="five results")
+    models_of = {job_id: params.model for job_id, params in engine.calls}
+    sizes = [[models_of[job] for job in batch] for batch in engine.batches]
+    # The deliberate job queued last goes with the loaded model; two SDXL images fill SDXL's budget.
+    assert sizes == [["deliberate_v2"], ["deliberate_v2"], ["sd_xl_base_1.0"] * 2, ["sd_xl_base_1.0"]]
+
+
+async def test_a_model_too_big_for_the_gpu_is_refused_with_a_sentence(
+    fake: FakeDiscord, tmp_path: Path, models_dir: Path
+) -> None:
+    engine = FakeEngine(family_pixels={"sd1": 4 * 512 * 512, "sdxl": 0})
+    models = Models(catalog=scan(models_dir), folder=models_dir, default_location=str(tmp_path / "default"))
+    client = make_bot(tmp_path, engine, models=models)
+    async with fake.connected(client):
+        refused = await imagine(fake, client, model="sd_xl_base_1.0", width=512, height=512)
+        assert await answer(refused) == "sd_xl_base_1.0 needs more memory than this GPU has: pick another model."
+        assert refused.ephemeral and engine.calls == []
+
+
 async def test_a_channel_default_that_became_a_refused_pickle_is_a_sentence(
     fake: FakeDiscord, bot: SdBot, engine: FakeEngine
 ) -> None:

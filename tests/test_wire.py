@@ -30,7 +30,15 @@ MESSAGES = [
     EngineReady(model=MODEL, device="cuda:0", native_width=512, native_height=768, max_pixels=4_000_000),
     Progress(job_id="j1", step=3, total=30),
     Progress(job_id="j1", step=4, total=30, preview=b"RIFF preview"),
-    EngineReady(model=MODEL, device="cpu", native_width=64, native_height=64, max_pixels=9, max_batch=4),
+    EngineReady(
+        model=MODEL,
+        device="cpu",
+        native_width=64,
+        native_height=64,
+        max_pixels=9,
+        max_batch=4,
+        family_pixels={"sd1": 9, "sdxl": 0},
+    ),
     GenerateBatch(
         requests=(
             GenerateRequest(job_id="a", params=GenerationParams(prompt="a")),
@@ -72,3 +80,10 @@ def test_truncated_frame_and_garbage_are_wire_errors() -> None:
     unknown = b'{"type": "launch_missiles", "blobs": []}'
     with pytest.raises(WireError, match="unknown message"):
         read_message(io.BytesIO(struct.pack(">I", len(unknown)) + unknown))
+
+
+def test_the_pixels_a_model_may_draw_follow_its_family() -> None:
+    ready = EngineReady(MODEL, "cuda:0", 512, 512, max_pixels=4_000_000, family_pixels={"sd1": 4_000_000, "sdxl": 0})
+    assert ready.pixels_for(None) == 4_000_000, "the default model"
+    assert ready.pixels_for("sdxl") == 0
+    assert ready.pixels_for("sd2") == 4_000_000, "an engine that did not say: the default model's budget"

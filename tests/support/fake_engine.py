@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -28,6 +28,7 @@ class FakeEngine:
         noise: bool = False,
         max_batch: int = 1,
         safety_checker: bool = False,
+        family_pixels: Mapping[str, int] | None = None,
     ) -> None:
         self._ready = EngineReady(
             model=MODEL,
@@ -37,6 +38,7 @@ class FakeEngine:
             max_pixels=max_pixels,
             max_batch=max_batch,
             safety_checker=safety_checker,
+            family_pixels=family_pixels or {},
         )
         self.batches: list[list[str]] = []
         self.previews: dict[int, bytes] = {}  # step → preview sent with it
