@@ -326,7 +326,7 @@ class Painter:
                     callback_on_step_end=step_end,
                     **plan.arguments,
                 ).images
-                images = [plan.finish(self._decode(pipe, latents[i : i + 1])) for i in range(len(rows))]
+                images = [plan.finish(image) for image in self._decode(pipe, latents)]
                 return images, lora_hashes
         finally:
             if tiled:
@@ -343,17 +343,21 @@ class Painter:
         return extras
 
     @staticmethod
-    def _decode(pipe: Any, latent: torch.Tensor) -> Image.Image:
-        """Decode one image at a time so a 4-image job needs no more VAE memory than one."""
+    def _decode(pipe: Any, latents: torch.Tensor) -> list[Image.Image]:
+        """Decode one image at a time, so a 4-image job needs no more VAE memory than one."""
         vae = pipe.vae
-        if vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False):
-            # SDXL's VAE overflows in fp16 (black images): decode in fp32 as diffusers' own SDXL pipeline does.
+        # SDXL's VAE overflows in fp16 (black images): it decodes in fp32 as diffusers' own SDXL pipeline
+        # does, cast once for the whole batch.
+        upcast = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
+        if upcast:
             vae.to(torch.float32)
-            try:
-                decoded = vae.decode(latent.float() / vae.config.scaling_factor, return_dict=False)[0]
-            finally:
+        try:
+            images = []
+            for latent in latents.split(1):
+                latent = latent.float() if upcast else latent
+                decoded = vae.decode(latent / vae.config.scaling_factor, return_dict=False)[0]
+                images.append(pipe.image_processor.postprocess(decoded, output_type="pil")[0])
+            return images
+        finally:
+            if upcast:
                 vae.to(torch.float16)
-        else:
-            decoded = vae.decode(latent / vae.config.scaling_factor, return_dict=False)[0]
-        image: Image.Image = pipe.image_processor.postprocess(decoded, output_type="pil")[0]
-        return image

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 
 from engine.catalog import scan
 from engine.checkpoint_header import Family
-from engine.generate import Painter
+from engine.generate import BatchJob, Painter
 from engine.loading import FAMILY_CONFIGS, LoadedModel, ModelLoadError, file_family, load_model, pipeline_class_for
 from engine.model_shelf import ModelShelf, catalog_loader
 from engine.params import SAMPLERS, GenerationParams
@@ -151,6 +152,27 @@ def test_a_tiny_sdxl_draws_through_the_painter_with_sdxl_derived_pipelines(sdxl:
     (zoomed,) = painter.paint(FOX.zoomed_out((64, 64), 2.0, 5), source=image.png)
     assert isinstance(painter.inpaint, StableDiffusionXLInpaintPipeline)
     assert varied.png != image.png and Image.open(io.BytesIO(zoomed.png)).size == (64, 64)
+
+
+def test_an_sdxl_vae_in_fp16_decodes_a_batch_in_fp32_casting_once(
+    sdxl_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = load_model(parse_source(str(sdxl_dir)), CPU)
+    vae = model.pipe.vae.to(torch.float16)  # as on CUDA; SDXL's VAE config asks to be upcast
+    assert vae.config.force_upcast
+    casts: list[torch.dtype] = []
+    cast = vae.to
+
+    def counted(dtype: torch.dtype) -> object:
+        casts.append(dtype)
+        return cast(dtype)
+
+    monkeypatch.setattr(vae, "to", counted)
+    drawn = Painter(model).draw([BatchJob(replace(FOX, count=3))])
+    assert casts == [torch.float32, torch.float16], "up once for the three images, and back"
+    assert vae.dtype == torch.float16
+    for _seed, image in drawn[0].images:
+        assert np.asarray(image).std() > 0, "not a flat (overflowed) image"
 
 
 def test_switching_between_sd1_and_sdxl(sdxl: LoadedModel, sdxl_dir: Path, tiny_model_dir: Path) -> None:
