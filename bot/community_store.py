@@ -11,6 +11,8 @@ from engine.params import GenerationParams
 
 # A claim whose post never got its message id (the bot died while posting) may be taken over after this long.
 STALE_CLAIM_S = 300.0
+# Settings read from an image wait this long for their "Run these settings" press.
+DRAFT_KEEP_S = 86400.0
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,12 @@ class CommunityStore:
         )
         await self.store.db.commit()
         return draft_id
+
+    async def prune_drafts(self, now: float) -> int:
+        """Forget drafts older than DRAFT_KEEP_S (their buttons then answer that the settings are gone)."""
+        cursor = await self.store.db.execute("DELETE FROM drafts WHERE at < ?", (now - DRAFT_KEEP_S,))
+        await self.store.db.commit()
+        return cursor.rowcount
 
     async def draft(self, draft_id: str) -> GenerationParams | None:
         cursor = await self.store.db.execute("SELECT params FROM drafts WHERE id = ?", (draft_id,))

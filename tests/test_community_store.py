@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from bot.community_store import STALE_CLAIM_S, CommunityStore
+from bot.community_store import DRAFT_KEEP_S, STALE_CLAIM_S, CommunityStore
 from bot.jobs import Job
 from bot.store import JobStore
 from engine.params import GenerationParams
@@ -67,4 +67,17 @@ async def test_settings_digest_and_drafts_survive_reopening(tmp_path: Path) -> N
     assert [s.guild_id for s in await community.digest_guilds()] == [10]
     assert await community.draft(draft) == GenerationParams(prompt="fox", steps=12)
     assert await community.draft("0000000000") is None
+    await store.close()
+
+
+async def test_drafts_are_forgotten_a_day_after_they_were_read(tmp_path: Path) -> None:
+    store = JobStore(tmp_path / "sdbot.sqlite3")
+    await store.open()
+    community = CommunityStore(store)
+    old = await community.add_draft(1, GenerationParams(prompt="old"), 100.0)
+    fresh = await community.add_draft(1, GenerationParams(prompt="fresh"), 100.0 + DRAFT_KEEP_S)
+    assert await community.prune_drafts(100.0 + DRAFT_KEEP_S) == 0, "a draft exactly a day old is kept"
+    assert await community.prune_drafts(101.0 + DRAFT_KEEP_S) == 1
+    assert await community.draft(old) is None
+    assert await community.draft(fresh) == GenerationParams(prompt="fresh")
     await store.close()
