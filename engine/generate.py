@@ -344,14 +344,35 @@ class Painter:
 
     @staticmethod
     def _decode(pipe: Any, latents: torch.Tensor) -> list[Image.Image]:
+        """The batch's images; out of memory, decoded again in tiles, keeping the denoising already done."""
+        try:
+            return Painter._decode_each(pipe, latents)
+        except torch.cuda.OutOfMemoryError:
+            if pipe.vae.use_tiling:
+                raise
+        # Past the except block (only reached from it): its traceback would keep the failed tensors on the GPU.
+        log.warning(
+            "out of memory decoding %d images of %d×%d latents; decoding in tiles", len(latents), *latents.shape[-2:]
+        )
+        _free_cache()
+        pipe.vae.enable_tiling()
+        try:
+            return Painter._decode_each(pipe, latents)
+        finally:
+            pipe.vae.disable_tiling()
+
+    @staticmethod
+    def _decode_each(pipe: Any, latents: torch.Tensor) -> list[Image.Image]:
         """Decode one image at a time, so a 4-image job needs no more VAE memory than one."""
         vae = pipe.vae
-        # SDXL's VAE overflows in fp16 (black images): it decodes in fp32 as diffusers' own SDXL pipeline
-        # does, cast once for the whole batch.
-        upcast = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
-        if upcast:
-            vae.to(torch.float32)
+        dtype = vae.dtype
+        # SDXL's VAE overflows in fp16 (black images): it decodes in fp32 as diffusers' SDXL pipelines do, cast
+        # once for the whole batch. Every AutoencoderKL config says force_upcast, so only SDXL pipes ask.
+        sdxl = getattr(pipe, "text_encoder_2", None) is not None
+        upcast = sdxl and dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
         try:
+            if upcast:
+                vae.to(torch.float32)
             images = []
             for latent in latents.split(1):
                 latent = latent.float() if upcast else latent
@@ -360,4 +381,4 @@ class Painter:
             return images
         finally:
             if upcast:
-                vae.to(torch.float16)
+                vae.to(dtype)

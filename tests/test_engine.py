@@ -176,6 +176,29 @@ def test_out_of_memory_splits_the_batch_and_keeps_every_image(painter: Painter, 
         assert np.abs(pixels(alone.png).astype(int) - pixels(batched.png).astype(int)).max() <= 3
 
 
+def test_out_of_memory_while_decoding_decodes_in_tiles_without_denoising_again(
+    tiny: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    whole = Painter(tiny).paint(FOX)
+    vae = tiny.pipe.vae
+    decode = vae.decode
+    tiled: list[bool] = []
+
+    def small_gpu(*arguments: Any, **options: Any) -> Any:
+        tiled.append(vae.use_tiling)
+        if not vae.use_tiling:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+        return decode(*arguments, **options)
+
+    monkeypatch.setattr(vae, "decode", small_gpu)
+    steps: list[int] = []
+    (image,) = Painter(tiny).paint(FOX, on_step=lambda step, _total: steps.append(step))
+    assert steps == [1, 2], "denoised once"
+    assert tiled == [False, True] and not vae.use_tiling
+    # The tiny image is a single tile: the same pixels.
+    assert np.abs(pixels(image.png).astype(int) - pixels(whole[0].png).astype(int)).max() <= 3
+
+
 def test_a_single_image_that_does_not_fit_still_fails(tiny: LoadedModel) -> None:
     with pytest.raises(torch.cuda.OutOfMemoryError):
         Painter(dataclasses.replace(tiny, pipe=OutOfMemoryOnBatches(tiny.pipe, fits=0))).paint(FOX)

@@ -154,12 +154,11 @@ def test_a_tiny_sdxl_draws_through_the_painter_with_sdxl_derived_pipelines(sdxl:
     assert varied.png != image.png and Image.open(io.BytesIO(zoomed.png)).size == (64, 64)
 
 
-def test_an_sdxl_vae_in_fp16_decodes_a_batch_in_fp32_casting_once(
-    sdxl_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    model = load_model(parse_source(str(sdxl_dir)), CPU)
-    vae = model.pipe.vae.to(torch.float16)  # as on CUDA; SDXL's VAE config asks to be upcast
-    assert vae.config.force_upcast
+def vae_casts(model: LoadedModel, monkeypatch: pytest.MonkeyPatch) -> list[torch.dtype]:
+    """The whole pipeline in fp16, as on CUDA; returns the list its VAE's dtype casts are written to."""
+    model.pipe.to(torch.float16)
+    vae = model.pipe.vae
+    assert vae.config.force_upcast, "every AutoencoderKL config asks for it, SD 1.x's too"
     casts: list[torch.dtype] = []
     cast = vae.to
 
@@ -168,11 +167,26 @@ def test_an_sdxl_vae_in_fp16_decodes_a_batch_in_fp32_casting_once(
         return cast(dtype)
 
     monkeypatch.setattr(vae, "to", counted)
-    drawn = Painter(model).draw([BatchJob(replace(FOX, count=3))])
+    return casts
+
+
+def test_an_sdxl_vae_in_fp16_decodes_a_batch_in_fp32_casting_once(
+    sdxl_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = load_model(parse_source(str(sdxl_dir)), CPU)
+    casts = vae_casts(model, monkeypatch)
+    drawn = Painter(replace(model, dtype=torch.float16)).draw([BatchJob(replace(FOX, count=3))])
     assert casts == [torch.float32, torch.float16], "up once for the three images, and back"
-    assert vae.dtype == torch.float16
+    assert model.pipe.vae.dtype == torch.float16
     for _seed, image in drawn[0].images:
         assert np.asarray(image).std() > 0, "not a flat (overflowed) image"
+
+
+def test_an_sd1_vae_in_fp16_decodes_in_fp16(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = load_model(parse_source(str(tiny_model_dir)), CPU)
+    casts = vae_casts(model, monkeypatch)
+    drawn = Painter(replace(model, dtype=torch.float16)).draw([BatchJob(replace(FOX, count=2))])
+    assert casts == [] and len(drawn[0].images) == 2, "only SDXL's VAE overflows in fp16"
 
 
 def test_switching_between_sd1_and_sdxl(sdxl: LoadedModel, sdxl_dir: Path, tiny_model_dir: Path) -> None:
