@@ -16,7 +16,7 @@ from engine.params import MIN_SIZE, SIZE_MULTIPLE, GenerationParams
 
 log = logging.getLogger(__name__)
 
-# Generous room for compiled graphs (each LoRA set adds some) before dynamo falls back to eager.
+# Generous room for compiled graphs (each LoRA set adds some) before dynamo runs a model eagerly.
 _COMPILED_GRAPHS = 64
 # The CPU gains little from big batches and pays for them in latency.
 _CPU_MAX_BATCH = 4
@@ -43,27 +43,32 @@ def compile_model(model: LoadedModel, backend: str | Callable[..., Any] = "induc
     every batch size, prompt length and image size runs compiled without padding a batch with wasted images.
     """
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, _COMPILED_GRAPHS)
-    # In place, so the UNet stays a diffusers model: LoRAs are loaded into it and unloaded again.
-    model.pipe.unet.compile(fullgraph=True, backend=backend)
-    model.pipe.vae.decoder.compile(fullgraph=True, backend=backend)
+    # In place, so the UNet stays a diffusers model: LoRAs are loaded into it and unloaded again. Not
+    # fullgraph (both trace whole; a test checks): with it, a model past the recompile limit fails its jobs
+    # instead of running them uncompiled.
+    model.pipe.unet.compile(backend=backend)
+    model.pipe.vae.decoder.compile(backend=backend)
 
 
 def warm_up_jobs(native: int) -> list[list[BatchJob]]:
     """Batches that vary each dimension dynamo may specialise on: the batch size, the prompt's chunks, a larger
-    width and height (unequal and unlike the native side, so none is tied to another), and a smaller size that
-    is not a multiple of 64 (the UNet takes another path there, and convolution backends change with size)."""
+    width and height (unequal and unlike the native side, so none is tied to another), a smaller size that is
+    not a multiple of 64 (the UNet takes another path there, and convolution backends may change with size);
+    then, once all that is dynamic, CFG 1 at each size (no guidance: a UNet batch of one, which dynamo always
+    compiles apart)."""
 
-    def job(prompt: str = "warm-up", width: int = native, height: int = native) -> BatchJob:
-        return BatchJob(GenerationParams(prompt=prompt, width=width, height=height, steps=2))
+    def job(prompt: str = "warm-up", width: int = native, height: int = native, cfg: float = 7.0) -> BatchJob:
+        return BatchJob(GenerationParams(prompt=prompt, width=width, height=height, steps=2, cfg=cfg))
 
     long = ", ".join(["warm-up"] * 20)  # past 75 tokens: more than one chunk
     small = max(MIN_SIZE, native // 2) + SIZE_MULTIPLE
+    sizes = [(native, native), (native + 64, native + 128), (small, small + 2 * SIZE_MULTIPLE)]
     return [
         [job()],
         [job(), job()],
         [job(long)],
-        [job(width=native + 64, height=native + 128)],
-        [job(width=small, height=small + 2 * SIZE_MULTIPLE)],
+        *[[job(width=width, height=height)] for width, height in sizes[1:]],
+        *[[job(width=width, height=height, cfg=1.0)] for width, height in sizes],
     ]
 
 

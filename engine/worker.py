@@ -349,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.inpaint_model:
             inpaint_source = _source(args.inpaint_model, "SDBOT_INPAINT_MODEL")
             inpaint_model = load_model(inpaint_source, device, inpainting=True, setting="SDBOT_INPAINT_MODEL")
+            use_fast_paths(inpaint_model)
         tiny_autoencoder = None
         if args.preview_model:
             tiny_autoencoder = load_tiny_autoencoder(Path(args.preview_model), device, model.dtype)

@@ -212,6 +212,7 @@ def test_after_its_warm_up_a_compiled_model_never_recompiles_draws_the_same_imag
         graphs.append(graph)
         return graph.forward
 
+    torch._dynamo.utils.counters.clear()
     compile_model(model, backend=counting)
     loras = LoraLoader(NetworkFolder(tmp_path))
     painter = Painter(model, loras=loras)
@@ -222,7 +223,9 @@ def test_after_its_warm_up_a_compiled_model_never_recompiles_draws_the_same_imag
     painter.draw([BatchJob(FOX), BatchJob(OWL)])  # three images
     painter.draw([BatchJob(replace(FOX, prompt="a red fox, " * 40))])  # more chunks than the warm-up's
     painter.draw([BatchJob(replace(FOX, width=96, height=160))])  # a size of its own
+    painter.draw([BatchJob(replace(FOX, cfg=1.0, width=80, height=72))])  # no guidance: one UNet row
     assert len(graphs) == warmed, "no member's job waits for a compile after the warm-up"
+    assert not torch._dynamo.utils.counters["graph_break"], "the UNet and the VAE decoder trace whole"
     for left, right in zip(plain, compiled, strict=True):
         for (_, a), (_, b) in zip(left.images, right.images, strict=True):
             assert np.abs(np.asarray(a).astype(int) - np.asarray(b).astype(int)).max() <= TOLERANCE
