@@ -41,7 +41,7 @@ from bot.remix import MODAL_ID, RemixService
 from bot.sharing import ShareService
 from bot.source_images import SourceImages
 from bot.store import JobStore
-from bot.systemd import notify, watchdog_interval
+from bot.systemd import notify, starting, watchdog_interval
 from engine.network_files import NetworkFolder
 
 log = logging.getLogger(__name__)
@@ -167,7 +167,7 @@ class SdBot(discord.Client):
         await self.store.open()
         await self.estimator.load()
         await self.channel_models.load()
-        await self.engine.start()
+        await self.engine.start(on_starting=starting)
         for job in await self.store.in_states(JobState.QUEUED, JobState.RUNNING):
             await self.queue.put(job.user_id, job, job.guild_id)
             log.info("job %s re-queued after a restart", job.id)

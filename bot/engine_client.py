@@ -15,6 +15,7 @@ from engine.wire import (
     CancelRequest,
     EngineFatal,
     EngineReady,
+    EngineStarting,
     GenerateBatch,
     GenerateRequest,
     JobFailed,
@@ -57,7 +58,9 @@ class Engine(Protocol):
     @property
     def ready(self) -> EngineReady | None: ...
 
-    async def start(self) -> EngineReady: ...
+    async def start(self, on_starting: Callable[[str], object] | None = None) -> EngineReady:
+        """Start the engine; `on_starting(stage)` hears what it is doing until it is ready."""
+        ...
 
     async def generate_batch(
         self, requests: Sequence[GenerateRequest], on_progress: ProgressCallback
@@ -168,8 +171,8 @@ class ProcessEngine:
     def _alive(self) -> bool:
         return self._process is not None and self._process.returncode is None and self._reader is not None
 
-    async def start(self) -> EngineReady:
-        """Start the process and wait until its model is loaded."""
+    async def start(self, on_starting: Callable[[str], object] | None = None) -> EngineReady:
+        """Start the process and wait until its model is loaded (and compiled), hearing of each stage."""
         process = await asyncio.create_subprocess_exec(
             *self.command.argv(),
             stdin=asyncio.subprocess.PIPE,
@@ -179,7 +182,10 @@ class ProcessEngine:
         self._process = process
         assert process.stdout is not None
         try:
-            first = await read_message_async(process.stdout)
+            while isinstance(first := await read_message_async(process.stdout), EngineStarting):
+                log.info("engine: %s", first.stage)
+                if on_starting is not None:
+                    on_starting(first.stage)
         except WireError as exc:
             first = EngineFatal(message=f"the engine process spoke garbage at start: {exc}")
         if not isinstance(first, EngineReady):

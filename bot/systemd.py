@@ -1,4 +1,5 @@
-"""systemd's notify protocol (Type=notify): READY once connected, WATCHDOG pings from the event loop, STOPPING.
+"""systemd's notify protocol (Type=notify): start-up stages, READY once connected, WATCHDOG pings from the
+event loop, STOPPING.
 
 A datagram to $NOTIFY_SOCKET, as sd_notify(3) sends it; without systemd the variable is unset and nothing is sent.
 """
@@ -30,6 +31,16 @@ def notify(message: str, environ: Mapping[str, str] = os.environ) -> bool:
         log.warning("could not notify systemd (%s): %s", message.split("\n")[0], exc)
         return False
     return True
+
+
+# Each stage the engine reports at start (loading, each compile) gets this long again before systemd's start
+# timeout: a compiled model's warm-up may take longer in all than TimeoutStartSec, but no single stage does.
+STAGE_TIMEOUT_S = 600
+
+
+def starting(stage: str, environ: Mapping[str, str] = os.environ) -> bool:
+    """Tell systemd the start is going on (another STAGE_TIMEOUT_S from now) and what it is doing."""
+    return notify(f"EXTEND_TIMEOUT_USEC={STAGE_TIMEOUT_S * 1_000_000}\nSTATUS=engine: {stage}", environ)
 
 
 def watchdog_interval(environ: Mapping[str, str] = os.environ) -> float | None:

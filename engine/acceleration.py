@@ -72,10 +72,15 @@ def warm_up_jobs(native: int) -> list[list[BatchJob]]:
     ]
 
 
-def warm_up(painter: Painter) -> float:
-    """Compile now, in the engine's start, what members' first jobs would otherwise wait for; return the seconds."""
+def warm_up(painter: Painter, on_batch: Callable[[int, int], None] | None = None) -> float:
+    """Compile now, in the engine's start, what members' first jobs would otherwise wait for; return the seconds.
+
+    `on_batch(number, of)` is called before each warm-up batch: each may compile for minutes."""
     started = time.perf_counter()
-    for batch in warm_up_jobs(painter.model.native_size):
+    batches = warm_up_jobs(painter.model.native_size)
+    for number, batch in enumerate(batches, start=1):
+        if on_batch is not None:
+            on_batch(number, len(batches))
         painter.draw(batch)
     seconds = time.perf_counter() - started
     log.info("compiled the model for any batch size, prompt length and image size in %.0f s", seconds)

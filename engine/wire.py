@@ -224,6 +224,22 @@ class JobFailed:
 
 
 @dataclass(frozen=True)
+class EngineStarting:
+    """Engine → bot, before EngineReady: what it starts on now; each stage (loading, each compile) may take
+    minutes, and hearing of it tells the bot (and systemd) the engine is still alive."""
+
+    TYPE: ClassVar[str] = "starting"
+    stage: str
+
+    def to_header(self) -> tuple[dict[str, Any], list[bytes]]:
+        return {"stage": self.stage}, []
+
+    @classmethod
+    def from_header(cls, header: dict[str, Any], blobs: list[bytes]) -> EngineStarting:
+        return cls(stage=header["stage"])
+
+
+@dataclass(frozen=True)
 class EngineFatal:
     """Engine → bot: the engine cannot start; `message` is one line for the operator."""
 
@@ -243,6 +259,7 @@ Message = (
     | GenerateBatch
     | CancelRequest
     | ReloadModels
+    | EngineStarting
     | EngineReady
     | Progress
     | JobResult
@@ -256,6 +273,7 @@ _TYPES: dict[str, Any] = {
         GenerateBatch,
         CancelRequest,
         ReloadModels,
+        EngineStarting,
         EngineReady,
         Progress,
         JobResult,

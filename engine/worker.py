@@ -37,6 +37,7 @@ from engine.wire import (
     CancelRequest,
     EngineFatal,
     EngineReady,
+    EngineStarting,
     GenerateBatch,
     GenerateRequest,
     JobFailed,
@@ -333,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s engine: %(message)s",
     )
     diffusers_logging.disable_progress_bar()
+    channel.send(EngineStarting("loading the model"))
     try:
         device = resolve_device(args.device)
         catalog = scan(args.models_dir) if args.models_dir is not None else Catalog()
@@ -386,7 +388,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.compile:
         # Only the default model is compiled: one switched to later runs uncompiled rather than stall the queue.
         compile_model(model)
-        warm_up(shelf.painter(""))
+        warm_up(
+            shelf.painter(""),
+            lambda number, of: channel.send(EngineStarting(f"compiling the model: warm-up batch {number} of {of}")),
+        )
     channel.send(
         EngineReady(
             model=model.info,

@@ -216,7 +216,9 @@ def test_after_its_warm_up_a_compiled_model_never_recompiles_draws_the_same_imag
     compile_model(model, backend=counting)
     loras = LoraLoader(NetworkFolder(tmp_path))
     painter = Painter(model, loras=loras)
-    assert warm_up(painter) > 0 and graphs, "the warm-up compiled"
+    told: list[tuple[int, int]] = []
+    assert warm_up(painter, lambda number, of: told.append((number, of))) > 0 and graphs, "the warm-up compiled"
+    assert told == [(number, 8) for number in range(1, 9)], "each warm-up batch is announced"
     assert model.pipe.unet._compiled_call_impl is not None, "compiled in place, still a diffusers model"
     warmed = len(graphs)
     compiled = painter.draw([BatchJob(FOX), BatchJob(CAT)])

@@ -21,8 +21,10 @@ FOX = GenerationParams(prompt="a red fox", width=64, height=64, steps=2, seed=99
 
 async def test_generates_with_progress_and_restarts_after_being_killed(tiny_model_dir: Path) -> None:
     engine = ProcessEngine(EngineCommand(model=str(tiny_model_dir), device="cpu"))
-    ready = await engine.start()
+    stages: list[str] = []
+    ready = await engine.start(on_starting=stages.append)
     try:
+        assert stages == ["loading the model"]
         assert (ready.model.name, ready.device, ready.native_width) == ("tiny-sd", "cpu", 64)
         progress: list[Progress] = []
         result = await engine.generate("job-1", FOX, progress.append)

@@ -10,6 +10,7 @@ from engine.infotext import ModelInfo
 from engine.params import GenerationParams
 from engine.wire import (
     EngineReady,
+    EngineStarting,
     GenerateBatch,
     GeneratedImage,
     GenerateRequest,
@@ -27,6 +28,7 @@ MESSAGES = [
     GenerateRequest(job_id="j1", params=GenerationParams(prompt="fox", seed=3, count=2)),
     GenerateRequest(job_id="j2", params=GenerationParams(prompt="fox", model="deliberate_v2")),
     ReloadModels(),
+    EngineStarting(stage="compiling the model: warm-up batch 2 of 8"),
     EngineReady(model=MODEL, device="cuda:0", native_width=512, native_height=768, max_pixels=4_000_000),
     Progress(job_id="j1", step=3, total=30),
     Progress(job_id="j1", step=4, total=30, preview=b"RIFF preview"),

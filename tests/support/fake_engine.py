@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -61,7 +61,9 @@ class FakeEngine:
     def ready(self) -> EngineReady | None:
         return self._ready if self.started else None
 
-    async def start(self) -> EngineReady:
+    async def start(self, on_starting: Callable[[str], object] | None = None) -> EngineReady:
+        if on_starting is not None:
+            on_starting("loading the model")
         self.started = True
         return self._ready
 
