@@ -78,10 +78,9 @@ class Dispatcher:
         """The jobs with the engine, oldest first, and since when."""
         return list(self._running.values())
 
-    def running(self) -> tuple[GenerationParams, float] | None:
-        """The oldest running job's parameters and start time, for start-time estimates."""
-        oldest = next(iter(self._running.values()), None)
-        return (oldest[0].params, oldest[1]) if oldest else None
+    def running(self) -> list[tuple[GenerationParams, float]]:
+        """The running jobs' parameters and start times, for start-time estimates."""
+        return [(job.params, started) for job, started in self._running.values()]
 
     async def cancel(self, job: Job, by_id: int) -> str:
         """Cancel a waiting job at once, a running one between two steps; return a sentence saying which."""

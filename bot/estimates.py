@@ -44,11 +44,12 @@ class Estimator:
         return work(params) * self.rate
 
     def start_at(
-        self, ahead: Sequence[GenerationParams], running: tuple[GenerationParams, float] | None, now: float
+        self, ahead: Sequence[GenerationParams], running: Sequence[tuple[GenerationParams, float]], now: float
     ) -> float:
-        """When a job behind `ahead` starts, given the job running since `running[1]` (if any)."""
+        """When a job behind `ahead` starts, given the jobs running (each with its start), drawn together: the
+        rate learned from batches makes their summed seconds the batch's."""
         start = now
-        if running is not None:
-            params, started = running
-            start += max(0.0, started + self.seconds(params) - now)
+        if running:
+            began = min(started for _, started in running)
+            start += max(0.0, began + sum(self.seconds(params) for params, _ in running) - now)
         return start + sum(self.seconds(p) for p in ahead)

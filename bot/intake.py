@@ -97,7 +97,7 @@ class Intake:
         queue: FairQueue[Job],
         quota: Quota,
         estimator: Estimator,
-        running: Callable[[], tuple[GenerationParams, float] | None],
+        running: Callable[[], list[tuple[GenerationParams, float]]],
         closing: Callable[[], bool],
         clock: Clock,
         policy: PolicyStore,

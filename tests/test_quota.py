@@ -121,7 +121,11 @@ async def test_the_estimator_learns_this_device_and_keeps_it(store: JobStore, tm
     for _ in range(20):
         await estimator.observe(params, seconds=5.0)
     assert estimator.rate == pytest.approx(0.5, rel=0.01)
-    assert estimator.start_at([params, params], (params, NOW - 2), NOW) == pytest.approx(NOW + 3 + 10, rel=0.01)
+    assert estimator.start_at([params, params], [(params, NOW - 2)], NOW) == pytest.approx(NOW + 3 + 10, rel=0.01)
+    # Two running together since 2 s ago: 10 s of work left to them in all.
+    together = [(params, NOW - 2), (params, NOW - 2)]
+    assert estimator.start_at([params], together, NOW) == pytest.approx(NOW + 8 + 5, rel=0.01)
+    assert estimator.start_at([], [], NOW) == NOW
     again = Estimator(AdminStore(store))
     await again.load()
     assert again.rate == estimator.rate
