@@ -148,8 +148,8 @@ class Previews:
 
 
 class Worker:
-    """Draws batches on the model they name; PNG encoding and sending results run on a thread beside the
-    next batch, so the GPU does not wait for them."""
+    """Draws batches on the model they name; the safety checker, PNG encoding and sending results run on a
+    thread beside the next batch, so the GPU does not wait for them."""
 
     def __init__(
         self,
@@ -217,25 +217,28 @@ class Worker:
             self._draw(painter, [live[index] for index in group])
 
     def _draw(self, painter: Painter, jobs: Sequence[GenerateRequest]) -> None:
-        """One denoising loop; the results go to the writer thread for PNG encoding and sending."""
+        """One denoising loop; the results go to the writer thread for the safety checker, PNG encoding and
+        sending."""
         started = time.perf_counter()
         try:
             previewer = self.previews.for_model(painter.model) if self.previews is not None else None
             progress = BatchProgress(jobs, self.channel.send, self.inbox, previewer, self.clock, self.preview_interval)
             on_latents = progress.on_latents if previewer is not None else None
             drawn = painter.draw([BatchJob(r.params, r.source) for r in jobs], progress.on_step, on_latents)
-            flags = self._flags(jobs, drawn)
         except Exception as exc:
             self._fail(jobs, exc)
             return
         seconds = time.perf_counter() - started
-        for request, job, flagged in zip(jobs, drawn, flags, strict=True):
+        kept = []
+        for request, job in zip(jobs, drawn, strict=True):
             if self.inbox.is_cancelled(request.job_id):
                 self.channel.send(_failure(request.job_id, JobCancelled()))
             else:
-                sending = self._writer.submit(self._send_result, painter, request.job_id, job, seconds, flagged)
-                sending.add_done_callback(_log_unsent)
-                self._sending.append(sending)
+                kept.append((request, job))
+        if kept:
+            sending = self._writer.submit(self._send_results, painter, kept, seconds)
+            sending.add_done_callback(_log_unsent)
+            self._sending.append(sending)
 
     def _fail(self, jobs: Sequence[GenerateRequest], exc: Exception) -> None:
         self._log_failure(jobs, exc)
@@ -252,6 +255,18 @@ class Worker:
         for i in asked:
             flags[i] = tuple(next(verdicts) for _ in drawn[i].images)
         return flags
+
+    def _send_results(self, painter: Painter, kept: Sequence[tuple[GenerateRequest, Drawn]], seconds: float) -> None:
+        """On the writer thread, beside the next batch: the safety checker's verdicts, then each job's PNGs."""
+        try:
+            flags = self._flags([request for request, _ in kept], [job for _, job in kept])
+        except Exception as exc:
+            # Only the jobs that asked to be checked fail: no image goes out unchecked, and none is lost.
+            self._fail([request for request, _ in kept if request.check_safety], exc)
+            kept = [(request, job) for request, job in kept if not request.check_safety]
+            flags = [(False,) * len(job.images) for _, job in kept]
+        for (request, job), flagged in zip(kept, flags, strict=True):
+            self._send_result(painter, request.job_id, job, seconds, flagged)
 
     def _send_result(
         self, painter: Painter, job_id: str, drawn: Drawn, seconds: float, flags: tuple[bool, ...]

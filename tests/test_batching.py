@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -177,25 +178,40 @@ def test_jobs_batch_only_with_the_same_model_clip_skip_and_loras() -> None:
     assert compatible(replace(FOX, prompt="fox <lora:ink:0.8>"), replace(OWL, prompt="owl <lora:ink:0.8>"))
 
 
-def test_the_safety_checker_sees_only_the_jobs_that_ask_in_one_pass(shelf: ModelShelf) -> None:
-    class Verdicts:
-        """A checker that flags every image, noting how many it saw per call."""
+class Verdicts:
+    """A checker that flags every image (or fails), noting how many it saw per call and on which thread."""
 
-        def __init__(self) -> None:
-            self.calls: list[int] = []
+    def __init__(self, fails: bool = False) -> None:
+        self.fails = fails
+        self.calls: list[tuple[int, str]] = []
 
-        def flags(self, images: list[Image.Image]) -> list[bool]:
-            self.calls.append(len(images))
-            return [True] * len(images)
+    def flags(self, images: list[Image.Image]) -> list[bool]:
+        self.calls.append((len(images), threading.current_thread().name))
+        if self.fails:
+            raise RuntimeError("the checker broke")
+        return [True] * len(images)
 
+
+def test_the_safety_checker_sees_only_the_jobs_that_ask_in_one_pass_beside_the_gpu(shelf: ModelShelf) -> None:
     checker, sent = Verdicts(), Sent()
     worker = Worker(shelf, sent, Cancels(), None, checker)  # type: ignore[arg-type]
     worker.run_batch([GenerateRequest("fox", FOX), GenerateRequest("owl", OWL, check_safety=True)])
     worker.flush()
     results = {m.job_id: m for m in sent.messages if isinstance(m, JobResult)}
-    assert checker.calls == [2], "the owl's two images, checked together"
+    ((count, thread),) = checker.calls
+    assert count == 2, "the owl's two images, checked together"
+    assert thread.startswith("engine-results"), "on the writer thread, not between two denoising loops"
     assert [i.flagged for i in results["owl"].images] == [True, True]
     assert [i.flagged for i in results["fox"].images] == [False]
+
+
+def test_a_broken_safety_checker_fails_only_the_jobs_that_asked_for_it(shelf: ModelShelf) -> None:
+    sent = Sent()
+    worker = Worker(shelf, sent, Cancels(), None, Verdicts(fails=True))  # type: ignore[arg-type]
+    worker.run_batch([GenerateRequest("fox", FOX), GenerateRequest("owl", OWL, check_safety=True)])
+    worker.flush()
+    assert [m.job_id for m in sent.messages if isinstance(m, JobFailed)] == ["owl"], "no image goes out unchecked"
+    assert [m.job_id for m in sent.messages if isinstance(m, JobResult)] == ["fox"], "nor is one lost"
 
 
 def test_after_its_warm_up_a_compiled_model_never_recompiles_draws_the_same_images_and_takes_loras_off_again(
