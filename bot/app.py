@@ -179,7 +179,7 @@ class SdBot(discord.Client):
         await self.dispatcher.deliver_pending()
         self._tasks = [
             asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
-            asyncio.create_task(self._prune(), name="prune"),
+            asyncio.create_task(self._prune_hourly(), name="prune"),
             asyncio.create_task(self._weekly_digest(), name="weekly-digest"),
         ]
         interval = watchdog_interval()
@@ -193,11 +193,18 @@ class SdBot(discord.Client):
             notify("WATCHDOG=1")
             await asyncio.sleep(interval)
 
-    async def _prune(self) -> None:
-        """Drop kept images past SDBOT_KEEP_DAYS and stale drafts of Read parameters, at start and every hour."""
+    async def prune(self) -> None:
+        """Drop kept images past SDBOT_KEEP_DAYS and drafts of Read parameters past a day."""
+        await asyncio.to_thread(self.images.prune, self.clock())
+        await self.community.prune_drafts(self.clock())
+
+    async def _prune_hourly(self) -> None:
+        """Prune at start and every hour."""
         while True:
-            await asyncio.to_thread(self.images.prune, self.clock())
-            await self.community.prune_drafts(self.clock())
+            try:
+                await self.prune()
+            except Exception:
+                log.exception("pruning failed; trying again in an hour")
             await asyncio.sleep(PRUNE_INTERVAL)
 
     async def _weekly_digest(self) -> None:

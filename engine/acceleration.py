@@ -12,7 +12,7 @@ import torch
 from engine.batching import MAX_BATCH_IMAGES
 from engine.generate import BatchJob, Painter
 from engine.loading import LoadedModel
-from engine.params import MIN_SIZE, SIZE_MULTIPLE, GenerationParams
+from engine.params import DEFAULT_SAMPLER, MIN_SIZE, SIZE_MULTIPLE, GenerationParams
 
 log = logging.getLogger(__name__)
 
@@ -50,38 +50,66 @@ def compile_model(model: LoadedModel, backend: str | Callable[..., Any] = "induc
     model.pipe.vae.decoder.compile(backend=backend)
 
 
-def warm_up_jobs(native: int) -> list[list[BatchJob]]:
-    """Batches that vary each dimension dynamo may specialise on: the batch size, the prompt's chunks, a larger
-    width and height (unequal and unlike the native side, so none is tied to another), a smaller size that is
-    not a multiple of 64 (the UNet takes another path there, and convolution backends may change with size);
-    then, once all that is dynamic, CFG 1 at each size (no guidance: a UNet batch of one, which dynamo always
-    compiles apart)."""
+# Euler's timesteps are floats, the other samplers' integers: dynamo compiles the UNet apart for each.
+WARM_UP_SAMPLERS = (DEFAULT_SAMPLER, "Euler a")
 
-    def job(prompt: str = "warm-up", width: int = native, height: int = native, cfg: float = 7.0) -> BatchJob:
-        return BatchJob(GenerationParams(prompt=prompt, width=width, height=height, steps=2, cfg=cfg))
+
+def warm_up_jobs(native: int) -> list[list[BatchJob]]:
+    """Batches that vary each input dynamo may specialise on, so the graphs compiled take any of them.
+
+    First the batch size, the prompt's chunks and the size; the sizes are a larger one (width and height
+    unequal and unlike the native side, so none is tied to another), a smaller one whose height is not a
+    multiple of 64 and one whose width alone is not (the UNet takes other paths there; convolution backends
+    may change with size). Then each sampler's timestep type at each size, and last, once all that is
+    dynamic, CFG 1 (no guidance: a UNet batch of one, which dynamo always compiles apart).
+    """
+
+    def job(
+        prompt: str = "warm-up",
+        width: int = native,
+        height: int = native,
+        cfg: float = 7.0,
+        sampler: str = DEFAULT_SAMPLER,
+    ) -> BatchJob:
+        return BatchJob(GenerationParams(prompt=prompt, width=width, height=height, steps=2, cfg=cfg, sampler=sampler))
 
     long = ", ".join(["warm-up"] * 20)  # past 75 tokens: more than one chunk
     small = max(MIN_SIZE, native // 2) + SIZE_MULTIPLE
-    sizes = [(native, native), (native + 64, native + 128), (small, small + 2 * SIZE_MULTIPLE)]
-    return [
-        [job()],
-        [job(), job()],
-        [job(long)],
-        *[[job(width=width, height=height)] for width, height in sizes[1:]],
-        *[[job(width=width, height=height, cfg=1.0)] for width, height in sizes],
-    ]
+    sizes = [(native, native), (native + 64, native + 128), (small, small + 2 * SIZE_MULTIPLE), (small, native)]
+    batches = [[job()], [job(), job()], [job(long)]]
+    for sampler in WARM_UP_SAMPLERS:
+        batches += [[job(width=width, height=height, sampler=sampler)] * 2 for width, height in sizes]
+    for sampler in WARM_UP_SAMPLERS:
+        batches += [[job(width=width, height=height, cfg=1.0, sampler=sampler)] for width, height in sizes]
+    return batches
 
 
-def warm_up(painter: Painter, on_batch: Callable[[int, int], None] | None = None) -> float:
+def warm_up(
+    painter: Painter,
+    on_batch: Callable[[int, int], None] | None = None,
+    *,
+    max_images: int = MAX_BATCH_IMAGES,
+    max_pixels: int | None = None,
+) -> float:
     """Compile now, in the engine's start, what members' first jobs would otherwise wait for; return the seconds.
 
-    `on_batch(number, of)` is called before each warm-up batch: each may compile for minutes."""
+    `on_batch(number, of)` is called before each warm-up batch: each may compile for minutes. Batches over
+    what members may ask for (`max_images`, `max_pixels`) are left out, and one that runs out of memory is
+    skipped: members' jobs of that shape then compile when they first come.
+    """
     started = time.perf_counter()
-    batches = warm_up_jobs(painter.model.native_size)
+    batches = [
+        batch
+        for batch in warm_up_jobs(painter.model.native_size)
+        if len(batch) <= max_images and (max_pixels is None or sum(job.params.pixels for job in batch) <= max_pixels)
+    ]
     for number, batch in enumerate(batches, start=1):
         if on_batch is not None:
             on_batch(number, len(batches))
-        painter.draw(batch)
+        try:
+            painter.draw(batch)
+        except torch.cuda.OutOfMemoryError:
+            log.warning("out of memory warming up %d×%d; skipped", batch[0].params.width, batch[0].params.height)
     seconds = time.perf_counter() - started
-    log.info("compiled the model for any batch size, prompt length and image size in %.0f s", seconds)
+    log.info("compiled the model for any batch size, prompt length, image size and sampler in %.0f s", seconds)
     return seconds

@@ -403,10 +403,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.compile:
         # Only the default model is compiled: one switched to later runs uncompiled rather than stall the queue.
         compile_model(model)
-        warm_up(
-            shelf.painter(""),
-            lambda number, of: channel.send(EngineStarting(f"compiling the model: warm-up batch {number} of {of}")),
-        )
+        try:
+            warm_up(
+                shelf.painter(""),
+                lambda number, of: channel.send(EngineStarting(f"compiling the model: warm-up batch {number} of {of}")),
+                max_images=max_batch,
+                max_pixels=pixels,
+            )
+        except Exception as exc:
+            log.debug("compiling the model failed", exc_info=exc)
+            line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            channel.send(
+                EngineFatal(message=f"SDBOT_COMPILE: compiling the model failed ({line}); set SDBOT_COMPILE=0")
+            )
+            return 2
     channel.send(
         EngineReady(
             model=model.info,

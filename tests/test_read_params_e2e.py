@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import io
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from bot.app import SdBot
-from bot.read_params import NO_IMAGE, NO_METADATA
+from bot.community_store import DRAFT_KEEP_S
+from bot.read_params import DRAFT_GONE, NO_IMAGE, NO_METADATA
 from engine.params import fit_aspect
 from engine.pngmeta import encode_png, user_comment
-from tests.support.bots import results
+from tests.support.bots import make_bot, results
 from tests.support.community import content, first_result, job_id_of, private_followup
 from tests.support.fake_discord import CHANNEL_ID, USER_ID, FakeDiscord, FakeFile, FakeMessage
 from tests.support.fake_engine import FakeEngine
@@ -87,6 +89,20 @@ async def test_an_uploaded_png_is_read_back_exactly_and_its_settings_run(
     assert (params.prompt, params.negative_prompt) == ("masterpiece, a red fox in the snow", "blurry, (watermark:1.2)")
     assert (params.steps, params.sampler, params.cfg, params.seed) == (28, "DPM++ 2M Karras", 6.5, 3141592653)
     assert (params.width, params.height, params.mode) == (640, 448, "txt2img")
+
+
+async def test_read_settings_are_forgotten_a_day_later(fake: FakeDiscord, engine: FakeEngine, tmp_path: Path) -> None:
+    now = [1_800_000_000.0]
+    client = make_bot(tmp_path, engine, clock=lambda: now[0])
+    async with fake.connected(client):
+        upload = FakeFile("fox.png", encode_png(noise(64, 48), A1111), "image/png")
+        answer = await read(fake, await fake.post_files_as_user(CHANNEL_ID, [upload], user_id=STRANGER))
+        (run,) = answer.custom_ids()
+        now[0] += DRAFT_KEEP_S + 1
+        await client.prune()
+        gone = await fake.press(answer, run)
+        assert content(await gone.wait_response()) == DRAFT_GONE
+        assert gone.ephemeral and engine.calls == []
 
 
 async def test_the_bots_own_results_and_jpegs_with_exif_are_read(fake: FakeDiscord, bot: SdBot) -> None:
