@@ -14,7 +14,7 @@ from discord import app_commands
 
 from bot.attachments import AttachmentInfo, check_image, fetch_image
 from bot.images import ImageStore
-from bot.intake import Intake, answer_privately, check_channel, check_fits, role_ids
+from bot.intake import Intake, answer_privately, check_channel, check_fits, ready_engine, role_ids
 from bot.jobs import Job, new_job_id
 from bot.models import ModelPick, Models
 from engine.params import (
@@ -135,9 +135,7 @@ class ImagineService:
         max_side: int = MAX_SIZE,
     ) -> tuple[int, GenerationParams]:
         """The channel and the job's parameters, or InvalidParams with the sentence saying what to change."""
-        ready = self.engine_ready()
-        if ready is None:
-            raise InvalidParams("The image engine is starting up: try again in a minute.")
+        ready = ready_engine(self.engine_ready)
         channel_id = check_channel(interaction)
         model = self.models.pick(options.model, channel_id)
         return channel_id, options.to_params(ready, self.seed_source, model, source, max_side)
@@ -178,15 +176,7 @@ class ImagineService:
         except InvalidParams as exc:
             await answer_privately(interaction, str(exc))
             return None
-        job = Job(
-            id=job_id,
-            params=params,
-            user_id=interaction.user.id,
-            user_name=interaction.user.display_name,
-            guild_id=interaction.guild_id,
-            channel_id=channel_id,
-            created_at=self.intake.clock(),
-        )
+        job = self.intake.new_job(interaction, params, channel_id, job_id)
         if image is not None:
             job = replace(job, parent_id=job_id, source_index=0)
         return await self.intake.accept(interaction, job)

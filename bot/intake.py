@@ -12,7 +12,7 @@ from bot.buttons import cancel_view
 from bot.estimates import Estimator
 from bot.fair_queue import FairQueue
 from bot.installed import Installed
-from bot.jobs import Job
+from bot.jobs import Job, new_job_id
 from bot.policy import blocked_sentence, is_age_restricted, policy_channel_id
 from bot.policy_store import PolicyStore
 from bot.progress import Clock
@@ -64,6 +64,17 @@ def check_channel(interaction: discord.Interaction) -> int:
     return interaction.channel_id
 
 
+ENGINE_STARTING = "The image engine is starting up: try again in a minute."
+
+
+def ready_engine(engine_ready: Callable[[], EngineReady | None]) -> EngineReady:
+    """What the engine can draw, or InvalidParams while it is still starting."""
+    ready = engine_ready()
+    if ready is None:
+        raise InvalidParams(ENGINE_STARTING)
+    return ready
+
+
 def check_fits(params: GenerationParams, engine: EngineReady, family: str | None) -> None:
     """InvalidParams when the job would draw more pixels at once than the device holds with its model (of
     `family`; None for the default model)."""
@@ -112,6 +123,24 @@ class Intake:
         self.closing = closing
         self.clock = clock
         self.policy = policy
+
+    def check_fits(self, params: GenerationParams, engine: EngineReady) -> None:
+        """`check_fits` with the memory budget of the model the job names."""
+        check_fits(params, engine, self.installed.models.family(params.model))
+
+    def new_job(
+        self, interaction: discord.Interaction, params: GenerationParams, channel_id: int, job_id: str | None = None
+    ) -> Job:
+        """A new job for whoever sent `interaction`, posting in `channel_id`."""
+        return Job(
+            id=job_id or new_job_id(),
+            params=params,
+            user_id=interaction.user.id,
+            user_name=interaction.user.display_name,
+            guild_id=interaction.guild_id,
+            channel_id=channel_id,
+            created_at=self.clock(),
+        )
 
     def _queued_text(self, job: Job) -> str:
         position = self.queue.next_position(job.user_id, job.guild_id)

@@ -12,7 +12,7 @@ import discord
 from PIL import Image, UnidentifiedImageError
 
 from bot.buttons import BadButton, Press
-from bot.intake import Intake, answer_privately, check_channel, check_fits
+from bot.intake import Intake, answer_privately, check_channel, ready_engine
 from bot.jobs import Job, Requester
 from bot.source_images import SourceImages
 from engine.params import MAX_SEED, InvalidParams
@@ -115,9 +115,7 @@ class PressService:
             raise InvalidParams(IMAGE_GONE) from None
 
     async def _derive(self, interaction: discord.Interaction, job: Job, press: Press) -> Job:
-        ready = self.engine_ready()
-        if ready is None:
-            raise InvalidParams("The image engine is starting up: try again in a minute.")
+        ready = ready_engine(self.engine_ready)
         requester = requester_for(interaction, job, self.intake.clock())
         seed = self.seed_source.randrange(MAX_SEED + 1)
         if press.action == "reroll":
@@ -146,7 +144,7 @@ class PressService:
                 child = job.zoomed_out(requester, index, size, float(action.removeprefix("zoom-")), seed)
             else:
                 child = job.panned(requester, index, size, action.removeprefix("pan-"), seed)
-        check_fits(child.params, ready, self.intake.installed.models.family(child.params.model))
+        self.intake.check_fits(child.params, ready)
         return child
 
     @staticmethod

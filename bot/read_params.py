@@ -12,8 +12,8 @@ from PIL import UnidentifiedImageError
 from bot.attachments import IMAGE_TYPES, fetch_raw
 from bot.buttons import ButtonSpec, Press, buttons_view
 from bot.community_store import CommunityStore
-from bot.intake import Intake, check_channel, check_fits
-from bot.jobs import Job, new_job_id
+from bot.intake import Intake, check_channel, ready_engine
+from bot.jobs import Job
 from engine.infotext import Infotext, parse_infotext
 from engine.params import GenerationParams, InvalidParams
 from engine.pngmeta import infotext_of, read_user_comment
@@ -107,24 +107,12 @@ class ReadParamsService:
             await interaction.response.send_message(DRAFT_GONE, ephemeral=True)
             return None
         try:
-            ready = self.engine_ready()
-            if ready is None:
-                raise InvalidParams("The image engine is starting up: try again in a minute.")
-            check_fits(params, ready, self.intake.installed.models.family(params.model))
+            self.intake.check_fits(params, ready_engine(self.engine_ready))
             channel_id = check_channel(interaction)
         except InvalidParams as exc:
             await interaction.response.send_message(str(exc), ephemeral=True)
             return None
-        job = Job(
-            id=new_job_id(),
-            params=params,
-            user_id=interaction.user.id,
-            user_name=interaction.user.display_name,
-            guild_id=interaction.guild_id,
-            channel_id=channel_id,
-            created_at=self.intake.clock(),
-        )
-        return await self.intake.accept(interaction, job)
+        return await self.intake.accept(interaction, self.intake.new_job(interaction, params, channel_id))
 
 
 def build_read_params_command(service: ReadParamsService) -> app_commands.ContextMenu:

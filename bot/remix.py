@@ -15,7 +15,7 @@ from typing import Any
 import discord
 
 from bot.buttons import Press
-from bot.intake import Intake, check_fits
+from bot.intake import Intake, ready_engine
 from bot.jobs import Job
 from bot.presses import UNKNOWN_JOB, requester_for
 from engine.infotext import parse_pairs, quote, settings_changes
@@ -161,11 +161,9 @@ class RemixService:
             return None
         values = submitted_values(interaction.data or {})
         try:
-            ready = self.engine_ready()
-            if ready is None:
-                raise InvalidParams("The image engine is starting up: try again in a minute.")
+            ready = ready_engine(self.engine_ready)
             params = remixed_params(job.params, values, self.seed_source)
-            check_fits(params, ready, self.intake.installed.models.family(params.model))
+            self.intake.check_fits(params, ready)
             child = job.remixed(requester_for(interaction, job, self.intake.clock()), params)
         except InvalidParams as exc:
             sentence = f"{exc}\nYour edit, to copy back:\n"
