@@ -40,6 +40,20 @@ def write_tiny_tokenizer(folder: Path) -> None:
     tokenizer.save_pretrained(folder)
 
 
+def build_tiny_vae() -> AutoencoderKL:
+    """A two-level VAE (a latent of half the image's side) with SD's four latent channels."""
+    return AutoencoderKL(
+        block_out_channels=(16, 32),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=NATIVE_SIZE,
+    )
+
+
 def build_tiny_pipeline(tokenizer: CLIPTokenizer, seed: int = 0, in_channels: int = 4) -> StableDiffusionPipeline:
     """Random weights in Stable Diffusion 1.x's shape, small enough for a 64×64 image in about a second.
 
@@ -58,16 +72,7 @@ def build_tiny_pipeline(tokenizer: CLIPTokenizer, seed: int = 0, in_channels: in
         attention_head_dim=4,
         norm_num_groups=8,
     )
-    vae = AutoencoderKL(
-        block_out_channels=(16, 32),
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=NATIVE_SIZE,
-    )
+    vae = build_tiny_vae()
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
             bos_token_id=512,

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-from tests.support.tiny_model import NATIVE_SIZE, write_tiny_tokenizer
+from tests.support.tiny_model import NATIVE_SIZE, build_tiny_vae, write_tiny_tokenizer
 
 _TIME_EMBED = 8
 # The two text encoders differ in width, as CLIP-L (768) and OpenCLIP-G (1280) do: single-file loading tells
@@ -60,16 +60,7 @@ def build_tiny_sdxl_pipeline(folder: Path, seed: int = 0) -> StableDiffusionXLPi
         cross_attention_dim=HIDDEN_1 + HIDDEN_2,  # both text encoders' hidden states side by side
         norm_num_groups=8,
     )
-    vae = AutoencoderKL(
-        block_out_channels=(16, 32),
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=NATIVE_SIZE,
-    )
+    vae = build_tiny_vae()
     scheduler = EulerDiscreteScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1, timestep_spacing="leading"
     )
