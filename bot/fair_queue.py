@@ -1,5 +1,8 @@
 """A fair asyncio queue: guilds take turns, members within a guild take turns, each member's jobs in order.
 
+A guild's jobs can be held (its admins paused it), or every guild's at once: held jobs keep their places among
+themselves and wait behind every job that may run, which neither waits for them nor is batched with them.
+
 Optionally it groups by an affinity (the model a job needs): within the current round it may serve first a
 job whose affinity is the one preferred (the model already loaded), but a job it passes over is passed over
 at most as many times as there were other jobs in its round when that first happened.
@@ -53,13 +56,19 @@ class FairQueue(Generic[T]):
         self._ticks = itertools.count()
         self._ready = asyncio.Condition()
         self._paused = False
+        self._held: set[Hashable] = set()
 
     def __len__(self) -> int:
         return sum(len(g.entries) for g in self._groups.values())
 
     @property
     def paused(self) -> bool:
+        """Whether every guild's jobs are held."""
         return self._paused
+
+    def is_paused(self, group: Hashable) -> bool:
+        """Whether `group`'s jobs are held, on their own or with everyone's."""
+        return self._paused or group in self._held
 
     async def _notify(self) -> None:
         async with self._ready:
@@ -71,7 +80,18 @@ class FairQueue(Generic[T]):
         await self._notify()
 
     async def resume(self) -> None:
+        """Hand out jobs again (a group paused on its own stays paused)."""
         self._paused = False
+        await self._notify()
+
+    async def pause_group(self, group: Hashable) -> None:
+        """Hold `group`'s jobs (they still join); the other groups' keep being handed out."""
+        self._held.add(group)
+        await self._notify()
+
+    async def resume_group(self, group: Hashable) -> None:
+        """Hand out `group`'s jobs again, unless every group is paused."""
+        self._held.discard(group)
         await self._notify()
 
     def _group(self, group: Hashable) -> _Group[T]:
@@ -95,7 +115,7 @@ class FairQueue(Generic[T]):
         """Wait for (and while paused, keep waiting for) the next item, and take it: the next in serving order, or
         one of its round whose affinity is `prefer` (see the module's docstring for the bound)."""
         async with self._ready:
-            await self._ready.wait_for(lambda: not self._paused and len(self) > 0)
+            await self._ready.wait_for(lambda: bool(self._runnable()))
         lane, entry = self._choose(prefer)
         lane.entries.remove(entry)
         self._passed.pop(entry.seq, None)
@@ -105,7 +125,7 @@ class FairQueue(Generic[T]):
         return entry.item
 
     def _choose(self, prefer: Hashable) -> tuple[_Group[T], _Entry[T]]:
-        fair = _interleave([[(lane, e) for e in lane.entries] for _, lane in self._rotation()])
+        fair = _interleave([[(lane, e) for e in lane.entries] for _, lane in self._runnable()])
         if self._affinity is None or prefer is None:
             return fair[0]
         # The current round: each guild's waiting jobs of the round its first waiting job is in.
@@ -125,9 +145,7 @@ class FairQueue(Generic[T]):
         """Also take the waiting items, in serving order, that `can_join` accepts (it is asked in that order,
         so it may count what it took); an item never jumps ahead of its own owner's earlier waiting items."""
         taken: list[T] = []
-        if self._paused:
-            return taken
-        lanes = self._rotation()
+        lanes = self._runnable()
         passed_over: set[tuple[Hashable, Hashable]] = set()
         lane_of = {id(entry): (key, lane) for key, lane in lanes for entry in lane.entries}
         for entry in _interleave([lane.entries for _, lane in lanes]):
@@ -157,9 +175,19 @@ class FairQueue(Generic[T]):
         lanes = [(key, lane) for key, lane in self._groups.items() if lane.entries or key == also]
         return sorted(lanes, key=lambda pair: (pair[1].last_served, pair[1].created))
 
+    def _runnable(self) -> list[tuple[Hashable, _Group[T]]]:
+        """The guilds with waiting jobs that may be handed out, in turn order."""
+        return [(key, lane) for key, lane in self._rotation() if lane.entries and not self.is_paused(key)]
+
+    def _in_order(self, lanes: list[tuple[Hashable, list[_Entry[T]]]]) -> list[_Entry[T]]:
+        """Serving order: the guilds that run take turns, then the held ones' jobs (they wait for a resume)."""
+        running = [entries for key, entries in lanes if not self.is_paused(key)]
+        held = [entries for key, entries in lanes if self.is_paused(key)]
+        return _interleave(running) + _interleave(held)
+
     def order(self) -> list[T]:
-        """Every queued item in the order it will be served."""
-        return [e.item for e in _interleave([lane.entries for _, lane in self._rotation()])]
+        """Every queued item in the order it will be served (held ones last)."""
+        return [e.item for e in self._in_order([(key, lane.entries) for key, lane in self._rotation()])]
 
     def next_position(self, owner: Hashable, group: Hashable = None) -> int:
         """The position `owner`'s next item in `group` would get if it were put now."""
@@ -168,10 +196,11 @@ class FairQueue(Generic[T]):
         lanes = []
         for key, lane in self._rotation(also=group):
             if key == group:
-                lanes.append(sorted([*lane.entries, _Entry(lane.next_round(owner), next(self._seq), owner, sentinel)]))
+                entries = sorted([*lane.entries, _Entry(lane.next_round(owner), next(self._seq), owner, sentinel)])
+                lanes.append((key, entries))
             else:
-                lanes.append(lane.entries)
-        return [e.item for e in _interleave(lanes)].index(sentinel) + 1
+                lanes.append((key, lane.entries))
+        return [e.item for e in self._in_order(lanes)].index(sentinel) + 1
 
 
 def _interleave(lanes: list[list[E]]) -> list[E]:

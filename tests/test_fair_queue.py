@@ -161,3 +161,45 @@ async def test_batch_companions_from_later_rounds_do_not_push_a_newcomer_back() 
     # D joins the round being served, right behind C's first job, not behind all of C's.
     assert await queue.put("D", "D0 512") == 2
     assert queue.order() == ["C0 768", "D0 512", "C1 768"]
+
+
+async def test_a_paused_guild_is_held_while_the_others_keep_flowing() -> None:
+    queue: FairQueue[str] = FairQueue()
+    await queue.pause_group("paused")
+    await queue.put("alice", "p1", "paused")
+    await queue.put("alice", "p2", "paused")
+    await queue.put("bob", "r1", "running")
+    assert queue.is_paused("paused") and not queue.is_paused("running") and not queue.paused
+    assert queue.order() == ["r1", "p1", "p2"], "held jobs wait behind every job that may run"
+    assert queue.next_position("carol", "running") == 2 and queue.next_position("carol", "paused") == 3
+    assert await queue.get() == "r1"
+    waiter = asyncio.create_task(queue.get())
+    await asyncio.sleep(0)
+    assert not waiter.done(), "a paused guild's jobs are never handed out"
+    await queue.put("bob", "r2", "running")
+    assert await asyncio.wait_for(waiter, 1) == "r2"
+    await queue.resume_group("paused")
+    assert [await queue.get() for _ in range(2)] == ["p1", "p2"]
+
+
+async def test_a_batch_never_takes_a_paused_guilds_jobs() -> None:
+    queue: FairQueue[str] = FairQueue()
+    for i in range(3):
+        await queue.put("alice", f"P{i}", "paused")
+        await queue.put("bob", f"R{i}", "running")
+    await queue.pause_group("paused")
+    assert await queue.get() == "R0"
+    assert queue.take_more(_up_to(8)) == ["R1", "R2"]
+    assert len(queue) == 3
+
+
+async def test_resuming_everything_leaves_a_guild_paused_on_its_own() -> None:
+    queue: FairQueue[str] = FairQueue()
+    await queue.pause_group("paused")
+    await queue.pause()
+    assert queue.is_paused("running") and queue.is_paused(None)
+    await queue.resume_group("paused")
+    assert queue.is_paused("paused"), "every guild stays paused while the whole queue is"
+    await queue.pause_group("paused")
+    await queue.resume()
+    assert queue.is_paused("paused") and not queue.is_paused("running")
