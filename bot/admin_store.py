@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from bot.limits import LIMIT_NAMES, Override
@@ -100,6 +101,14 @@ class AdminStore:
         )
         row = await cursor.fetchone()
         return str(row[0]) if row is not None else None
+
+    async def ban_in_any(self, guild_ids: Collection[int], user_id: int) -> str | None:
+        """Why a member is banned in one of these guilds (the latest ban), or None."""
+        cursor = await self.store.db.execute(
+            "SELECT guild_id, reason FROM bans WHERE user_id = ? ORDER BY at DESC", (user_id,)
+        )
+        wanted = set(guild_ids)
+        return next((str(reason) for guild_id, reason in await cursor.fetchall() if guild_id in wanted), None)
 
     async def stat(self, key: str) -> float | None:
         cursor = await self.store.db.execute("SELECT value FROM stats WHERE key = ?", (key,))

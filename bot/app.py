@@ -31,6 +31,8 @@ from bot.jobs import Job, JobState
 from bot.limits import Limits
 from bot.model_commands import ModelAdmin, add_model_commands
 from bot.models import Models
+from bot.owners import Owners
+from bot.pauses import Pauses
 from bot.policy_commands import PolicyCommands, add_policy_commands
 from bot.policy_store import PolicyStore
 from bot.presses import PressService
@@ -50,6 +52,11 @@ PRUNE_INTERVAL = 3600.0
 NO_LIMITS = Limits(images_per_hour=None, images_per_day=None, max_queued=None, cooldown_s=0.0)
 
 
+def member_contexts(allow_dms: bool) -> app_commands.AppCommandContext:
+    """Where Discord offers the members' commands: servers, and the bot's DMs only with SDBOT_ALLOW_DMS=1."""
+    return app_commands.AppCommandContext(guild=True, dm_channel=allow_dms, private_channel=False)
+
+
 class SdBot(discord.Client):
     """One process: gateway connection, commands, queue and the engine's supervisor."""
 
@@ -67,10 +74,18 @@ class SdBot(discord.Client):
         shutdown_grace: float = 30.0,
         lora_dir: Path | None = None,
         models: Models | None = None,
+        owner_ids: tuple[int, ...] = (),
+        allow_dms: bool = False,
     ) -> None:
         # No privileged intents: slash commands and buttons arrive as interactions regardless.
         super().__init__(intents=discord.Intents(guilds=True), guild_ready_timeout=guild_ready_timeout)
-        self.tree = app_commands.CommandTree(self)
+        # Every command says where Discord offers it; installed to servers only, never to a user's account (which
+        # would reach servers and DMs the bot is not in).
+        self.tree = app_commands.CommandTree(
+            self,
+            allowed_contexts=member_contexts(allow_dms),
+            allowed_installs=app_commands.AppInstallationType(guild=True, user=False),
+        )
         self.tree.on_error = self.on_command_error  # type: ignore[method-assign]
         self.store = store
         self.engine = engine
@@ -83,8 +98,12 @@ class SdBot(discord.Client):
         # Jobs are grouped by the model they need, so the engine does not switch back and forth.
         self.queue: FairQueue[Job] = FairQueue(affinity=lambda job: self.models.key(job.params.model))
         self.admin = AdminStore(store)
+        self.owners = Owners(configured=frozenset(owner_ids), fetch=self.application_info, clock=clock)
+        self.pauses = Pauses(admin=self.admin, queue=self.queue)
         self.estimator = Estimator(self.admin)
-        self.quota = Quota(store=store, admin=self.admin, defaults=limits, clock=clock)
+        self.quota = Quota(
+            store=store, admin=self.admin, defaults=limits, clock=clock, guild_ids=lambda: [g.id for g in self.guilds]
+        )
         self.policy = PolicyStore(self.admin)
         sources = SourceImages(images, self)
         self.dispatcher = Dispatcher(
@@ -108,6 +127,7 @@ class SdBot(discord.Client):
             clock=clock,
             policy=self.policy,
             installed=Installed(self.models, NetworkFolder(lora_dir)),
+            allow_dms=allow_dms,
         )
         ready = lambda: engine.ready  # noqa: E731
         self.imagine = ImagineService(intake=self.intake, engine_ready=ready, models=self.models, images=images)
@@ -124,6 +144,7 @@ class SdBot(discord.Client):
             sources=sources,
             engine_ready=ready,
             cancel=self.dispatcher.cancel,
+            allow_dms=allow_dms,
             handlers={
                 "share": self.sharing.press,
                 "remix": self.remix.press,
@@ -141,11 +162,13 @@ class SdBot(discord.Client):
                 queue=self.queue,
                 dispatcher=self.dispatcher,
                 queue_view=queue_view,
+                pauses=self.pauses,
+                owners=self.owners,
                 clock=clock,
             )
         )
         model_admin = ModelAdmin(models=self.models, admin=self.admin, reload_engine=engine.reload_models, clock=clock)
-        add_model_commands(admin_group, model_admin, AdminCommands.allowed)
+        add_model_commands(admin_group, model_admin, AdminCommands.allowed, self.owners)
         add_policy_commands(
             admin_group, PolicyCommands(policy=self.policy, engine_ready=ready, clock=clock), AdminCommands.allowed
         )
@@ -163,8 +186,11 @@ class SdBot(discord.Client):
         self._tasks: list[asyncio.Task[None]] = []
 
     async def setup_hook(self) -> None:
-        """Before connecting: open the job log, load the model, re-queue unfinished jobs, sync commands."""
+        """Before connecting: open the job log, load the model, re-queue unfinished jobs (held where paused), learn
+        the bot's owners, sync commands."""
         await self.store.open()
+        await self.pauses.load()
+        await self.owners.refresh()
         await self.estimator.load()
         await self.channel_models.load()
         await self.engine.start(on_starting=starting)

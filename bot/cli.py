@@ -74,6 +74,8 @@ async def run_bot(settings: Settings) -> None:
         shutdown_grace=settings.shutdown_grace,
         lora_dir=settings.lora_dir,
         models=_models(settings),
+        owner_ids=settings.owner_ids,
+        allow_dms=settings.allow_dms,
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

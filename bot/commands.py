@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 
 import discord
 from discord import app_commands
@@ -15,6 +16,8 @@ from bot.fair_queue import FairQueue
 from bot.intake import role_ids
 from bot.jobs import Job, JobState
 from bot.limits import DAY, HOUR, LIMIT_NAMES, Limits, Override
+from bot.owners import Owners, owner_allowed
+from bot.pauses import EVERY_SERVER, Pauses, hold_reason
 from bot.progress import Clock
 from bot.quota import Quota
 from bot.store import JobStore
@@ -31,6 +34,8 @@ LIMIT_LABELS = {
 }
 NOT_ADMIN = "Only members with Manage Server can use /sdadmin."
 _MAX_LINES = 20
+# Discord caps a message at 2,000 characters; room is left for a heading.
+_LINES_CHARS = 1800
 
 
 def _value(limits: Limits | Override, name: str) -> str:
@@ -60,27 +65,38 @@ class QueueView:
         self.estimator = estimator
         self.clock = clock
 
-    def lines(self, only_user: int | None = None) -> list[str]:
+    def lines(self, shown: Callable[[Job], bool] = lambda job: True) -> list[str]:
+        """The running and waiting jobs that are `shown`, as many as fit in a message."""
         now = self.clock()
         lines = []
         for job, started in self.dispatcher.running_jobs():
-            if only_user is None or job.user_id == only_user:
+            if shown(job):
                 lines.append(
                     f"• `{job.id}` running since <t:{math.floor(started)}:R> for <@{job.user_id}> — {_short(job)}"
                 )
         order = self.queue.order()
         for position, job in enumerate(order, start=1):
-            if only_user is not None and job.user_id != only_user:
+            if not shown(job):
                 continue
-            ahead = [queued.params for queued in order[: position - 1]]
-            start = self.estimator.start_at(ahead, self.dispatcher.running(), now)
-            lines.append(
-                f"• `{job.id}` #{position} in line, starting <t:{math.ceil(start)}:R>, for <@{job.user_id}> — "
-                f"{_short(job)}"
-            )
-        if len(lines) > _MAX_LINES:
-            lines = [*lines[:_MAX_LINES], f"… and {len(lines) - _MAX_LINES} more"]
-        return lines
+            held = hold_reason(self.queue, job.guild_id, "its server")
+            if held is None:
+                ahead = [queued.params for queued in order[: position - 1]]
+                start = self.estimator.start_at(ahead, self.dispatcher.running(), now)
+                when = f"starting <t:{math.ceil(start)}:R>"
+            else:
+                when = f"waiting: {held}"
+            lines.append(f"• `{job.id}` #{position} in line, {when}, for <@{job.user_id}> — {_short(job)}")
+        return _fit(lines)
+
+
+def _fit(lines: list[str]) -> list[str]:
+    """The first lines, up to _MAX_LINES and _LINES_CHARS, and how many more there are."""
+    kept: list[str] = []
+    for line in lines:
+        if len(kept) == _MAX_LINES or sum(len(k) + 1 for k in kept) + len(line) > _LINES_CHARS:
+            return [*kept, f"… and {len(lines) - len(kept)} more"]
+        kept.append(line)
+    return kept
 
 
 def _short(job: Job) -> str:
@@ -98,8 +114,11 @@ def build_member_commands(*, quota: Quota, queue_view: QueueView, clock: Clock) 
 
     @app_commands.command(name="queue", description="Your jobs: where they are in line and when they start")
     async def queue_command(interaction: discord.Interaction) -> None:
-        lines = queue_view.lines(only_user=interaction.user.id)
+        lines = queue_view.lines(lambda job: job.user_id == interaction.user.id)
         text = "\n".join(lines) if lines else "You have no jobs waiting or running."
+        held = hold_reason(queue_view.queue, interaction.guild_id) if interaction.guild_id is not None else None
+        if held is not None:
+            text = f"⏸ {held[0].upper()}{held[1:]}: jobs still join it, and start once it is resumed.\n{text}"
         await interaction.response.send_message(text, ephemeral=True, allowed_mentions=discord.AllowedMentions.none())
 
     @app_commands.command(name="quota", description="What you can still generate, and when it refills")
@@ -139,6 +158,8 @@ class AdminCommands:
         queue: FairQueue[Job],
         dispatcher: Dispatcher,
         queue_view: QueueView,
+        pauses: Pauses,
+        owners: Owners,
         clock: Clock,
     ) -> None:
         self.admin = admin
@@ -147,6 +168,8 @@ class AdminCommands:
         self.queue = queue
         self.dispatcher = dispatcher
         self.queue_view = queue_view
+        self.pauses = pauses
+        self.owners = owners
         self.clock = clock
 
     @staticmethod
@@ -229,25 +252,54 @@ class AdminCommands:
         await self.admin.log(interaction.guild_id, interaction.user.id, f"cancel {job.id}", self.clock())
         return outcome
 
+    def queue_text(self, interaction: discord.Interaction, everywhere: bool) -> str:
+        """This server's jobs, running and waiting (every server's for the bot's owners)."""
+        guild_id = interaction.guild_id
+        lines = self.queue_view.lines() if everywhere else self.queue_view.lines(lambda job: job.guild_id == guild_id)
+        held = hold_reason(self.queue, None if everywhere else guild_id)
+        heading = f"**Queue{' of every server' if everywhere else ''}{' (paused)' if held else ''}**"
+        return f"{heading}\n" + ("\n".join(lines) if lines else "Nothing waiting.")
+
     async def pause(self, interaction: discord.Interaction, paused: bool) -> str:
-        if paused:
-            await self.queue.pause()
-        else:
-            await self.queue.resume()
+        """Pause or resume this server's queue: its jobs still join, none of them starts; other servers' go on."""
+        assert interaction.guild_id is not None
+        changed = await self.pauses.set(interaction.guild_id, paused, interaction.user.id, self.clock())
         action = "pause" if paused else "resume"
         await self.admin.log(interaction.guild_id, interaction.user.id, f"{action} the queue", self.clock())
         if paused:
-            return "The queue is paused: jobs still join it, none starts until `/sdadmin resume`."
+            again = "" if changed else " (it already was)"
+            return (
+                f"The queue is paused on this server{again}: jobs still join it, none starts until `/sdadmin resume`."
+                " Other servers' jobs keep running."
+            )
+        if self.pauses.paused(EVERY_SERVER):
+            return "This server's queue is resumed, but every server's is paused until the bot's owners resume it."
         return "The queue runs again."
+
+    async def pause_everywhere(self, interaction: discord.Interaction, paused: bool) -> str:
+        """The bot's owners pause or resume every server's queue at once (a server paused by its admins stays so)."""
+        await self.pauses.set(EVERY_SERVER, paused, interaction.user.id, self.clock())
+        action = "pause" if paused else "resume"
+        await self.admin.log(interaction.guild_id, interaction.user.id, f"{action} every server's queue", self.clock())
+        if paused:
+            return (
+                "Every server's queue is paused: jobs still join, none starts until `/sdadmin resume everywhere:True`."
+            )
+        still = self.pauses.servers_paused()
+        if still:
+            return f"Every server's queue runs again, except {still} paused by their own admins."
+        return "Every server's queue runs again."
 
 
 def build_admin_group(commands: AdminCommands) -> app_commands.Group:
-    """/sdadmin: limits, bans, the queue; default_member_permissions = Manage Server."""
+    """/sdadmin: limits, bans, the queue; default_member_permissions = Manage Server, offered in servers only."""
     group = app_commands.Group(
         name="sdadmin",
         description="Manage sdbot on this server",
         default_permissions=discord.Permissions(manage_guild=True),
         guild_only=True,
+        # Explicit, so that allowing members' commands in DMs (SDBOT_ALLOW_DMS) never offers this one there.
+        allowed_contexts=app_commands.AppCommandContext(guild=True, dm_channel=False, private_channel=False),
     )
     limits = app_commands.Group(name="limits", description="Per-member limits", parent=group)
     settings = [app_commands.Choice(name=LIMIT_LABELS[n], value=n) for n in LIMIT_NAMES]
@@ -305,26 +357,40 @@ def build_admin_group(commands: AdminCommands) -> app_commands.Group:
         if await commands.allowed(interaction):
             await answer(interaction, await commands.unban(interaction, member))
 
-    @group.command(name="queue", description="Every job waiting or running")
-    async def queue(interaction: discord.Interaction) -> None:
-        if await commands.allowed(interaction):
-            lines = commands.queue_view.lines()
-            paused = " (paused)" if commands.queue.paused else ""
-            await answer(interaction, f"**Queue{paused}**\n" + ("\n".join(lines) if lines else "Nothing waiting."))
+    everywhere_help = "Every server at once (the bot's owners only)"
 
-    @group.command(name="cancel", description="Cancel any job by its id")
+    async def owners_may(interaction: discord.Interaction, everywhere: bool, action: str) -> bool:
+        return not everywhere or await owner_allowed(interaction, commands.owners, action)
+
+    @group.command(name="queue", description="This server's jobs, waiting or running")
+    @app_commands.describe(everywhere=everywhere_help)
+    async def queue(interaction: discord.Interaction, everywhere: bool = False) -> None:
+        if await commands.allowed(interaction) and await owners_may(
+            interaction, everywhere, "see every server's queue; `/sdadmin queue` shows this server's"
+        ):
+            await answer(interaction, commands.queue_text(interaction, everywhere))
+
+    @group.command(name="cancel", description="Cancel any job of this server by its id")
     async def cancel(interaction: discord.Interaction, job_id: app_commands.Range[str, 1, 40]) -> None:
         if await commands.allowed(interaction):
             await answer(interaction, await commands.cancel(interaction, job_id))
 
-    @group.command(name="pause", description="Stop starting jobs (they still queue)")
-    async def pause(interaction: discord.Interaction) -> None:
-        if await commands.allowed(interaction):
-            await answer(interaction, await commands.pause(interaction, True))
+    @group.command(name="pause", description="Stop starting this server's jobs (they still queue)")
+    @app_commands.describe(everywhere=everywhere_help)
+    async def pause(interaction: discord.Interaction, everywhere: bool = False) -> None:
+        if await commands.allowed(interaction) and await owners_may(
+            interaction, everywhere, "pause every server's queue; `/sdadmin pause` pauses this server's"
+        ):
+            action = commands.pause_everywhere if everywhere else commands.pause
+            await answer(interaction, await action(interaction, True))
 
-    @group.command(name="resume", description="Start jobs again")
-    async def resume(interaction: discord.Interaction) -> None:
-        if await commands.allowed(interaction):
-            await answer(interaction, await commands.pause(interaction, False))
+    @group.command(name="resume", description="Start this server's jobs again")
+    @app_commands.describe(everywhere=everywhere_help)
+    async def resume(interaction: discord.Interaction, everywhere: bool = False) -> None:
+        if await commands.allowed(interaction) and await owners_may(
+            interaction, everywhere, "resume every server's queue; `/sdadmin resume` resumes this server's"
+        ):
+            action = commands.pause_everywhere if everywhere else commands.pause
+            await answer(interaction, await action(interaction, False))
 
     return group

@@ -13,6 +13,7 @@ from bot.estimates import Estimator
 from bot.fair_queue import FairQueue
 from bot.installed import Installed
 from bot.jobs import Job, new_job_id
+from bot.pauses import hold_reason
 from bot.policy import blocked_sentence, is_age_restricted, policy_channel_id
 from bot.policy_store import PolicyStore
 from bot.progress import Clock
@@ -35,6 +36,7 @@ NEEDED_PERMISSIONS = {
 
 
 RESTARTING = "I'm restarting: try again in a minute."
+DMS_OFF = "I only work in servers: use me in a server we share."
 
 
 def missing_permissions(permissions: discord.Permissions) -> list[str]:
@@ -113,6 +115,7 @@ class Intake:
         clock: Clock,
         policy: PolicyStore,
         installed: Installed | None = None,
+        allow_dms: bool = False,
     ) -> None:
         self.installed = installed or Installed()
         self.store = store
@@ -123,6 +126,7 @@ class Intake:
         self.closing = closing
         self.clock = clock
         self.policy = policy
+        self.allow_dms = allow_dms
 
     def check_fits(self, params: GenerationParams, engine: EngineReady) -> None:
         """`check_fits` with the memory budget of the model the job names."""
@@ -146,7 +150,8 @@ class Intake:
         position = self.queue.next_position(job.user_id, job.guild_id)
         ahead = [queued.params for queued in self.queue.order()[: position - 1]]
         now = self.clock()
-        return queued_text(position, self.estimator.start_at(ahead, self.running(), now), now)
+        held = hold_reason(self.queue, job.guild_id)
+        return queued_text(position, self.estimator.start_at(ahead, self.running(), now), now, held)
 
     async def _acknowledge(self, interaction: discord.Interaction, job: Job) -> int:
         """Post the public status message (in place of the "thinking…" one when deferred); return its id."""
@@ -160,6 +165,10 @@ class Intake:
         """Check the channel's content policy, reserve within the limits (or refuse), acknowledge, queue."""
         if self.closing():
             await answer_privately(interaction, RESTARTING)
+            return None
+        if job.guild_id is None and not self.allow_dms:
+            # Discord offers no command in DMs then, but buttons and modals on older messages still arrive from there.
+            await answer_privately(interaction, DMS_OFF)
             return None
         try:
             self.installed.check(job.params)

@@ -1,4 +1,5 @@
-"""/sdadmin models: list the models folder, set a channel's default model, rescan the folder without a restart."""
+"""/sdadmin models: list the models folder, set a channel's default model, rescan the folder without a restart (the
+bot's owners only: every server draws from that folder)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from discord import app_commands
 
 from bot.admin_store import AdminStore
 from bot.models import Models
+from bot.owners import Owners, owner_allowed
 from bot.progress import Clock
 from engine.catalog import CatalogError
 from engine.params import InvalidParams
@@ -90,7 +92,10 @@ class ModelAdmin:
 
 
 def add_model_commands(
-    group: app_commands.Group, models: ModelAdmin, allowed: Callable[[discord.Interaction], Awaitable[bool]]
+    group: app_commands.Group,
+    models: ModelAdmin,
+    allowed: Callable[[discord.Interaction], Awaitable[bool]],
+    owners: Owners,
 ) -> None:
     """Add `/sdadmin models list|channel|reload` to the /sdadmin group."""
     sub = app_commands.Group(name="models", description="The models members can draw with", parent=group)
@@ -124,7 +129,9 @@ def add_model_commands(
     async def model_autocomplete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         return [app_commands.Choice(name=e.label(), value=e.name) for e in models.models.catalog.matching(current)]
 
-    @sub.command(name="reload", description="Rescan the models folder (new, changed and removed models), no restart")
+    @sub.command(name="reload", description="Rescan the models folder for every server, no restart (bot owners only)")
     async def reload(interaction: discord.Interaction) -> None:
-        if await allowed(interaction):
+        if await allowed(interaction) and await owner_allowed(
+            interaction, owners, "rescan the models folder: every server draws from it"
+        ):
             await answer(interaction, await models.reload(interaction))

@@ -12,7 +12,7 @@ import discord
 from PIL import Image, UnidentifiedImageError
 
 from bot.buttons import BadButton, Press
-from bot.intake import Intake, answer_privately, check_channel, ready_engine
+from bot.intake import DMS_OFF, Intake, answer_privately, check_channel, ready_engine
 from bot.jobs import Job, Requester
 from bot.source_images import SourceImages
 from engine.params import MAX_SEED, InvalidParams
@@ -25,6 +25,9 @@ UNKNOWN_JOB = "I have no record of that result any more: use /imagine again."
 IMAGE_GONE = "The image this works from is gone, from my disk and from Discord: use /imagine again."
 WITHHELD = "The safety checker flagged that image, so nothing is made from it: pick another image or a new seed."
 
+# Presses that only take something away, which still work in DMs while the bot is off there: a member can still
+# cancel a job or delete a result made while DMs were allowed.
+_TAKE_AWAY = ("cancel", "delete")
 # A press another service answers (share, remix, …), before any job is looked up.
 PressHandler = Callable[[discord.Interaction, Press], Awaitable[object]]
 
@@ -58,6 +61,7 @@ class PressService:
         cancel: Callable[[Job, int], Awaitable[str]],
         seed_source: random.Random | None = None,
         handlers: Mapping[str, PressHandler] | None = None,
+        allow_dms: bool = False,
     ) -> None:
         self.intake = intake
         self.sources = sources
@@ -65,6 +69,7 @@ class PressService:
         self.cancel = cancel
         self.seed_source = seed_source or random.SystemRandom()
         self.handlers = dict(handlers or {})
+        self.allow_dms = allow_dms
 
     async def press(self, interaction: discord.Interaction, custom_id: str) -> Job | None:
         """Answer a press: an ephemeral sentence, a delete, or a stored, acknowledged, queued job."""
@@ -73,6 +78,9 @@ class PressService:
         except BadButton:
             log.info("unknown button %r pressed by %s", custom_id, interaction.user.id)
             await interaction.response.send_message(UNKNOWN_BUTTON, ephemeral=True)
+            return None
+        if interaction.guild_id is None and not self.allow_dms and press.action not in _TAKE_AWAY:
+            await interaction.response.send_message(DMS_OFF, ephemeral=True)
             return None
         if press.action in self.handlers:
             await self.handlers[press.action](interaction, press)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from bot.admin_store import AdminStore
 from bot.jobs import Job
@@ -17,13 +17,25 @@ class Refused(InvalidParams):
 
 
 class Quota:
-    """Limits from .env, overridden per guild, role and member in SQLite; checked and reserved at once."""
+    """Limits from .env, overridden per guild, role and member in SQLite; checked and reserved at once.
 
-    def __init__(self, *, store: JobStore, admin: AdminStore, defaults: Limits, clock: Clock) -> None:
+    In a DM no server's overrides apply (the defaults do), and a ban in any server the bot is in (`guild_ids`) counts.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        admin: AdminStore,
+        defaults: Limits,
+        clock: Clock,
+        guild_ids: Callable[[], Collection[int]] = tuple,
+    ) -> None:
         self.store = store
         self.admin = admin
         self.defaults = defaults
         self.clock = clock
+        self.guild_ids = guild_ids
 
     async def limits(self, guild_id: int | None, user_id: int, role_ids: Sequence[int]) -> Limits:
         """A member's limits in a guild: the most generous of their roles wins; their own override beats roles."""
@@ -36,9 +48,15 @@ class Quota:
 
     async def reserve(self, job: Job, role_ids: Sequence[int]) -> None:
         """Store the job if the member may run it now; else raise Refused with the reason and when."""
-        banned = await self.admin.ban_reason(job.guild_id, job.user_id)
+        if job.guild_id is None:
+            # No server's admins can ban anyone from a DM: a ban in any server the bot is still in counts there.
+            banned = await self.admin.ban_in_any(self.guild_ids(), job.user_id)
+            where = ": an admin of a server I'm in has banned you"
+        else:
+            banned = await self.admin.ban_reason(job.guild_id, job.user_id)
+            where = " in this server: an admin has banned you"
         if banned is not None:
-            raise Refused(f"You can't use me in this server: an admin has banned you ({banned}).")
+            raise Refused(f"You can't use me{where} ({banned}).")
         limits = await self.limits(job.guild_id, job.user_id, role_ids)
         now = self.clock()
         verdict = refusal(job.params, limits, await self.store.usage(job.user_id, now), now)

@@ -18,8 +18,11 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def queued_text(position: int, start_at: float | None = None, now: float = 0.0) -> str:
-    """The acknowledgement: where the job stands in line and, when it is not about to start, when it will."""
+def queued_text(position: int, start_at: float | None = None, now: float = 0.0, held: str | None = None) -> str:
+    """The acknowledgement: where the job stands in line and, when it is not about to start, when it will; or
+    why it waits however short the line is (`held`: its server's queue is paused)."""
+    if held is not None:
+        return f"⏸ Queued, but {held}: your job starts once it is resumed."
     text = (
         "⏳ Queued — you're next"
         if position <= 1

@@ -53,6 +53,8 @@ class Settings:
     compile: bool = False
     preview_model: Path | None = None
     safety_model: Path | None = None
+    owner_ids: tuple[int, ...] = ()
+    allow_dms: bool = False
 
 
 def read_environment(cwd: Path) -> dict[str, str]:
@@ -77,15 +79,25 @@ def _token(env: Mapping[str, str], required: bool) -> str:
     return token
 
 
-def _guild_ids(raw: str) -> tuple[int, ...]:
+def _ids(env: Mapping[str, str], name: str, what: str) -> tuple[int, ...]:
+    """Comma-separated Discord ids (of servers or users)."""
     ids = []
-    for part in (p.strip() for p in raw.split(",")):
+    for part in (p.strip() for p in env.get(name, "").split(",")):
         if not part:
             continue
         if not part.isdigit():
-            raise SettingError(f"SDBOT_GUILD_IDS must be comma-separated server ids (numbers), but has {part!r}")
+            raise SettingError(f"{name} must be comma-separated {what} ids (numbers), but has {part!r}")
         ids.append(int(part))
     return tuple(ids)
+
+
+def _allow_dms(env: Mapping[str, str], guild_ids: tuple[int, ...]) -> bool:
+    allow = _flag(env, "SDBOT_ALLOW_DMS")
+    if allow and guild_ids:
+        raise SettingError(
+            "SDBOT_ALLOW_DMS=1 needs SDBOT_GUILD_IDS empty: Discord never offers commands synced to servers in DMs"
+        )
+    return allow
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...], upper: bool = False) -> str:
@@ -225,12 +237,13 @@ def load_settings(env: Mapping[str, str], *, cwd: Path, require_token: bool = Tr
     db_path = _path(env, "SDBOT_DB", "./sdbot.sqlite3", cwd)
     if not db_path.parent.is_dir():
         raise SettingError(f"SDBOT_DB must be a file in an existing folder, but {db_path.parent} does not exist")
+    guild_ids = _ids(env, "SDBOT_GUILD_IDS", "server")
     return Settings(
         discord_token=_token(env, require_token),
         model=model,
         db_path=db_path,
         device=_choice(env, "SDBOT_DEVICE", "auto", DEVICE_CHOICES),
-        guild_ids=_guild_ids(env.get("SDBOT_GUILD_IDS", "")),
+        guild_ids=guild_ids,
         log_level=_choice(env, "SDBOT_LOG_LEVEL", "INFO", LOG_LEVELS, upper=True),
         max_megapixels=_positive(env, "SDBOT_MAX_MEGAPIXELS", "2.5"),
         data_dir=_data_dir(env, cwd),
@@ -253,6 +266,8 @@ def load_settings(env: Mapping[str, str], *, cwd: Path, require_token: bool = Tr
         compile=_flag(env, "SDBOT_COMPILE"),
         preview_model=_optional_folder(env, "SDBOT_PREVIEW_MODEL", cwd, "a tiny autoencoder (TAESD)"),
         safety_model=_optional_folder(env, "SDBOT_SAFETY_MODEL", cwd, "a Stable Diffusion safety checker"),
+        owner_ids=_ids(env, "SDBOT_OWNER_IDS", "user"),
+        allow_dms=_allow_dms(env, guild_ids),
     )
 
 

@@ -124,6 +124,13 @@ MIGRATIONS: tuple[str, ...] = (
         at REAL NOT NULL
     );
     """,
+    """
+    CREATE TABLE paused_guilds (
+        guild_id INTEGER PRIMARY KEY,
+        by_id INTEGER NOT NULL,
+        at REAL NOT NULL
+    );
+    """,
 )
 
 # Jobs that count against a member's limits: all but those that produced nothing through no doing of theirs.

@@ -19,9 +19,15 @@ from tests.support.fake_discord import (
     APPLICATION_ID,
     CHANNEL_ID,
     GUILD_ID,
+    OWNER_ID,
     USER_ID,
     FakeDiscord,
     FakeFile,
+    FakeInteraction,
+    FakeTeam,
+    FakeTeamMember,
+    FakeUser,
+    NotOffered,
 )
 
 Responder = Callable[[discord.Interaction], Awaitable[None]]
@@ -335,3 +341,61 @@ async def test_fresh_client_handles_buttons_sent_before_restart(fake: FakeDiscor
         assert stored is not None
         await fake.wait_for(lambda: stored.edits, what="the edit of the button's message")
         assert stored.content == "rerolled 42" and fake.identifies == 2
+
+
+class GlobalBot(ProbeBot):
+    """Syncs globally: one command for servers only, one also for the bot's DM, one that says nothing."""
+
+    async def setup_hook(self) -> None:
+        async def ping(interaction: discord.Interaction) -> None:
+            await interaction.response.send_message("pong")
+
+        places: list[tuple[str, app_commands.AppCommandContext | None]] = [
+            ("servers", app_commands.AppCommandContext(guild=True)),
+            ("anywhere", app_commands.AppCommandContext(guild=True, dm_channel=True)),
+            ("unsaid", None),
+        ]
+        for name, contexts in places:
+            self.tree.add_command(
+                app_commands.Command(name=name, description="Ping", callback=ping, allowed_contexts=contexts)
+            )
+        await self.tree.sync()
+
+
+async def pong(inter: Awaitable[FakeInteraction]) -> str:
+    callback = await (await inter).wait_response()
+    assert callback.data is not None
+    return str(callback.data["content"])
+
+
+async def test_a_global_command_is_offered_where_its_contexts_say(fake: FakeDiscord) -> None:
+    async with fake.connected(GlobalBot()):
+        contexts = [(fake.command(name) or {})["contexts"] for name in ("servers", "anywhere", "unsaid")]
+        assert contexts == [[0], [0, 1], None]
+        with pytest.raises(NotOffered, match=r"Discord does not offer /servers in the bot's DM: its contexts are"):
+            await fake.slash("servers", {}, guild_id=None)
+        for name in ("anywhere", "unsaid"):  # without contexts, Discord offers a server and the bot's DM
+            assert await pong(fake.slash(name, {}, guild_id=None)) == "pong"
+        assert await pong(fake.slash("servers", {})) == "pong"
+
+
+async def test_sync_refuses_contexts_discord_does_not_know(fake: FakeDiscord, bot: ProbeBot) -> None:
+    for field, value in (("contexts", [0, 3]), ("contexts", "guild"), ("integration_types", [0, 2])):
+        with pytest.raises(discord.HTTPException) as refused:
+            payload = [{"name": "xy", "description": "z", field: value}]
+            await bot.http.bulk_upsert_global_commands(APPLICATION_ID, payload)
+        assert refused.value.status == 400 and field in refused.value.text
+
+
+async def test_the_application_has_an_owner_or_a_team(fake: FakeDiscord, bot: ProbeBot) -> None:
+    app = await bot.application_info()
+    assert app.owner.id == OWNER_ID and app.team is None
+    boss, dev = FakeUser(id=USER_ID + 50, username="boss"), FakeUser(id=USER_ID + 51, username="dev")
+    fake.team = FakeTeam(id=USER_ID + 60, owner=boss, members=(FakeTeamMember(dev, "read_only", accepted=False),))
+    app = await bot.application_info()
+    assert app.team is not None and app.team.owner_id == boss.id and app.owner.id == USER_ID + 60
+    roles = {(m.id, m.role, m.membership_state) for m in app.team.members}
+    assert roles == {
+        (boss.id, discord.TeamMemberRole.admin, discord.TeamMembershipState.accepted),
+        (dev.id, discord.TeamMemberRole.read_only, discord.TeamMembershipState.invited),
+    }

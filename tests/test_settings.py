@@ -64,6 +64,9 @@ def test_every_setting_parsed(tmp_path: Path) -> None:
         ({"SDBOT_MODEL": "models/missing.safetensors"}, "SDBOT_MODEL models/missing.safetensors does not exist"),
         ({"SDBOT_MODEL": "anything-v3.ckpt"}, "SDBOT_MODEL anything-v3.ckpt is a pickle checkpoint"),
         ({"SDBOT_DB": "no/such/folder/db.sqlite3"}, "SDBOT_DB must be a file in an existing folder"),
+        ({"SDBOT_OWNER_IDS": "123, @me"}, "SDBOT_OWNER_IDS must be comma-separated user ids (numbers), but has '@me'"),
+        ({"SDBOT_ALLOW_DMS": "yes"}, "SDBOT_ALLOW_DMS must be 1 (on) or 0 (off), not 'yes'"),
+        ({"SDBOT_ALLOW_DMS": "1", "SDBOT_GUILD_IDS": "123"}, "SDBOT_ALLOW_DMS=1 needs SDBOT_GUILD_IDS empty"),
     ],
 )
 def test_bad_settings_name_the_variable(tmp_path: Path, env: dict[str, str], message: str) -> None:
@@ -71,6 +74,15 @@ def test_bad_settings_name_the_variable(tmp_path: Path, env: dict[str, str], mes
         load_settings({"DISCORD_TOKEN": TOKEN, **env}, cwd=tmp_path)
     assert str(caught.value).startswith(message)
     assert "\n" not in str(caught.value)
+
+
+def test_owners_and_dms(tmp_path: Path) -> None:
+    defaults = load_settings({"DISCORD_TOKEN": TOKEN}, cwd=tmp_path)
+    assert (defaults.owner_ids, defaults.allow_dms) == ((), False)
+    settings = load_settings(
+        {"DISCORD_TOKEN": TOKEN, "SDBOT_OWNER_IDS": "123, 456,", "SDBOT_ALLOW_DMS": "1"}, cwd=tmp_path
+    )
+    assert (settings.owner_ids, settings.allow_dms) == ((123, 456), True)
 
 
 def test_folder_without_model_index_is_refused(tmp_path: Path) -> None:

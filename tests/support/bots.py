@@ -23,17 +23,19 @@ def make_bot(
     limits: Limits = NO_LIMITS,
     shutdown_grace: float = 0.0,
     clock: Clock = time.time,
+    guild_ids: tuple[int, ...] = (GUILD_ID,),
     **options: Any,
 ) -> SdBot:
     """A bot whose database and images live in `folder`; a job still running at close runs again next start.
 
-    `options` go to SdBot as they are (a LoRA folder, the models, …)."""
+    Commands are synced to the test guild (`guild_ids=()`: globally, as DMs need); `options` go to SdBot as they are
+    (a LoRA folder, the models, …)."""
     return SdBot(
         store=JobStore(folder / "sdbot.sqlite3"),
         engine=engine,
         images=ImageStore(folder / "data", keep_days=30),
         limits=limits,
-        guild_ids=(GUILD_ID,),
+        guild_ids=guild_ids,
         progress_interval=0.0,
         guild_ready_timeout=0.05,
         shutdown_grace=shutdown_grace,

@@ -64,7 +64,10 @@ __all__ = [
     "FakeMessage",
     "FakeRequest",
     "FakeRole",
+    "FakeTeam",
+    "FakeTeamMember",
     "FakeUser",
+    "NotOffered",
     "StoredAttachment",
 ]
 
@@ -146,6 +149,45 @@ class FakeUser:
             "avatar": None,
             "bot": self.bot,
             "public_flags": 0,
+        }
+
+
+@dataclass(frozen=True)
+class FakeTeamMember:
+    """A member of the team that owns the application; role is "admin", "developer" or "read_only"."""
+
+    user: FakeUser
+    role: str = "developer"
+    accepted: bool = True
+
+
+@dataclass(frozen=True)
+class FakeTeam:
+    """The team that owns the application (Developer Portal → Teams)."""
+
+    id: int
+    owner: FakeUser
+    members: Sequence[FakeTeamMember] = ()
+    name: str = "the team"
+
+    def payload(self) -> dict[str, Any]:
+        """The team object of the application, its owner listed as an admin member."""
+        members = [FakeTeamMember(self.owner, "admin"), *(m for m in self.members if m.user.id != self.owner.id)]
+        return {
+            "id": str(self.id),
+            "name": self.name,
+            "icon": None,
+            "owner_user_id": str(self.owner.id),
+            "members": [
+                {
+                    "membership_state": 2 if member.accepted else 1,
+                    "permissions": ["*"],
+                    "team_id": str(self.id),
+                    "user": member.user.payload(),
+                    "role": member.role,
+                }
+                for member in members
+            ],
         }
 
 
@@ -542,6 +584,10 @@ class _ApiError(Exception):
         return _json_response(body, status=self.status)
 
 
+class NotOffered(AssertionError):
+    """Discord does not offer this command where the test tried to use it (its contexts exclude the place)."""
+
+
 class _Unhandled(_ApiError):
     """No route matches: answered 404 and recorded in ``fake.unhandled``."""
 
@@ -585,6 +631,7 @@ class FakeDiscord:
         application_id: int = APPLICATION_ID,
         bot_user: FakeUser | None = None,
         owner: FakeUser | None = None,
+        team: FakeTeam | None = None,
         guilds: Sequence[FakeGuild] | None = None,
         users: Sequence[FakeUser] = (),
         token: str = "fake-bot-token",
@@ -595,6 +642,7 @@ class FakeDiscord:
         self.application_id = application_id
         self.bot_user = bot_user or FakeUser(id=application_id, username="sdbot", bot=True)
         self.owner = owner or FakeUser(id=OWNER_ID, username="owner")
+        self.team = team  # a test may give the application a team (or change it) while the client runs
         self.guilds: list[FakeGuild] = list(guilds) if guilds is not None else [FakeGuild()]
         self.token = token
         self.heartbeat_interval_ms = heartbeat_interval_ms
@@ -1320,6 +1368,7 @@ class FakeDiscord:
         if command is None:
             synced = {scope: [c["name"] for c in cmds] for scope, cmds in self.commands.items()}
             raise AssertionError(f"/{name} is not synced for guild {guild_id}; synced: {synced}")
+        _check_offered(command, payload)
         definitions: list[dict[str, Any]] = command.get("options", [])
         wrappers: list[dict[str, Any]] = []
         for part in subcommand.split() if subcommand else []:
@@ -1504,6 +1553,7 @@ class FakeDiscord:
             channel_id=message.channel_id,
             member_permissions=member_permissions,
         )
+        _check_offered(command, payload)
         data: dict[str, Any] = {
             "id": command["id"],
             "name": name,
@@ -1657,6 +1707,8 @@ class FakeDiscord:
         return _json_response({"url": self.gateway_url, "shards": 1, "session_start_limit": limit})
 
     async def _get_application(self, request: web.Request, **_: Any) -> web.Response:
+        # A team's application has a pseudo-user named after the team as its owner.
+        owner = FakeUser(id=self.team.id, username=f"team{self.team.id}") if self.team else self.owner
         return _json_response(
             {
                 "id": str(self.application_id),
@@ -1665,8 +1717,8 @@ class FakeDiscord:
                 "description": "",
                 "bot_public": False,
                 "bot_require_code_grant": False,
-                "owner": self.owner.payload(),
-                "team": None,
+                "owner": owner.payload(),
+                "team": self.team.payload() if self.team else None,
                 "verify_key": "0" * 64,
                 "flags": 0,
                 "bot": self.bot_user.payload(),
@@ -2192,6 +2244,27 @@ def _validate_message(
 
 
 _COMMAND_NAME = re.compile(r"^[-_'\w]{1,32}$")
+# Interaction context types (0 a server, 1 the bot's DM, 2 other DMs and group DMs) and installation types.
+_CONTEXTS = (0, 1, 2)
+_INTEGRATION_TYPES = (0, 1)
+
+
+def _contexts(command: dict[str, Any]) -> list[int]:
+    """Where Discord offers a global command: its contexts; without them the deprecated dm_permission decides, and
+    by default a server and the bot's DM."""
+    contexts = command.get("contexts")
+    if contexts is not None:
+        return list(contexts)
+    return [0] if command.get("dm_permission") is False else [0, 1]
+
+
+def _check_offered(command: dict[str, Any], payload: dict[str, Any]) -> None:
+    """Raise NotOffered where Discord would not offer the command: a user could not even pick it there."""
+    if command.get("guild_id") is not None:
+        return  # a server's own commands exist in that server only, which command() already looked in
+    if payload["context"] not in _contexts(command):
+        where = {0: "a server", 1: "the bot's DM", 2: "a private channel"}[payload["context"]]
+        raise NotOffered(f"Discord does not offer /{command['name']} in {where}: its contexts are {_contexts(command)}")
 
 
 def _validate_command(cmd: dict[str, Any], path: str) -> None:
@@ -2203,6 +2276,12 @@ def _validate_command(cmd: dict[str, Any], path: str) -> None:
         raise _form_error(f"{path}.name", f"Invalid command name {name!r}", "APPLICATION_COMMAND_INVALID_NAME")
     if cmd.get("type", 1) == 1 and not 1 <= len(cmd.get("description", "")) <= 100:
         raise _form_error(f"{path}.description", "Must be between 1 and 100 in length.", "BASE_TYPE_BAD_LENGTH")
+    for field_name, valid in (("contexts", _CONTEXTS), ("integration_types", _INTEGRATION_TYPES)):
+        values = cmd.get(field_name)
+        if values is not None and (
+            not isinstance(values, list) or any(type(v) is not int or v not in valid for v in values)
+        ):
+            raise _form_error(f"{path}.{field_name}", f"Value must be a list of {valid}.", "BASE_TYPE_CHOICES")
     _validate_options(cmd.get("options") or [], f"{path}.options")
 
 
