@@ -84,6 +84,11 @@ class GuildPolicy:
         return ChannelRules(block_list=block_list, on_flagged=flagged, age_restricted=age_restricted)
 
 
+# A DM (SDBOT_ALLOW_DMS=1) has no server, so no block list and no admins to spoiler flagged images for: the safety
+# checker (when installed) always runs there, and what it flags is withheld.
+DIRECT_MESSAGES = GuildPolicy(server=ScopePolicy(settings={FLAGGED: Flagged.WITHHOLD}))
+
+
 @dataclass(frozen=True)
 class ChannelRules:
     """What applies to one job: the block list to check its prompt against, and what to do with flagged images."""

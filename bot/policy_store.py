@@ -8,7 +8,15 @@ import aiosqlite
 
 from bot.admin_store import AdminStore
 from bot.blocklist import MAX_ENTRIES
-from bot.policy import SETTING_NAMES, Flagged, GuildPolicy, ScopePolicy, format_setting, parse_setting
+from bot.policy import (
+    DIRECT_MESSAGES,
+    SETTING_NAMES,
+    Flagged,
+    GuildPolicy,
+    ScopePolicy,
+    format_setting,
+    parse_setting,
+)
 
 # Rows for the whole server use channel 0 (no Discord id is 0), so the primary keys need no NULLs.
 SERVER = 0
@@ -33,9 +41,9 @@ class PolicyStore:
         return self.admin.store.db
 
     async def policy(self, guild_id: int | None) -> GuildPolicy:
-        """Every entry and setting of a server (an empty policy in a DM)."""
+        """Every entry and setting of a server (in a DM, the policy for DMs)."""
         if guild_id is None:
-            return GuildPolicy()
+            return DIRECT_MESSAGES
         words: dict[int, list[str]] = defaultdict(list)
         cursor = await self._db.execute(
             "SELECT channel_id, entry FROM policy_words WHERE guild_id = ? ORDER BY rowid", (guild_id,)
