@@ -71,6 +71,10 @@ async def test_killed_with_jobs_queued_every_image_arrives_exactly_once(
     assert await bot.wait() == -9
 
     again = await start_bot(fake, tmp_path, tiny_model_dir)
+    resume = await fake.slash("sdadmin", {}, subcommand="resume", user_id=OWNER_ID)
+    answered = (await resume.wait_response()).data
+    assert answered is not None and answered["content"] == "The queue runs again."
+    assert results(fake) == [], "the pause outlived the kill"
     await fake.wait_for(lambda: len(results(fake)) == 3, timeout=60, what="the three results after the restart")
     again.terminate()
     assert await again.wait() == 0
