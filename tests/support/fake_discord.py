@@ -619,6 +619,9 @@ class FakeDiscord:
         self.identifies = 0
         self.resumes = 0
         self.failures: list[FakeFailure] = []
+        # Cleared, attachment downloads (the CDN) wait until it is set again: a slow download, as a test times it.
+        self.downloads = asyncio.Event()
+        self.downloads.set()
 
         self._messages: dict[int, FakeMessage] = {}
         self._attachments: dict[int, StoredAttachment] = {}
