@@ -30,8 +30,10 @@ def queued_text(position: int, start_at: float | None = None, now: float = 0.0) 
     return text + "."
 
 
-def cancelled_text(by_id: int) -> str:
-    return f"❌ Cancelled by <@{by_id}>."
+def cancelled_text(by_id: int, charged: bool = False) -> str:
+    """The status of a cancelled job; one cancelled while drawing still counts against its member's limits."""
+    text = f"❌ Cancelled by <@{by_id}>."
+    return text + " It had started drawing, so it still counts against the limits." if charged else text
 
 
 def progress_text(step: int, total: int) -> str:

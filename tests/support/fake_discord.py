@@ -1626,6 +1626,7 @@ class FakeDiscord:
         self, request: web.Request, raw_path: str, path: str, body: Any, files: dict[int, tuple[str, bytes, str]]
     ) -> web.StreamResponse:
         if raw_path.startswith("/attachments/"):
+            await self.downloads.wait()
             return self._serve_attachment(raw_path)
         failure = self._take_failure(request.method, path)
         if failure is not None:
