@@ -52,8 +52,13 @@ def done_text(seconds: float, result_url: str) -> str:
     return f"✅ Done in {seconds:.1f} s — {result_url}"
 
 
+# Room for the failure sentence in a 2,000-character message that also pings the member.
+_SENTENCE_MAX = 1900
+
+
 def failed_text(sentence: str) -> str:
-    return f"❌ {sentence}"
+    """Why a job produced nothing; the sentence may come from the engine, so it is clipped to fit a message."""
+    return f"❌ {_clip(sentence, _SENTENCE_MAX)}"
 
 
 def withheld_text(withheld: int, total: int) -> str:
