@@ -10,7 +10,15 @@ from collections.abc import Callable, Hashable
 import discord
 
 from bot.delivery import Delivery
-from bot.engine_client import Engine, EngineCrashed, EngineStartError, JobFailedError, Outcome, ProgressCallback
+from bot.engine_client import (
+    Engine,
+    EngineCrashed,
+    EngineGarbled,
+    EngineStartError,
+    JobFailedError,
+    Outcome,
+    ProgressCallback,
+)
 from bot.estimates import Estimator
 from bot.fair_queue import FairQueue
 from bot.jobs import Job, JobState
@@ -33,6 +41,10 @@ ENGINE_CRASHED = (
     " owner if it happens again."
 )
 ENGINE_DOWN = "The image engine cannot start at the moment; the owner can see why in the bot's log."
+ENGINE_GARBLED = (
+    "The image engine answered with something I could not read while drawing this, so I restarted it: try again,"
+    " and tell the owner if it happens again (it is in the bot's log)."
+)
 SOMETHING_WRONG = "Something went wrong with job {job}; the owner can find the error in the bot's log."
 CANCELLED = "Cancelled."
 # A job that kills the engine is tried on a fresh one once more, then failed, so it cannot stall the queue.
@@ -186,10 +198,13 @@ class Dispatcher:
                 await self._fail(job, reporters.pop(job.id), str(exc))
         if not requests:
             return
-        try:
-            outcomes = await self._generate(requests, on_progress)
-        except JobFailedError as exc:
-            outcomes = [exc] * len(requests)
+        drawn: set[str] = set()
+
+        def note_drawing(progress: Progress) -> None:
+            drawn.add(progress.job_id)
+            on_progress(progress)
+
+        outcomes = await self._generate(requests, note_drawing)
         denoised.set()
         by_id = {job.id: job for job in batch}
         done: list[tuple[Job, JobResult]] = []
@@ -200,8 +215,10 @@ class Dispatcher:
             elif job.id in self._cancelled_by:
                 await reporter.finish()
                 who = self._cancelled_by.pop(job.id)
-                await self.store.mark_cancelled(job.id, f"cancelled by {who}", self.clock())
-                await self.delivery.edit_status(job, cancelled_text(who), final=True)
+                # Once the engine has drawn a step of it, the GPU time is spent: it counts against the limits.
+                charged = job.id in drawn
+                await self.store.mark_cancelled(job.id, f"cancelled by {who}", self.clock(), charged=charged)
+                await self.delivery.edit_status(job, cancelled_text(who, charged), final=True)
             else:
                 await self._fail(job, reporter, str(outcome))
         if done:
@@ -222,38 +239,58 @@ class Dispatcher:
         return ProgressReporter(edit, self.clock, self.progress_interval)
 
     async def _generate(self, requests: list[GenerateRequest], on_progress: ProgressCallback) -> list[Outcome]:
-        """Draw a batch; if the engine dies while drawing it, draw what is left once more on a fresh engine, then
-        give up on it. A batch that was only waiting in the engine, or already denoised, is not to blame."""
+        """Draw a batch; a job the engine dies drawing is drawn once more on a fresh engine, then given up.
+
+        Each hand-over is counted in SQLite, so a job that takes the engine (or the whole bot) down with it is given
+        up across restarts too. A job that was only waiting in the engine, or already denoised, is not to blame.
+        """
         outcomes: dict[str, Outcome] = {}
-        blamed = tries = 0
+        tries = 0
         while True:
             # A job cancelled while the engine was down is not sent to the next one.
             for request in requests:
                 if request.job_id in self._cancelled_by:
                     outcomes.setdefault(request.job_id, JobFailedError(CANCELLED))
             pending = [request for request in requests if request.job_id not in outcomes]
+            if pending:
+                attempts = await self.store.begin_attempt([request.job_id for request in pending])
+                for request in pending:
+                    if attempts[request.job_id] > CRASH_ATTEMPTS:
+                        log.error("job %s: given up after %d engine crashes", request.job_id, CRASH_ATTEMPTS)
+                        outcomes[request.job_id] = JobFailedError(ENGINE_CRASHED)
+                pending = [request for request in pending if request.job_id not in outcomes]
             if not pending:
                 return [outcomes[request.job_id] for request in requests]
-            steps: list[Progress] = []
+            last: dict[str, Progress] = {}
 
-            def progress(update: Progress, steps: list[Progress] = steps) -> None:
-                steps.append(update)
+            def progress(update: Progress, last: dict[str, Progress] = last) -> None:
+                last[update.job_id] = update
                 on_progress(update)
 
             try:
                 results = await self.engine.generate_batch(pending, progress)
                 outcomes.update((request.job_id, result) for request, result in zip(pending, results, strict=True))
+            except EngineGarbled as exc:
+                outcomes.update(exc.finished)
+                log.error("jobs %s: %s", ", ".join(request.job_id for request in pending), exc)
+                outcomes.update((request.job_id, JobFailedError(ENGINE_GARBLED)) for request in pending)
             except EngineCrashed as exc:
                 outcomes.update(exc.finished)
-                drawing = bool(steps) and steps[-1].step < steps[-1].total
-                blamed, tries = blamed + drawing, tries + 1
-                ids = ", ".join(request.job_id for request in pending)
-                log.error("jobs %s: %s (%s)", ids, exc, "while drawing them" if drawing else "not drawing them")
-                if blamed >= CRASH_ATTEMPTS or tries > CRASH_ATTEMPTS + 1:
-                    raise JobFailedError(ENGINE_CRASHED) from None
+                unanswered = [request.job_id for request in pending if request.job_id not in outcomes]
+                drawing = [job_id for job_id in unanswered if job_id in last and last[job_id].step < last[job_id].total]
+                await self.store.forgive_attempt([job_id for job_id in unanswered if job_id not in drawing])
+                tries += 1
+                log.error("jobs %s: %s (drawing %s)", ", ".join(unanswered), exc, ", ".join(drawing) or "none of them")
+                if tries > CRASH_ATTEMPTS + 1:
+                    # The engine dies before drawing anything: no job is to blame, but none gets drawn either.
+                    outcomes.update((job_id, JobFailedError(ENGINE_CRASHED)) for job_id in unanswered)
             except EngineStartError as exc:
                 log.error("the engine cannot start again: %s", exc)
-                raise JobFailedError(ENGINE_DOWN) from None
+                outcomes.update((request.job_id, JobFailedError(ENGINE_DOWN)) for request in pending)
+            except asyncio.CancelledError:
+                # The bot is stopping: the jobs run again after the restart, and this attempt is not theirs to bear.
+                await self.store.forgive_attempt([request.job_id for request in pending])
+                raise
 
     def _hand_over(self, job: Job, result: JobResult, reporter: ProgressReporter | None) -> None:
         task = asyncio.create_task(self._deliver(job, result, reporter), name=f"deliver-{job.id}")

@@ -44,8 +44,50 @@ class EngineCrashed(RuntimeError):
         self.finished = dict(finished or {})
 
 
+class EngineGarbled(EngineCrashed):
+    """The engine sent a frame the bot cannot use about these jobs; it was killed, and is started again."""
+
+
 class JobFailedError(RuntimeError):
     """The engine refused or failed a job; the message is a sentence for the member."""
+
+
+class UnusableFrame(Exception):
+    """A well-formed frame that makes no sense here (a result with the wrong images, a step past the end, …)."""
+
+    def __init__(self, message: str, job_id: str | None = None) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A job sent to the engine and not yet answered: what was asked, where its answer and progress go, and the
+    jobs sent with it (a bad frame fails the batch it concerns)."""
+
+    request: GenerateRequest
+    future: asyncio.Future[JobResult]
+    on_progress: ProgressCallback
+    batch: tuple[str, ...]
+
+
+def check_result(request: GenerateRequest, result: JobResult) -> None:
+    """UnusableFrame unless `result` holds one PNG per seed the job asked for, in seed order."""
+    seeds = tuple(image.seed for image in result.images)
+    if seeds != request.params.seeds():
+        raise UnusableFrame(f"result with seeds {seeds[:8]} for a job of seeds {request.params.seeds()}", result.job_id)
+    for image in result.images:
+        if not image.png.startswith(PNG_SIGNATURE):
+            raise UnusableFrame(f"result image of seed {image.seed} is not a PNG", result.job_id)
+
+
+def check_progress(progress: Progress) -> None:
+    """UnusableFrame unless the step lies within the job's steps."""
+    if not 0 <= progress.step <= progress.total or progress.total < 1:
+        raise UnusableFrame(f"progress step {progress.step} of {progress.total}", progress.job_id)
 
 
 # Each job of a batch ends with its result or with the sentence it failed with.
@@ -158,7 +200,7 @@ class ProcessEngine:
         self._reader: asyncio.Task[None] | None = None
         self._ready: EngineReady | None = None
         self._lock = asyncio.Lock()
-        self._pending: dict[str, tuple[asyncio.Future[JobResult], ProgressCallback]] = {}
+        self._pending: dict[str, _Pending] = {}
 
     @property
     def ready(self) -> EngineReady | None:
@@ -209,31 +251,47 @@ class ProcessEngine:
         try:
             while (message := await read_message_async(process.stdout)) is not None:
                 self._route(message)
-        except WireError as exc:
-            log.error("engine sent a bad frame, restarting it: %s", exc)
+        except (WireError, UnusableFrame) as exc:
+            # Nothing the engine says after this can be trusted: the jobs it concerns fail, the engine restarts.
+            log.error("the engine sent a frame I cannot use, restarting it: %s", exc)
+            self._garbled(str(exc), exc.job_id if isinstance(exc, UnusableFrame) else None)
             process.kill()
         code = await process.wait()
         self._reader = None
         if process is self._process:  # not stopped by close(): it died
             self._crashes += 1
             log.error("the engine process exited with code %s", code)
-        for future, _ in self._pending.values():
-            if not future.done():
-                future.set_exception(EngineCrashed(f"the engine process exited with code {code}"))
+        for pending in self._pending.values():
+            if not pending.future.done():
+                pending.future.set_exception(EngineCrashed(f"the engine process exited with code {code}"))
+
+    def _garbled(self, reason: str, job_id: str | None) -> None:
+        """Fail the batch a bad frame was about (or, when it names none, the one the engine was drawing)."""
+        waiting = [pending for pending in self._pending.values() if not pending.future.done()]
+        named = self._pending.get(job_id) if job_id is not None else None
+        batch = named.batch if named is not None else waiting[0].batch if waiting else ()
+        for pending in waiting:
+            if pending.request.job_id in batch:
+                pending.future.set_exception(EngineGarbled(f"the engine sent a frame I cannot use: {reason}"))
 
     def _route(self, message: object) -> None:
-        job_id = getattr(message, "job_id", None)
-        pending = self._pending.get(job_id) if isinstance(job_id, str) else None
-        if pending is None or pending[0].done():
-            log.warning("engine sent a %s for job %s, which it was not drawing", type(message).__name__, job_id)
+        """Hand a frame to the job it answers; UnusableFrame for one that has no place in a running engine."""
+        if not isinstance(message, Progress | JobResult | JobFailed):
+            raise UnusableFrame(f"unexpected {type(message).__name__} while drawing")
+        pending = self._pending.get(message.job_id)
+        if pending is None or pending.future.done():
+            log.warning("engine sent a %s for job %s, which it was not drawing", type(message).__name__, message.job_id)
         elif isinstance(message, Progress):
-            pending[1](message)
+            check_progress(message)
+            try:
+                pending.on_progress(message)
+            except Exception:
+                log.exception("job %s: showing its progress failed", message.job_id)
         elif isinstance(message, JobResult):
-            pending[0].set_result(message)
-        elif isinstance(message, JobFailed):
-            pending[0].set_exception(JobFailedError(message.message))
+            check_result(pending.request, message)
+            pending.future.set_result(message)
         else:
-            log.warning("engine sent an unexpected %s", type(message).__name__)
+            pending.future.set_exception(JobFailedError(message.message))
 
     async def generate(
         self,
@@ -263,8 +321,9 @@ class ProcessEngine:
                 await self._sleep(delay)
                 await self.start()
             assert self._process is not None and self._process.stdin is not None
+            batch = tuple(request.job_id for request in requests)
             for request, future in zip(requests, futures, strict=True):
-                self._pending[request.job_id] = (future, on_progress)
+                self._pending[request.job_id] = _Pending(request, future, on_progress, batch)
             message = requests[0] if len(requests) == 1 else GenerateBatch(tuple(requests))
             try:
                 self._process.stdin.write(encode(message))
@@ -284,7 +343,7 @@ class ProcessEngine:
             else:
                 crash = outcome
         if isinstance(crash, EngineCrashed):
-            raise EngineCrashed(str(crash), results)
+            raise type(crash)(str(crash), results)
         if crash is not None:
             raise crash
         self._crashes = 0

@@ -40,6 +40,10 @@ class ImageStore:
         partial.write_bytes(png)
         os.replace(partial, folder / f"{index}.png")
 
+    def discard(self, job_id: str) -> None:
+        """Forget a job's images (one refused after its image was kept)."""
+        shutil.rmtree(self._folder(job_id), ignore_errors=True)
+
     def has(self, job_id: str, index: int) -> bool:
         """Whether image `index` of the job is still kept here."""
         return (self._folder(job_id) / f"{index}.png").is_file()

@@ -166,7 +166,10 @@ class ImagineService:
                 check_image(info)
                 assert info.width is not None and info.height is not None
                 max_side = await self._max_side(interaction)
-                self.check(interaction, options, (info.width, info.height), max_side)
+                channel_id, params = self.check(interaction, options, (info.width, info.height), max_side)
+                # Nothing is downloaded for a member who may not run the job (banned, over a limit, too soon).
+                if not await self.intake.precheck(interaction, self.intake.new_job(interaction, params, channel_id)):
+                    return None
                 # The download and decoding may take longer than the 3 s Discord allows for an answer.
                 await interaction.response.defer(thinking=True)
                 decoded = await fetch_image(image)
@@ -177,9 +180,13 @@ class ImagineService:
             await answer_privately(interaction, str(exc))
             return None
         job = self.intake.new_job(interaction, params, channel_id, job_id)
-        if image is not None:
-            job = replace(job, parent_id=job_id, source_index=0)
-        return await self.intake.accept(interaction, job)
+        if image is None:
+            return await self.intake.accept(interaction, job)
+        accepted = await self.intake.accept(interaction, replace(job, parent_id=job_id, source_index=0))
+        if accepted is None:
+            # Refused after all (another command of the member's came first): keep nothing of it.
+            await asyncio.to_thread(self.images.discard, job_id)
+        return accepted
 
 
 def build_imagine_command(service: ImagineService) -> app_commands.Command:  # type: ignore[type-arg]

@@ -17,7 +17,7 @@ from bot.pauses import hold_reason
 from bot.policy import blocked_sentence, is_age_restricted, policy_channel_id
 from bot.policy_store import PolicyStore
 from bot.progress import Clock
-from bot.quota import Quota, Refused
+from bot.quota import Quota
 from bot.render import queued_text
 from bot.store import JobStore
 from engine.params import GenerationParams, InvalidParams
@@ -161,20 +161,14 @@ class Intake:
         callback = await interaction.response.send_message(self._queued_text(job), view=cancel_view(job))
         return callback.message_id or (await interaction.original_response()).id
 
-    async def accept(self, interaction: discord.Interaction, job: Job) -> Job | None:
-        """Check the channel's content policy, reserve within the limits (or refuse), acknowledge, queue."""
+    async def _admit(self, interaction: discord.Interaction, job: Job) -> Job:
+        """The job as the channel's policy takes it, or InvalidParams with the sentence refusing it."""
         if self.closing():
-            await answer_privately(interaction, RESTARTING)
-            return None
+            raise InvalidParams(RESTARTING)
         if job.guild_id is None and not self.allow_dms:
             # Discord offers no command in DMs then, but buttons and modals on older messages still arrive from there.
-            await answer_privately(interaction, DMS_OFF)
-            return None
-        try:
-            self.installed.check(job.params)
-        except InvalidParams as exc:
-            await answer_privately(interaction, str(exc))
-            return None
+            raise InvalidParams(DMS_OFF)
+        self.installed.check(job.params)
         policy = await self.policy.policy(job.guild_id)
         channel = interaction.channel
         rules = policy.rules(policy_channel_id(channel, job.channel_id), is_age_restricted(channel))
@@ -182,12 +176,25 @@ class Intake:
         found = rules.block_list.find(job.params.prompt)
         if found is not None:
             log.info("job %s refused for %s: blocked %r", job.id, job.user_id, found)
-            await answer_privately(interaction, blocked_sentence(found))
-            return None
-        job = replace(job, size_limit=interaction.filesize_limit, on_flagged=rules.on_flagged)
+            raise InvalidParams(blocked_sentence(found))
+        return replace(job, size_limit=interaction.filesize_limit, on_flagged=rules.on_flagged)
+
+    async def precheck(self, interaction: discord.Interaction, job: Job) -> bool:
+        """Everything `accept` checks (a ban and the limits included) without reserving: for work that must only be
+        done for a job that may run, such as downloading its image. Answers a refusal itself; False then."""
         try:
+            await self.quota.check(await self._admit(interaction, job), role_ids(interaction))
+        except InvalidParams as exc:
+            await answer_privately(interaction, str(exc))
+            return False
+        return True
+
+    async def accept(self, interaction: discord.Interaction, job: Job) -> Job | None:
+        """Check the channel's content policy, reserve within the limits (or refuse), acknowledge, queue."""
+        try:
+            job = await self._admit(interaction, job)
             await self.quota.reserve(job, role_ids(interaction))
-        except Refused as exc:
+        except InvalidParams as exc:
             await answer_privately(interaction, str(exc))
             return None
         try:

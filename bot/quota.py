@@ -46,8 +46,8 @@ class Quota:
     async def usage(self, user_id: int) -> Usage:
         return await self.store.usage(user_id, self.clock())
 
-    async def reserve(self, job: Job, role_ids: Sequence[int]) -> None:
-        """Store the job if the member may run it now; else raise Refused with the reason and when."""
+    async def _verdict(self, job: Job, role_ids: Sequence[int]) -> tuple[Limits, Refusal | None]:
+        """The member's limits, and what refuses the job now (Refused for a ban), without storing anything."""
         if job.guild_id is None:
             # No server's admins can ban anyone from a DM: a ban in any server the bot is still in counts there.
             banned = await self.admin.ban_in_any(self.guild_ids(), job.user_id)
@@ -59,7 +59,19 @@ class Quota:
             raise Refused(f"You can't use me{where} ({banned}).")
         limits = await self.limits(job.guild_id, job.user_id, role_ids)
         now = self.clock()
-        verdict = refusal(job.params, limits, await self.store.usage(job.user_id, now), now)
+        return limits, refusal(job.params, limits, await self.store.usage(job.user_id, now), now)
+
+    async def check(self, job: Job, role_ids: Sequence[int]) -> None:
+        """Refused with the reason and when, if the member may not run the job now; stores nothing (so work a job
+        needs before it is reserved, such as downloading its image, is only done for a member who may run it)."""
+        _limits, verdict = await self._verdict(job, role_ids)
+        if verdict is not None:
+            raise Refused(verdict.sentence())
+
+    async def reserve(self, job: Job, role_ids: Sequence[int]) -> None:
+        """Store the job if the member may run it now; else raise Refused with the reason and when."""
+        limits, verdict = await self._verdict(job, role_ids)
+        now = self.clock()
         if verdict is None and await self.store.reserve(job, limits, now):
             return
         # Another command of the same member won the race between the check and the reservation.

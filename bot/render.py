@@ -33,8 +33,10 @@ def queued_text(position: int, start_at: float | None = None, now: float = 0.0, 
     return text + "."
 
 
-def cancelled_text(by_id: int) -> str:
-    return f"❌ Cancelled by <@{by_id}>."
+def cancelled_text(by_id: int, charged: bool = False) -> str:
+    """The status of a cancelled job; one cancelled while drawing still counts against its member's limits."""
+    text = f"❌ Cancelled by <@{by_id}>."
+    return text + " It had started drawing, so it still counts against the limits." if charged else text
 
 
 def progress_text(step: int, total: int) -> str:
@@ -53,8 +55,13 @@ def done_text(seconds: float, result_url: str) -> str:
     return f"✅ Done in {seconds:.1f} s — {result_url}"
 
 
+# Room for the failure sentence in a 2,000-character message that also pings the member.
+_SENTENCE_MAX = 1900
+
+
 def failed_text(sentence: str) -> str:
-    return f"❌ {sentence}"
+    """Why a job produced nothing; the sentence may come from the engine, so it is clipped to fit a message."""
+    return f"❌ {_clip(sentence, _SENTENCE_MAX)}"
 
 
 def withheld_text(withheld: int, total: int) -> str:

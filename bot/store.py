@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -131,10 +132,15 @@ MIGRATIONS: tuple[str, ...] = (
         at REAL NOT NULL
     );
     """,
+    """
+    ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN charged INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
-# Jobs that count against a member's limits: all but those that produced nothing through no doing of theirs.
-_COUNTED = "state NOT IN ('failed', 'cancelled')"
+# Jobs that count against a member's limits: all but those that produced nothing through no doing of theirs
+# (a job cancelled while drawing is charged: the GPU time was spent).
+_COUNTED = "(state NOT IN ('failed', 'cancelled') OR charged = 1)"
 _ACTIVE = "state IN ('queued', 'running')"
 
 
@@ -302,8 +308,25 @@ class JobStore:
     async def mark_failed(self, job_id: str, reason: str, now: float) -> None:
         await self._update(job_id, state=JobState.FAILED.value, error=reason, finished_at=now)
 
-    async def mark_cancelled(self, job_id: str, reason: str, now: float) -> None:
-        await self._update(job_id, state=JobState.CANCELLED.value, error=reason, finished_at=now)
+    async def mark_cancelled(self, job_id: str, reason: str, now: float, *, charged: bool = False) -> None:
+        """A job stopped by its member or an admin; `charged` when the engine had begun drawing it."""
+        await self._update(job_id, state=JobState.CANCELLED.value, error=reason, finished_at=now, charged=int(charged))
+
+    async def begin_attempt(self, job_ids: Sequence[str]) -> dict[str, int]:
+        """Count one more hand-over of each job to an engine; return each one's attempts, this one included."""
+        await self.db.executemany("UPDATE jobs SET attempts = attempts + 1 WHERE id = ?", [(i,) for i in job_ids])
+        await self.db.commit()
+        marks = ", ".join("?" for _ in job_ids)
+        rows = await self.db.execute_fetchall(f"SELECT id, attempts FROM jobs WHERE id IN ({marks})", list(job_ids))
+        return {str(job_id): int(attempts) for job_id, attempts in rows}
+
+    async def forgive_attempt(self, job_ids: Sequence[str]) -> None:
+        """Take back an attempt that ended through no fault of the job (another batch crashed the engine, or the
+        bot stopped while it waited)."""
+        await self.db.executemany(
+            "UPDATE jobs SET attempts = attempts - 1 WHERE id = ? AND attempts > 0", [(job_id,) for job_id in job_ids]
+        )
+        await self.db.commit()
 
     async def get(self, job_id: str) -> Job | None:
         cursor = await self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,))

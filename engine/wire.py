@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,10 +19,49 @@ from engine.params import GenerationParams
 
 _LENGTH = struct.Struct(">I")
 MAX_HEADER_BYTES = 16 * 1024 * 1024
+# The blobs of one frame: a batch's source images or a job's PNGs come to tens of MiB at most.
+MAX_BLOB_BYTES = 512 * 1024 * 1024
 
 
 class WireError(RuntimeError):
     """The other side sent something that is not a frame of this protocol."""
+
+
+# Field readers for from_header: each raises TypeError (a WireError once read) unless the value has its type, so a
+# frame with a field of the wrong type is refused where it is read, not where the value is used much later.
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected text, not {str(value)[:50]!r}")
+    return value
+
+
+def _whole(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"expected a whole number, not {str(value)[:50]!r}")
+    return value
+
+
+def _number(value: Any) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        raise TypeError(f"expected a finite number, not {str(value)[:50]!r}")
+    return float(value)
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"expected true or false, not {str(value)[:50]!r}")
+    return value
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError(f"expected an object, not {str(value)[:50]!r}")
+    return value
+
+
+def _model(value: Any) -> ModelInfo:
+    model = _mapping(value)
+    return ModelInfo(name=_text(model["name"]), hash=_text(model["hash"]))
 
 
 @dataclass(frozen=True)
@@ -42,10 +82,10 @@ class GenerateRequest:
     def from_header(cls, header: dict[str, Any], blobs: list[bytes]) -> GenerateRequest:
         source = blobs[0] if blobs else None
         return cls(
-            job_id=header["job_id"],
-            params=GenerationParams.from_dict(header["params"]),
+            job_id=_text(header["job_id"]),
+            params=GenerationParams.from_dict(_mapping(header["params"])),
             source=source,
-            check_safety=bool(header.get("check_safety", False)),
+            check_safety=_flag(header.get("check_safety", False)),
         )
 
 
@@ -68,7 +108,8 @@ class GenerateBatch:
     def from_header(cls, header: dict[str, Any], blobs: list[bytes]) -> GenerateBatch:
         requests, rest = [], list(blobs)
         for job in header["jobs"]:
-            mine, rest = rest[: job["sources"]], rest[job["sources"] :]
+            sources = _whole(_mapping(job)["sources"])
+            mine, rest = rest[:sources], rest[sources:]
             requests.append(GenerateRequest.from_header(job, mine))
         return cls(requests=tuple(requests))
 
@@ -85,7 +126,7 @@ class CancelRequest:
 
     @classmethod
     def from_header(cls, header: dict[str, Any], blobs: list[bytes]) -> CancelRequest:
-        return cls(job_id=header["job_id"])
+        return cls(job_id=_text(header["job_id"]))
 
 
 @dataclass(frozen=True)
@@ -134,15 +175,16 @@ class EngineReady:
 
     @classmethod
     def from_header(cls, header: dict[str, Any], blobs: list[bytes]) -> EngineReady:
+        family_pixels = _mapping(header.get("family_pixels", {}))
         return cls(
-            model=ModelInfo(**header["model"]),
-            device=header["device"],
-            native_width=header["native_width"],
-            native_height=header["native_height"],
-            max_pixels=header["max_pixels"],
-            max_batch=header.get("max_batch", 1),
-            safety_checker=bool(header.get("safety_checker", False)),
-            family_pixels=header.get("family_pixels", {}),
+            model=_model(header["model"]),
+            device=_text(header["device"]),
+            native_width=_whole(header["native_width"]),
+            native_height=_whole(header["native_height"]),
+            max_pixels=_whole(header["max_pixels"]),
+            max_batch=_whole(header.get("max_batch", 1)),
+            safety_checker=_flag(header.get("safety_checker", False)),
+            family_pixels={_text(family): _whole(pixels) for family, pixels in family_pixels.items()},
         )
 
 
@@ -163,7 +205,9 @@ class Progress:
     @classmethod
     def from_header(cls, header: dict[str, Any], blobs: list[bytes]) -> Progress:
         preview = blobs[0] if blobs else None
-        return cls(job_id=header["job_id"], step=header["step"], total=header["total"], preview=preview)
+        return cls(
+            job_id=_text(header["job_id"]), step=_whole(header["step"]), total=_whole(header["total"]), preview=preview
+        )
 
 
 @dataclass(frozen=True)
@@ -199,11 +243,16 @@ class JobResult:
     @classmethod
     def from_header(cls, header: dict[str, Any], blobs: list[bytes]) -> JobResult:
         images = tuple(
-            GeneratedImage(seed=meta["seed"], infotext=meta["infotext"], png=png, flagged=bool(meta.get("flagged")))
-            for meta, png in zip(header["images"], blobs, strict=True)
+            GeneratedImage(
+                seed=_whole(meta["seed"]),
+                infotext=_text(meta["infotext"]),
+                png=png,
+                flagged=_flag(meta.get("flagged", False)),
+            )
+            for meta, png in zip(map(_mapping, header["images"]), blobs, strict=True)
         )
         return cls(
-            job_id=header["job_id"], images=images, seconds=header["seconds"], model=ModelInfo(**header["model"])
+            job_id=_text(header["job_id"]), images=images, seconds=_number(header["seconds"]), model=_model(header["model"])
         )
 
 
@@ -220,7 +269,7 @@ class JobFailed:
 
     @classmethod
     def from_header(cls, header: dict[str, Any], blobs: list[bytes]) -> JobFailed:
-        return cls(job_id=header["job_id"], message=header["message"])
+        return cls(job_id=_text(header["job_id"]), message=_text(header["message"]))
 
 
 @dataclass(frozen=True)
@@ -236,7 +285,7 @@ class EngineStarting:
 
     @classmethod
     def from_header(cls, header: dict[str, Any], blobs: list[bytes]) -> EngineStarting:
-        return cls(stage=header["stage"])
+        return cls(stage=_text(header["stage"]))
 
 
 @dataclass(frozen=True)
@@ -251,7 +300,7 @@ class EngineFatal:
 
     @classmethod
     def from_header(cls, header: dict[str, Any], blobs: list[bytes]) -> EngineFatal:
-        return cls(message=header["message"])
+        return cls(message=_text(header["message"]))
 
 
 Message = (
@@ -290,14 +339,22 @@ def encode(message: Message) -> bytes:
     return b"".join([_LENGTH.pack(len(header)), header, *blobs])
 
 
-def _parse_header(raw: bytes) -> dict[str, Any]:
+def _parse_header(raw: bytes) -> tuple[dict[str, Any], list[int]]:
+    """The header of a frame and the lengths of the blobs that follow it."""
     try:
         header = json.loads(raw)
     except ValueError as exc:
         raise WireError(f"frame header is not JSON: {exc}") from None
     if not isinstance(header, dict) or header.get("type") not in _TYPES:
         raise WireError(f"unknown message: {str(header)[:200]}")
-    return header
+    lengths = header.get("blobs")
+    if (
+        not isinstance(lengths, list)
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in lengths)
+        or sum(lengths) > MAX_BLOB_BYTES
+    ):
+        raise WireError(f"{header['type']} frame with unusable blob lengths: {str(lengths)[:100]}")
+    return header, lengths
 
 
 def _build(header: dict[str, Any], blobs: list[bytes]) -> Message:
@@ -328,8 +385,8 @@ def read_message(stream: BinaryIO) -> Message | None:
         return None
     if len(prefix) != _LENGTH.size:
         raise WireError("stream ended inside a frame length")
-    header = _parse_header(exactly(_header_length(prefix)))
-    return _build(header, [exactly(n) for n in header["blobs"]])
+    header, lengths = _parse_header(exactly(_header_length(prefix)))
+    return _build(header, [exactly(n) for n in lengths])
 
 
 async def read_message_async(reader: asyncio.StreamReader) -> Message | None:
@@ -341,8 +398,8 @@ async def read_message_async(reader: asyncio.StreamReader) -> Message | None:
             return None
         raise WireError("stream ended inside a frame length") from None
     try:
-        header = _parse_header(await reader.readexactly(_header_length(prefix)))
-        blobs = [await reader.readexactly(n) for n in header["blobs"]]
+        header, lengths = _parse_header(await reader.readexactly(_header_length(prefix)))
+        blobs = [await reader.readexactly(n) for n in lengths]
     except asyncio.IncompleteReadError as exc:
         raise WireError(f"stream ended inside a frame ({len(exc.partial)} bytes read)") from None
     return _build(header, blobs)

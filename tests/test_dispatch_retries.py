@@ -1,14 +1,19 @@
-"""How the dispatcher retries a batch when the engine dies: blame, cancels and answers that came before."""
+"""How the dispatcher retries a batch when the engine dies: blame, cancels and answers that came before, and the
+attempts counted in SQLite so that a job that keeps killing the engine (or the bot) is given up across restarts."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bot.dispatch import CRASH_ATTEMPTS, ENGINE_CRASHED, Dispatcher
 from bot.engine_client import EngineCrashed, JobFailedError, Outcome, ProgressCallback
+from bot.jobs import Job
+from bot.store import JobStore
 from engine.infotext import ModelInfo
 from engine.params import GenerationParams
 from engine.wire import GenerateRequest, JobResult, Progress
@@ -35,19 +40,34 @@ class ScriptedEngine:
         if plan is None:
             return [result(r.job_id) for r in requests]
         steps, answered = plan
+        # As the engine reports it: each step for every job of the loop.
         for step in range(1, steps + 1):
-            on_progress(Progress(job_id=requests[0].job_id, step=step, total=FOX.steps))
+            for request in requests:
+                on_progress(Progress(job_id=request.job_id, step=step, total=FOX.steps))
         raise EngineCrashed("the engine process exited with code -9", {j: result(j) for j in answered})
 
 
-def dispatcher_over(script: list[tuple[int, Sequence[str]] | None]) -> tuple[Dispatcher, ScriptedEngine]:
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[JobStore]:
+    """A real job log holding the jobs the tests send: a, b and c."""
+    store = JobStore(tmp_path / "sdbot.sqlite3")
+    await store.open()
+    for job_id in "abc":
+        await store.add(Job(id=job_id, params=FOX, user_id=1, user_name="fox", guild_id=2, channel_id=3, created_at=0))
+    yield store
+    await store.close()
+
+
+def dispatcher_over(
+    script: list[tuple[int, Sequence[str]] | None], store: JobStore
+) -> tuple[Dispatcher, ScriptedEngine]:
     holder: list[Dispatcher] = []
     engine = ScriptedEngine(script, holder)
     none: Any = None
     dispatcher = Dispatcher(
         queue=none,
         engine=engine,
-        store=none,
+        store=store,
         delivery=none,
         sources=none,
         estimator=none,  # type: ignore[arg-type]
@@ -56,25 +76,68 @@ def dispatcher_over(script: list[tuple[int, Sequence[str]] | None]) -> tuple[Dis
     return dispatcher, engine
 
 
+def attempts(store: JobStore) -> dict[str, int]:
+    with sqlite3.connect(store.path) as db:
+        return dict(db.execute("SELECT id, attempts FROM jobs"))
+
+
 REQUESTS = [GenerateRequest("a", FOX), GenerateRequest("b", FOX)]
 
 
-async def test_a_batch_that_was_only_waiting_in_the_dead_engine_is_not_blamed() -> None:
-    dispatcher, engine = dispatcher_over([(0, ()), (2, ()), None])
+async def test_a_batch_that_was_only_waiting_in_the_dead_engine_is_not_blamed(store: JobStore) -> None:
+    dispatcher, engine = dispatcher_over([(0, ()), (2, ()), None], store)
     outcomes = await dispatcher._generate(REQUESTS, lambda progress: None)
     assert [o.job_id for o in outcomes if isinstance(o, JobResult)] == ["a", "b"]
     assert len(engine.calls) == 3, "waiting, then denoised before the crash: neither counts against the jobs"
+    assert attempts(store) == {"a": 1, "b": 1, "c": 0}, "only the hand-over that was answered counts"
 
 
-async def test_a_batch_the_engine_died_drawing_twice_is_given_up() -> None:
-    dispatcher, engine = dispatcher_over([(1, ())] * CRASH_ATTEMPTS)
-    with pytest.raises(JobFailedError, match=ENGINE_CRASHED):
-        await dispatcher._generate(REQUESTS, lambda progress: None)
+async def test_a_batch_the_engine_died_drawing_twice_is_given_up(store: JobStore) -> None:
+    dispatcher, engine = dispatcher_over([(1, ())] * CRASH_ATTEMPTS, store)
+    outcomes = await dispatcher._generate(REQUESTS, lambda progress: None)
+    assert [str(outcome) for outcome in outcomes] == [ENGINE_CRASHED] * 2
     assert len(engine.calls) == CRASH_ATTEMPTS
 
 
-async def test_answers_before_the_crash_are_kept_and_a_cancel_during_it_is_not_drawn_again() -> None:
-    dispatcher, engine = dispatcher_over([(1, ("a",)), None])
+async def test_a_job_that_took_the_engine_down_before_a_restart_is_given_up_after_one_more(store: JobStore) -> None:
+    # Before the restart: the bot died with the engine while drawing `a` (its attempt was never given back).
+    await store.begin_attempt(["a"])
+    dispatcher, engine = dispatcher_over([(1, ()), None], store)
+    outcomes = await dispatcher._generate(REQUESTS, lambda progress: None)
+    assert str(outcomes[0]) == ENGINE_CRASHED and isinstance(outcomes[1], JobResult)
+    assert engine.calls == [["a", "b"], ["b"]], "a was not sent a third time"
+
+
+async def test_a_job_whose_attempts_are_spent_is_not_sent_at_all(store: JobStore) -> None:
+    for _ in range(CRASH_ATTEMPTS):
+        await store.begin_attempt(["a"])
+    dispatcher, engine = dispatcher_over([None], store)
+    outcomes = await dispatcher._generate(REQUESTS, lambda progress: None)
+    assert str(outcomes[0]) == ENGINE_CRASHED and isinstance(outcomes[1], JobResult)
+    assert engine.calls == [["b"]]
+
+
+async def test_in_a_loop_only_the_jobs_still_drawing_are_blamed(store: JobStore) -> None:
+    class SecondLoopDies(ScriptedEngine):
+        """`a` was denoised in a loop of its own before `b`'s loop began and died."""
+
+        async def generate_batch(self, requests: Sequence[GenerateRequest], on_progress: ProgressCallback) -> list[Outcome]:
+            if len(self.calls) == 0:
+                self.calls.append([r.job_id for r in requests])
+                on_progress(Progress(job_id="a", step=2, total=2))
+                on_progress(Progress(job_id="b", step=1, total=2))
+                raise EngineCrashed("the engine process exited with code -9")
+            return await super().generate_batch(requests, on_progress)
+
+    engine = SecondLoopDies([None], [])
+    none: Any = None
+    dispatcher = Dispatcher(queue=none, engine=engine, store=store, delivery=none, sources=none, estimator=none)
+    await dispatcher._generate(REQUESTS, lambda progress: None)
+    assert attempts(store) == {"a": 1, "b": 2, "c": 0}
+
+
+async def test_answers_before_the_crash_are_kept_and_a_cancel_during_it_is_not_drawn_again(store: JobStore) -> None:
+    dispatcher, engine = dispatcher_over([(1, ("a",)), None], store)
     requests = [*REQUESTS, GenerateRequest("c", FOX)]
 
     def cancel_c_when_drawing(progress: Progress) -> None:

@@ -12,6 +12,7 @@ import pytest
 from bot.app import SdBot
 from bot.jobs import JobState
 from bot.limits import Limits
+from bot.render import cancelled_text
 from tests.support.bots import make_bot, results
 from tests.support.fake_discord import (
     CHANNEL_ID,
@@ -176,6 +177,23 @@ async def test_cancel_a_waiting_job_by_its_button_and_get_the_images_back(
     assert len(engine.calls) == 2
 
 
+async def test_a_job_cancelled_while_drawing_counts_against_the_limits(
+    fake: FakeDiscord, bot: SdBot, engine: FakeEngine
+) -> None:
+    engine.hold_after_step = 1
+    drawing = await imagine(fake, count=2, steps=3)
+    await answer(drawing)
+    await asyncio.wait_for(engine.holding.wait(), 10)
+    ack = drawing.original
+    assert ack is not None
+    assert await answer(await fake.press(ack, ack.custom_ids()[0])) == "Stopping it after the current step."
+    engine.go_on.set()
+    await fake.wait_for(lambda: ack.content.startswith("❌ Cancelled"), what="the status saying cancelled")
+    assert ack.content == cancelled_text(USER_ID, charged=True)
+    assert (await answer(await imagine(fake))).startswith("You have used 2 of your 2 images this hour")
+    assert results(fake) == []
+
+
 async def test_an_admin_cancels_a_running_job_between_steps(fake: FakeDiscord, bot: SdBot, engine: FakeEngine) -> None:
     engine.gate.clear()
     running = await imagine(fake)
@@ -191,6 +209,7 @@ async def test_an_admin_cancels_a_running_job_between_steps(fake: FakeDiscord, b
     job = await bot.store.get(job_id)
     assert job is not None and job.state is JobState.CANCELLED
     assert results(fake) == [] and not any("<@" in m.content and m.reference for m in fake.messages(CHANNEL_ID))
+    assert (await answer(await imagine(fake, count=2))).startswith("⏳ Queued"), "not drawn yet: refunded"
 
 
 async def test_pause_holds_the_queue_and_resume_lets_it_run(fake: FakeDiscord, bot: SdBot, engine: FakeEngine) -> None:

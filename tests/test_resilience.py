@@ -138,3 +138,29 @@ async def test_a_stopping_bot_refuses_new_jobs_and_lets_the_running_one_finish(
     assert [p.prompt for _, p in engine.calls] == ["running"]
     with sqlite3.connect(tmp_path / "sdbot.sqlite3") as db:
         assert db.execute("SELECT state FROM jobs").fetchall() == [("delivered",)]
+
+
+async def test_a_job_that_took_the_bot_down_with_it_twice_is_failed_at_the_next_start_not_drawn(
+    fake: FakeDiscord, tmp_path: Path
+) -> None:
+    engine = FakeEngine()
+    engine.gate.clear()
+    async with fake.connected(make_bot(tmp_path, engine)):
+        await (await fake.slash("imagine", {"prompt": "poison", "steps": 1})).wait_response()
+        await engine.wait_calls(1)
+        with sqlite3.connect(tmp_path / "sdbot.sqlite3") as db:
+            assert db.execute("SELECT attempts FROM jobs").fetchall() == [(1,)], "counted when handed to the engine"
+    with sqlite3.connect(tmp_path / "sdbot.sqlite3") as db:
+        # A clean stop abandoned it through no fault of its own: the attempt was given back.
+        assert db.execute("SELECT state, attempts FROM jobs").fetchall() == [("running", 0)]
+        # As two deaths of the whole bot while drawing it would have left it.
+        db.execute("UPDATE jobs SET attempts = 2")
+    again = FakeEngine()
+    async with fake.connected(make_bot(tmp_path, again)):
+        notice = await fake.wait_for(
+            lambda: next((m for m in fake.messages(CHANNEL_ID) if m.reference and ENGINE_CRASHED in m.content), None)
+        )
+        assert notice.content == f"<@{USER_ID}> ❌ {ENGINE_CRASHED}"
+    assert again.calls == []
+    with sqlite3.connect(tmp_path / "sdbot.sqlite3") as db:
+        assert db.execute("SELECT state FROM jobs").fetchall() == [("failed",)]

@@ -667,6 +667,9 @@ class FakeDiscord:
         self.identifies = 0
         self.resumes = 0
         self.failures: list[FakeFailure] = []
+        # Cleared, attachment downloads (the CDN) wait until it is set again: a slow download, as a test times it.
+        self.downloads = asyncio.Event()
+        self.downloads.set()
 
         self._messages: dict[int, FakeMessage] = {}
         self._attachments: dict[int, StoredAttachment] = {}
@@ -1673,6 +1676,7 @@ class FakeDiscord:
         self, request: web.Request, raw_path: str, path: str, body: Any, files: dict[int, tuple[str, bytes, str]]
     ) -> web.StreamResponse:
         if raw_path.startswith("/attachments/"):
+            await self.downloads.wait()
             return self._serve_attachment(raw_path)
         failure = self._take_failure(request.method, path)
         if failure is not None:

@@ -56,6 +56,10 @@ class FakeEngine:
         # As a loaded safety checker would: images of these seeds are flagged in jobs that ask for a check.
         self.flag_seeds: set[int] = set()
         self.checked: dict[str, bool] = {}
+        # Set: a job stops after this step until `go_on` is set (`holding` tells it has got there).
+        self.hold_after_step: int | None = None
+        self.holding = asyncio.Event()
+        self.go_on = asyncio.Event()
 
     @property
     def ready(self) -> EngineReady | None:
@@ -98,7 +102,13 @@ class FakeEngine:
             raise JobFailedError(self.fail_with)
         for step in range(1, params.steps + 1):
             on_progress(Progress(job_id=job_id, step=step, total=params.steps, preview=self.previews.get(step)))
+            if step == self.hold_after_step:
+                self.holding.set()
+                await self.go_on.wait()
             await asyncio.sleep(0)
+            # As the engine does: a cancel takes effect between two steps (after the last one it is too late).
+            if job_id in self.cancelled and step < params.steps:
+                raise JobFailedError("Cancelled.")
         images = []
         for seed in params.seeds():
             if self.noise:
