@@ -1,4 +1,5 @@
-"""What every new job is checked against before it is reserved: the model and LoRAs it names are installed."""
+"""What every new job is checked against before it is reserved: the model and LoRAs it names are installed, and its
+prompts parse."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from dataclasses import dataclass, field
 from bot.models import Models
 from engine.network_files import NetworkFolder
 from engine.params import GenerationParams
-from engine.prompt_syntax import check_lora_names, split_loras
+from engine.prompt_syntax import check_lora_names, parse_prompt_attention, split_loras
 
 
 @dataclass(frozen=True)
@@ -19,9 +20,12 @@ class Installed:
     loras: NetworkFolder = field(default_factory=lambda: NetworkFolder(None))
 
     def check(self, params: GenerationParams) -> None:
-        """InvalidParams with a sentence (close matches included) when the job names what is not installed."""
+        """InvalidParams with a sentence (close matches included) when the job names what is not installed, or its
+        prompts do not parse as A1111's syntax; the engine checks the same again, job by job."""
         if params.model:
             self.models.entry(params.model)
-        _text, tags = split_loras(params.prompt)
+        text, tags = split_loras(params.prompt)
+        for words in (text, params.negative_prompt):
+            parse_prompt_attention(words)
         if tags:
             check_lora_names(tags, self.loras.names())

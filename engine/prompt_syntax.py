@@ -6,6 +6,7 @@ The bot imports this to check LoRA names at /imagine time; the engine to encode 
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ _ATTENTION = re.compile(
 _BREAK = re.compile(r"\s*\bBREAK\b\s*", re.DOTALL)
 ROUND_MULTIPLIER = 1.1
 SQUARE_MULTIPLIER = 1 / 1.1
+# How much of a prompt a sentence quotes: enough to find the part, never enough to crowd Discord's 2,000 characters.
+QUOTE_CHARS = 60
 
 # A1111's extra-network tag, `<kind:arguments>`; LoRAs are the kind this bot applies.
 _EXTRA_NETWORK = re.compile(r"<(\w+):([^>]+)>")
@@ -56,10 +59,35 @@ class Fragment:
 BREAK = Fragment("BREAK", -1.0)
 
 
+def quoted(written: str) -> str:
+    """A part of a prompt as a sentence quotes it: shortened in the middle when long, keeping both ends."""
+    if len(written) <= QUOTE_CHARS:
+        return written
+    half = (QUOTE_CHARS - 1) // 2
+    return f"{written[:half]}…{written[-half:]}"
+
+
+def _attention_weight(number: str, written: str) -> float:
+    """The number of a `(text:weight)`, or InvalidParams naming the bracket.
+
+    A1111's pattern takes any run of digits and dots as the weight, so `(cat:1.2.3)` and `(a:.)` reach its
+    `float()`, which raises and fails the whole generation there; here the member is told before anything queues.
+    """
+    try:
+        weight = float(number)
+    except ValueError:
+        weight = math.nan
+    if not math.isfinite(weight):
+        raise InvalidParams(f"The weight in `{quoted(written)}` must be a number such as 1.2.")
+    return weight
+
+
 def parse_prompt_attention(text: str) -> tuple[Fragment, ...]:
-    """Split a prompt into weighted fragments exactly as A1111's `parse_prompt_attention` does."""
+    """Split a prompt into weighted fragments exactly as A1111's `parse_prompt_attention` does, or raise
+    InvalidParams naming a weight that is not a number."""
     parts: list[list[str | float]] = []
-    round_brackets: list[int] = []
+    # Where each open bracket's fragments start, and (round ones) where it stands in the text, to quote it.
+    round_brackets: list[tuple[int, int]] = []
     square_brackets: list[int] = []
 
     def multiply_range(start: int, multiplier: float) -> None:
@@ -71,13 +99,14 @@ def parse_prompt_attention(text: str) -> tuple[Fragment, ...]:
         if piece.startswith("\\"):
             parts.append([piece[1:], 1.0])
         elif piece == "(":
-            round_brackets.append(len(parts))
+            round_brackets.append((len(parts), match.start()))
         elif piece == "[":
             square_brackets.append(len(parts))
         elif weight is not None and round_brackets:
-            multiply_range(round_brackets.pop(), float(weight))
+            start, opened_at = round_brackets.pop()
+            multiply_range(start, _attention_weight(weight, text[opened_at : match.end()]))
         elif piece == ")" and round_brackets:
-            multiply_range(round_brackets.pop(), ROUND_MULTIPLIER)
+            multiply_range(round_brackets.pop()[0], ROUND_MULTIPLIER)
         elif piece == "]" and square_brackets:
             multiply_range(square_brackets.pop(), SQUARE_MULTIPLIER)
         else:
@@ -86,7 +115,7 @@ def parse_prompt_attention(text: str) -> tuple[Fragment, ...]:
                     parts.append([BREAK.text, BREAK.weight])
                 parts.append([chunk, 1.0])
     # Brackets left open weigh everything after them, as if closed at the end.
-    for start in round_brackets:
+    for start, _opened_at in round_brackets:
         multiply_range(start, ROUND_MULTIPLIER)
     for start in square_brackets:
         multiply_range(start, SQUARE_MULTIPLIER)
@@ -98,7 +127,10 @@ def parse_prompt_attention(text: str) -> tuple[Fragment, ...]:
             merged[-1][0] = str(merged[-1][0]) + str(part[0])
         else:
             merged.append(list(part))
-    return tuple(Fragment(str(t), float(w)) for t, w in merged)
+    fragments = tuple(Fragment(str(t), float(w)) for t, w in merged)
+    if not all(math.isfinite(f.weight) for f in fragments):
+        raise InvalidParams("Weights in nested brackets multiply past what a number holds: use weights such as 1.2.")
+    return fragments
 
 
 @dataclass(frozen=True)

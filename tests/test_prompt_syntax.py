@@ -49,6 +49,27 @@ def test_parse_prompt_attention_matches_a1111(prompt: str, expected: list[list[s
     assert [[f.text, f.weight] for f in parse_prompt_attention(prompt)] == expected
 
 
+@pytest.mark.parametrize(
+    ("prompt", "message"),
+    [
+        ("a (cat:1.2.3) on a mat", "The weight in `(cat:1.2.3)` must be a number such as 1.2."),
+        ("(a:.)", "The weight in `(a:.)` must be a number such as 1.2."),
+        ("((cat:2) (dog:1..5))", "The weight in `(dog:1..5)` must be a number such as 1.2."),
+        # Too large for a float (infinite), and quoted shortened in the middle.
+        (f"(cat:1{'0' * 400})", f"The weight in `(cat:1{'0' * 23}…{'0' * 28})` must be a number such as 1.2."),
+        (
+            f"a ((castle on a hill at dusk:1{'0' * 200}):1{'0' * 200})",
+            "Weights in nested brackets multiply past what a number holds",
+        ),
+    ],
+)
+def test_a_weight_that_is_no_number_is_named_not_raised_as_a_bare_error(prompt: str, message: str) -> None:
+    # A1111's own float() raises on these (failing the whole generation); a member gets the bracket to fix.
+    with pytest.raises(InvalidParams) as refused:
+        parse_prompt_attention(prompt)
+    assert str(refused.value).startswith(message)
+
+
 def test_only_a_plain_break_marks_a_chunk_boundary() -> None:
     assert [f.is_break for f in parse_prompt_attention("a BREAK b")] == [False, True, False]
     # Inside brackets A1111's BREAK is weighted too and no longer recognised: it stays text.

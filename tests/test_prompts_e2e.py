@@ -45,6 +45,24 @@ async def test_a_misspelt_lora_gets_the_close_names_and_queues_nothing(
     assert engine.calls == []
 
 
+@pytest.mark.parametrize(
+    ("options", "sentence"),
+    [
+        ({"prompt": "a (cat:1.2.3) on a mat"}, "The weight in `(cat:1.2.3)` must be a number such as 1.2."),
+        ({"prompt": "a cat", "negative_prompt": "blurry, (a:.)"}, "The weight in `(a:.)` must be a number such as 1.2."),
+    ],
+)
+async def test_a_weight_that_is_no_number_is_named_and_nothing_queues(
+    fake: FakeDiscord, lora_bot: SdBot, engine: FakeEngine, options: dict[str, str], sentence: str
+) -> None:
+    inter = await fake.slash("imagine", options)
+    callback = await inter.wait_response()
+    assert callback.data is not None and inter.ephemeral
+    assert callback.data["content"] == sentence
+    assert await lora_bot.store.in_states(*JobState) == []
+    assert engine.calls == []
+
+
 async def test_an_installed_lora_and_clip_skip_reach_the_engine_as_written(
     fake: FakeDiscord, lora_bot: SdBot, engine: FakeEngine
 ) -> None:
