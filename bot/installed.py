@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from bot.models import Models
 from engine.network_files import NetworkFolder
 from engine.params import GenerationParams
-from engine.prompt_syntax import check_lora_names, parse_prompt_attention, split_loras
+from engine.prompt_syntax import check_lora_names, check_network_kinds, parse_prompt_attention, split_loras
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class Installed:
         prompts do not parse as A1111's syntax; the engine checks the same again, job by job."""
         if params.model:
             self.models.entry(params.model)
+        check_network_kinds(params.prompt)
         text, tags = split_loras(params.prompt)
         for words in (text, params.negative_prompt):
             parse_prompt_attention(words)

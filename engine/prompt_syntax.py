@@ -1,4 +1,4 @@
-"""A1111 prompt syntax as plain text (no torch): attention weights, BREAK, and `<lora:name:weight>` tags.
+"""A1111 prompt syntax as plain text (no torch): attention weights, BREAK, and `<lora:name:te:unet>` tags.
 
 The bot imports this to check LoRA names at /imagine time; the engine to encode and to apply LoRAs.
 """
@@ -38,9 +38,13 @@ SQUARE_MULTIPLIER = 1 / 1.1
 # How much of a prompt a sentence quotes: enough to find the part, never enough to crowd Discord's 2,000 characters.
 QUOTE_CHARS = 60
 
-# A1111's extra-network tag, `<kind:arguments>`; LoRAs are the kind this bot applies.
+# A1111's extra-network tag, `<kind:arguments>` (modules/extra_networks.py): every one is taken out of the text the
+# encoder sees, also of a kind nobody registered. LoRAs are the kind this bot applies; A1111 registers `lyco` as
+# another name for `lora`.
 _EXTRA_NETWORK = re.compile(r"<(\w+):([^>]+)>")
-LORA_KIND = "lora"
+LORA_KINDS = frozenset({"lora", "lyco"})
+# The arguments A1111's extra_networks_lora.py reads by name; `dyn` (DyLoRA's rank) is not applied here.
+_LORA_ARGUMENTS = ("te", "unet")
 
 
 @dataclass(frozen=True)
@@ -135,38 +139,69 @@ def parse_prompt_attention(text: str) -> tuple[Fragment, ...]:
 
 @dataclass(frozen=True)
 class LoraTag:
-    """One `<lora:name:weight>` in a prompt: the file's name (without .safetensors) and its multiplier."""
+    """One LoRA a prompt applies: the file's name (without .safetensors) and its multipliers for the text
+    encoder(s) and the UNet (`<lora:name:te:unet>`; the UNet's defaults to the text encoder's)."""
 
     name: str
-    weight: float
+    te: float
+    unet: float
 
 
-def _lora_tag(arguments: str) -> LoraTag:
-    items = arguments.split(":")
-    name = items[0].strip()
-    if not name:
-        raise InvalidParams(f"<lora:{arguments}> names no LoRA: write it as <lora:name:0.8>.")
-    if len(items) < 2 or not items[1].strip():
-        return LoraTag(name, 1.0)
+def _weight(value: str, default: float, written: str, name: str) -> float:
+    if not value.strip():
+        return default
     try:
-        return LoraTag(name, float(items[1]))
+        return float(value)
     except ValueError:
+        raise InvalidParams(f"The weight in {quoted(written)} must be a number: write it as <lora:{name}:0.8>.") from None
+
+
+def _lora_tag(kind: str, arguments: str) -> LoraTag:
+    """A1111's reading: items split at `:`; one with a single `=` is named (`te=0.8`), the others positional,
+    name first, then the text encoder's weight, then the UNet's."""
+    written = f"<{kind}:{arguments}>"
+    positional: list[str] = []
+    named: dict[str, str] = {}
+    for item in arguments.split(":"):
+        key, equals, value = item.partition("=")
+        if equals and "=" not in value:
+            named[key.strip()] = value
+        else:
+            positional.append(item)
+    name = positional[0].strip() if positional else ""
+    if not name:
+        raise InvalidParams(f"{quoted(written)} names no LoRA: write it as <lora:name:0.8>.")
+    if len(positional) > 3 or set(named) - set(_LORA_ARGUMENTS):
         raise InvalidParams(
-            f"The weight in <lora:{arguments}> must be a number: write it as <lora:{name}:0.8>."
-        ) from None
+            f"This bot applies a LoRA's weight, or its text encoder and UNet weights apart: write {quoted(written)}"
+            f" as <lora:{name}:0.8> or <lora:{name}:0.8:0.5>."
+        )
+    te = _weight(named.get("te", positional[1] if len(positional) > 1 else ""), 1.0, written, name)
+    unet = _weight(named.get("unet", positional[2] if len(positional) > 2 else ""), te, written, name)
+    return LoraTag(name, te, unet)
 
 
 def split_loras(prompt: str) -> tuple[str, tuple[LoraTag, ...]]:
-    """The prompt without its `<lora:…>` tags (the text the encoder sees) and the tags, in order."""
+    """The prompt without its extra-network tags (the text the encoder sees) and its LoRA tags, in order."""
     tags: list[LoraTag] = []
 
     def take(match: re.Match[str]) -> str:
-        if match.group(1) != LORA_KIND:
-            return match.group(0)
-        tags.append(_lora_tag(match.group(2)))
+        if match.group(1) in LORA_KINDS:
+            tags.append(_lora_tag(match.group(1), match.group(2)))
         return ""
 
     return _EXTRA_NETWORK.sub(take, prompt), tuple(tags)
+
+
+def check_network_kinds(prompt: str) -> None:
+    """InvalidParams naming the first extra-network tag of a kind this bot does not apply (`<hypernet:…>`, …):
+    A1111 would apply it, or skip it as unknown; here it would be left out without a word."""
+    for match in _EXTRA_NETWORK.finditer(prompt):
+        if match.group(1) not in LORA_KINDS:
+            raise InvalidParams(
+                f"This bot applies LoRAs (<lora:name:0.8>) and no other networks: remove {quoted(match.group(0))}"
+                " from the prompt."
+            )
 
 
 def check_lora_names(tags: Iterable[LoraTag], available: Iterable[str]) -> None:

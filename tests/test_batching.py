@@ -180,6 +180,14 @@ def test_jobs_batch_only_with_the_same_model_clip_skip_and_loras() -> None:
     assert compatible(replace(FOX, prompt="fox <lora:ink:0.8>"), replace(OWL, prompt="owl <lora:ink:0.8>"))
 
 
+def test_jobs_with_other_text_encoder_or_unet_weights_do_not_share_a_loop() -> None:
+    split = replace(FOX, prompt="fox <lora:ink:0.8:0.5>")
+    assert not compatible(split, replace(OWL, prompt="owl <lora:ink:0.8>"))
+    assert not compatible(split, replace(OWL, prompt="owl <lora:ink:0.5>"))
+    assert compatible(split, replace(OWL, prompt="owl <lyco:ink:te=0.8:unet=0.5>"))
+    assert compatible(replace(FOX, prompt="fox <lora:ink:0.8:0.8>"), replace(OWL, prompt="owl <lora:ink:0.8>"))
+
+
 class Verdicts:
     """A checker that flags every image (or fails), noting how many it saw per call and on which thread."""
 

@@ -50,9 +50,13 @@ async def test_a_misspelt_lora_gets_the_close_names_and_queues_nothing(
     [
         ({"prompt": "a (cat:1.2.3) on a mat"}, "The weight in `(cat:1.2.3)` must be a number such as 1.2."),
         ({"prompt": "a cat", "negative_prompt": "blurry, (a:.)"}, "The weight in `(a:.)` must be a number such as 1.2."),
+        (
+            {"prompt": "a castle <hypernet:anime:1>"},
+            "This bot applies LoRAs (<lora:name:0.8>) and no other networks: remove <hypernet:anime:1> from the prompt.",
+        ),
     ],
 )
-async def test_a_weight_that_is_no_number_is_named_and_nothing_queues(
+async def test_a_prompt_the_engine_would_fail_or_misread_gets_a_sentence_and_nothing_queues(
     fake: FakeDiscord, lora_bot: SdBot, engine: FakeEngine, options: dict[str, str], sentence: str
 ) -> None:
     inter = await fake.slash("imagine", options)
@@ -66,7 +70,7 @@ async def test_a_weight_that_is_no_number_is_named_and_nothing_queues(
 async def test_an_installed_lora_and_clip_skip_reach_the_engine_as_written(
     fake: FakeDiscord, lora_bot: SdBot, engine: FakeEngine
 ) -> None:
-    prompt = "a castle <lora:add_detail:0.7>, (ink:1.2) <lora:inkwash_v2>"
+    prompt = "a castle <lora:add_detail:0.7:0.4>, (ink:1.2) <lyco:inkwash_v2>"
     inter = await fake.slash("imagine", {"prompt": prompt, "clip_skip": 2, "steps": 2})
     callback = await inter.wait_response()
     assert callback.data is not None and not inter.ephemeral
