@@ -21,7 +21,13 @@ from engine.network_files import NetworkFolder
 from engine.params import GenerationParams, InvalidParams
 from engine.prompt_syntax import split_loras
 from engine.source import parse_source
-from tests.support.tiny_networks import give_trained_text_mean, write_a1111_embedding, write_kohya_lora
+from tests.support.tiny_networks import (
+    give_trained_text_mean,
+    write_a1111_embedding,
+    write_kohya_lora,
+    write_kohya_sdxl_lora,
+)
+from tests.support.tiny_sdxl import build_tiny_sdxl_pipeline
 
 FOX = GenerationParams(prompt="a red fox", negative_prompt="blurry", width=64, height=64, steps=2, seed=1234)
 
@@ -110,6 +116,16 @@ def test_the_text_encoder_and_the_unet_take_their_own_weights(
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(image.png)).convert("RGB")), split), "lyco is lora"
     assert image.infotext.startswith("a red fox <lyco:detail:0.8:0.5>\nNegative prompt: blurry\n")
     assert 'Lora hashes: "detail: ' in image.infotext
+
+
+def test_both_sdxl_text_encoders_take_the_text_encoder_weight(tmp_path: Path) -> None:
+    pipe = build_tiny_sdxl_pipeline(tmp_path / "sdxl")
+    write_kohya_sdxl_lora(tmp_path / "loras" / "wide.safetensors", pipe)
+    with LoraLoader(NetworkFolder(tmp_path / "loras")).applied(pipe, split_loras("<lora:wide:0.8:0.5>")[1]):
+        assert pipe.get_list_adapters() == {part: ["sdbot_0"] for part in ("unet", "text_encoder", "text_encoder_2")}
+        assert lora_scales(pipe.text_encoder, "sdbot_0") == lora_scales(pipe.text_encoder_2, "sdbot_0") == {0.8}
+        assert lora_scales(pipe.unet, "sdbot_0") == {0.5}
+    assert pipe.get_list_adapters() == {}
 
 
 def test_another_kind_of_network_is_not_drawn_as_words(painter: Painter) -> None:
