@@ -43,6 +43,7 @@ from bot.source_images import SourceImages
 from bot.store import JobStore
 from bot.systemd import notify, starting, watchdog_interval
 from engine.network_files import NetworkFolder
+from engine.params import DEFAULT_MAX_LORAS
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ class SdBot(discord.Client):
         shutdown_grace: float = 30.0,
         lora_dir: Path | None = None,
         models: Models | None = None,
+        max_loras: int = DEFAULT_MAX_LORAS,
     ) -> None:
         # No privileged intents: slash commands and buttons arrive as interactions regardless.
         super().__init__(intents=discord.Intents(guilds=True), guild_ready_timeout=guild_ready_timeout)
@@ -107,7 +109,7 @@ class SdBot(discord.Client):
             closing=lambda: self.closing,
             clock=clock,
             policy=self.policy,
-            installed=Installed(self.models, NetworkFolder(lora_dir)),
+            installed=Installed(self.models, NetworkFolder(lora_dir), max_loras),
         )
         ready = lambda: engine.ready  # noqa: E731
         self.imagine = ImagineService(intake=self.intake, engine_ready=ready, models=self.models, images=images)

@@ -74,6 +74,7 @@ async def run_bot(settings: Settings) -> None:
         shutdown_grace=settings.shutdown_grace,
         lora_dir=settings.lora_dir,
         models=_models(settings),
+        max_loras=settings.max_loras,
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

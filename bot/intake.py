@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import replace
@@ -162,7 +163,7 @@ class Intake:
             await answer_privately(interaction, RESTARTING)
             return None
         try:
-            self.installed.check(job.params)
+            await asyncio.to_thread(self.installed.check, job.params)
         except InvalidParams as exc:
             await answer_privately(interaction, str(exc))
             return None

@@ -17,6 +17,7 @@ from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
 from PIL import Image, UnidentifiedImageError
 
 from engine.batching import compatible
+from engine.chunking import check_chunk_count
 from engine.conditioning import ChunkCache, chunk_count, encode_prompts
 from engine.embeddings import Embeddings
 from engine.infotext import format_infotext
@@ -146,7 +147,12 @@ class Painter:
         image, so only jobs of one length share a loop)."""
         text, loras = split_loras(params.prompt)
         check_lora_names(loras, self.loras.folder.names())
-        return chunk_count(self.model.pipe, [text, params.negative_prompt])
+        counts = []
+        # Counted again here, though the bot counted them: embeddings add vectors only the engine's tokenizer knows.
+        for what, words in (("prompt", text), ("negative prompt", params.negative_prompt)):
+            counts.append(chunk_count(self.model.pipe, [words]))
+            check_chunk_count(what, counts[-1])
+        return max(counts)
 
     def release_caches(self) -> None:
         """Let go of the device memory kept for speed (the model itself is moved by its owner)."""

@@ -8,10 +8,10 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from engine.params import InvalidParams
+from engine.params import MAX_LORA_WEIGHT, InvalidParams
 
 # A1111's modules/prompt_parser.py grammar, token by token (escapes, brackets, `:weight)`, plain text).
 _ATTENTION = re.compile(
@@ -148,12 +148,16 @@ class LoraTag:
 
 
 def _weight(value: str, default: float, written: str, name: str) -> float:
-    if not value.strip():
-        return default
     try:
-        return float(value)
+        weight = float(value) if value.strip() else default
     except ValueError:
-        raise InvalidParams(f"The weight in {quoted(written)} must be a number: write it as <lora:{name}:0.8>.") from None
+        weight = math.nan
+    if not (math.isfinite(weight) and abs(weight) <= MAX_LORA_WEIGHT):
+        raise InvalidParams(
+            f"The weight in {quoted(written)} must be a number from {-MAX_LORA_WEIGHT:g} to {MAX_LORA_WEIGHT:g}:"
+            f" write it as <lora:{name}:0.8>."
+        )
+    return weight
 
 
 def _lora_tag(kind: str, arguments: str) -> LoraTag:
@@ -181,8 +185,31 @@ def _lora_tag(kind: str, arguments: str) -> LoraTag:
     return LoraTag(name, te, unet)
 
 
+def _merged(tags: Iterable[LoraTag]) -> tuple[LoraTag, ...]:
+    """One tag per LoRA, at the sum of its tags' weights, in the order of first mention.
+
+    A1111's networks.py `load_networks` appends a network once per tag and each adds its weight change to the
+    layers, so a repeated LoRA's weights add up (from its second generation on, the copies share one object and
+    all take the last tag's weight: a quirk not copied here). The change is linear in the weight, so one adapter
+    at the sum draws the same as one per tag, and loads once.
+    """
+    merged: dict[str, LoraTag] = {}
+    for tag in tags:
+        seen = merged.get(tag.name)
+        merged[tag.name] = tag if seen is None else LoraTag(tag.name, seen.te + tag.te, seen.unet + tag.unet)
+    for tag in merged.values():
+        if max(abs(tag.te), abs(tag.unet)) > MAX_LORA_WEIGHT:
+            total = tag.te if abs(tag.te) > MAX_LORA_WEIGHT else tag.unet
+            raise InvalidParams(
+                f"The weights of <lora:{quoted(tag.name)}> in the prompt add up to {total:g}: keep their sum within"
+                f" {-MAX_LORA_WEIGHT:g} to {MAX_LORA_WEIGHT:g}, or name it once."
+            )
+    return tuple(merged.values())
+
+
 def split_loras(prompt: str) -> tuple[str, tuple[LoraTag, ...]]:
-    """The prompt without its extra-network tags (the text the encoder sees) and its LoRA tags, in order."""
+    """The prompt without its extra-network tags (the text the encoder sees) and the LoRAs it applies, each once,
+    in the order of first mention."""
     tags: list[LoraTag] = []
 
     def take(match: re.Match[str]) -> str:
@@ -190,7 +217,16 @@ def split_loras(prompt: str) -> tuple[str, tuple[LoraTag, ...]]:
             tags.append(_lora_tag(match.group(1), match.group(2)))
         return ""
 
-    return _EXTRA_NETWORK.sub(take, prompt), tuple(tags)
+    return _EXTRA_NETWORK.sub(take, prompt), _merged(tags)
+
+
+def check_lora_count(tags: Sequence[LoraTag], limit: int) -> None:
+    """InvalidParams when a prompt applies more LoRAs than the owner allows at once (SDBOT_MAX_LORAS)."""
+    if len(tags) > limit:
+        raise InvalidParams(
+            f"The prompt applies {len(tags)} LoRAs and this bot applies at most {limit} at once: remove"
+            f" {len(tags) - limit} of them."
+        )
 
 
 def check_network_kinds(prompt: str) -> None:

@@ -118,6 +118,19 @@ def test_the_text_encoder_and_the_unet_take_their_own_weights(
     assert 'Lora hashes: "detail: ' in image.infotext
 
 
+def test_a_repeated_lora_is_one_adapter_at_the_sum_of_its_weights(
+    painter: Painter, tiny: LoadedModel, lora_dir: Path
+) -> None:
+    tags = split_loras("a fox " + "<lora:detail:0.25>" * 4)[1]
+    with LoraLoader(NetworkFolder(lora_dir)).applied(tiny.pipe, tags):
+        assert tiny.pipe.get_list_adapters() == {"unet": ["sdbot_0"], "text_encoder": ["sdbot_0"]}
+        assert lora_scales(tiny.pipe.unet, "sdbot_0") == {1.0}
+    repeated = painter.paint(with_prompt("a red fox " + "<lora:detail:0.25>" * 4))[0]
+    once = pixels(with_prompt("a red fox <lora:detail:1>"), painter)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(repeated.png)).convert("RGB")), once)
+    assert repeated.infotext.count("detail: ") == 1, "one hash per LoRA, as A1111 lists them"
+
+
 def test_both_sdxl_text_encoders_take_the_text_encoder_weight(tmp_path: Path) -> None:
     pipe = build_tiny_sdxl_pipeline(tmp_path / "sdxl")
     write_kohya_sdxl_lora(tmp_path / "loras" / "wide.safetensors", pipe)

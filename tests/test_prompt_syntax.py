@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from engine.params import InvalidParams
-from engine.prompt_syntax import LoraTag, check_lora_names, check_network_kinds, parse_prompt_attention, split_loras
+from engine.prompt_syntax import (
+    LoraTag,
+    check_lora_count,
+    check_lora_names,
+    check_network_kinds,
+    parse_prompt_attention,
+    split_loras,
+)
 
 # From the doctests of A1111's modules/prompt_parser.py `parse_prompt_attention`, plus BREAK and a few edges.
 A1111_CASES: list[tuple[str, list[list[str | float]]]] = [
@@ -135,3 +142,44 @@ def test_an_unknown_lora_lists_the_closest_installed_names() -> None:
         check_lora_names([LoraTag("zzzz", 1.0, 1.0)], installed)
     with pytest.raises(InvalidParams, match="no LoRAs installed: remove <lora:x:…>"):
         check_lora_names([LoraTag("x", 1.0, 1.0)], [])
+
+
+def test_a_repeated_lora_is_applied_once_at_the_sum_of_its_weights() -> None:
+    # A1111 adds each tag's weight change to the layers, so the weights add up; one adapter at the sum is the same.
+    text, tags = split_loras("<lora:ink:0.5> a fox <lora:detail> <lyco:ink:0.3:0.2> <lora:ink:te=0.1>")
+    assert text == " a fox   "
+    assert [(tag.name, tag.te, tag.unet) for tag in tags] == [
+        ("ink", pytest.approx(0.9), pytest.approx(0.8)),
+        ("detail", 1.0, 1.0),
+    ]
+    ((detail,),) = [split_loras("<lora:detail:0.01>" * 99)[1]]
+    assert (detail.name, detail.te, detail.unet) == ("detail", pytest.approx(0.99), pytest.approx(0.99))
+
+
+@pytest.mark.parametrize(
+    ("prompt", "message"),
+    [
+        ("<lora:x:nan>", "The weight in <lora:x:nan> must be a number from -10 to 10: write it as <lora:x:0.8>."),
+        ("<lora:x:inf>", "The weight in <lora:x:inf> must be a number from -10 to 10"),
+        ("<lora:x:10.5>", "The weight in <lora:x:10.5> must be a number from -10 to 10"),
+        ("<lora:x:1:-11>", "The weight in <lora:x:1:-11> must be a number from -10 to 10"),
+        ("<lora:x:unet=1e400>", "The weight in <lora:x:unet=1e400> must be a number from -10 to 10"),
+        (
+            "<lora:x:6> a fox <lora:x:6>",
+            "The weights of <lora:x> in the prompt add up to 12: keep their sum within -10 to 10, or name it once.",
+        ),
+        ("<lora:x:1:-6> <lora:x:1:-6>", "The weights of <lora:x> in the prompt add up to -12"),
+    ],
+)
+def test_a_lora_weight_is_finite_and_within_ten_also_summed(prompt: str, message: str) -> None:
+    with pytest.raises(InvalidParams) as refused:
+        split_loras(prompt)
+    assert str(refused.value).startswith(message)
+    assert split_loras("<lora:x:10> <lora:x:-10:0> <lora:x:-10>")[1] == (LoraTag("x", -10.0, 0.0),)
+
+
+def test_more_loras_than_the_owner_allows_are_refused() -> None:
+    _text, tags = split_loras("<lora:a> <lora:b> <lora:c> <lora:a> <lora:b>")
+    check_lora_count(tags, 3)
+    with pytest.raises(InvalidParams, match="^The prompt applies 3 LoRAs and this bot applies at most 2 at once: remove 1"):
+        check_lora_count(tags, 2)
