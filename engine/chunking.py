@@ -17,6 +17,9 @@ from engine.prompt_syntax import Fragment, parse_prompt_attention
 CHUNK_LENGTH = 75
 # A1111's "comma padding backtrack": a chunk that fills up within this many tokens of a comma breaks there.
 COMMA_BACKTRACK = 20
+# CLIP's tokenizer as it ships for single-file SD 1.x models; SD 2.x's and both of SDXL's have the same vocabulary
+# and merges, so a prompt takes as many chunks in every family (embeddings aside: only the engine knows them).
+SD_TOKENIZER = Path(__file__).parent / "configs" / "sd15" / "tokenizer"
 
 
 @dataclass(frozen=True)
@@ -145,18 +148,13 @@ def check_chunk_count(what: str, count: int) -> None:
         )
 
 
-# CLIP's tokenizer as it ships for single-file SD 1.x models; SD 2.x's and both of SDXL's have the same vocabulary
-# and merges, so a prompt takes as many chunks in every family (embeddings aside: only the engine knows them).
-SD_TOKENIZER = Path(__file__).parent / "configs" / "sd15" / "tokenizer"
-
-
 class ChunkCounter:
     """Counts a prompt's chunks with CLIP's shipped tokenizer, loaded at the first count; safe from several threads."""
 
     def __init__(self, folder: Path = SD_TOKENIZER) -> None:
         self.folder = folder
         self._tokenizer: Any = None
-        # A fast tokenizer must not be used by two threads at once.
+        # One thread at a time: a fast tokenizer sets its truncation and padding on each call.
         self._lock = threading.Lock()
 
     def count(self, text: str) -> int:

@@ -130,9 +130,9 @@ class Conditioning:
         return {name: value for name, value in vars(self).items() if value is not None}
 
 
-def chunk_count(pipe: Any, texts: Sequence[str]) -> int:
-    """How many 75-token chunks the longest of `texts` takes in any of the pipe's encoders."""
-    return max(len(_prompt_chunks(pipe, encoder, text)) for encoder in encoders(pipe, 0) for text in texts)
+def chunk_count(pipe: Any, text: str) -> int:
+    """How many 75-token chunks `text` takes in the pipe's encoder that needs the most."""
+    return max(len(_prompt_chunks(pipe, encoder, text)) for encoder in encoders(pipe, 0))
 
 
 def encode_prompts(

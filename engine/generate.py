@@ -150,7 +150,7 @@ class Painter:
         counts = []
         # Counted again here, though the bot counted them: embeddings add vectors only the engine's tokenizer knows.
         for what, words in (("prompt", text), ("negative prompt", params.negative_prompt)):
-            counts.append(chunk_count(self.model.pipe, [words]))
+            counts.append(chunk_count(self.model.pipe, words))
             check_chunk_count(what, counts[-1])
         return max(counts)
 

@@ -1,6 +1,6 @@
 """A1111 prompt syntax as plain text (no torch): attention weights, BREAK, and `<lora:name:te:unet>` tags.
 
-The bot imports this to check LoRA names at /imagine time; the engine to encode and to apply LoRAs.
+The bot imports this to check prompts before a job is queued; the engine to encode them and to apply LoRAs.
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ def _weight(value: str, default: float, written: str, name: str) -> float:
     if not (math.isfinite(weight) and abs(weight) <= MAX_LORA_WEIGHT):
         raise InvalidParams(
             f"The weight in {quoted(written)} must be a number from {-MAX_LORA_WEIGHT:g} to {MAX_LORA_WEIGHT:g}:"
-            f" write it as <lora:{name}:0.8>."
+            f" write it as <lora:{quoted(name)}:0.8>."
         )
     return weight
 
@@ -178,7 +178,7 @@ def _lora_tag(kind: str, arguments: str) -> LoraTag:
     if len(positional) > 3 or set(named) - set(_LORA_ARGUMENTS):
         raise InvalidParams(
             f"This bot applies a LoRA's weight, or its text encoder and UNet weights apart: write {quoted(written)}"
-            f" as <lora:{name}:0.8> or <lora:{name}:0.8:0.5>."
+            f" as <lora:{quoted(name)}:0.8> or <lora:{quoted(name)}:0.8:0.5>."
         )
     te = _weight(named.get("te", positional[1] if len(positional) > 1 else ""), 1.0, written, name)
     unet = _weight(named.get("unet", positional[2] if len(positional) > 2 else ""), te, written, name)
@@ -247,7 +247,7 @@ def check_lora_names(tags: Iterable[LoraTag], available: Iterable[str]) -> None:
         if tag.name in known:
             continue
         if not known:
-            raise InvalidParams(f"This bot has no LoRAs installed: remove <lora:{tag.name}:…> from the prompt.")
+            raise InvalidParams(f"This bot has no LoRAs installed: remove <lora:{quoted(tag.name)}:…> from the prompt.")
         close = difflib.get_close_matches(tag.name, known, n=3, cutoff=0.5)
         hint = f"did you mean {' or '.join(close)}?" if close else f"the installed ones are {', '.join(known[:10])}."
-        raise InvalidParams(f"There is no LoRA named {tag.name!r}: {hint}")
+        raise InvalidParams(f"There is no LoRA named {quoted(tag.name)!r}: {hint}")

@@ -65,7 +65,7 @@ def test_the_bot_counts_chunks_as_the_engine_does_with_the_shipped_tokenizer(tin
     pipe = StableDiffusionPipeline(**{**tiny.pipe.components, "tokenizer": CLIPTokenizer.from_pretrained(SD_TOKENIZER)})
     counter = ChunkCounter()
     counts = [counter.count(text) for text in TEXTS]
-    assert counts == [chunk_count(pipe, [text]) for text in TEXTS]
+    assert counts == [chunk_count(pipe, text) for text in TEXTS]
     assert counts[:3] == [1, 1, 4] and counts[-1] == 251, "250 BREAKs make 251 chunks"
 
 

@@ -111,7 +111,9 @@ def test_every_extra_network_tag_leaves_the_text_and_only_loras_are_allowed_in()
     # A1111 takes every <kind:…> out of the text, known or not; plain angle brackets stay words.
     assert split_loras("<hypernet:x:1> and <b> <16:9>") == (" and <b> ", ())
     check_network_kinds("a fox <lora:ink:0.8> <lyco:ink:0.2> and <b>")
-    with pytest.raises(InvalidParams, match=r"^This bot applies LoRAs \(<lora:name:0.8>\) and no other networks: remove"):
+    with pytest.raises(
+        InvalidParams, match=r"^This bot applies LoRAs \(<lora:name:0.8>\) and no other networks: remove"
+    ):
         check_network_kinds("a fox <lora:ink:0.8> <hypernet:anime:1>")
     with pytest.raises(InvalidParams, match="remove <hypernet:anime:1> from the prompt.$"):
         check_network_kinds("a fox <hypernet:anime:1>")
@@ -124,7 +126,10 @@ def test_every_extra_network_tag_leaves_the_text_and_only_loras_are_allowed_in()
         ("<lora:detail:0.8:strong>", r"The weight in <lora:detail:0.8:strong> must be a number"),
         ("<lora:detail:unet=x>", r"The weight in <lora:detail:unet=x> must be a number"),
         ("<lora: :0.5>", r"names no LoRA"),
-        ("<lora:detail:1:1:4>", r"^This bot applies a LoRA's weight, or its text encoder and UNet weights apart: write"),
+        (
+            "<lora:detail:1:1:4>",
+            r"^This bot applies a LoRA's weight, or its text encoder and UNet weights apart: write",
+        ),
         ("<lora:detail:1:in=0.5>", r"write <lora:detail:1:in=0.5> as <lora:detail:0.8> or <lora:detail:0.8:0.5>\.$"),
     ],
 )
@@ -181,5 +186,7 @@ def test_a_lora_weight_is_finite_and_within_ten_also_summed(prompt: str, message
 def test_more_loras_than_the_owner_allows_are_refused() -> None:
     _text, tags = split_loras("<lora:a> <lora:b> <lora:c> <lora:a> <lora:b>")
     check_lora_count(tags, 3)
-    with pytest.raises(InvalidParams, match="^The prompt applies 3 LoRAs and this bot applies at most 2 at once: remove 1"):
+    with pytest.raises(
+        InvalidParams, match="^The prompt applies 3 LoRAs and this bot applies at most 2 at once: remove 1"
+    ):
         check_lora_count(tags, 2)

@@ -49,7 +49,10 @@ async def test_a_misspelt_lora_gets_the_close_names_and_queues_nothing(
     ("options", "sentence"),
     [
         ({"prompt": "a (cat:1.2.3) on a mat"}, "The weight in `(cat:1.2.3)` must be a number such as 1.2."),
-        ({"prompt": "a cat", "negative_prompt": "blurry, (a:.)"}, "The weight in `(a:.)` must be a number such as 1.2."),
+        (
+            {"prompt": "a cat", "negative_prompt": "blurry, (a:.)"},
+            "The weight in `(a:.)` must be a number such as 1.2.",
+        ),
         (
             {"prompt": "a castle <lora:add_detail:nan>"},
             "The weight in <lora:add_detail:nan> must be a number from -10 to 10: write it as <lora:add_detail:0.8>.",
@@ -61,7 +64,8 @@ async def test_a_misspelt_lora_gets_the_close_names_and_queues_nothing(
         ),
         (
             {"prompt": "a castle <hypernet:anime:1>"},
-            "This bot applies LoRAs (<lora:name:0.8>) and no other networks: remove <hypernet:anime:1> from the prompt.",
+            "This bot applies LoRAs (<lora:name:0.8>) and no other networks: remove <hypernet:anime:1> from the"
+            " prompt.",
         ),
     ],
 )
