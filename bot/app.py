@@ -165,11 +165,13 @@ class SdBot(discord.Client):
         self._tasks: list[asyncio.Task[None]] = []
 
     async def setup_hook(self) -> None:
-        """Before connecting: open the job log, load the model, re-queue unfinished jobs, sync commands."""
+        """Before connecting: open the job log, load the model and the prompt tokenizer, re-queue unfinished jobs,
+        sync commands."""
         await self.store.open()
         await self.estimator.load()
         await self.channel_models.load()
         await self.engine.start(on_starting=starting)
+        await asyncio.to_thread(self.intake.installed.load)
         for job in await self.store.in_states(JobState.QUEUED, JobState.RUNNING):
             await self.queue.put(job.user_id, job, job.guild_id)
             log.info("job %s re-queued after a restart", job.id)

@@ -22,6 +22,11 @@ class Installed:
     max_loras: int = DEFAULT_MAX_LORAS
     chunks: ChunkCounter = field(default_factory=ChunkCounter)
 
+    def load(self) -> None:
+        """Load what the checks need and is slow to load (the tokenizer), so that no member's job waits for it: an
+        interaction has 3 s to be answered. Blocking: call it off the event loop."""
+        self.chunks.load()
+
     def check(self, params: GenerationParams) -> None:
         """InvalidParams with a sentence (close matches included) when the job names what is not installed, or its
         prompts do not parse as A1111's syntax or go past a bound; the engine checks the prompts again, job by job.

@@ -157,12 +157,25 @@ class ChunkCounter:
         # One thread at a time: a fast tokenizer sets its truncation and padding on each call.
         self._lock = threading.Lock()
 
-    def count(self, text: str) -> int:
-        """How many chunks `text` takes (blocking: the first call loads transformers and the tokenizer)."""
-        with self._lock:
-            if self._tokenizer is None:
-                # Imported here, not at the top: about a second that the bot pays off its event loop, when first needed.
-                from transformers import CLIPTokenizer
+    @property
+    def loaded(self) -> bool:
+        """Whether the tokenizer is loaded already."""
+        return self._tokenizer is not None
 
-                self._tokenizer = CLIPTokenizer.from_pretrained(self.folder)
+    def load(self) -> None:
+        """Load the tokenizer now (blocking: a second or more, most of it importing transformers)."""
+        with self._lock:
+            self._load()
+
+    def _load(self) -> None:
+        if self._tokenizer is None:
+            # Imported here, not at the top: the bot pays for it off its event loop, once.
+            from transformers import CLIPTokenizer
+
+            self._tokenizer = CLIPTokenizer.from_pretrained(self.folder)
+
+    def count(self, text: str) -> int:
+        """How many chunks `text` takes (blocking; the first call loads the tokenizer unless `load` did)."""
+        with self._lock:
+            self._load()
             return len(text_chunks(self._tokenizer, text))

@@ -26,6 +26,11 @@ async def lora_bot(fake: FakeDiscord, engine: FakeEngine, tmp_path: Path) -> Asy
         yield client
 
 
+async def test_the_prompt_tokenizer_is_loaded_before_the_first_member_asks(lora_bot: SdBot) -> None:
+    # Loading it takes seconds on a busy machine, and an interaction must be answered within 3 s.
+    assert lora_bot.intake.installed.chunks.loaded
+
+
 async def test_clip_skip_is_an_imagine_option_bounded_as_a1111(fake: FakeDiscord, lora_bot: SdBot) -> None:
     command = fake.command("imagine", GUILD_ID)
     assert command is not None
