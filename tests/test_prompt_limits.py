@@ -102,9 +102,7 @@ def test_counting_at_intake_leaves_torch_out() -> None:
     assert done.stdout.strip() == "False"
 
 
-def test_a_job_over_eight_chunks_in_the_engine_fails_alone(
-    tiny_model_dir: Path, tmp_path: Path, tiny: LoadedModel
-) -> None:
+def test_a_job_over_eight_chunks_in_the_engine_fails_alone(tiny_model_dir: Path, tmp_path: Path) -> None:
     """Embeddings add vectors only the engine sees: nine 75-vector ones pass the bot's count, not the engine's."""
     model = load_model(parse_source(str(tiny_model_dir)), torch.device("cpu"))  # embeddings change its tokenizer
     write_a1111_embedding(tmp_path / "embeddings" / "wide.safetensors", width=32, vectors=75)
