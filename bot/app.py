@@ -45,6 +45,7 @@ from bot.source_images import SourceImages
 from bot.store import JobStore
 from bot.systemd import notify, starting, watchdog_interval
 from engine.network_files import NetworkFolder
+from engine.params import DEFAULT_MAX_LORAS
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ class SdBot(discord.Client):
         models: Models | None = None,
         owner_ids: tuple[int, ...] = (),
         allow_dms: bool = False,
+        max_loras: int = DEFAULT_MAX_LORAS,
     ) -> None:
         # No privileged intents: slash commands and buttons arrive as interactions regardless.
         super().__init__(intents=discord.Intents(guilds=True), guild_ready_timeout=guild_ready_timeout)
@@ -126,7 +128,7 @@ class SdBot(discord.Client):
             closing=lambda: self.closing,
             clock=clock,
             policy=self.policy,
-            installed=Installed(self.models, NetworkFolder(lora_dir)),
+            installed=Installed(self.models, NetworkFolder(lora_dir), max_loras),
             allow_dms=allow_dms,
         )
         ready = lambda: engine.ready  # noqa: E731
@@ -186,14 +188,15 @@ class SdBot(discord.Client):
         self._tasks: list[asyncio.Task[None]] = []
 
     async def setup_hook(self) -> None:
-        """Before connecting: open the job log, load the model, re-queue unfinished jobs (held where paused), learn
-        the bot's owners, sync commands."""
+        """Before connecting: open the job log, load the model and the prompt tokenizer, re-queue unfinished jobs
+        (held where paused), learn the bot's owners, sync commands."""
         await self.store.open()
         await self.pauses.load()
         await self.owners.refresh()
         await self.estimator.load()
         await self.channel_models.load()
         await self.engine.start(on_starting=starting)
+        await asyncio.to_thread(self.intake.installed.load)
         for job in await self.store.in_states(JobState.QUEUED, JobState.RUNNING):
             await self.queue.put(job.user_id, job, job.guild_id)
             log.info("job %s re-queued after a restart", job.id)

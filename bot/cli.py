@@ -76,6 +76,7 @@ async def run_bot(settings: Settings) -> None:
         models=_models(settings),
         owner_ids=settings.owner_ids,
         allow_dms=settings.allow_dms,
+        max_loras=settings.max_loras,
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

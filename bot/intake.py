@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import replace
@@ -168,7 +169,8 @@ class Intake:
         if job.guild_id is None and not self.allow_dms:
             # Discord offers no command in DMs then, but buttons and modals on older messages still arrive from there.
             raise InvalidParams(DMS_OFF)
-        self.installed.check(job.params)
+        # Off the event loop: counting a long prompt's tokens takes milliseconds.
+        await asyncio.to_thread(self.installed.check, job.params)
         policy = await self.policy.policy(job.guild_id)
         channel = interaction.channel
         rules = policy.rules(policy_channel_id(channel, job.channel_id), is_age_restricted(channel))

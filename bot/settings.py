@@ -14,6 +14,7 @@ from dotenv import dotenv_values
 from bot.limits import Limits
 from engine.batching import MAX_BATCH_IMAGES
 from engine.catalog import Catalog, CatalogError, pickle_refusal, scan
+from engine.params import DEFAULT_MAX_LORAS
 from engine.source import DEVICE_CHOICES, InvalidSource, ModelSource, SourceKind, parse_source
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -55,6 +56,7 @@ class Settings:
     safety_model: Path | None = None
     owner_ids: tuple[int, ...] = ()
     allow_dms: bool = False
+    max_loras: int = DEFAULT_MAX_LORAS
 
 
 def read_environment(cwd: Path) -> dict[str, str]:
@@ -216,6 +218,15 @@ def _max_batch(env: Mapping[str, str]) -> int | None:
     return int(raw)
 
 
+def _max_loras(env: Mapping[str, str]) -> int:
+    raw = env.get("SDBOT_MAX_LORAS", "").strip()
+    if not raw:
+        return DEFAULT_MAX_LORAS
+    if not raw.isdigit() or int(raw) < 1:
+        raise SettingError(f"SDBOT_MAX_LORAS must be a whole number, 1 or more, not {raw!r}")
+    return int(raw)
+
+
 def _optional_folder(env: Mapping[str, str], name: str, cwd: Path, holding: str) -> Path | None:
     """An optional local folder that must exist when set; never a hub id, so nothing is downloaded."""
     if not env.get(name, "").strip():
@@ -268,6 +279,7 @@ def load_settings(env: Mapping[str, str], *, cwd: Path, require_token: bool = Tr
         safety_model=_optional_folder(env, "SDBOT_SAFETY_MODEL", cwd, "a Stable Diffusion safety checker"),
         owner_ids=_ids(env, "SDBOT_OWNER_IDS", "user"),
         allow_dms=_allow_dms(env, guild_ids),
+        max_loras=_max_loras(env),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from engine.params import GenerationParams
+from engine.params import GenerationParams, InvalidParams
 from engine.prompt_syntax import LoraTag, split_loras
 
 # Beyond this many images a batch gains little on any GPU measured, and a long batch delays the next round.
@@ -26,8 +26,13 @@ class BatchKey:
 
 
 def batch_key(params: GenerationParams) -> BatchKey | None:
-    """The key of a job that can share a batch, or None for one that runs alone (modes over a source image)."""
+    """The key of a job that can share a batch, or None for one that runs alone (modes over a source image, and a
+    prompt whose tags do not parse: the engine answers that job alone with the sentence saying what to change)."""
     if params.mode != "txt2img":
+        return None
+    try:
+        loras = split_loras(params.prompt)[1]
+    except InvalidParams:
         return None
     return BatchKey(
         model=params.model,
@@ -36,7 +41,7 @@ def batch_key(params: GenerationParams) -> BatchKey | None:
         steps=params.steps,
         sampler=params.sampler,
         clip_skip=params.clip_skip,
-        loras=split_loras(params.prompt)[1],
+        loras=loras,
     )
 
 

@@ -7,119 +7,14 @@ its own and concatenated along the sequence axis; every row of a batch has as ma
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
 
-from engine.prompt_syntax import Fragment, parse_prompt_attention
-
-CHUNK_LENGTH = 75
-# A1111's "comma padding backtrack": a chunk that fills up within this many tokens of a comma breaks there.
-COMMA_BACKTRACK = 20
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """77 token ids and the multiplier of each one's embedding."""
-
-    tokens: tuple[int, ...]
-    multipliers: tuple[float, ...]
-
-
-@dataclass(frozen=True)
-class SpecialTokens:
-    """The ids a chunk is framed and padded with; SD 1.x pads with EOS, SD 2.x and SDXL's OpenCLIP with 0."""
-
-    bos: int
-    eos: int
-    pad: int
-    comma: int | None
-
-    @classmethod
-    def of(cls, tokenizer: Any) -> SpecialTokens:
-        """Read them from a CLIP tokenizer."""
-        eos = int(tokenizer.eos_token_id)
-        pad = tokenizer.pad_token_id
-        # A missing token converts to the unknown token's id; a vocabulary without ",</w>" has no comma.
-        comma = tokenizer.convert_tokens_to_ids(",</w>")
-        return cls(
-            bos=int(tokenizer.bos_token_id),
-            eos=eos,
-            pad=eos if pad is None else int(pad),
-            comma=None if comma == tokenizer.unk_token_id else int(comma),
-        )
-
-    def chunk(self, tokens: list[int], multipliers: list[float]) -> Chunk:
-        """BOS, the tokens, EOS, then padding to 77; framing and padding weigh 1."""
-        padding = CHUNK_LENGTH - len(tokens)
-        return Chunk(
-            tokens=(self.bos, *tokens, self.eos, *[self.pad] * padding),
-            multipliers=(1.0, *multipliers, 1.0, *[1.0] * padding),
-        )
-
-
-def embedding_lengths(tokenizer: Any) -> dict[int, int]:
-    """The first token id of each textual-inversion embedding and its number of vectors (`name`, `name_1`, …)."""
-    added = tokenizer.added_tokens_encoder
-    lengths = {}
-    for token, first in added.items():
-        count = 1
-        while f"{token}_{count}" in added:
-            count += 1
-        if count > 1:
-            lengths[first] = count
-    return lengths
-
-
-def chunk_fragments(
-    fragments: Sequence[Fragment],
-    token_ids: Sequence[Sequence[int]],
-    special: SpecialTokens,
-    embeddings: Mapping[int, int] | None = None,
-) -> list[Chunk]:
-    """A1111's `tokenize_line`: fill 75-token chunks, break at BREAK, and move a trailing clause past a comma.
-
-    An embedding's vectors (`embeddings`: first token id → count) are never split across two chunks.
-    """
-    embeddings = embeddings or {}
-    chunks: list[Chunk] = []
-    tokens: list[int] = []
-    multipliers: list[float] = []
-    last_comma = -1
-
-    def next_chunk() -> None:
-        nonlocal tokens, multipliers, last_comma
-        chunks.append(special.chunk(tokens, multipliers))
-        tokens, multipliers, last_comma = [], [], -1
-
-    for fragment, ids in zip(fragments, token_ids, strict=True):
-        if fragment.is_break:
-            next_chunk()
-            continue
-        position = 0
-        while position < len(ids):
-            token = ids[position]
-            if token == special.comma:
-                last_comma = len(tokens)
-            elif len(tokens) == CHUNK_LENGTH and last_comma != -1 and len(tokens) - last_comma <= COMMA_BACKTRACK:
-                cut = last_comma + 1
-                moved_tokens, moved_multipliers = tokens[cut:], multipliers[cut:]
-                tokens, multipliers = tokens[:cut], multipliers[:cut]
-                next_chunk()
-                tokens, multipliers = moved_tokens, moved_multipliers
-            if len(tokens) == CHUNK_LENGTH:
-                next_chunk()
-            length = min(embeddings.get(token, 1), len(ids) - position)
-            if len(tokens) + length > CHUNK_LENGTH:
-                next_chunk()
-            tokens += ids[position : position + length]
-            multipliers += [fragment.weight] * length
-            position += length
-    if tokens or not chunks:
-        next_chunk()
-    return chunks
+from engine.chunking import Chunk, SpecialTokens, embedding_lengths, text_chunks
 
 
 @dataclass(frozen=True)
@@ -147,11 +42,10 @@ def encoders(pipe: Any, clip_skip: int) -> tuple[Encoder, ...]:
 
 
 def _prompt_chunks(pipe: Any, encoder: Encoder, text: str) -> list[Chunk]:
-    fragments = parse_prompt_attention(text)
+    tokenizer = encoder.tokenizer
     # Textual-inversion names become their vector tokens (`name name_1 …`) as the pipelines' own encoding does.
-    texts = [pipe.maybe_convert_prompt(f.text, encoder.tokenizer) if not f.is_break else f.text for f in fragments]
-    ids = encoder.tokenizer(texts, truncation=False, add_special_tokens=False)["input_ids"]
-    return chunk_fragments(fragments, ids, SpecialTokens.of(encoder.tokenizer), embedding_lengths(encoder.tokenizer))
+    convert = partial(pipe.maybe_convert_prompt, tokenizer=tokenizer)
+    return text_chunks(tokenizer, text, convert, embedding_lengths(tokenizer))
 
 
 class ChunkCache:
@@ -236,9 +130,9 @@ class Conditioning:
         return {name: value for name, value in vars(self).items() if value is not None}
 
 
-def chunk_count(pipe: Any, texts: Sequence[str]) -> int:
-    """How many 75-token chunks the longest of `texts` takes in any of the pipe's encoders."""
-    return max(len(_prompt_chunks(pipe, encoder, text)) for encoder in encoders(pipe, 0) for text in texts)
+def chunk_count(pipe: Any, text: str) -> int:
+    """How many 75-token chunks `text` takes in the pipe's encoder that needs the most."""
+    return max(len(_prompt_chunks(pipe, encoder, text)) for encoder in encoders(pipe, 0))
 
 
 def encode_prompts(

@@ -17,6 +17,7 @@ from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
 from PIL import Image, UnidentifiedImageError
 
 from engine.batching import compatible
+from engine.chunking import check_chunk_count
 from engine.conditioning import ChunkCache, chunk_count, encode_prompts
 from engine.embeddings import Embeddings
 from engine.infotext import format_infotext
@@ -26,7 +27,7 @@ from engine.network_files import NetworkFolder, hash_list
 from engine.outpaint import generation_mask, pan_placement, paste_back, prefill, zoom_placement
 from engine.params import GenerationParams, InvalidParams
 from engine.pngmeta import encode_png
-from engine.prompt_syntax import split_loras
+from engine.prompt_syntax import check_lora_names, split_loras
 from engine.samplers import make_scheduler
 from engine.wire import GeneratedImage
 
@@ -140,14 +141,18 @@ class Painter:
         self._img2img: Any = None
         self._inpaint: Any = None
 
-    def context_groups(self, batch: Sequence[GenerationParams]) -> list[list[int]]:
-        """The jobs of a batch (by index) grouped by how many 75-token chunks their prompts take: every row of a
-        loop is padded to the longest, and that padding would change a shorter prompt's image."""
-        groups: dict[int, list[int]] = {}
-        for index, params in enumerate(batch):
-            texts = [split_loras(params.prompt)[0], params.negative_prompt]
-            groups.setdefault(chunk_count(self.model.pipe, texts), []).append(index)
-        return list(groups.values())
+    def prepare(self, params: GenerationParams) -> int:
+        """Check one job's prompts and LoRA names, or raise InvalidParams with a sentence; return how many 75-token
+        chunks its loop needs (every row of a loop is padded to the longest, which would change a shorter prompt's
+        image, so only jobs of one length share a loop)."""
+        text, loras = split_loras(params.prompt)
+        check_lora_names(loras, self.loras.folder.names())
+        counts = []
+        # Counted again here, though the bot counted them: embeddings add vectors only the engine's tokenizer knows.
+        for what, words in (("prompt", text), ("negative prompt", params.negative_prompt)):
+            counts.append(chunk_count(self.model.pipe, words))
+            check_chunk_count(what, counts[-1])
+        return max(counts)
 
     def release_caches(self) -> None:
         """Let go of the device memory kept for speed (the model itself is moved by its owner)."""

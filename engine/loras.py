@@ -1,4 +1,4 @@
-"""`<lora:name:weight>`: LoRA files applied as PEFT adapters for one job, and removed again after it."""
+"""`<lora:name:te:unet>`: LoRA files applied as PEFT adapters for one job, and removed again after it."""
 
 from __future__ import annotations
 
@@ -14,6 +14,20 @@ from engine.params import InvalidParams
 from engine.prompt_syntax import LoraTag, check_lora_names
 
 log = logging.getLogger(__name__)
+
+
+def component_weights(pipe: Any, adapters: Sequence[str], tags: Sequence[LoraTag]) -> list[dict[str, float]]:
+    """Each adapter's weight per part of the pipe: A1111's text encoder multiplier for the text encoders (both of
+    SDXL's), its UNet multiplier for the UNet. Only the parts an adapter has: diffusers warns about any other."""
+    parts = pipe.get_list_adapters()  # e.g. {"unet": ["sdbot_0"], "text_encoder": ["sdbot_0"]}
+    return [
+        {
+            part: tag.te if part.startswith("text_encoder") else tag.unet
+            for part, names in parts.items()
+            if adapter in names
+        }
+        for adapter, tag in zip(adapters, tags, strict=True)
+    ]
 
 
 class LoraLoader:
@@ -61,7 +75,7 @@ class LoraLoader:
                         " remove it or pick another."
                     ) from None
                 hashes[tag.name] = self._hash(files[tag.name])
-            pipe.set_adapters(adapters, adapter_weights=[tag.weight for tag in tags])
+            pipe.set_adapters(adapters, adapter_weights=component_weights(pipe, adapters, tags))
             yield hashes
         finally:
             if adapters:

@@ -18,6 +18,13 @@ MIN_CFG, MAX_CFG = 1.0, 30.0
 MAX_SEED = 2**32 - 1
 MIN_COUNT, MAX_COUNT = 1, 4
 MAX_PROMPT_CHARS = 1500
+# A prompt's structure: the LoRAs one job may apply (SDBOT_MAX_LORAS; each is an adapter loaded for the job), how
+# far a LoRA's weight may go either way (far past what LoRAs are made for: beyond it images are noise, or NaN), and
+# how many 75-token chunks a prompt or negative prompt may take (each is a pass of the text encoder and lengthens
+# every step's cross-attention; BREAKs add them without adding text).
+DEFAULT_MAX_LORAS = 5
+MAX_LORA_WEIGHT = 10.0
+MAX_PROMPT_CHUNKS = 8
 # Clip skip as A1111 counts it: 1 is the text encoder's last layer, 2 the penultimate, …; 0 the model's default.
 MAX_CLIP_SKIP = 12
 # Upscales and outpaints may grow past what /imagine offers, up to this many pixels a side.

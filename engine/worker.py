@@ -209,12 +209,20 @@ class Worker:
             return
         try:
             painter = self.shelf.painter(live[0].params.model)
-            groups = painter.context_groups([request.params for request in live])
         except Exception as exc:
             self._fail(live, exc)
             return
-        for group in groups:
-            self._draw(painter, [live[index] for index in group])
+        groups: dict[int, list[GenerateRequest]] = {}
+        for request in live:
+            # One at a time: whatever a job's prompt raises fails that job alone, and its companions are drawn.
+            try:
+                chunks = painter.prepare(request.params)
+            except Exception as exc:
+                self._fail([request], exc)
+                continue
+            groups.setdefault(chunks, []).append(request)
+        for group in groups.values():
+            self._draw(painter, group)
 
     def _draw(self, painter: Painter, jobs: Sequence[GenerateRequest]) -> None:
         """One denoising loop; the results go to the writer thread for the safety checker, PNG encoding and

@@ -180,6 +180,14 @@ def test_jobs_batch_only_with_the_same_model_clip_skip_and_loras() -> None:
     assert compatible(replace(FOX, prompt="fox <lora:ink:0.8>"), replace(OWL, prompt="owl <lora:ink:0.8>"))
 
 
+def test_jobs_with_other_text_encoder_or_unet_weights_do_not_share_a_loop() -> None:
+    split = replace(FOX, prompt="fox <lora:ink:0.8:0.5>")
+    assert not compatible(split, replace(OWL, prompt="owl <lora:ink:0.8>"))
+    assert not compatible(split, replace(OWL, prompt="owl <lora:ink:0.5>"))
+    assert compatible(split, replace(OWL, prompt="owl <lyco:ink:te=0.8:unet=0.5>"))
+    assert compatible(replace(FOX, prompt="fox <lora:ink:0.8:0.8>"), replace(OWL, prompt="owl <lora:ink:0.8>"))
+
+
 class Verdicts:
     """A checker that flags every image (or fails), noting how many it saw per call and on which thread."""
 
@@ -286,7 +294,7 @@ def test_the_warm_up_keeps_to_what_members_may_ask_and_skips_what_runs_out_of_me
 def test_a_long_prompt_in_the_batch_does_not_change_a_short_ones_image(shelf: ModelShelf) -> None:
     long = replace(OWL, prompt="an owl at night, " * 8, count=1)  # over 75 tokens: two chunks
     painter = shelf.painter("")
-    assert painter.context_groups([FOX, long, CAT]) == [[0, 2], [1]]
+    assert [painter.prepare(params) for params in (FOX, long, CAT)] == [1, 2, 1]
     sent = Sent()
     worker = Worker(shelf, sent, Cancels())  # type: ignore[arg-type]
     worker.run_batch([GenerateRequest("fox", FOX), GenerateRequest("owl", long)])
@@ -294,3 +302,24 @@ def test_a_long_prompt_in_the_batch_does_not_change_a_short_ones_image(shelf: Mo
     (fox,) = (m for m in sent.messages if isinstance(m, JobResult) and m.job_id == "fox")
     alone = painter.paint(FOX)[0]
     assert np.abs(pixels(fox.images[0].png) - pixels(alone.png)).max() <= TOLERANCE
+
+
+def test_a_prompt_that_does_not_parse_fails_its_job_alone_and_the_batch_is_drawn(shelf: ModelShelf) -> None:
+    sent = Sent()
+    worker = Worker(shelf, sent, Cancels())  # type: ignore[arg-type]
+    bad = replace(CAT, prompt="a (cat:1.2.3) on a mat")
+    assert batch_key(bad) == batch_key(CAT), "its LoRA tags parse, so the bot batches it with the others"
+    worker.run_batch([GenerateRequest("fox", FOX), GenerateRequest("bad", bad), GenerateRequest("owl", OWL)])
+    worker.flush()
+    ends = {m.job_id: m for m in sent.messages if isinstance(m, JobResult | JobFailed)}
+    assert ends["bad"] == JobFailed(job_id="bad", message="The weight in `(cat:1.2.3)` must be a number such as 1.2.")
+    assert isinstance(ends["fox"], JobResult) and isinstance(ends["owl"], JobResult)
+    assert [len(ends[job].images) for job in ("fox", "owl")] == [1, 2]
+    assert len(ends) == 3
+
+
+def test_a_job_whose_tags_do_not_parse_runs_alone() -> None:
+    broken = replace(FOX, prompt="a fox <lora:detail:strong>")
+    assert batch_key(broken) is None and not compatible(FOX, broken) and not compatible(broken, broken)
+    requests = [GenerateRequest("fox", FOX), GenerateRequest("broken", broken), GenerateRequest("cat", CAT)]
+    assert [[r.job_id for r in group] for group in batch_groups(requests)] == [["fox"], ["broken"], ["cat"]]

@@ -10,15 +10,8 @@ import torch
 from diffusers import StableDiffusionPipeline
 from transformers import CLIPTokenizer
 
-from engine.conditioning import (
-    CHUNK_LENGTH,
-    ChunkCache,
-    SpecialTokens,
-    chunk_fragments,
-    embedding_lengths,
-    encode_prompts,
-    restore_mean,
-)
+from engine.chunking import CHUNK_LENGTH, SpecialTokens, chunk_fragments, embedding_lengths
+from engine.conditioning import ChunkCache, encode_prompts, restore_mean
 from engine.embeddings import load_embeddings
 from engine.loading import LoadedModel, load_model
 from engine.network_files import NetworkFolder

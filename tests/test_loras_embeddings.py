@@ -19,8 +19,15 @@ from engine.loading import LoadedModel, load_model
 from engine.loras import LoraLoader
 from engine.network_files import NetworkFolder
 from engine.params import GenerationParams, InvalidParams
+from engine.prompt_syntax import split_loras
 from engine.source import parse_source
-from tests.support.tiny_networks import give_trained_text_mean, write_a1111_embedding, write_kohya_lora
+from tests.support.tiny_networks import (
+    give_trained_text_mean,
+    write_a1111_embedding,
+    write_kohya_lora,
+    write_kohya_sdxl_lora,
+)
+from tests.support.tiny_sdxl import build_tiny_sdxl_pipeline
 
 FOX = GenerationParams(prompt="a red fox", negative_prompt="blurry", width=64, height=64, steps=2, seed=1234)
 
@@ -87,6 +94,55 @@ def test_the_weight_and_several_loras_count(painter: Painter, lora_dir: Path) ->
     assert not np.array_equal(np.asarray(Image.open(io.BytesIO(both.png)).convert("RGB")), strong)
     detail, inkwash = (a1111_lora_hash(lora_dir / p) for p in ("detail.safetensors", "styles/inkwash.safetensors"))
     assert f'Lora hashes: "detail: {detail}, inkwash: {inkwash}"' in both.infotext
+
+
+def lora_scales(module: torch.nn.Module, adapter: str) -> set[float]:
+    """The scale each PEFT LoRA layer of `module` gives `adapter` (its weight × alpha / rank; alpha = rank here)."""
+    return {round(layer.scaling[adapter], 6) for layer in module.modules() if adapter in getattr(layer, "scaling", {})}
+
+
+def test_the_text_encoder_and_the_unet_take_their_own_weights(
+    painter: Painter, tiny: LoadedModel, lora_dir: Path
+) -> None:
+    loader = LoraLoader(NetworkFolder(lora_dir))
+    with loader.applied(tiny.pipe, split_loras("a fox <lora:detail:0.8:0.5>")[1]):
+        assert lora_scales(tiny.pipe.text_encoder, "sdbot_0") == {0.8}
+        assert lora_scales(tiny.pipe.unet, "sdbot_0") == {0.5}
+    split = pixels(with_prompt("a red fox <lora:detail:0.8:0.5>"), painter)
+    assert np.array_equal(pixels(with_prompt("a red fox <lora:detail:te=0.8:unet=0.5>"), painter), split)
+    assert not np.array_equal(pixels(with_prompt("a red fox <lora:detail:0.8>"), painter), split)
+    assert not np.array_equal(pixels(with_prompt("a red fox <lora:detail:0.5>"), painter), split)
+    (image,) = painter.paint(with_prompt("a red fox <lyco:detail:0.8:0.5>"))
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(image.png)).convert("RGB")), split), "lyco is lora"
+    assert image.infotext.startswith("a red fox <lyco:detail:0.8:0.5>\nNegative prompt: blurry\n")
+    assert 'Lora hashes: "detail: ' in image.infotext
+
+
+def test_a_repeated_lora_is_one_adapter_at_the_sum_of_its_weights(
+    painter: Painter, tiny: LoadedModel, lora_dir: Path
+) -> None:
+    tags = split_loras("a fox " + "<lora:detail:0.25>" * 4)[1]
+    with LoraLoader(NetworkFolder(lora_dir)).applied(tiny.pipe, tags):
+        assert tiny.pipe.get_list_adapters() == {"unet": ["sdbot_0"], "text_encoder": ["sdbot_0"]}
+        assert lora_scales(tiny.pipe.unet, "sdbot_0") == {1.0}
+    repeated = painter.paint(with_prompt("a red fox " + "<lora:detail:0.25>" * 4))[0]
+    once = pixels(with_prompt("a red fox <lora:detail:1>"), painter)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(repeated.png)).convert("RGB")), once)
+    assert repeated.infotext.count("detail: ") == 1, "one hash per LoRA, as A1111 lists them"
+
+
+def test_both_sdxl_text_encoders_take_the_text_encoder_weight(tmp_path: Path) -> None:
+    pipe = build_tiny_sdxl_pipeline(tmp_path / "sdxl")
+    write_kohya_sdxl_lora(tmp_path / "loras" / "wide.safetensors", pipe)
+    with LoraLoader(NetworkFolder(tmp_path / "loras")).applied(pipe, split_loras("<lora:wide:0.8:0.5>")[1]):
+        assert pipe.get_list_adapters() == {part: ["sdbot_0"] for part in ("unet", "text_encoder", "text_encoder_2")}
+        assert lora_scales(pipe.text_encoder, "sdbot_0") == lora_scales(pipe.text_encoder_2, "sdbot_0") == {0.8}
+        assert lora_scales(pipe.unet, "sdbot_0") == {0.5}
+    assert pipe.get_list_adapters() == {}
+
+
+def test_another_kind_of_network_is_not_drawn_as_words(painter: Painter) -> None:
+    assert np.array_equal(pixels(with_prompt("a red fox <hypernet:anime:1>"), painter), pixels(FOX, painter))
 
 
 def test_a_job_that_fails_midway_still_removes_its_lora(painter: Painter, tiny: LoadedModel) -> None:

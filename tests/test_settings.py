@@ -166,6 +166,14 @@ def test_lora_and_embedding_folders(tmp_path: Path) -> None:
         load_settings({"DISCORD_TOKEN": TOKEN, "SDBOT_EMBEDDINGS_DIR": "embeddings.txt"}, cwd=tmp_path)
 
 
+@pytest.mark.parametrize(("raw", "message"), [("0", "'0'"), ("five", "'five'"), ("-1", "'-1'")])
+def test_max_loras_is_at_least_one(tmp_path: Path, raw: str, message: str) -> None:
+    assert load_settings({"DISCORD_TOKEN": TOKEN}, cwd=tmp_path).max_loras == 5
+    assert load_settings({"DISCORD_TOKEN": TOKEN, "SDBOT_MAX_LORAS": " 2 "}, cwd=tmp_path).max_loras == 2
+    with pytest.raises(SettingError, match=f"^SDBOT_MAX_LORAS must be a whole number, 1 or more, not {message}$"):
+        load_settings({"DISCORD_TOKEN": TOKEN, "SDBOT_MAX_LORAS": raw}, cwd=tmp_path)
+
+
 def test_throughput_settings(tmp_path: Path) -> None:
     (tmp_path / "taesd").mkdir()
     env = {"DISCORD_TOKEN": TOKEN, "SDBOT_MAX_BATCH": "6", "SDBOT_COMPILE": "1", "SDBOT_PREVIEW_MODEL": "taesd"}

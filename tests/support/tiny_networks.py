@@ -32,6 +32,18 @@ def write_kohya_lora(path: Path, pipe: Any, seed: int = 0) -> Path:
     return path
 
 
+def write_kohya_sdxl_lora(path: Path, pipe: Any, seed: int = 0) -> Path:
+    """A kohya-format SDXL LoRA: the UNet's attention and both text encoders' (`lora_te1_…`, `lora_te2_…`)."""
+    generator = torch.Generator().manual_seed(seed)
+    state: dict[str, torch.Tensor] = {}
+    _kohya_pairs(state, "lora_unet_", pipe.unet, ".attn", generator)
+    _kohya_pairs(state, "lora_te1_", pipe.text_encoder, "self_attn", generator)
+    _kohya_pairs(state, "lora_te2_", pipe.text_encoder_2, "self_attn", generator)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path), metadata={"ss_network_module": "networks.lora"})
+    return path
+
+
 def write_a1111_embedding(path: Path, width: int, vectors: int = 2, seed: int = 0) -> Path:
     """An A1111 textual-inversion file: `emb_params` holding `vectors` token vectors of `width` values."""
     generator = torch.Generator().manual_seed(seed)
