@@ -15,7 +15,7 @@ _KARRAS_SUFFIX = " Karras"
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """How the loaded model is named in infotext: A1111's checkpoint name and its short sha256."""
+    """How the loaded model is named in infotext: A1111's checkpoint name and its short sha256 ("" if unhashed)."""
 
     name: str
     hash: str
@@ -47,9 +47,11 @@ def format_infotext(
         ("CFG scale", f"{params.cfg:g}"),
         ("Seed", str(seed)),
         ("Size", f"{params.width}x{params.height}"),
-        ("Model hash", model.hash),
-        ("Model", model.name),
     ]
+    if model.hash:
+        # A1111 leaves out the keys it has no value for rather than writing them empty.
+        pairs.append(("Model hash", model.hash))
+    pairs.append(("Model", model.name))
     if params.needs_source:
         # As A1111 writes img2img results: how much of the source image was redrawn.
         pairs.append(("Denoising strength", f"{params.strength:g}"))

@@ -49,3 +49,10 @@ def test_clip_skip_and_resource_hashes_come_last_as_a1111_writes_them() -> None:
         'TI hashes: "easynegative: c74b4e810b03"'
     )
     assert "Clip skip" not in format_infotext(GenerationParams(prompt="fox", clip_skip=1), 1, MODEL)
+
+
+def test_a_model_without_a_hash_leaves_the_key_out_as_a1111_does() -> None:
+    # A1111 (modules/processing.py create_infotext) writes only the keys whose value is not None.
+    params = GenerationParams(prompt="fox", sampler="Euler a")
+    text = format_infotext(params, 1, ModelInfo(name="tiny", hash=""))
+    assert text == "fox\nSteps: 30, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 512x512, Model: tiny"
