@@ -147,17 +147,23 @@ def sampler_name(sampler: str, schedule: str) -> str:
 
 def parse_infotext(text: str) -> Infotext | None:
     """Read A1111 infotext as A1111's PNG Info does; None when `text` has no parameters line."""
-    lines = text.replace("\r\n", "\n").split("\n")
-    pairs = parse_pairs(lines[-1])
+    # As modules/infotext_utils.py parse_generation_parameters: the whole text stripped (a trailing newline,
+    # blank line or space is no part of the last value), split on "\n", each prompt line stripped (so "\r\n"
+    # line ends read like "\n"), and every line that starts with "Negative prompt:" loses that prefix.
+    *lines, last = text.strip().split("\n")
+    pairs = parse_pairs(last)
     if len(pairs) < _MIN_PAIRS:
         return None
     prompt: list[str] = []
     negative: list[str] | None = None
-    for line in lines[:-1]:
-        if negative is None and line.startswith(_NEGATIVE):
-            negative = [line[len(_NEGATIVE) :].removeprefix(" ")]
-        elif negative is None:
-            prompt.append(line)
-        else:
-            negative.append(line)
-    return Infotext(prompt="\n".join(prompt), negative_prompt="\n".join(negative or []), pairs=pairs)
+    for line in (line.strip() for line in lines):
+        if line.startswith(_NEGATIVE):
+            line = line[len(_NEGATIVE) :].strip()
+            negative = [] if negative is None else negative
+        (prompt if negative is None else negative).append(line)
+    return Infotext(prompt=_joined(prompt), negative_prompt=_joined(negative or []), pairs=pairs)
+
+
+def _joined(lines: list[str]) -> str:
+    # A1111 adds a line after a newline only once it has text, so blank lines before the first are dropped.
+    return "\n".join(lines).lstrip("\n")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -71,6 +73,73 @@ def test_text_without_a_parameters_line_is_not_infotext() -> None:
     assert parse_infotext("a photo\nCamera: X100, Lens: 23mm") is None, "fewer than three pairs, as A1111 reads it"
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        A1111 + "\n",
+        A1111 + "\n\n",
+        A1111 + "\n \n",
+        A1111.replace("\n", "\r\n"),
+        A1111.replace("\n", "\r\n") + "\r\n",
+        "\n  " + A1111.replace("\n", "  \n  ") + "  ",
+    ],
+)
+def test_line_ends_blank_lines_and_padding_are_stripped_as_a1111_strips_them(text: str) -> None:
+    info = parse_infotext(text)
+    assert info is not None
+    assert info.prompt == "masterpiece, a red fox in the snow\nwith two lines"
+    assert info.negative_prompt == "blurry, (watermark:1.2)"
+    assert (info.get("Steps"), info.get("Version")) == ("28", "v1.10.1")
+
+
+def test_a_quoted_last_value_followed_by_a_space_is_read_whole() -> None:
+    info = parse_infotext('fox\nSteps: 20, Sampler: Euler, CFG scale: 7, Lora hashes: "fox: 12, snow: 34" ')
+    assert info is not None and info.get("Lora hashes") == "fox: 12, snow: 34"
+
+
+# A1111's reader, its prompt and parameter parts (modules/infotext_utils.py parse_generation_parameters): the
+# whole text and each prompt line stripped, every line that starts with "Negative prompt:" losing that prefix,
+# and lines joined onto what came before only once something has (so leading blank lines vanish).
+A1111_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+
+
+def a1111_read(x: str) -> tuple[str, str, list[tuple[str, str]]] | None:
+    prompt = negative_prompt = ""
+    done_with_prompt = False
+    *lines, lastline = x.strip().split("\n")
+    if len(A1111_PARAM.findall(lastline)) < 3:
+        return None  # A1111 reads it all as prompt; this bot says the image has no parameters
+    for line in lines:
+        line = line.strip()
+        if line.startswith("Negative prompt:"):
+            done_with_prompt = True
+            line = line[16:].strip()
+        if done_with_prompt:
+            negative_prompt += ("" if negative_prompt == "" else "\n") + line
+        else:
+            prompt += ("" if prompt == "" else "\n") + line
+    return prompt, negative_prompt, A1111_PARAM.findall(lastline)
+
+
+infotext_like = st.lists(
+    st.one_of(
+        st.sampled_from(["", " ", "\r", "Negative prompt:", "Negative prompt: x ", "Steps: 1, Seed: 2, Size: 8x8"]),
+        st.text(st.sampled_from(' \t\r\u3000ab,:"\\-/'), max_size=12),
+    ),
+    max_size=6,
+).map("\n".join)
+
+
+@given(text=infotext_like)
+def test_prompts_read_as_a1111_reads_them(text: str) -> None:
+    expected = a1111_read(text)
+    info = parse_infotext(text)
+    if expected is None:
+        assert info is None
+    else:
+        assert info is not None and (info.prompt, info.negative_prompt) == expected[:2]
+
+
 def test_quote_and_unquote_are_inverse_for_awkward_values() -> None:
     for value in ['"quoted"', " padded ", 'a "b" c', "x:y", "", "π, ünïcode\n"]:
         assert unquote(quote(value)) == value
@@ -79,11 +148,15 @@ def test_quote_and_unquote_are_inverse_for_awkward_values() -> None:
 
 
 lines = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r"), max_size=60)
+# Prompts A1111 reads back as written: no padding around a line and no blank first line (both stripped, as above).
+prompts = lines.map(lambda t: "\n".join(line.strip() for line in t.split("\n")).lstrip("\n")).filter(
+    lambda t: not any(line.startswith("Negative prompt:") for line in t.split("\n"))
+)
 
 
 @given(
-    prompt=lines.filter(lambda t: t.strip() and not any(ln.startswith("Negative prompt:") for ln in t.split("\n"))),
-    negative=lines,
+    prompt=prompts.filter(str.strip),
+    negative=prompts,
     sampler=st.sampled_from(SAMPLERS),
     steps=st.integers(1, 100),
     cfg=st.integers(2, 60).map(lambda half: half / 2),
