@@ -7,10 +7,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from engine.a1111_samplers import from_a1111, sampler_pairs
 from engine.params import SAMPLERS, GenerationParams, InvalidParams
-
-# The sampler choices that A1111 (1.6 and later) writes as a sampler plus a schedule type.
-_KARRAS_SUFFIX = " Karras"
 
 
 @dataclass(frozen=True)
@@ -32,17 +30,11 @@ def quote(value: str) -> str:
     return value
 
 
-def _sampler_pairs(sampler: str) -> list[tuple[str, str]]:
-    if sampler.endswith(_KARRAS_SUFFIX):
-        return [("Sampler", sampler.removesuffix(_KARRAS_SUFFIX)), ("Schedule type", "Karras")]
-    return [("Sampler", sampler)]
-
-
 def format_infotext(
     params: GenerationParams, seed: int, model: ModelInfo, extras: Sequence[tuple[str, str]] = ()
 ) -> str:
     """The infotext of one image of `params`, drawn from `seed`; `extras` (such as `Lora hashes`) go last."""
-    pairs: list[tuple[str, str]] = [("Steps", str(params.steps)), *_sampler_pairs(params.sampler)]
+    pairs: list[tuple[str, str]] = [("Steps", str(params.steps)), *sampler_pairs(params.sampler)]
     pairs += [
         ("CFG scale", f"{params.cfg:g}"),
         ("Seed", str(seed)),
@@ -138,11 +130,11 @@ def settings_changes(pairs: tuple[tuple[str, str], ...]) -> dict[str, object]:
 
 def sampler_name(sampler: str, schedule: str) -> str:
     """This bot's name for an A1111 sampler and schedule type, or InvalidParams naming what it offers."""
-    name = sampler + _KARRAS_SUFFIX if schedule == "Karras" and not sampler.endswith(_KARRAS_SUFFIX) else sampler
-    if name not in SAMPLERS or schedule not in ("", "Automatic", "Karras"):
+    ours = from_a1111(sampler, schedule)
+    if ours is None:
         shown = f"{sampler} ({schedule})" if schedule else sampler
         raise InvalidParams(f"I can't run the sampler {shown}: choose one of {', '.join(SAMPLERS)}.")
-    return name
+    return ours
 
 
 def parse_infotext(text: str) -> Infotext | None:

@@ -8,7 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.infotext import ModelInfo, format_infotext, parse_infotext, parse_pairs, quote, unquote
+from engine.infotext import (
+    ModelInfo,
+    format_infotext,
+    parse_infotext,
+    parse_pairs,
+    quote,
+    sampler_name,
+    unquote,
+)
 from engine.params import MAX_SEED, SAMPLERS, GenerationParams, InvalidParams
 
 BASE = GenerationParams(prompt="")
@@ -40,6 +48,42 @@ def test_reads_a1111_infotext_with_unknown_keys_and_quoted_values() -> None:
     params = info.to_params(BASE)
     assert (params.steps, params.sampler, params.cfg, params.seed) == (28, "DPM++ 2M Karras", 6.5, 3141592653)
     assert (params.width, params.height, params.mode) == (640, 448, "txt2img")
+
+
+@pytest.mark.parametrize(
+    ("sampler", "schedule", "ours"),
+    [
+        # From A1111 1.9 on, Automatic (or no schedule type) is each sampler's default: Karras for DPM++ 2M and
+        # DPM++ SDE, the model's own sigmas (Uniform) for Euler (modules/sd_samplers_kdiffusion.py).
+        ("DPM++ 2M", "", "DPM++ 2M Karras"),
+        ("DPM++ 2M", "Automatic", "DPM++ 2M Karras"),
+        ("DPM++ 2M", "karras", "DPM++ 2M Karras"),
+        ("DPM++ 2M", "SGM Uniform", "DPM++ 2M"),
+        ("DPM++ 2M", "sgm_uniform", "DPM++ 2M"),
+        ("DPM++ 2M", "SGMUniform", "DPM++ 2M"),
+        ("DPM++ 2M Karras", "", "DPM++ 2M Karras"),
+        ("DPM++ 2M Karras", "Automatic", "DPM++ 2M Karras"),
+        ("DPM++ SDE", "", "DPM++ SDE Karras"),
+        ("Euler", "Uniform", "Euler"),
+        ("Euler a", "", "Euler a"),
+        # Timestep samplers ignore the schedule type (modules/sd_samplers_timesteps.py).
+        ("DDIM", "Karras", "DDIM"),
+        ("UniPC", "Exponential", "UniPC"),
+        ("DDIM", "", "DDIM"),
+    ],
+)
+def test_a1111_samplers_and_schedules_map_to_ours(sampler: str, schedule: str, ours: str) -> None:
+    assert sampler_name(sampler, schedule) == ours
+
+
+@pytest.mark.parametrize(
+    ("sampler", "schedule"),
+    [("DPM++ 2M", "Uniform"), ("DPM++ 2M", "Exponential"), ("Euler", "Karras"), ("Euler a", "SGM Uniform"),
+     ("DPM++ 2M", "Sometimes"), ("DPM++ SDE", "SGM Uniform"), ("LMS", ""), ("DPM++ 2M SDE", "Karras")],
+)
+def test_samplers_and_schedules_we_do_not_draw_are_refused(sampler: str, schedule: str) -> None:
+    with pytest.raises(InvalidParams, match=r"^I can't run the sampler .*: choose one of Euler a, Euler, DPM\+\+ 2M,"):
+        sampler_name(sampler, schedule)
 
 
 def test_older_a1111_sampler_names_and_automatic_schedule_are_understood() -> None:
