@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from engine.a1111_samplers import from_a1111, sampler_pairs
@@ -58,8 +58,6 @@ def format_infotext(
     return "\n".join(lines)
 
 
-# A1111's own pattern (modules/infotext_utils.py): a key, then a JSON-quoted value or one without commas.
-_PAIR = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 _NEGATIVE = "Negative prompt:"
 # A last line with fewer pairs than this is part of the prompt, as A1111 reads it.
 _MIN_PAIRS = 3
@@ -81,7 +79,80 @@ def unquote(value: str) -> str:
 
 def parse_pairs(line: str) -> tuple[tuple[str, str], ...]:
     """The `Key: value` pairs of an infotext parameters line, values unquoted, in order."""
-    return tuple((key.strip(), unquote(value.strip())) for key, value in _PAIR.findall(line))
+    return tuple((key.strip(), unquote(value.strip())) for key, value in scan_pairs(line))
+
+
+# A1111 reads pairs with re.findall(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)', line)
+# (modules/infotext_utils.py re_param_code): a key, then a JSON-quoted value or one without commas. That pattern
+# retries the key from every character of a run without a colon, quadratic in the line (hours for a megabyte);
+# scan_pairs finds the same pairs reading each character a fixed number of times.
+def scan_pairs(line: str) -> list[tuple[str, str]]:
+    """The raw (key, value) groups that A1111's pattern finds in `line` with re.findall, in linear time."""
+    stops = _quote_stops(line)
+    pairs: list[tuple[str, str]] = []
+    start = 0
+    while start < len(line):
+        key_start = _run_end(line, start, str.isspace)
+        if key_start == len(line) or not _is_word(line[key_start]):
+            # Every start up to here skips the same spaces to the same character, which cannot begin a key.
+            start = key_start + 1
+            continue
+        key_end = _run_end(line, key_start + 1, _is_key)
+        if key_end == key_start + 1 or line[key_end : key_end + 1] != ":":
+            # A key is a whole run of key characters: any start inside this run ends it here too, without a colon.
+            start = key_end
+            continue
+        value_start = _run_end(line, key_end + 1, str.isspace)
+        value, start = _value(line, value_start, stops)
+        pairs.append((line[key_start:key_end], value))
+    return pairs
+
+
+def _run_end(line: str, start: int, keeps: Callable[[str], bool]) -> int:
+    """The index of the first character from `start` on that `keeps` rejects (the length if none does)."""
+    end = start
+    while end < len(line) and keeps(line[end]):
+        end += 1
+    return end
+
+
+def _is_word(char: str) -> bool:
+    # What \w matches in a str pattern.
+    return char.isalnum() or char == "_"
+
+
+def _is_key(char: str) -> bool:
+    # [\w \-/]: what may follow a key's first character.
+    return _is_word(char) or char in " -/"
+
+
+def _value(line: str, start: int, stops: list[int]) -> tuple[str, int]:
+    """The value at `start` and where the next pair may begin: a quoted value if one ends the pair, else to a comma."""
+    if line[start : start + 1] == '"':
+        close = stops[start + 1]
+        after = close + 1
+        if close > start + 1 and line[close:after] == '"':
+            if line[after : after + 1] == ",":
+                return line[start:after], after + 1
+            if after == len(line) or line[after:] == "\n":  # where $ matches
+                return line[start:after], after
+    comma = line.find(",", start)
+    return (line[start:], len(line)) if comma < 0 else (line[start:comma], comma + 1)
+
+
+def _quote_stops(line: str) -> list[int]:
+    """Where a quoted value's body, (?:\\.|[^\\"])*, begun at each index stops: a quote, a lone backslash or the end."""
+    stops = [len(line)] * (len(line) + 2)
+    for index in range(len(line) - 1, -1, -1):
+        char = line[index]
+        if char == '"':
+            stops[index] = index
+        elif char == "\\":
+            escapes = index + 1 < len(line) and line[index + 1] != "\n"
+            stops[index] = stops[index + 2] if escapes else index
+        else:
+            stops[index] = stops[index + 1]
+    return stops
 
 
 @dataclass(frozen=True)

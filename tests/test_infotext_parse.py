@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from hypothesis import given
@@ -15,6 +16,7 @@ from engine.infotext import (
     parse_pairs,
     quote,
     sampler_name,
+    scan_pairs,
     unquote,
 )
 from engine.params import MAX_SEED, SAMPLERS, GenerationParams, InvalidParams
@@ -182,6 +184,38 @@ def test_prompts_read_as_a1111_reads_them(text: str) -> None:
         assert info is None
     else:
         assert info is not None and (info.prompt, info.negative_prompt) == expected[:2]
+
+
+keys = st.text(st.sampled_from("Stepsa Z_9é-/ "), min_size=1, max_size=12)
+values = st.text(st.sampled_from('ab 7.,:"\\\n\té{}'), max_size=12)
+
+
+@given(pairs=st.lists(st.tuples(keys, values), max_size=6), tail=st.sampled_from(["", " ", ",", "\n", ' "']))
+def test_scan_pairs_finds_what_a1111s_pattern_finds_in_infotexts(pairs: list[tuple[str, str]], tail: str) -> None:
+    line = ", ".join(f"{key}: {quote(value)}" for key, value in pairs) + tail
+    assert scan_pairs(line) == A1111_PARAM.findall(line)
+
+
+@given(line=st.text(st.sampled_from('ab_1é-/ \t\n\u3000:,"\\'), max_size=40))
+def test_scan_pairs_finds_what_a1111s_pattern_finds_in_any_text(line: str) -> None:
+    assert scan_pairs(line) == A1111_PARAM.findall(line)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "a" * 16384,  # no colon: A1111's pattern retries the key from every letter (about 4 s here)
+        "Steps: " + "a " * 8188,  # no comma
+        " " * 16384,
+        'k: "x, ' * 2340,  # quotes that never close
+        'Steps: 1, Seed: "' + "\\" * 8000 + '"',
+        "Steps: 1, " * 1638,
+    ],
+)
+def test_a_16_kib_line_is_read_in_linear_time(line: str) -> None:
+    started = time.perf_counter()
+    parse_pairs(line)
+    assert time.perf_counter() - started < 0.5, "a few milliseconds on one core; 0.5 s leaves room for load"
 
 
 def test_quote_and_unquote_are_inverse_for_awkward_values() -> None:
