@@ -61,7 +61,12 @@ def format_infotext(
 _NEGATIVE = "Negative prompt:"
 # A last line with fewer pairs than this is part of the prompt, as A1111 reads it.
 _MIN_PAIRS = 3
-_SIZE = re.compile(r"^(\d+)x(\d+)$")
+# Longer than any number this bot runs, written out (a seed has ten digits). int() of thousands of digits is slow,
+# and past 4,300 Python refuses it: an infotext's value can be 16 KiB long.
+_NUMBER_MAX_CHARS = 20
+_SIZE = re.compile(rf"^(\d{{1,{_NUMBER_MAX_CHARS}}})x(\d{{1,{_NUMBER_MAX_CHARS}}})$")
+# How much of a value a sentence quotes.
+_SHOWN_MAX_CHARS = 40
 # The keys this bot runs; anything else is shown but not used.
 USED_KEYS = ("Steps", "Sampler", "Schedule type", "CFG scale", "Seed", "Size")
 
@@ -185,18 +190,34 @@ def settings_changes(pairs: tuple[tuple[str, str], ...]) -> dict[str, object]:
     changes: dict[str, object] = {}
     for key, field, kind in (("Steps", "steps", int), ("CFG scale", "cfg", float), ("Seed", "seed", int)):
         if key in values:
-            try:
-                changes[field] = kind(values[key])
-            except ValueError:
-                raise InvalidParams(f"{key} must be a number, not {values[key]!r}.") from None
+            changes[field] = _number(key, values[key], kind)
     if "Size" in values:
         match = _SIZE.match(values["Size"].strip())
         if match is None:
-            raise InvalidParams(f"Size must be written as WIDTHxHEIGHT, e.g. 512x768, not {values['Size']!r}.")
+            raise InvalidParams(f"Size must be written as WIDTHxHEIGHT, e.g. 512x768, not {_shown(values['Size'])}.")
         changes["width"], changes["height"] = int(match[1]), int(match[2])
     if "Sampler" in values:
         changes["sampler"] = sampler_name(values["Sampler"], values.get("Schedule type", ""))
     return changes
+
+
+def _number(key: str, text: str, kind: type[int] | type[float]) -> int | float:
+    value = text.strip()
+    if len(value) > _NUMBER_MAX_CHARS:
+        raise InvalidParams(f"{key} must be a number of at most {_NUMBER_MAX_CHARS} characters, not {_shown(value)}.")
+    try:
+        return kind(value)
+    except ValueError:
+        raise InvalidParams(f"{key} must be a number, not {_shown(value)}.") from None
+
+
+def _shown(value: str) -> str:
+    """`value` quoted as a sentence may show it: cut short with "…", as a value can be 16 KiB long."""
+    return repr(_clipped(value))
+
+
+def _clipped(text: str) -> str:
+    return text if len(text) <= _SHOWN_MAX_CHARS else text[: _SHOWN_MAX_CHARS - 1] + "…"
 
 
 def sampler_name(sampler: str, schedule: str) -> str:
@@ -204,7 +225,7 @@ def sampler_name(sampler: str, schedule: str) -> str:
     ours = from_a1111(sampler, schedule)
     if ours is None:
         shown = f"{sampler} ({schedule})" if schedule else sampler
-        raise InvalidParams(f"I can't run the sampler {shown}: choose one of {', '.join(SAMPLERS)}.")
+        raise InvalidParams(f"I can't run the sampler {_clipped(shown)}: choose one of {', '.join(SAMPLERS)}.")
     return ours
 
 

@@ -103,6 +103,13 @@ def test_older_a1111_sampler_names_and_automatic_schedule_are_understood() -> No
         ("Steps: 20, Sampler: Euler, CFG scale: 7, Size: 500x512", "The width must be a multiple of 8"),
         ("Steps: many, Sampler: Euler, CFG scale: 7", "Steps must be a number, not 'many'."),
         ("Steps: 20, Sampler: Euler, CFG scale: 7, Size: big", "Size must be written as WIDTHxHEIGHT"),
+        # int() refuses more than 4,300 digits (and is slow well before): such values never reach it.
+        ("Steps: 20, Sampler: Euler, CFG scale: 7, Size: 1x" + "9" * 5000, "Size must be written as WIDTHxHEIGHT"),
+        ("Steps: " + "9" * 5000 + ", Sampler: Euler, CFG scale: 7", "Steps must be a number of at most 20 characters"),
+        ("Steps: 20, Seed: " + "9" * 5000 + ", CFG scale: 7", "Seed must be a number of at most 20 characters"),
+        ("Steps: 20, Seed: 1, CFG scale: " + "9" * 400, "CFG scale must be a number of at most 20 characters"),
+        ("Steps: 20, Seed: 1, CFG scale: 7, Sampler: " + "x" * 9000, "I can't run the sampler xxxxxxxx"),
+        ("Steps: 20, Sampler: Euler, Schedule type: " + "x" * 9000 + ", CFG scale: 7", "I can't run the sampler Euler"),
     ],
 )
 def test_settings_this_bot_cannot_run_get_a_sentence(line: str, sentence: str) -> None:
@@ -111,6 +118,7 @@ def test_settings_this_bot_cannot_run_get_a_sentence(line: str, sentence: str) -
     with pytest.raises(InvalidParams) as caught:
         info.to_params(BASE)
     assert str(caught.value).startswith(sentence)
+    assert len(str(caught.value)) < 200, "a sentence quotes a value only in part"
 
 
 def test_text_without_a_parameters_line_is_not_infotext() -> None:

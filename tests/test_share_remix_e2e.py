@@ -168,6 +168,7 @@ async def test_a_remix_left_as_it_was_keeps_the_sampler_and_its_schedule(
         ),
         ({"size": "big"}, "Size must be written as WIDTHxHEIGHT"),
         ({"settings": "Steps: 4, Sampler: LMS"}, "I can't run the sampler LMS"),
+        ({"settings": "Steps: 4, Seed: " + "9" * 30}, "Seed must be a number of at most 20 characters"),
         ({"settings": "Steps: 4, Clip skip: 2"}, "I don't know the setting 'Clip skip'"),
         ({"prompt": "   "}, "The prompt is empty"),
     ],
