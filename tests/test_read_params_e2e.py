@@ -245,8 +245,17 @@ async def test_non_image_or_oversize_attachments_are_refused_before_downloading(
     assert engine.calls == [] and await bot.store.history(USER_ID, limit=1) == []
 
 
-async def test_an_attachment_that_does_not_decode_is_refused(fake: FakeDiscord, bot: SdBot, engine: FakeEngine) -> None:
-    broken = FakeFile("broken.png", png_header(64, 64) + b"not really", "image/png")
+@pytest.mark.parametrize(
+    "broken",
+    [
+        FakeFile("broken.png", png_header(64, 64) + b"not really", "image/png"),
+        # Pillow refuses to open a PNG whose text chunk inflates past its limit ("Decompressed Data Too Large").
+        FakeFile("broken.png", ztxt_png("a" * (MAX_TEXT_CHUNK + 1)), "image/png"),
+    ],
+)
+async def test_an_attachment_that_does_not_decode_is_refused(
+    fake: FakeDiscord, bot: SdBot, engine: FakeEngine, broken: FakeFile
+) -> None:
     inter = await fake.slash("imagine", {"prompt": "fox", "image": broken})
     # Deferred before the download (Discord allows 3 s for an answer); the refusal replaces the "thinking…".
     refusal = await private_followup(fake, inter)
