@@ -57,12 +57,10 @@ _AUTOMATIC = {"DPM++ 2M": Schedule.KARRAS, "DPM++ SDE": Schedule.KARRAS}
 
 
 def sampler_pairs(sampler: str) -> list[tuple[str, str]]:
-    """This bot's sampler as infotext pairs: `Sampler`, and `Schedule type` unless it is Uniform or ignored.
-
-    A1111 names every schedule it draws except a sampler's own sigmas (modules/sd_samplers_kdiffusion.py
-    get_sigmas), so Karras is written even where it is the default: older versions read it that way too.
-    """
+    """This bot's sampler as infotext pairs: `Sampler`, and `Schedule type` where A1111 would write one."""
     a1111 = AS_A1111[sampler]
+    # A1111 names every schedule it draws, Karras too where it is the default, but a sampler's own sigmas
+    # (modules/sd_samplers_kdiffusion.py get_sigmas); the timestep samplers draw none.
     if a1111.schedule in (None, Schedule.UNIFORM):
         return [("Sampler", a1111.name)]
     return [("Sampler", a1111.name), ("Schedule type", a1111.schedule.value)]

@@ -15,8 +15,8 @@ _EXIF_IFD = 0x8769
 _USER_COMMENT = 0x9286
 # EXIF UserComment starts with an 8-byte character code; A1111 (through piexif) writes UTF-16 big-endian.
 _UNICODE = b"UNICODE\x00"
-# Far above any real infotext (A1111's, with hires prompts and a dozen LoRA hashes, stay within a few KiB), and
-# what the reader parses in milliseconds: a member's image may carry any amount of text where it belongs.
+# A member's image may carry any amount of text where its parameters belong; this is far above any real infotext
+# (A1111's, with hires prompts and a dozen LoRA hashes, stay within a few KiB) and parses in milliseconds.
 MAX_INFOTEXT_CHARS = 16 * 1024
 # No encoding read here takes more than four bytes a character.
 _MAX_TEXT_BYTES = 4 * MAX_INFOTEXT_CHARS
@@ -49,10 +49,7 @@ def infotext_of(png: bytes) -> str:
 
 
 def embedded_infotext(data: bytes, content_type: str) -> str | None:
-    """A member's image's infotext: a PNG's `parameters` chunk, a JPEG's or WebP's EXIF UserComment; None if none.
-
-    Never reads (or inflates) more than MAX_INFOTEXT_CHARS' worth: InfotextTooLong past it.
-    """
+    """A member's image's infotext (PNG text chunk, JPEG or WebP EXIF) or None; InfotextTooLong past the cap."""
     if content_type == "image/png":
         return png_parameters(data)
     try:
