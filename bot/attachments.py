@@ -95,7 +95,10 @@ def decode_image(data: bytes, filename: str) -> DecodedImage:
             # A JPEG decodes straight at a fraction of its size when that is all the bot keeps.
             image.draft("RGB", (MAX_DERIVED_SIZE, MAX_DERIVED_SIZE))
             upright = ImageOps.exif_transpose(image).convert("RGB")
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
+    except InvalidParams:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        # ValueError: Pillow's "Decompressed Data Too Large" for a PNG text chunk past its limit.
         raise InvalidParams(f"{filename} could not be read as an image: attach a PNG, JPEG or WebP.") from None
     size = upright.size
     # No job draws over more than MAX_DERIVED_SIZE a side, and a smaller PNG is written well within the 3 s

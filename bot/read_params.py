@@ -7,7 +7,6 @@ from collections.abc import Callable
 
 import discord
 from discord import app_commands
-from PIL import UnidentifiedImageError
 
 from bot.attachments import IMAGE_TYPES, fetch_raw
 from bot.buttons import ButtonSpec, Press, buttons_view
@@ -16,7 +15,7 @@ from bot.intake import Intake, check_channel, ready_engine
 from bot.jobs import Job
 from engine.infotext import Infotext, parse_infotext
 from engine.params import GenerationParams, InvalidParams
-from engine.pngmeta import infotext_of, read_user_comment
+from engine.pngmeta import MAX_INFOTEXT_CHARS, InfotextTooLong, embedded_infotext
 from engine.wire import EngineReady
 
 NO_IMAGE = "That message has no PNG, JPEG or WebP image to read parameters from."
@@ -25,30 +24,52 @@ NO_METADATA = (
     " as A1111 (or I) saved it."
 )
 DRAFT_GONE = "I have no record of those settings any more: use Read parameters on the image again."
-_FIELD_MAX = 1024
-_FIELDS_MAX = 24
+TOO_LONG = (
+    f"That image carries more than {MAX_INFOTEXT_CHARS // 1024} KiB of text where its parameters belong, far more"
+    " than any real infotext, so I won't read it. Share the file as A1111 (or I) saved it."
+)
+# Discord's embed limits (DESIGN.md).
+_TITLE_MAX, _DESCRIPTION_MAX, _FIELDS_MAX, _NAME_MAX, _VALUE_MAX, _EMBED_MAX = 256, 4096, 25, 256, 1024, 6000
+# However many parameters come first, the prompt keeps room for this much of itself.
+_PROMPT_ROOM = 1024
+# Room for the footer that counts the parameters left out.
+_FOOTER_ROOM = 32
 
 
-def read_infotext(data: bytes, content_type: str) -> str | None:
-    """The infotext an image file carries: a PNG's `parameters` chunk, a JPEG's or WebP's EXIF UserComment."""
-    try:
-        if content_type == "image/png":
-            return infotext_of(data) or None
-        return read_user_comment(data)
-    except (UnidentifiedImageError, OSError, ValueError):
-        return None
+def read_infotext(data: bytes, content_type: str) -> Infotext | None:
+    """The infotext an image file carries, parsed; None without one, InfotextTooLong past the cap (blocking)."""
+    text = embedded_infotext(data, content_type)
+    return parse_infotext(text) if text else None
 
 
 def infotext_embed(info: Infotext, filename: str) -> discord.Embed:
-    """Every parameter the image carries; those this bot does not run are marked."""
-    embed = discord.Embed(title=f"Parameters of {filename}"[:256], description=info.prompt[:4096] or "(no prompt)")
-    if info.negative_prompt:
-        embed.add_field(name="Negative prompt", value=info.negative_prompt[:_FIELD_MAX], inline=False)
+    """Every parameter the image carries, those this bot does not run marked, cut to Discord's embed limits."""
+    title = _clip(f"Parameters of {filename}", _TITLE_MAX)
+    prompt = info.prompt if info.prompt.strip() else "(no prompt)"
     unknown = set(info.unknown_keys)
-    for key, value in info.pairs[:_FIELDS_MAX]:
-        name = f"{key} (not used here)" if key in unknown else key
-        embed.add_field(name=name[:256], value=value[:_FIELD_MAX] or "—")
+    fields = [("Negative prompt", info.negative_prompt)] if info.negative_prompt.strip() else []
+    fields += [(f"{key} (not used here)" if key in unknown else key, value) for key, value in info.pairs]
+    # Fields come first, in order, as far as they fit; what is cut says "…", and the footer counts what is left out.
+    room = _EMBED_MAX - len(title) - _FOOTER_ROOM - min(len(prompt), _PROMPT_ROOM)
+    shown: list[tuple[str, str]] = []
+    for name, value in fields[:_FIELDS_MAX]:
+        field = (_clip(name, _NAME_MAX), _clip(value, _VALUE_MAX) if value.strip() else "—")
+        if len(field[0]) + len(field[1]) > room:
+            break
+        shown.append(field)
+        room -= len(field[0]) + len(field[1])
+    footer = f"({len(fields) - len(shown)} more not shown)" if len(shown) < len(fields) else ""
+    used = len(title) + len(footer) + sum(len(name) + len(value) for name, value in shown)
+    embed = discord.Embed(title=title, description=_clip(prompt, min(_DESCRIPTION_MAX, _EMBED_MAX - used)))
+    for name, value in shown:
+        embed.add_field(name=name, value=value, inline=name != "Negative prompt")
+    if footer:
+        embed.set_footer(text=footer)
     return embed
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class ReadParamsService:
@@ -85,8 +106,12 @@ class ReadParamsService:
             await interaction.followup.send(str(exc), ephemeral=True)
             return
         kind = (attachment.content_type or "").split(";")[0]
-        text = await asyncio.to_thread(read_infotext, data, kind)
-        info = parse_infotext(text) if text else None
+        try:
+            # Off the event loop: decoding the file and parsing up to 16 KiB of text must not stall the gateway.
+            info = await asyncio.to_thread(read_infotext, data, kind)
+        except InfotextTooLong:
+            await interaction.followup.send(TOO_LONG, ephemeral=True)
+            return
         if info is None:
             await interaction.followup.send(NO_METADATA, ephemeral=True)
             return

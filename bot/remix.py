@@ -18,6 +18,7 @@ from bot.buttons import Press
 from bot.intake import Intake, ready_engine
 from bot.jobs import Job
 from bot.presses import UNKNOWN_JOB, requester_for
+from engine.a1111_samplers import sampler_pairs
 from engine.infotext import parse_pairs, quote, settings_changes
 from engine.params import MAX_PROMPT_CHARS, MAX_SEED, GenerationParams, InvalidParams
 from engine.wire import EngineReady
@@ -35,7 +36,7 @@ def settings_line(params: GenerationParams) -> str:
         ("Steps", str(params.steps)),
         ("CFG scale", f"{params.cfg:g}"),
         ("Seed", str(params.seed)),
-        ("Sampler", params.sampler),
+        *sampler_pairs(params.sampler),
     ]
     return ", ".join(f"{key}: {quote(value)}" for key, value in pairs)
 
@@ -107,7 +108,9 @@ def remixed_params(params: GenerationParams, values: Mapping[str, str], seed_sou
         raise InvalidParams(f"Write the settings as A1111 does, e.g. `{settings_line(params)}`.")
     unknown = [key for key, _ in pairs if key not in SETTINGS_KEYS]
     if unknown:
-        raise InvalidParams(f"I don't know the setting {unknown[0]!r}: use Steps, CFG scale, Seed and Sampler.")
+        raise InvalidParams(
+            f"I don't know the setting {unknown[0]!r}: use Steps, CFG scale, Seed, Sampler and Schedule type."
+        )
     if dict(pairs).get("Seed", "").strip() == "-1":
         pairs = tuple((k, str(seed_source.randrange(MAX_SEED + 1)) if k == "Seed" else v) for k, v in pairs)
     if "size" in values:

@@ -215,6 +215,42 @@ async def test_channel_send_with_file_and_embed_keeps_bytes(fake: FakeDiscord, b
     assert sent.embeds[0].image.width == 4
 
 
+def embed_with(**parts: Any) -> discord.Embed:
+    """An embed of one field and a footer and author, any part replaced."""
+    embed = discord.Embed(title=parts.get("title", "t"), description=parts.get("description", "d"))
+    embed.add_field(name=parts.get("name", "n"), value=parts.get("value", "v"))
+    embed.set_footer(text=parts.get("footer", "f")).set_author(name=parts.get("author", "a"))
+    return embed
+
+
+@pytest.mark.parametrize(
+    ("parts", "where", "message"),
+    [
+        ({"title": "t" * 257}, "title", "Must be 256 or fewer in length."),
+        ({"description": "d" * 4097}, "description", "Must be 4096 or fewer in length."),
+        ({"name": "n" * 257}, "fields.0.name", "Must be 256 or fewer in length."),
+        ({"value": "v" * 1025}, "fields.0.value", "Must be 1024 or fewer in length."),
+        ({"name": " "}, "fields.0.name", "This field is required"),
+        ({"value": ""}, "fields.0.value", "This field is required"),
+        ({"footer": "f" * 2049}, "footer.text", "Must be 2048 or fewer in length."),
+        ({"author": "a" * 257}, "author.name", "Must be 256 or fewer in length."),
+    ],
+)
+async def test_embeds_past_discords_limits_are_refused(
+    fake: FakeDiscord, bot: ProbeBot, parts: dict[str, str], where: str, message: str
+) -> None:
+    channel = bot.get_channel(CHANNEL_ID)
+    assert isinstance(channel, discord.TextChannel)
+    with pytest.raises(discord.HTTPException) as refused:
+        await channel.send(embed=embed_with(**parts))
+    assert (refused.value.status, refused.value.code) == (400, 50035)
+    assert f"In embeds.0.{where}: {message}" in str(refused.value)
+    at_limits = {"title": "t" * 256, "name": "n" * 256, "value": "v" * 1024, "footer": "f" * 2048, "author": "a" * 256}
+    await channel.send(embed=embed_with(**at_limits, description="d" * (6000 - 256 * 3 - 1024 - 2048)))
+    with pytest.raises(discord.HTTPException, match="Embed size exceeds maximum size of 6000"):
+        await channel.send(embed=embed_with(**at_limits, description="d" * (6001 - 256 * 3 - 1024 - 2048)))
+
+
 async def test_edit_channel_message_keeps_history(fake: FakeDiscord, bot: ProbeBot) -> None:
     channel = bot.get_channel(CHANNEL_ID)
     assert isinstance(channel, discord.TextChannel)

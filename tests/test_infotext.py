@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import pytest
+
 from engine.infotext import ModelInfo, format_infotext, quote
 from engine.params import GenerationParams
 
@@ -49,3 +51,27 @@ def test_clip_skip_and_resource_hashes_come_last_as_a1111_writes_them() -> None:
         'TI hashes: "easynegative: c74b4e810b03"'
     )
     assert "Clip skip" not in format_infotext(GenerationParams(prompt="fox", clip_skip=1), 1, MODEL)
+
+
+def test_a_model_without_a_hash_leaves_the_key_out_as_a1111_does() -> None:
+    # A1111 (modules/processing.py create_infotext) writes only the keys whose value is not None.
+    params = GenerationParams(prompt="fox", sampler="Euler a")
+    text = format_infotext(params, 1, ModelInfo(name="tiny", hash=""))
+    assert text == "fox\nSteps: 30, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 512x512, Model: tiny"
+
+
+@pytest.mark.parametrize(
+    ("sampler", "written"),
+    [
+        ("DPM++ 2M Karras", "Sampler: DPM++ 2M, Schedule type: Karras, "),
+        # A1111 1.9 reads DPM++ 2M without a schedule type as Karras: the plain one must name its schedule.
+        ("DPM++ 2M", "Sampler: DPM++ 2M, Schedule type: SGM Uniform, "),
+        ("DPM++ SDE Karras", "Sampler: DPM++ SDE, Schedule type: Karras, "),
+        ("Euler a", "Sampler: Euler a, CFG scale"),
+        ("Euler", "Sampler: Euler, CFG scale"),
+        ("DDIM", "Sampler: DDIM, CFG scale"),
+        ("UniPC", "Sampler: UniPC, CFG scale"),
+    ],
+)
+def test_the_schedule_type_is_written_where_a1111_names_one(sampler: str, written: str) -> None:
+    assert written in format_infotext(GenerationParams(prompt="fox", sampler=sampler), 1, MODEL)

@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from PIL.PngImagePlugin import MAX_TEXT_CHUNK, PngInfo
 
 from bot.app import SdBot
 from bot.community_store import DRAFT_KEEP_S
-from bot.read_params import DRAFT_GONE, NO_IMAGE, NO_METADATA
+from bot.read_params import DRAFT_GONE, NO_IMAGE, NO_METADATA, TOO_LONG
 from engine.params import fit_aspect
-from engine.pngmeta import encode_png, user_comment
+from engine.pngmeta import MAX_INFOTEXT_CHARS, encode_png, user_comment
 from tests.support.bots import make_bot, results
 from tests.support.community import content, first_result, job_id_of, private_followup
 from tests.support.fake_discord import CHANNEL_ID, USER_ID, FakeDiscord, FakeFile, FakeMessage
@@ -144,6 +145,56 @@ async def test_unsupported_settings_are_shown_with_a_sentence_and_no_run_button(
     assert fields_of(answer)["Sampler"] == "LMS" and answer.custom_ids() == []
 
 
+def ztxt_png(text: str) -> bytes:
+    """A 1×1 PNG whose `parameters` is a zTXt chunk: a kilobyte can inflate to a megabyte."""
+    info = PngInfo()
+    info.add_text("parameters", text, zip=True)
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a" * MAX_TEXT_CHUNK,  # within Pillow's limit: A1111's pattern spent hours on it, on the event loop
+        "a" * (MAX_TEXT_CHUNK + 1),  # past it: Pillow raises "Decompressed Data Too Large"
+        "fox\nSteps: 20, Seed: 1, CFG scale: 7, Model: " + "m" * MAX_INFOTEXT_CHARS,  # past the bot's own cap
+    ],
+)
+async def test_text_past_any_real_infotext_gets_a_sentence(fake: FakeDiscord, bot: SdBot, text: str) -> None:
+    posted = await fake.post_files_as_user(CHANNEL_ID, [FakeFile("bomb.png", ztxt_png(text), "image/png")])
+    answer = await read(fake, posted)
+    assert answer.content == TOO_LONG and answer.embeds == [] and answer.custom_ids() == []
+
+
+async def test_numbers_too_long_for_int_get_a_sentence(fake: FakeDiscord, bot: SdBot) -> None:
+    text = "fox\nSteps: 20, Sampler: Euler, CFG scale: 7, Seed: 1, Size: 1x" + "9" * 5000
+    posted = await fake.post_files_as_user(CHANNEL_ID, [FakeFile("size.png", ztxt_png(text), "image/png")])
+    answer = await read(fake, posted)
+    assert answer.content.startswith("I can't run these settings here: Size must be written as WIDTHxHEIGHT")
+    assert len(fields_of(answer)["Size"]) == 1024 and fields_of(answer)["Size"].endswith("9…")
+    assert answer.custom_ids() == []
+
+
+async def test_the_longest_infotext_is_shown_within_discords_embed_limits(fake: FakeDiscord, bot: SdBot) -> None:
+    pairs = ", ".join(f"Key {i}: {chr(65 + i % 26) * 200}" for i in range(30))
+    text = "p" * 6000 + "\nNegative prompt: " + "n" * 2000 + "\nSteps: 20, Sampler: Euler, " + pairs
+    posted = await fake.post_files_as_user(CHANNEL_ID, [FakeFile("long.png", ztxt_png(text), "image/png")])
+    answer = await read(fake, posted)
+    assert answer.content.startswith("I can't run these settings here: The prompt is 6000 characters long")
+    (embed,) = answer.embeds
+    fields = embed["fields"]
+    assert embed["description"].endswith("p…") and len(embed["description"]) >= 1024
+    assert fields[0] == {"name": "Negative prompt", "value": "n" * 1023 + "…", "inline": False}
+    assert [f["name"] for f in fields[1:3]] == ["Steps", "Sampler"]
+    assert fields[3]["name"] == "Key 0 (not used here)" and fields[3]["value"] == "A" * 200
+    left_out = 3 + 30 - len(fields)
+    assert left_out > 0 and embed["footer"]["text"] == f"({left_out} more not shown)"
+    size = len(embed["title"]) + len(embed["description"]) + len(embed["footer"]["text"])
+    assert size + sum(len(f["name"]) + len(f["value"]) for f in fields) <= 6000
+
+
 async def test_an_image_prompt_draws_img2img_at_the_attachments_aspect(
     fake: FakeDiscord, bot: SdBot, engine: FakeEngine
 ) -> None:
@@ -194,8 +245,17 @@ async def test_non_image_or_oversize_attachments_are_refused_before_downloading(
     assert engine.calls == [] and await bot.store.history(USER_ID, limit=1) == []
 
 
-async def test_an_attachment_that_does_not_decode_is_refused(fake: FakeDiscord, bot: SdBot, engine: FakeEngine) -> None:
-    broken = FakeFile("broken.png", png_header(64, 64) + b"not really", "image/png")
+@pytest.mark.parametrize(
+    "broken",
+    [
+        FakeFile("broken.png", png_header(64, 64) + b"not really", "image/png"),
+        # Pillow refuses to open a PNG whose text chunk inflates past its limit ("Decompressed Data Too Large").
+        FakeFile("broken.png", ztxt_png("a" * (MAX_TEXT_CHUNK + 1)), "image/png"),
+    ],
+)
+async def test_an_attachment_that_does_not_decode_is_refused(
+    fake: FakeDiscord, bot: SdBot, engine: FakeEngine, broken: FakeFile
+) -> None:
     inter = await fake.slash("imagine", {"prompt": "fox", "image": broken})
     # Deferred before the download (Discord allows 3 s for an answer); the refusal replaces the "thinking…".
     refusal = await private_followup(fake, inter)

@@ -125,7 +125,7 @@ async def test_remix_modal_is_prefilled_and_its_submission_runs_the_edited_job(
         "prompt": "fox",
         "negative": "blurry",
         "size": "256x192",
-        "settings": "Steps: 3, CFG scale: 7, Seed: 9, Sampler: DPM++ 2M Karras",
+        "settings": "Steps: 3, CFG scale: 7, Seed: 9, Sampler: DPM++ 2M, Schedule type: Karras",
     }
 
     edit = {
@@ -143,6 +143,22 @@ async def test_remix_modal_is_prefilled_and_its_submission_runs_the_edited_job(
     assert (params.steps, params.cfg, params.seed, params.sampler, params.mode) == (4, 5.5, 77, "Euler a", "txt2img")
 
 
+async def test_a_remix_left_as_it_was_keeps_the_sampler_and_its_schedule(
+    fake: FakeDiscord, bot: SdBot, engine: FakeEngine
+) -> None:
+    # A1111 reads "Sampler: DPM++ 2M" alone as Karras: the form names the plain one's schedule.
+    single = await first_result(fake, {"prompt": "fox", "steps": 3, "seed": 9, "sampler": "DPM++ 2M"})
+    press = await fake.press(single, f"sdbot:remix:{job_id_of(single)}")
+    opened = await press.wait_response()
+    assert opened.data is not None
+    prefilled = {c["custom_id"]: c.get("value") or "" for c in text_inputs(opened.data["components"])}
+    assert prefilled["settings"] == "Steps: 3, CFG scale: 7, Seed: 9, Sampler: DPM++ 2M, Schedule type: SGM Uniform"
+    submitted = await fake.submit_modal(press, prefilled)
+    assert content(await submitted.wait_response()).startswith("⏳ Queued")
+    await engine.wait_calls(2)
+    assert [params.sampler for _, params in engine.calls] == ["DPM++ 2M", "DPM++ 2M"]
+
+
 @pytest.mark.parametrize(
     ("edit", "sentence"),
     [
@@ -152,6 +168,7 @@ async def test_remix_modal_is_prefilled_and_its_submission_runs_the_edited_job(
         ),
         ({"size": "big"}, "Size must be written as WIDTHxHEIGHT"),
         ({"settings": "Steps: 4, Sampler: LMS"}, "I can't run the sampler LMS"),
+        ({"settings": "Steps: 4, Seed: " + "9" * 30}, "Seed must be a number of at most 20 characters"),
         ({"settings": "Steps: 4, Clip skip: 2"}, "I don't know the setting 'Clip skip'"),
         ({"prompt": "   "}, "The prompt is empty"),
     ],

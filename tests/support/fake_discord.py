@@ -2238,8 +2238,20 @@ def _validate_message(
         fields = embed.get("fields") or []
         if len(fields) > 25:
             raise _form_error(f"embeds.{index}.fields", "Must be 25 or fewer in length.", "BASE_TYPE_MAX_LENGTH")
+        for number, field in enumerate(fields):
+            for key, limit in (("name", 256), ("value", 1024)):
+                text, where = str(field.get(key) or ""), f"embeds.{index}.fields.{number}.{key}"
+                if not text.strip():
+                    raise _form_error(where, "This field is required", "BASE_TYPE_REQUIRED")
+                if len(text) > limit:
+                    raise _form_error(where, f"Must be {limit} or fewer in length.", "BASE_TYPE_MAX_LENGTH")
+        footer, author = (embed.get("footer") or {}).get("text", ""), (embed.get("author") or {}).get("name", "")
+        for where, text, limit in (("footer.text", footer, 2048), ("author.name", author, 256)):
+            if len(text) > limit:
+                message = f"Must be {limit} or fewer in length."
+                raise _form_error(f"embeds.{index}.{where}", message, "BASE_TYPE_MAX_LENGTH")
         total += len(title) + len(description) + sum(len(f.get("name", "")) + len(f.get("value", "")) for f in fields)
-        total += len((embed.get("footer") or {}).get("text", "")) + len((embed.get("author") or {}).get("name", ""))
+        total += len(footer) + len(author)
     if total > 6000:
         raise _form_error("embeds", "Embed size exceeds maximum size of 6000")
     for component in _walk_components(components):
