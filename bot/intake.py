@@ -37,6 +37,7 @@ NEEDED_PERMISSIONS = {
 
 
 RESTARTING = "I'm restarting: try again in a minute."
+MESSAGE_MAX = 2000
 DMS_OFF = "I only work in servers: use me in a server we share."
 
 
@@ -47,6 +48,8 @@ def missing_permissions(permissions: discord.Permissions) -> list[str]:
 
 async def answer_privately(interaction: discord.Interaction, text: str) -> None:
     """A sentence only the member sees, also after a public "thinking…" deferral (which it then replaces)."""
+    # Whatever a sentence quotes (a prompt, file names), Discord refuses the whole answer past its length limit.
+    text = text if len(text) <= MESSAGE_MAX else text[: MESSAGE_MAX - 1] + "…"
     if not interaction.response.is_done():
         await interaction.response.send_message(text, ephemeral=True)
         return

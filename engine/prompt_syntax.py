@@ -240,6 +240,21 @@ def check_network_kinds(prompt: str) -> None:
             )
 
 
+# File names may be long: a sentence lists as many as fit in this many characters, and says how many more there are.
+_LISTED_CHARS = 600
+
+
+def _some(names: list[str]) -> str:
+    """The first names, within _LISTED_CHARS, and how many are left out."""
+    shown: list[str] = []
+    for name in names[:10]:
+        if sum(len(n) + 2 for n in shown) + len(name) > _LISTED_CHARS:
+            break
+        shown.append(name)
+    rest = len(names) - len(shown)
+    return ", ".join(shown) + (f" and {rest} more" if rest else "")
+
+
 def check_lora_names(tags: Iterable[LoraTag], available: Iterable[str]) -> None:
     """InvalidParams naming the first unknown LoRA and the installed names closest to it."""
     known = sorted(available)
@@ -249,5 +264,5 @@ def check_lora_names(tags: Iterable[LoraTag], available: Iterable[str]) -> None:
         if not known:
             raise InvalidParams(f"This bot has no LoRAs installed: remove <lora:{quoted(tag.name)}:…> from the prompt.")
         close = difflib.get_close_matches(tag.name, known, n=3, cutoff=0.5)
-        hint = f"did you mean {' or '.join(close)}?" if close else f"the installed ones are {', '.join(known[:10])}."
+        hint = f"did you mean {' or '.join(close)}?" if close else f"the installed ones are {_some(known)}."
         raise InvalidParams(f"There is no LoRA named {quoted(tag.name)!r}: {hint}")

@@ -139,3 +139,19 @@ async def test_a_repeated_lora_counts_once_and_the_owner_bounds_how_many(
         await fake.wait_for(lambda: engine.calls or None, what="the job to reach the engine")
         ((_job_id, params),) = engine.calls
         assert params.prompt == prompt, "the prompt stays as written; the engine applies the LoRA once"
+
+
+async def test_an_unknown_lora_among_long_file_names_still_gets_a_sentence_within_discords_limit(
+    fake: FakeDiscord, engine: FakeEngine, tmp_path: Path
+) -> None:
+    loras = tmp_path / "loras"
+    loras.mkdir()
+    for index in range(12):
+        (loras / f"{index:02d}_{'very_long_lora_name_' * 11}.safetensors").write_bytes(b"")
+    async with fake.connected(make_bot(tmp_path, engine, lora_dir=loras)):
+        inter = await fake.slash("imagine", {"prompt": "a castle <lora:zzz:0.7>"})
+        callback = await inter.wait_response()
+    assert callback.data is not None and inter.ephemeral
+    content = str(callback.data["content"])
+    assert content.startswith("There is no LoRA named 'zzz': the installed ones are 00_very_long") and len(content) <= 2000
+    assert engine.calls == []

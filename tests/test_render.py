@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bot.intake import answer_privately
 from bot.render import failed_text
 
 
@@ -9,3 +10,22 @@ def test_a_failure_sentence_of_any_length_fits_one_message_with_its_ping() -> No
     text = failed_text("x" * 5000)
     assert len(f"<@{2**64 - 1}> {text}") <= 2000 and text.endswith("…")
     assert failed_text("Cancelled.") == "❌ Cancelled."
+
+
+async def test_a_private_answer_of_any_length_is_cut_to_what_discord_accepts() -> None:
+    sent: list[str] = []
+
+    class Response:
+        def is_done(self) -> bool:
+            return False
+
+        async def send_message(self, text: str, *, ephemeral: bool) -> None:
+            assert ephemeral
+            sent.append(text)
+
+    class Interaction:
+        response = Response()
+
+    await answer_privately(Interaction(), "y" * 2500)  # type: ignore[arg-type]
+    (text,) = sent
+    assert len(text) == 2000 and text.endswith("…")
