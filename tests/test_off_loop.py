@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tests.support.bots import make_bot, results
 from tests.support.community import (
     art_posts,
@@ -103,6 +104,7 @@ async def test_a_result_delivered_after_a_restart_reads_its_infotext_beside_the_
     with sqlite3.connect(tmp_path / "sdbot.sqlite3") as db:
         db.execute("UPDATE jobs SET state = 'done', result_message_id = NULL")
     infotext_of = probe(monkeypatch, "bot.dispatch.infotext_of")
+
     def posted() -> bool:
         return sum(r.method == "POST" and r.path == f"/channels/{CHANNEL_ID}/messages" for r in fake.requests) == 2
 
