@@ -303,6 +303,8 @@ class SdBot(discord.Client):
     async def _close(self) -> None:
         self.closing = True
         notify("STOPPING=1")
+        # An engine that dies from here on stays down: its jobs run after the next start, not on a reloaded model.
+        self.engine.begin_shutdown()
         await self.queue.pause()
         try:
             if self.dispatcher.running_jobs():

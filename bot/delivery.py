@@ -6,6 +6,7 @@ work after the 15-minute interaction token has expired (401/50027, 404/10062) an
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 from typing import Any
@@ -16,7 +17,7 @@ from bot.buttons import result_view
 from bot.jobs import Job
 from bot.policy import Flagged
 from bot.render import SPOILER_PREFIX, done_text, failed_text, result_embed, result_file_stems, withheld_text
-from engine.pngmeta import fit_under
+from engine.pngmeta import EncodedImage, fit_under
 from engine.wire import JobResult
 
 log = logging.getLogger(__name__)
@@ -88,8 +89,7 @@ class Delivery:
             if treatment is Flagged.WITHHOLD:
                 withheld.append(index)
                 continue
-            # Over the upload limit, a PNG becomes a WebP or JPEG with the infotext in EXIF: never a 413.
-            fitted = fit_under(image.png, limit)
+            fitted = await self.fit(image.png, limit)
             # Discord blurs an attachment whose name starts with SPOILER_ until a member clicks it.
             prefix = SPOILER_PREFIX if treatment is Flagged.SPOILER else ""
             files.append(discord.File(io.BytesIO(fitted.data), filename=f"{prefix}{name}.{fitted.extension}"))
@@ -106,6 +106,12 @@ class Delivery:
         )
         await self.edit_status(job, done_text(result.seconds, message.jump_url), final=True)
         return message
+
+    @staticmethod
+    async def fit(png: bytes, limit: int) -> EncodedImage:
+        """The image as it can be uploaded: over the limit, a PNG becomes a WebP or JPEG with the infotext in EXIF
+        (never a 413). Encoding takes up to seconds of CPU, so it runs beside the event loop."""
+        return await asyncio.to_thread(fit_under, png, limit)
 
     async def post_failure(self, job: Job, sentence: str) -> None:
         """Tell the member, by a ping, why their job produced nothing."""

@@ -310,9 +310,13 @@ class Dispatcher:
                 await self.store.mark_failed(job.id, IMAGE_GONE, self.clock())
                 continue
             seconds, model = details
+            # Reading the infotext back parses each PNG: CPU work, beside the event loop.
+            infotexts = [await asyncio.to_thread(infotext_of, png) for png in pngs]
             images = tuple(
-                GeneratedImage(seed=seed, infotext=infotext_of(png), png=png, flagged=index in job.flagged)
-                for index, (seed, png) in enumerate(zip(job.params.seeds(), pngs, strict=True), start=1)
+                GeneratedImage(seed=seed, infotext=infotext, png=png, flagged=index in job.flagged)
+                for index, (seed, png, infotext) in enumerate(
+                    zip(job.params.seeds(), pngs, infotexts, strict=True), start=1
+                )
             )
             log.info("job %s: delivering after a restart", job.id)
             self._hand_over(job, JobResult(job_id=job.id, images=images, seconds=seconds, model=model), None)

@@ -112,6 +112,10 @@ class Engine(Protocol):
 
     async def reload_models(self) -> None: ...
 
+    def begin_shutdown(self) -> None:
+        """The bot is stopping: running jobs may finish, but an engine that dies now is not started again."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -133,6 +137,7 @@ class EngineCommand:
     model_cache: int = 2
     allow_pickle: bool = False
     safety_model: str | None = None
+    niceness: int | None = None  # None: the engine's own choice, 10 levels below the bot
 
     def argv(self) -> list[str]:
         args = [self.python, "-m", "engine", "--model", self.model, "--device", self.device]
@@ -156,6 +161,8 @@ class EngineCommand:
             args += ["--preview-model", self.preview_model]
         if self.safety_model is not None:
             args += ["--safety-model", self.safety_model]
+        if self.niceness is not None:
+            args += ["--niceness", str(self.niceness)]
         return args
 
 
@@ -170,9 +177,15 @@ class Backoff:
         return 0.0 if crashes <= 0 else min(self.maximum, self.initial * 2 ** (crashes - 1))
 
 
+# The bot's credentials (DISCORD_TOKEN): the engine needs none, and it opens files from anywhere (with
+# SDBOT_ALLOW_PICKLE=1 even checkpoints that run code when loaded).
+BOT_SECRETS_PREFIX = "DISCORD_"
+
+
 def engine_environment() -> dict[str, str]:
-    """The bot's environment, with the ML libraries' import-time chatter and progress bars kept out of the log."""
-    env = dict(os.environ)
+    """The bot's environment without its secrets, with the ML libraries' import-time chatter and progress bars
+    kept out of the log."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith(BOT_SECRETS_PREFIX)}
     env.setdefault("TRANSFORMERS_VERBOSITY", "error")
     env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     env.setdefault("PYTHONUNBUFFERED", "1")
@@ -201,6 +214,7 @@ class ProcessEngine:
         self._ready: EngineReady | None = None
         self._lock = asyncio.Lock()
         self._pending: dict[str, _Pending] = {}
+        self._shutting_down = False
 
     @property
     def ready(self) -> EngineReady | None:
@@ -314,6 +328,14 @@ class ProcessEngine:
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[JobResult]] = [loop.create_future() for _ in requests]
         async with self._lock:
+            if not self._alive() and self._shutting_down:
+                log.warning(
+                    "the engine is not running and the bot is stopping: jobs %s run again after the next start",
+                    ", ".join(request.job_id for request in requests),
+                )
+                # Loading a model now would only delay the stop: the shutdown abandons this batch, its jobs stay
+                # running in the job log, and they are drawn again after the next start.
+                await loop.create_future()
             if not self._alive():
                 delay = self.backoff.delay(self._crashes)
                 log.warning("engine is not running; starting it again in %.0f s", delay)
@@ -368,6 +390,10 @@ class ProcessEngine:
     async def reload_models(self) -> None:
         """Have the engine rescan the models folder after its current job (a restarted engine scans anyway)."""
         await self._send(ReloadModels())
+
+    def begin_shutdown(self) -> None:
+        """Start no engine from now on; the running one finishes its jobs."""
+        self._shutting_down = True
 
     async def close(self, grace: float = 10.0) -> None:
         """Close stdin so the engine exits after its current job; kill it if it takes longer than `grace`."""

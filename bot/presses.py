@@ -49,6 +49,15 @@ def requester_for(interaction: discord.Interaction, job: Job, now: float) -> Req
     )
 
 
+def image_size(png: bytes) -> tuple[int, int]:
+    """An image's width and height; InvalidParams when the bytes are no image."""
+    try:
+        with Image.open(io.BytesIO(png)) as image:
+            return image.size
+    except (UnidentifiedImageError, OSError):
+        raise InvalidParams(IMAGE_GONE) from None
+
+
 class PressService:
     """Turns a press into a job like /imagine does, so the same queue (and limits) apply."""
 
@@ -117,10 +126,8 @@ class PressService:
         png = await self.sources.get(job, index)
         if png is None:
             raise InvalidParams(IMAGE_GONE)
-        try:
-            return Image.open(io.BytesIO(png)).size
-        except (UnidentifiedImageError, OSError):
-            raise InvalidParams(IMAGE_GONE) from None
+        # Reading an image's header is quick, but one fetched back from Discord may be anything: off the loop.
+        return await asyncio.to_thread(image_size, png)
 
     async def _derive(self, interaction: discord.Interaction, job: Job, press: Press) -> Job:
         ready = ready_engine(self.engine_ready)

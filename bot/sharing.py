@@ -10,7 +10,7 @@ import discord
 
 from bot.buttons import Press, buttons_view, shared_buttons
 from bot.community_store import CommunityStore
-from bot.delivery import DEFAULT_SIZE_LIMIT
+from bot.delivery import DEFAULT_SIZE_LIMIT, Delivery
 from bot.jobs import Job
 from bot.policy import Flagged, is_age_restricted, policy_channel_id
 from bot.policy_store import PolicyStore
@@ -19,7 +19,6 @@ from bot.progress import Clock
 from bot.source_images import SourceImages
 from bot.store import JobStore
 from engine.infotext import ModelInfo
-from engine.pngmeta import fit_under
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +191,7 @@ class ShareService:
     async def _post(
         self, job: Job, index: int, png: bytes, channel_id: int, interaction: discord.Interaction
     ) -> discord.Message:
-        fitted = fit_under(png, interaction.filesize_limit or DEFAULT_SIZE_LIMIT)
+        fitted = await Delivery.fit(png, interaction.filesize_limit or DEFAULT_SIZE_LIMIT)
         filename = f"sdbot-{job.id}-{job.params.seeds()[index - 1]}.{fitted.extension}"
         details = await self.store.done_details(job.id)
         size = (job.params.width, job.params.height)

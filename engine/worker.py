@@ -23,6 +23,7 @@ from engine.batch_progress import PREVIEW_INTERVAL, BatchProgress, JobCancelled
 from engine.batching import compatible
 from engine.catalog import Catalog, CatalogError, scan
 from engine.checkpoint_header import Family
+from engine.child_process import NICENESS, ignore_stop_signals, lower_priority
 from engine.embeddings import load_embeddings
 from engine.generate import BatchJob, Drawn, Painter
 from engine.loading import LoadedModel, ModelLoadError, load_model, pixel_budgets, resolve_device
@@ -332,6 +333,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true", help="torch.compile the UNet and VAE at start")
     parser.add_argument("--preview-model", default=None, help="tiny autoencoder folder for previews (optional)")
     parser.add_argument("--safety-model", default=None, help="local safety checker folder (optional)")
+    parser.add_argument("--niceness", type=int, default=NICENESS, help="nice levels below the bot's CPU priority")
     return parser.parse_args(argv)
 
 
@@ -349,6 +351,7 @@ def rescan(shelf: ModelShelf, folder: Path | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Serve jobs until the bot closes stdin; exit 2 with a fatal message when the model cannot load."""
+    ignore_stop_signals()
     args = parse_args(argv)
     channel = Channel(claim_stdout())
     logging.basicConfig(
@@ -356,6 +359,10 @@ def main(argv: list[str] | None = None) -> int:
         level=os.environ.get("SDBOT_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s engine: %(message)s",
     )
+    try:
+        lower_priority(args.niceness)
+    except OSError as exc:
+        log.warning("could not lower the engine's CPU priority (%s): the bot may answer late while it draws", exc)
     diffusers_logging.disable_progress_bar()
     channel.send(EngineStarting("loading the model"))
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 import shutil
@@ -36,8 +37,25 @@ def test_unit_is_a_notify_service_with_watchdog_state_and_restarts() -> None:
     assert unit["WorkingDirectory"] == ["/var/lib/sdbot"], "relative paths in .env land in the state directory"
     assert unit["Restart"] == ["on-failure"]
     assert unit["RestartPreventExitStatus"] == ["2"], "a setting at fault exits 2; restarting cannot fix it"
-    grace = float(unit["Environment"][0].split("SDBOT_SHUTDOWN_GRACE_S=")[1].split()[0])
+    grace = float(unit_environment()["SDBOT_SHUTDOWN_GRACE_S"])
     assert float(unit["TimeoutStopSec"][0]) > grace
+    # SIGTERM to the bot alone: the engine finishes the running job, then the bot closes its stdin.
+    assert unit["KillSignal"] == ["SIGTERM"] and unit["KillMode"] == ["mixed"]
+
+
+def unit_environment() -> dict[str, str]:
+    """What the unit's Environment= lines set."""
+    pairs = (pair.split("=", 1) for line in unit_lines()["Environment"] for pair in line.split())
+    return {name: value for name, value in pairs}
+
+
+def test_the_unit_asks_for_the_gpu_and_env_example_leaves_it_to_the_unit() -> None:
+    assert unit_environment()["SDBOT_DEVICE"] == "cuda", "no silent fall-back to the CPU"
+    # systemd reads EnvironmentFile= after Environment=: an uncommented line copied from .env.example would win.
+    example = (ROOT / ".env.example").read_text()
+    for name in (name for name in unit_environment() if name.startswith("SDBOT_")):
+        assert not re.search(rf"^{name}=", example, re.M), f"{name} would override the unit's value"
+        assert re.search(rf"^# {name}=", example, re.M), f"{name} is shown commented out, with its default"
 
 
 def test_unit_is_hardened_but_leaves_the_gpu_usable() -> None:
@@ -56,9 +74,47 @@ def test_unit_is_hardened_but_leaves_the_gpu_usable() -> None:
         assert unit[key] == [value], key
     assert unit["RestrictAddressFamilies"] == ["AF_UNIX AF_INET AF_INET6"]
     assert "@system-service" in unit["SystemCallFilter"]
-    assert {"char-nvidia-frontend rw", "char-nvidia-uvm rw"} <= set(unit["DeviceAllow"])
     # Both break PyTorch on a GPU.
     assert "MemoryDenyWriteExecute" not in unit and "PrivateDevices" not in unit
+
+
+# The character devices of /proc/devices on a GPU machine, before and after NVIDIA driver 550.40 renamed major 195
+# (/dev/nvidia0…, /dev/nvidiactl); the other majors are given out at load time and differ between machines.
+PROC_DEVICES = {
+    "driver 535": "1 mem\n4 tty\n5 /dev/tty\n10 misc\n195 nvidia-frontend\n234 nvidia-uvm\n235 nvidia-caps\n",
+    "driver 550": "1 mem\n4 tty\n5 /dev/tty\n10 misc\n195 nvidia\n195 nvidiactl\n508 nvidia-uvm\n509 nvidia-caps\n",
+}
+
+
+def allowed_majors(proc_devices: str) -> dict[int, set[str]]:
+    """What the unit's DeviceAllow=char-… lines allow per major, matched as systemd does: a glob over the names."""
+    allowed: dict[int, set[str]] = {}
+    for rule in unit_lines()["DeviceAllow"]:
+        pattern, access = rule.split()
+        assert pattern.startswith("char-"), "device groups, not paths: the paths' majors change between drivers"
+        for line in proc_devices.splitlines():
+            major, name = line.split(" ", 1)
+            if fnmatch.fnmatchcase(name, pattern.removeprefix("char-")):
+                allowed.setdefault(int(major), set()).update(access)
+    return allowed
+
+
+@pytest.mark.parametrize("driver", sorted(PROC_DEVICES))
+def test_the_unit_allows_the_gpu_devices_of_both_driver_generations_and_nothing_else(driver: str) -> None:
+    majors = {name: int(major) for major, name in (line.split(" ", 1) for line in PROC_DEVICES[driver].splitlines())}
+    gpu = majors.get("nvidia", majors.get("nvidia-frontend"))
+    allowed = allowed_majors(PROC_DEVICES[driver])
+    # nvidia-modprobe (ExecStartPre=+) creates the GPU, control and UVM nodes: the device rules bind it too.
+    assert allowed == {gpu: set("rwm"), majors["nvidia-uvm"]: set("rwm"), majors["nvidia-caps"]: set("rw")}
+
+
+def test_the_unit_creates_the_uvm_device_before_the_bot_starts() -> None:
+    unit = unit_lines()
+    # As root outside the sandbox (NoNewPrivileges= stops CUDA running the setuid nvidia-modprobe itself), and
+    # skipped where it is not installed.
+    assert unit["ExecStartPre"] == ["-+/usr/bin/nvidia-modprobe -u -c=0"]
+    # char-nvidia-uvm only matches if the module is loaded when the unit starts.
+    assert "modprobe@nvidia_uvm.service" in unit["After"] and "modprobe@nvidia_uvm.service" in unit["Wants"]
 
 
 def _runnable_unit(tmp_path: Path) -> Path:
@@ -103,8 +159,10 @@ def test_every_setting_is_in_env_example_and_the_readme() -> None:
     assert "DISCORD_TOKEN" in names and "SDBOT_MODEL" in names
     example = (ROOT / ".env.example").read_text()
     readme = (ROOT / "README.md").read_text()
+    set_by_the_unit = set(unit_environment())
     for name in names:
-        assert re.search(rf"^{name}=", example, re.M), f"{name} missing from .env.example"
+        shown = f"# {name}=" if name in set_by_the_unit else f"{name}="
+        assert re.search(rf"^{shown}", example, re.M), f"{name} missing from .env.example"
         assert f"| `{name}` |" in readme, f"{name} missing from the README's configuration table"
 
 

@@ -1,20 +1,27 @@
-"""The bot as a service, in a process of its own: SIGKILL with jobs queued, SIGTERM with one running, and
-systemd's notify protocol. The fake Discord runs in the test; the bot runs `sdbot` via tests.support.run_bot."""
+"""The bot as a service, in a process of its own: SIGKILL with jobs queued, SIGTERM with one running (to the bot
+alone and to its whole process group), a missing GPU, systemd's notify protocol, and the engine process beside it
+(below the bot's CPU priority, without its secrets, deaf to stop signals). The fake Discord runs in the test; the
+bot runs `sdbot` via tests.support.run_bot."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import sqlite3
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import pytest
+import torch
 
+from bot.engine_client import EngineCommand, Outcome, ProcessEngine, ProgressCallback
 from bot.systemd import notify
-from tests.support.bots import results
+from engine.params import GenerationParams
+from engine.wire import EngineReady, GenerateRequest, Progress
+from tests.support.bots import make_bot, results
 from tests.support.fake_discord import GUILD_ID, OWNER_ID, USER_ID, FakeDiscord
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,10 +35,8 @@ async def fake() -> AsyncIterator[FakeDiscord]:
         yield fake
 
 
-async def start_bot(
-    fake: FakeDiscord, folder: Path, model: Path, extra: dict[str, str] | None = None
-) -> asyncio.subprocess.Process:
-    """`sdbot` with its settings in the environment, as systemd's EnvironmentFile would give them."""
+def bot_environment(folder: Path, model: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """`sdbot`'s settings in the environment, as systemd's EnvironmentFile would give them."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SDBOT_", "DISCORD_", "NOTIFY_", "WATCHDOG_"))}
     env.update(
         DISCORD_TOKEN=TOKEN,
@@ -41,11 +46,31 @@ async def start_bot(
         SDBOT_DATA_DIR=str(folder / "data"),
         SDBOT_GUILD_IDS=str(GUILD_ID),
         SDBOT_COOLDOWN_S="0",
-        **(extra or {}),
     )
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.support.run_bot", fake.base_url, fake.gateway_url, cwd=ROOT, env=env
+    env.update(extra or {})
+    return env
+
+
+async def spawn_bot(fake: FakeDiscord, env: dict[str, str], stderr: int | None = None) -> asyncio.subprocess.Process:
+    """`sdbot` as a session and process group of its own, as a service or a terminal's foreground job runs it."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.support.run_bot",
+        fake.base_url,
+        fake.gateway_url,
+        cwd=ROOT,
+        env=env,
+        stderr=stderr,
+        start_new_session=True,
     )
+
+
+async def start_bot(
+    fake: FakeDiscord, folder: Path, model: Path, extra: dict[str, str] | None = None, stderr: int | None = None
+) -> asyncio.subprocess.Process:
+    """`sdbot` connected to the fake Discord (its log on `stderr`, a file descriptor, when given)."""
+    process = await spawn_bot(fake, bot_environment(folder, model, extra), stderr)
     identified = fake.identifies
     await fake.wait_for(lambda: fake.identifies > identified or process.returncode is not None, timeout=90)
     assert process.returncode is None, "the bot exited before connecting"
@@ -123,6 +148,122 @@ async def test_sigterm_lets_the_running_job_finish_and_exits_0_and_systemd_hears
         listener.close()
     (posted,) = results(fake)
     assert posted.content == f"<@{USER_ID}>" and states(tmp_path) == ["delivered"]
+
+
+async def test_sigterm_to_the_whole_process_group_lets_the_running_job_finish_on_the_same_engine(
+    fake: FakeDiscord, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    # As a Ctrl-C in a terminal reaches the whole foreground group, or systemd's stop without KillMode=mixed.
+    log = tmp_path / "sdbot.log"
+    with log.open("wb") as stderr:
+        bot = await start_bot(fake, tmp_path, tiny_model_dir, {"SDBOT_SHUTDOWN_GRACE_S": "60"}, stderr.fileno())
+        inter = await fake.slash("imagine", {"prompt": "a slow fox", "steps": 100})
+        await inter.wait_response()
+        ack = inter.original
+        assert ack is not None
+        await fake.wait_for(lambda: "step" in ack.content, timeout=30, what="the job running")
+        os.killpg(bot.pid, signal.SIGTERM)
+        assert await asyncio.wait_for(bot.wait(), 90) == 0
+    lines = log.read_text().splitlines()
+    assert sum("engine ready" in line for line in lines) == 1, "the engine was started once: " + "\n".join(lines)
+    assert not [line for line in lines if "exited with code" in line or "starting it again" in line]
+    (posted,) = results(fake)
+    assert posted.content == f"<@{USER_ID}>" and states(tmp_path) == ["delivered"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+async def test_sdbot_device_cuda_without_a_gpu_stops_with_one_line_and_exit_code_2(
+    fake: FakeDiscord, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    env = bot_environment(tmp_path, tiny_model_dir, {"SDBOT_DEVICE": "cuda"})
+    bot = await spawn_bot(fake, env, asyncio.subprocess.PIPE)
+    _, stderr = await asyncio.wait_for(bot.communicate(), 90)
+    log = stderr.decode()
+    assert bot.returncode == 2, log
+    # The log before it says what the bot was doing; the reason is its last line, and nothing is dumped.
+    assert log.splitlines()[-1] == (
+        f"sdbot: SDBOT_DEVICE is cuda but torch {torch.__version__} sees no CUDA GPU: check the driver, install a"
+        " CUDA build of torch, or set SDBOT_DEVICE=cpu"
+    )
+    assert "Traceback" not in log and not [line for line in log.splitlines() if " ERROR " in line], log
+
+
+def niceness(pid: int, thread: int) -> int:
+    """A thread's nice value, from /proc (field 19 of its stat, counted past the parenthesised name)."""
+    stat = Path(f"/proc/{pid}/task/{thread}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[16])
+
+
+FOX = GenerationParams(prompt="a red fox", width=64, height=64, steps=20, seed=7)
+
+
+async def test_the_engine_process_runs_below_the_bot_without_its_token_and_ignores_stop_signals(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DISCORD_TOKEN", TOKEN)
+    engine = ProcessEngine(EngineCommand(model=str(tiny_model_dir), device="cpu"))
+    await engine.start()
+    try:
+        pid = engine.pid
+        assert pid is not None
+
+        def signal_it(progress: Progress) -> None:
+            if progress.step == 1:  # SIGTERM from a stop, SIGINT from a Ctrl-C: the job goes on
+                os.kill(pid, signal.SIGTERM)
+                os.kill(pid, signal.SIGINT)
+
+        first = await engine.generate("job-1", FOX, signal_it)
+        second = await engine.generate("job-2", FOX, lambda _: None)
+        assert engine.pid == pid and first.images[0].png == second.images[0].png
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        assert TOKEN.encode() not in b"\0".join(environ) and not [v for v in environ if v.startswith(b"DISCORD_")]
+        bot = os.getpriority(os.PRIO_PROCESS, 0)
+        # Every thread, also those that imports (numpy's BLAS) and torch started before or after main().
+        threads = {thread: niceness(pid, int(thread)) for thread in os.listdir(f"/proc/{pid}/task")}
+        assert len(threads) > 1 and all(nice >= max(10, bot + 1) for nice in threads.values()), threads
+    finally:
+        await engine.close()
+
+
+class DiesWhileTheBotStops(ProcessEngine):
+    """The real engine process, killed (as by the kernel's OOM killer) once the bot has begun to stop."""
+
+    def __init__(self, command: EngineCommand) -> None:
+        super().__init__(command)
+        self.starts = 0
+        self.stopping: asyncio.Event = asyncio.Event()
+
+    async def start(self, on_starting: Callable[[str], object] | None = None) -> EngineReady:
+        self.starts += 1
+        return await super().start(on_starting)
+
+    async def generate_batch(self, requests: Sequence[GenerateRequest], on_progress: ProgressCallback) -> list[Outcome]:
+        def progress(step: Progress) -> None:
+            on_progress(step)
+            if self.stopping.is_set() and self.pid is not None:
+                os.kill(self.pid, signal.SIGKILL)
+
+        return await super().generate_batch(requests, progress)
+
+
+async def test_an_engine_that_dies_while_the_bot_stops_is_not_started_again(
+    fake: FakeDiscord, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    engine = DiesWhileTheBotStops(EngineCommand(model=str(tiny_model_dir), device="cpu"))
+    client = make_bot(tmp_path, engine, shutdown_grace=5.0)
+    async with fake.connected(client, timeout=60):
+        inter = await fake.slash("imagine", {"prompt": "a slow fox", "steps": 100})
+        await inter.wait_response()
+        ack = inter.original
+        assert ack is not None
+        await fake.wait_for(lambda: "step" in ack.content, timeout=30, what="the job running")
+        closing = asyncio.create_task(client.close())
+        await fake.wait_for(lambda: client.closing or None)
+        engine.stopping.set()
+        await closing
+    assert engine.starts == 1, "nothing is started while the bot stops"
+    assert states(tmp_path) == ["running"], "the job runs again after the next start"
+    assert not [m for m in fake.messages() if "❌" in m.content], "and its member is not told it failed"
 
 
 def test_notify_never_blocks_when_nobody_reads(tmp_path: Path) -> None:

@@ -133,5 +133,8 @@ class FakeEngine:
     async def reload_models(self) -> None:
         self.reloads += 1
 
+    def begin_shutdown(self) -> None:
+        """Nothing to restart here."""
+
     async def close(self) -> None:
         self.started = False
