@@ -252,7 +252,10 @@ class JobResult:
             for meta, png in zip(map(_mapping, header["images"]), blobs, strict=True)
         )
         return cls(
-            job_id=_text(header["job_id"]), images=images, seconds=_number(header["seconds"]), model=_model(header["model"])
+            job_id=_text(header["job_id"]),
+            images=images,
+            seconds=_number(header["seconds"]),
+            model=_model(header["model"]),
         )
 
 

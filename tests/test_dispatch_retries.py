@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from bot.dispatch import CRASH_ATTEMPTS, ENGINE_CRASHED, Dispatcher
-from bot.engine_client import EngineCrashed, JobFailedError, Outcome, ProgressCallback
+from bot.engine_client import EngineCrashed, Outcome, ProgressCallback
 from bot.jobs import Job
 from bot.store import JobStore
 from engine.infotext import ModelInfo
@@ -121,7 +121,9 @@ async def test_in_a_loop_only_the_jobs_still_drawing_are_blamed(store: JobStore)
     class SecondLoopDies(ScriptedEngine):
         """`a` was denoised in a loop of its own before `b`'s loop began and died."""
 
-        async def generate_batch(self, requests: Sequence[GenerateRequest], on_progress: ProgressCallback) -> list[Outcome]:
+        async def generate_batch(
+            self, requests: Sequence[GenerateRequest], on_progress: ProgressCallback
+        ) -> list[Outcome]:
             if len(self.calls) == 0:
                 self.calls.append([r.job_id for r in requests])
                 on_progress(Progress(job_id="a", step=2, total=2))

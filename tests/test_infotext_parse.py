@@ -80,8 +80,16 @@ def test_a1111_samplers_and_schedules_map_to_ours(sampler: str, schedule: str, o
 
 @pytest.mark.parametrize(
     ("sampler", "schedule"),
-    [("DPM++ 2M", "Uniform"), ("DPM++ 2M", "Exponential"), ("Euler", "Karras"), ("Euler a", "SGM Uniform"),
-     ("DPM++ 2M", "Sometimes"), ("DPM++ SDE", "SGM Uniform"), ("LMS", ""), ("DPM++ 2M SDE", "Karras")],
+    [
+        ("DPM++ 2M", "Uniform"),
+        ("DPM++ 2M", "Exponential"),
+        ("Euler", "Karras"),
+        ("Euler a", "SGM Uniform"),
+        ("DPM++ 2M", "Sometimes"),
+        ("DPM++ SDE", "SGM Uniform"),
+        ("LMS", ""),
+        ("DPM++ 2M SDE", "Karras"),
+    ],
 )
 def test_samplers_and_schedules_we_do_not_draw_are_refused(sampler: str, schedule: str) -> None:
     with pytest.raises(InvalidParams, match=r"^I can't run the sampler .*: choose one of Euler a, Euler, DPM\+\+ 2M,"):

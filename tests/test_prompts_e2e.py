@@ -153,5 +153,7 @@ async def test_an_unknown_lora_among_long_file_names_still_gets_a_sentence_withi
         callback = await inter.wait_response()
     assert callback.data is not None and inter.ephemeral
     content = str(callback.data["content"])
-    assert content.startswith("There is no LoRA named 'zzz': the installed ones are 00_very_long") and len(content) <= 2000
+    assert (
+        content.startswith("There is no LoRA named 'zzz': the installed ones are 00_very_long") and len(content) <= 2000
+    )
     assert engine.calls == []

@@ -2238,9 +2238,9 @@ def _validate_message(
         fields = embed.get("fields") or []
         if len(fields) > 25:
             raise _form_error(f"embeds.{index}.fields", "Must be 25 or fewer in length.", "BASE_TYPE_MAX_LENGTH")
-        for number, field in enumerate(fields):
+        for number, embed_field in enumerate(fields):
             for key, limit in (("name", 256), ("value", 1024)):
-                text, where = str(field.get(key) or ""), f"embeds.{index}.fields.{number}.{key}"
+                text, where = str(embed_field.get(key) or ""), f"embeds.{index}.fields.{number}.{key}"
                 if not text.strip():
                     raise _form_error(where, "This field is required", "BASE_TYPE_REQUIRED")
                 if len(text) > limit:
