@@ -36,6 +36,7 @@ import yarl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.burst import BURST_TIMEOUT_S, PROMPTS  # noqa: E402
 from bot.app import SdBot  # noqa: E402
 from bot.delivery import Delivery  # noqa: E402
 from bot.engine_client import EngineCommand, ProcessEngine  # noqa: E402
@@ -45,18 +46,6 @@ from engine.pngmeta import EncodedImage, fit_under  # noqa: E402
 from tests.support.bots import results  # noqa: E402
 from tests.support.fake_discord import GUILD_ID, USER_ID, FakeDiscord  # noqa: E402
 
-# A job lost on the way (see the log) should end the run, not hang it.
-BURST_TIMEOUT_S = 600
-PROMPTS = (
-    "a lighthouse on a cliff at dusk, oil painting",
-    "portrait of an old sailor, detailed, 35mm",
-    "a cat wearing a tiny crown, studio photo",
-    "isometric cozy bedroom, soft light",
-    "a dragon made of autumn leaves",
-    "cyberpunk street market in the rain",
-    "watercolor fox in a snowy forest",
-    "a bowl of ramen, food photography",
-)
 SLOW_CALLBACK = re.compile(r"^Executing (.*) took (\d+\.\d+) seconds$")
 TASK_STEP = re.compile(r"coro=<(\S+?)\(\) (?:running at|done, defined at) ([^>\s]+)>")
 

@@ -26,6 +26,7 @@ from diffusers import StableDiffusionPipeline
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.burst import BURST_TIMEOUT_S, PROMPTS  # noqa: E402
 from bench.sd15_shapes import save_sd15_shaped  # noqa: E402
 from bot.admin_store import AdminStore  # noqa: E402
 from bot.dispatch import Dispatcher  # noqa: E402
@@ -40,20 +41,6 @@ from engine.params import GenerationParams  # noqa: E402
 from engine.samplers import make_scheduler  # noqa: E402
 from engine.wire import JobResult  # noqa: E402
 from tests.support.tiny_model import save_tiny_model  # noqa: E402
-
-# A job lost on the way (see the log) should end the run, not hang it.
-BURST_TIMEOUT_S = 600
-
-PROMPTS = (
-    "a lighthouse on a cliff at dusk, oil painting",
-    "portrait of an old sailor, detailed, 35mm",
-    "a cat wearing a tiny crown, studio photo",
-    "isometric cozy bedroom, soft light",
-    "a dragon made of autumn leaves",
-    "cyberpunk street market in the rain",
-    "watercolor fox in a snowy forest",
-    "a bowl of ramen, food photography",
-)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import pytest
 
 from bot.app import SdBot
 from bot.owners import OWNERS, REFRESH_S
-from tests.support.bots import make_bot
+from tests.support.bots import answer, make_bot
 from tests.support.fake_discord import (
     CHANNEL_ID,
     GUILD_ID,
@@ -22,7 +22,6 @@ from tests.support.fake_discord import (
     FakeChannel,
     FakeDiscord,
     FakeGuild,
-    FakeInteraction,
     FakeMember,
     FakeRole,
     FakeTeam,
@@ -81,12 +80,6 @@ async def bot(fake: FakeDiscord, engine: FakeEngine, tmp_path: Path, clock: Cloc
     client = make_bot(tmp_path, engine, clock=clock, guild_ids=(GUILD_ID, GUILD_B))
     async with fake.connected(client):
         yield client
-
-
-async def answer(inter: FakeInteraction) -> str:
-    callback = await inter.wait_response()
-    assert callback.data is not None
-    return str(callback.data["content"])
 
 
 async def imagine(fake: FakeDiscord, bot: SdBot, guild_id: int, user_id: int, prompt: str = "a red fox") -> str:

@@ -13,7 +13,7 @@ import pytest
 from bot.app import SdBot
 from bot.intake import DMS_OFF
 from bot.limits import Limits
-from tests.support.bots import make_bot
+from tests.support.bots import answer, make_bot
 from tests.support.fake_discord import (
     GUILD_ID,
     OWNER_ID,
@@ -21,7 +21,6 @@ from tests.support.fake_discord import (
     FakeChannel,
     FakeDiscord,
     FakeGuild,
-    FakeInteraction,
     FakeMessage,
     NotOffered,
 )
@@ -42,12 +41,6 @@ async def fake() -> AsyncIterator[FakeDiscord]:
 
 def dm_bot(tmp_path: Path, engine: FakeEngine, **options: Any) -> SdBot:
     return make_bot(tmp_path, engine, guild_ids=(), **options)
-
-
-async def answer(inter: FakeInteraction) -> str:
-    callback = await inter.wait_response()
-    assert callback.data is not None
-    return str(callback.data["content"])
 
 
 def dm_results(fake: FakeDiscord) -> list[FakeMessage]:

@@ -13,7 +13,7 @@ from PIL import Image
 
 from bot.app import SdBot
 from bot.limits import Limits
-from tests.support.bots import make_bot
+from tests.support.bots import answer, make_bot
 from tests.support.fake_discord import OWNER_ID, USER_ID, FakeDiscord, FakeFile, FakeInteraction
 from tests.support.fake_engine import FakeEngine
 
@@ -35,15 +35,9 @@ def kept_files(tmp_path: Path) -> list[Path]:
     return sorted((tmp_path / "data").rglob("*.png"))
 
 
-async def reply(inter: FakeInteraction) -> str:
-    callback = await inter.wait_response()
-    assert callback.data is not None
-    return str(callback.data["content"])
-
-
 async def sentence(inter: FakeInteraction) -> str:
     """A refusal: only the member sees it."""
-    text = await reply(inter)
+    text = await answer(inter)
     assert inter.ephemeral
     return text
 
@@ -86,7 +80,7 @@ async def test_a_member_over_a_limit_gets_the_sentence_before_any_download(
 ) -> None:
     bot, _engine = await start(fake, tmp_path, limits, clock)
     async with fake.connected(bot):
-        assert (await reply(await fake.slash("imagine", {"prompt": "first", "steps": 1}))).startswith("⏳ Queued")
+        assert (await answer(await fake.slash("imagine", {"prompt": "first", "steps": 1}))).startswith("⏳ Queued")
         clock[0] += 1
         assert (await sentence(await with_image(fake))).startswith(refusal)
     assert downloads(fake) == 0 and kept_files(tmp_path) == []
@@ -104,7 +98,7 @@ async def test_an_image_job_refused_after_its_download_keeps_no_file(
         )
         await fake.wait_for(lambda: slow.deferred or None, what="the download begun")
         # Meanwhile the member's other command takes the turn the cooldown allows.
-        assert (await reply(await fake.slash("imagine", {"prompt": "quick", "steps": 1}))).startswith("⏳ Queued")
+        assert (await answer(await fake.slash("imagine", {"prompt": "quick", "steps": 1}))).startswith("⏳ Queued")
         fake.downloads.set()
         await handled
         (refused,) = slow.followups

@@ -13,7 +13,7 @@ from bot.app import SdBot
 from bot.jobs import JobState
 from bot.limits import Limits
 from bot.render import cancelled_text
-from tests.support.bots import make_bot, results
+from tests.support.bots import answer, make_bot, results
 from tests.support.fake_discord import (
     CHANNEL_ID,
     GUILD_ID,
@@ -50,12 +50,6 @@ async def bot(fake: FakeDiscord, engine: FakeEngine, tmp_path: Path) -> AsyncIte
     client = make_bot(tmp_path, engine, limits=LIMITS)
     async with fake.connected(client):
         yield client
-
-
-async def answer(inter: FakeInteraction) -> str:
-    callback = await inter.wait_response()
-    assert callback.data is not None
-    return str(callback.data["content"])
 
 
 async def imagine(

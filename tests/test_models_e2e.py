@@ -12,7 +12,7 @@ import pytest
 from bot.app import SdBot
 from bot.models import Models
 from engine.catalog import scan
-from tests.support.bots import make_bot, results
+from tests.support.bots import answer, make_bot, results
 from tests.support.checkpoint_headers import SD1_KEYS, SDXL_KEYS, write_header_only
 from tests.support.fake_discord import CHANNEL_ID, GUILD_ID, OWNER_ID, USER_ID, FakeDiscord, FakeInteraction
 from tests.support.fake_engine import FakeEngine
@@ -46,12 +46,6 @@ async def imagine(fake: FakeDiscord, bot: SdBot, **options: Any) -> FakeInteract
     inter = await fake.slash("imagine", {"prompt": "a red fox", **options})
     await completion
     return inter
-
-
-async def answer(inter: FakeInteraction) -> str:
-    callback = await inter.wait_response()
-    assert callback.data is not None
-    return str(callback.data["content"])
 
 
 async def admin(fake: FakeDiscord, subcommand: str, options: dict[str, Any] | None = None) -> str:

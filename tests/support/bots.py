@@ -13,7 +13,7 @@ from bot.images import ImageStore
 from bot.limits import Limits
 from bot.progress import Clock
 from bot.store import JobStore
-from tests.support.fake_discord import CHANNEL_ID, GUILD_ID, FakeDiscord, FakeMessage
+from tests.support.fake_discord import CHANNEL_ID, GUILD_ID, FakeDiscord, FakeInteraction, FakeMessage
 
 
 def make_bot(
@@ -51,3 +51,10 @@ def results(fake: FakeDiscord) -> list[FakeMessage]:
         for m in fake.messages(CHANNEL_ID)
         if m.attachments and not m.deleted and m.attachments[0].filename != PREVIEW_FILENAME
     ]
+
+
+async def answer(inter: FakeInteraction) -> str:
+    """The text of an interaction's first answer, once it has come."""
+    callback = await inter.wait_response()
+    assert callback.data is not None
+    return str(callback.data["content"])
