@@ -38,11 +38,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.burst import BURST_TIMEOUT_S, PROMPTS  # noqa: E402
 from bot.app import SdBot  # noqa: E402
-from bot.delivery import Delivery  # noqa: E402
-from bot.engine_client import EngineCommand, ProcessEngine  # noqa: E402
-from bot.images import ImageStore  # noqa: E402
-from bot.store import JobStore  # noqa: E402
-from engine.pngmeta import EncodedImage, fit_under  # noqa: E402
+from bot.pipeline.delivery import Delivery  # noqa: E402
+from bot.pipeline.engine_client import EngineCommand, ProcessEngine  # noqa: E402
+from bot.pipeline.images import ImageStore  # noqa: E402
+from bot.pipeline.store import JobStore  # noqa: E402
+from core.pngmeta import EncodedImage, fit_under  # noqa: E402
 from tests.support.bots import results  # noqa: E402
 from tests.support.fake_discord import GUILD_ID, USER_ID, FakeDiscord  # noqa: E402
 

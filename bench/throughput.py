@@ -28,18 +28,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.burst import BURST_TIMEOUT_S, PROMPTS  # noqa: E402
 from bench.sd15_shapes import save_sd15_shaped  # noqa: E402
-from bot.admin_store import AdminStore  # noqa: E402
-from bot.dispatch import Dispatcher  # noqa: E402
-from bot.engine_client import EngineCommand, ProcessEngine  # noqa: E402
-from bot.estimates import Estimator  # noqa: E402
-from bot.fair_queue import FairQueue  # noqa: E402
-from bot.images import ImageStore  # noqa: E402
-from bot.jobs import Job, new_job_id  # noqa: E402
-from bot.source_images import SourceImages  # noqa: E402
-from bot.store import JobStore  # noqa: E402
-from engine.params import GenerationParams  # noqa: E402
+from bot.limits.admin_store import AdminStore  # noqa: E402
+from bot.pipeline.dispatch import Dispatcher  # noqa: E402
+from bot.pipeline.engine_client import EngineCommand, ProcessEngine  # noqa: E402
+from bot.pipeline.estimates import Estimator  # noqa: E402
+from bot.pipeline.fair_queue import FairQueue  # noqa: E402
+from bot.pipeline.images import ImageStore  # noqa: E402
+from bot.pipeline.source_images import SourceImages  # noqa: E402
+from bot.pipeline.store import JobStore  # noqa: E402
+from core.jobs import Job, new_job_id  # noqa: E402
+from core.params import GenerationParams  # noqa: E402
+from core.wire import JobResult  # noqa: E402
 from engine.samplers import make_scheduler  # noqa: E402
-from engine.wire import JobResult  # noqa: E402
 from tests.support.tiny_model import save_tiny_model  # noqa: E402
 
 

@@ -10,42 +10,42 @@ from pathlib import Path
 import discord
 from discord import app_commands
 
-from bot.admin_store import AdminStore
-from bot.buttons import ResultButton
-from bot.channel_models import ChannelModels
-from bot.commands import AdminCommands, QueueView, build_admin_group, build_member_commands
-from bot.community_admin import add_community_admin_commands
-from bot.community_store import CommunityStore
-from bot.delivery import Delivery
-from bot.digest import CHECK_INTERVAL, Digest
-from bot.dispatch import Dispatcher
-from bot.engine_client import Engine
-from bot.estimates import Estimator
-from bot.fair_queue import FairQueue
-from bot.history import HistoryService, build_history_command
-from bot.images import ImageStore
-from bot.imagine import ImagineService, build_imagine_command
-from bot.installed import Installed
-from bot.intake import Intake
-from bot.jobs import Job, JobState
-from bot.limits import Limits
-from bot.model_commands import ModelAdmin, add_model_commands
-from bot.models import Models
-from bot.owners import Owners
-from bot.pauses import Pauses
-from bot.policy_commands import PolicyCommands, add_policy_commands
-from bot.policy_store import PolicyStore
-from bot.presses import PressService
-from bot.progress import Clock
-from bot.quota import Quota
-from bot.read_params import ReadParamsService, build_read_params_command
-from bot.remix import MODAL_ID, RemixService
-from bot.sharing import ShareService
-from bot.source_images import SourceImages
-from bot.store import JobStore
+from bot.community.admin import add_community_admin_commands
+from bot.community.digest import CHECK_INTERVAL, Digest
+from bot.community.history import HistoryService, build_history_command
+from bot.community.read_params import ReadParamsService, build_read_params_command
+from bot.community.sharing import ShareService
+from bot.community.store import CommunityStore
+from bot.imagine.command import ImagineService, build_imagine_command
+from bot.limits.admin_store import AdminStore
+from bot.limits.commands import AdminCommands, QueueView, build_admin_group, build_member_commands
+from bot.limits.owners import Owners
+from bot.limits.pauses import Pauses
+from bot.limits.quota import Quota
+from bot.limits.rules import Limits
+from bot.models.channel_defaults import ChannelModels
+from bot.models.commands import ModelAdmin, add_model_commands
+from bot.models.picker import Models
+from bot.pipeline.delivery import Delivery
+from bot.pipeline.dispatch import Dispatcher
+from bot.pipeline.engine_client import Engine
+from bot.pipeline.estimates import Estimator
+from bot.pipeline.fair_queue import FairQueue
+from bot.pipeline.images import ImageStore
+from bot.pipeline.installed import Installed
+from bot.pipeline.intake import Intake
+from bot.pipeline.progress import Clock
+from bot.pipeline.source_images import SourceImages
+from bot.pipeline.store import JobStore
+from bot.policy.commands import PolicyCommands, add_policy_commands
+from bot.policy.store import PolicyStore
+from bot.results.buttons import ResultButton
+from bot.results.presses import PressService
+from bot.results.remix import MODAL_ID, RemixService
 from bot.systemd import notify, starting, watchdog_interval
-from engine.network_files import NetworkFolder
-from engine.params import DEFAULT_MAX_LORAS
+from core.jobs import Job, JobState
+from core.network_files import NetworkFolder
+from core.params import DEFAULT_MAX_LORAS
 
 log = logging.getLogger(__name__)
 

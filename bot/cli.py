@@ -15,14 +15,14 @@ from pathlib import Path
 import discord
 
 from bot.app import SdBot
-from bot.engine_client import EngineCommand, EngineStartError, JobFailedError, ProcessEngine
-from bot.images import ImageStore
-from bot.imagine import ImagineOptions
-from bot.models import Models
+from bot.imagine.command import ImagineOptions
+from bot.models.picker import Models
+from bot.pipeline.engine_client import EngineCommand, EngineStartError, JobFailedError, ProcessEngine
+from bot.pipeline.images import ImageStore
+from bot.pipeline.store import JobStore, StoreError
 from bot.settings import SettingError, Settings, configure_logging, load_settings, read_environment
-from bot.store import JobStore, StoreError
-from engine.params import SAMPLERS, InvalidParams
-from engine.wire import Progress
+from core.params import SAMPLERS, InvalidParams
+from core.wire import Progress
 
 log = logging.getLogger("sdbot")
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
-from bot.limits import Limits
-from engine.batching import MAX_BATCH_IMAGES
-from engine.catalog import Catalog, CatalogError, pickle_refusal, scan
-from engine.params import DEFAULT_MAX_LORAS
-from engine.source import DEVICE_CHOICES, InvalidSource, ModelSource, SourceKind, parse_source
+from bot.limits.rules import Limits
+from core.batching import MAX_BATCH_IMAGES
+from core.catalog import Catalog, CatalogError, pickle_refusal, scan
+from core.params import DEFAULT_MAX_LORAS
+from core.source import DEVICE_CHOICES, InvalidSource, ModelSource, SourceKind, parse_source
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 DEFAULT_KEEP_DAYS = 30.0

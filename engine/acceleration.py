@@ -9,10 +9,10 @@ from typing import Any
 
 import torch
 
-from engine.batching import MAX_BATCH_IMAGES
+from core.batching import MAX_BATCH_IMAGES
+from core.params import DEFAULT_SAMPLER, MIN_SIZE, SIZE_MULTIPLE, GenerationParams
 from engine.generate import BatchJob, Painter
 from engine.loading import LoadedModel
-from engine.params import DEFAULT_SAMPLER, MIN_SIZE, SIZE_MULTIPLE, GenerationParams
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from core.wire import GenerateRequest, Progress
 from engine.preview import Previewer
-from engine.wire import GenerateRequest, Progress
 
 # The bot edits a progress message about once a second; previews more often would be decoded for nothing.
 PREVIEW_INTERVAL = 1.0

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from engine.chunking import Chunk, SpecialTokens, embedding_lengths, text_chunks
+from core.chunking import Chunk, SpecialTokens, embedding_lengths, text_chunks
 
 
 @dataclass(frozen=True)

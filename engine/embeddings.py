@@ -10,7 +10,7 @@ from typing import Any
 
 from safetensors.torch import load_file
 
-from engine.network_files import NetworkFolder, embedding_hash
+from core.network_files import NetworkFolder, embedding_hash
 
 log = logging.getLogger(__name__)
 

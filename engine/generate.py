@@ -16,20 +16,20 @@ import torch
 from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
 from PIL import Image, UnidentifiedImageError
 
-from engine.batching import compatible
-from engine.chunking import check_chunk_count
+from core.batching import compatible
+from core.chunking import check_chunk_count
+from core.infotext import format_infotext
+from core.network_files import NetworkFolder, hash_list
+from core.params import GenerationParams, InvalidParams
+from core.pngmeta import encode_png
+from core.prompt_syntax import check_lora_names, split_loras
+from core.wire import GeneratedImage
 from engine.conditioning import ChunkCache, chunk_count, encode_prompts
 from engine.embeddings import Embeddings
-from engine.infotext import format_infotext
 from engine.loading import LoadedModel
 from engine.loras import LoraLoader
-from engine.network_files import NetworkFolder, hash_list
 from engine.outpaint import generation_mask, pan_placement, paste_back, prefill, zoom_placement
-from engine.params import GenerationParams, InvalidParams
-from engine.pngmeta import encode_png
-from engine.prompt_syntax import check_lora_names, split_loras
 from engine.samplers import make_scheduler
-from engine.wire import GeneratedImage
 
 log = logging.getLogger(__name__)
 
@@ -308,7 +308,7 @@ class Painter:
             return tensors
 
         # The member's text stays in the infotext as written, LoRA tags included, as A1111 keeps it; jobs of
-        # one batch name the same LoRAs (see engine.batching).
+        # one batch name the same LoRAs (see core.batching).
         texts = [split_loras(jobs[row.job].params.prompt)[0] for row in rows]
         _text, loras = split_loras(first.params.prompt)
         vae = pipe.vae

@@ -21,14 +21,13 @@ from diffusers import (
 )
 from diffusers.models.attention_processor import AttnProcessor2_0
 
-from engine.checkpoint_header import Family, Header, HeaderError, detect_family, family_of_folder, read_header
-from engine.infotext import ModelInfo
-from engine.source import DEVICE_CHOICES, PICKLE_SUFFIXES, ModelSource, SourceKind
+from core.checkpoint_header import CONFIGS, Family, Header, HeaderError, detect_family, family_of_folder, read_header
+from core.infotext import ModelInfo
+from core.source import DEVICE_CHOICES, PICKLE_SUFFIXES, ModelSource, SourceKind
 
 log = logging.getLogger(__name__)
 
-# Each family's configs and CLIP tokenizers ship with the package, so single files load offline.
-CONFIGS = Path(__file__).parent / "configs"
+# The configs and CLIP tokenizers that ship in core/configs, per family, so single files load offline.
 SD15_CONFIG = CONFIGS / "sd15"
 FAMILY_CONFIGS = {
     Family.SD1: SD15_CONFIG,

@@ -9,9 +9,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from engine.network_files import NetworkFolder, lora_hash
-from engine.params import InvalidParams
-from engine.prompt_syntax import LoraTag, check_lora_names
+from core.network_files import NetworkFolder, lora_hash
+from core.params import InvalidParams
+from core.prompt_syntax import LoraTag, check_lora_names
 
 log = logging.getLogger(__name__)
 

@@ -12,12 +12,12 @@ from typing import Any
 
 import torch
 
-from engine.catalog import Catalog, UnknownModel, pickle_refusal
-from engine.checkpoint_header import Family, HeaderError
+from core.catalog import Catalog, UnknownModel, pickle_refusal
+from core.checkpoint_header import Family, HeaderError
+from core.params import InvalidParams
+from core.source import ModelSource, SourceKind
 from engine.generate import Painter
 from engine.loading import FAMILY_CONFIGS, LoadedModel, ModelLoadError, file_family, load_model
-from engine.params import InvalidParams
-from engine.source import ModelSource, SourceKind
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFilter
 
-from engine.params import half_side
+from core.params import half_side
 
 # How far the generated area reaches into the kept image, so the model sees and continues its edge.
 OVERLAP = 16

@@ -18,8 +18,8 @@ from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionS
 from PIL import Image
 from transformers import CLIPImageProcessor
 
+from core.wire import GeneratedImage
 from engine.loading import ModelLoadError
-from engine.wire import GeneratedImage
 
 log = logging.getLogger(__name__)
 

@@ -18,23 +18,13 @@ from typing import Any, BinaryIO
 import torch
 from diffusers.utils import logging as diffusers_logging
 
-from engine.acceleration import compile_model, default_max_batch, use_fast_paths, warm_up
-from engine.batch_progress import PREVIEW_INTERVAL, BatchProgress, JobCancelled
-from engine.batching import compatible
-from engine.catalog import Catalog, CatalogError, scan
-from engine.checkpoint_header import Family
-from engine.child_process import NICENESS, ignore_stop_signals, lower_priority
-from engine.embeddings import load_embeddings
-from engine.generate import BatchJob, Drawn, Painter
-from engine.loading import LoadedModel, ModelLoadError, load_model, pixel_budgets, resolve_device
-from engine.loras import LoraLoader
-from engine.model_shelf import ModelShelf, catalog_loader
-from engine.network_files import NetworkFolder
-from engine.params import InvalidParams
-from engine.preview import Previewer, PreviewError, load_tiny_autoencoder
-from engine.safety import SafetyChecker, load_safety_checker
-from engine.source import DEVICE_CHOICES, InvalidSource, ModelSource, parse_source
-from engine.wire import (
+from core.batching import compatible
+from core.catalog import Catalog, CatalogError, scan
+from core.checkpoint_header import Family
+from core.network_files import NetworkFolder
+from core.params import InvalidParams
+from core.source import DEVICE_CHOICES, InvalidSource, ModelSource, parse_source
+from core.wire import (
     CancelRequest,
     EngineFatal,
     EngineReady,
@@ -49,6 +39,16 @@ from engine.wire import (
     encode,
     read_message,
 )
+from engine.acceleration import compile_model, default_max_batch, use_fast_paths, warm_up
+from engine.batch_progress import PREVIEW_INTERVAL, BatchProgress, JobCancelled
+from engine.child_process import NICENESS, ignore_stop_signals, lower_priority
+from engine.embeddings import load_embeddings
+from engine.generate import BatchJob, Drawn, Painter
+from engine.loading import LoadedModel, ModelLoadError, load_model, pixel_budgets, resolve_device
+from engine.loras import LoraLoader
+from engine.model_shelf import ModelShelf, catalog_loader
+from engine.preview import Previewer, PreviewError, load_tiny_autoencoder
+from engine.safety import SafetyChecker, load_safety_checker
 
 log = logging.getLogger("engine")
 

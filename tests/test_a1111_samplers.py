@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from diffusers import PNDMScheduler
 
-from engine.a1111_samplers import AS_A1111, Schedule
-from engine.loading import CONFIGS
+from core.a1111_samplers import AS_A1111, Schedule
+from core.checkpoint_header import CONFIGS
 from engine.samplers import make_scheduler
 
 STEPS = 30

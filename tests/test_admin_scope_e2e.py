@@ -12,7 +12,7 @@ import discord
 import pytest
 
 from bot.app import SdBot
-from bot.owners import OWNERS, REFRESH_S
+from bot.limits.owners import OWNERS, REFRESH_S
 from tests.support.bots import answer, make_bot
 from tests.support.fake_discord import (
     CHANNEL_ID,

@@ -15,19 +15,19 @@ import torch
 from diffusers import AutoencoderTiny
 from PIL import Image
 
+from core.batching import batch_key, compatible, fits
+from core.catalog import Catalog
+from core.network_files import NetworkFolder
+from core.params import GenerationParams
+from core.source import parse_source
+from core.wire import GenerateRequest, JobFailed, JobResult, Message, Progress
 from engine.acceleration import WARM_UP_SAMPLERS, compile_model, warm_up, warm_up_jobs
 from engine.batch_progress import BatchProgress
-from engine.batching import batch_key, compatible, fits
-from engine.catalog import Catalog
 from engine.generate import BatchJob, Drawn, Painter
 from engine.loading import LoadedModel, load_model
 from engine.loras import LoraLoader
 from engine.model_shelf import ModelShelf, catalog_loader
-from engine.network_files import NetworkFolder
-from engine.params import GenerationParams
 from engine.preview import PREVIEW_SIDE, Previewer, PreviewError, load_tiny_autoencoder
-from engine.source import parse_source
-from engine.wire import GenerateRequest, JobFailed, JobResult, Message, Progress
 from engine.worker import CANCELLED, Worker, batch_groups
 from tests.support.tiny_networks import give_trained_text_mean, write_kohya_lora
 

@@ -10,11 +10,11 @@ from pathlib import Path
 from PIL import Image
 
 from bot.app import SdBot
-from bot.delivery import PREVIEW_FILENAME
-from bot.dispatch import SOMETHING_WRONG
-from bot.engine_client import Outcome, ProgressCallback
-from bot.jobs import JobState
-from engine.wire import GenerateRequest
+from bot.pipeline.delivery import PREVIEW_FILENAME
+from bot.pipeline.dispatch import SOMETHING_WRONG
+from bot.pipeline.engine_client import Outcome, ProgressCallback
+from core.jobs import JobState
+from core.wire import GenerateRequest
 from tests.support.bots import make_bot, results
 from tests.support.fake_discord import CHANNEL_ID, USER_ID, FakeDiscord
 from tests.support.fake_engine import FakeEngine

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.blocklist import BadEntry, BlockList, normalize_entry, split_entries
+from bot.policy.blocklist import BadEntry, BlockList, normalize_entry, split_entries
 
 ENTRIES = BlockList(tuple(normalize_entry(e) for e in ("nude", "Gore", "red fox", "nud*", "blood   bath")))
 

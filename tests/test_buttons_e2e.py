@@ -11,12 +11,12 @@ import pytest
 from PIL import Image
 
 from bot.app import SdBot
-from bot.buttons import Press, result_buttons
-from bot.engine_client import EngineCommand, ProcessEngine
-from bot.images import ImageStore
-from bot.jobs import Job, JobState
-from bot.store import JobStore
-from engine.params import GenerationParams
+from bot.pipeline.engine_client import EngineCommand, ProcessEngine
+from bot.pipeline.images import ImageStore
+from bot.pipeline.store import JobStore
+from bot.results.buttons import Press, result_buttons
+from core.jobs import Job, JobState
+from core.params import GenerationParams
 from tests.support.bots import make_bot, results
 from tests.support.community import private_followup
 from tests.support.fake_discord import CHANNEL_ID, USER_ID, FakeDiscord, FakeMessage

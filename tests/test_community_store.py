@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from bot.community_store import DRAFT_KEEP_S, STALE_CLAIM_S, CommunityStore
-from bot.jobs import Job
-from bot.store import JobStore
-from engine.params import GenerationParams
+from bot.community.store import DRAFT_KEEP_S, STALE_CLAIM_S, CommunityStore
+from bot.pipeline.store import JobStore
+from core.jobs import Job
+from core.params import GenerationParams
 
 
 def make_job(job_id: str, created_at: float) -> Job:

@@ -10,13 +10,13 @@ import torch
 from diffusers import StableDiffusionPipeline
 from transformers import CLIPTokenizer
 
-from engine.chunking import CHUNK_LENGTH, SpecialTokens, chunk_fragments, embedding_lengths
+from core.chunking import CHUNK_LENGTH, SpecialTokens, chunk_fragments, embedding_lengths
+from core.network_files import NetworkFolder
+from core.prompt_syntax import parse_prompt_attention
+from core.source import parse_source
 from engine.conditioning import ChunkCache, encode_prompts, restore_mean
 from engine.embeddings import load_embeddings
 from engine.loading import LoadedModel, load_model
-from engine.network_files import NetworkFolder
-from engine.prompt_syntax import parse_prompt_attention
-from engine.source import parse_source
 from tests.support.tiny_networks import give_trained_text_mean, write_a1111_embedding, write_sdxl_embedding
 from tests.support.tiny_sdxl import HIDDEN_1, HIDDEN_2, PROJECTION, build_tiny_sdxl_pipeline
 

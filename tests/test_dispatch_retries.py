@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from bot.dispatch import CRASH_ATTEMPTS, ENGINE_CRASHED, Dispatcher
-from bot.engine_client import EngineCrashed, Outcome, ProgressCallback
-from bot.jobs import Job
-from bot.store import JobStore
-from engine.infotext import ModelInfo
-from engine.params import GenerationParams
-from engine.wire import GenerateRequest, JobResult, Progress
+from bot.pipeline.dispatch import CRASH_ATTEMPTS, ENGINE_CRASHED, Dispatcher
+from bot.pipeline.engine_client import EngineCrashed, Outcome, ProgressCallback
+from bot.pipeline.store import JobStore
+from core.infotext import ModelInfo
+from core.jobs import Job
+from core.params import GenerationParams
+from core.wire import GenerateRequest, JobResult, Progress
 
 FOX = GenerationParams(prompt="fox", width=64, height=64, steps=2)
 MODEL = ModelInfo(name="tiny", hash="")

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from bot.app import SdBot
-from bot.intake import DMS_OFF
-from bot.limits import Limits
+from bot.limits.rules import Limits
+from bot.pipeline.intake import DMS_OFF
 from tests.support.bots import answer, make_bot
 from tests.support.fake_discord import (
     GUILD_ID,

@@ -12,8 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
+from core.checkpoint_header import Family
+from core.params import SAMPLERS, GenerationParams, InvalidParams
+from core.source import SourceKind, parse_source
 from engine import loading
-from engine.checkpoint_header import Family
 from engine.generate import Painter
 from engine.loading import (
     LoadedModel,
@@ -24,9 +26,7 @@ from engine.loading import (
     resolve_device,
     weight_bytes,
 )
-from engine.params import SAMPLERS, GenerationParams, InvalidParams
 from engine.samplers import SAMPLER_SPECS
-from engine.source import SourceKind, parse_source
 from tests.support.tiny_model import NATIVE_SIZE
 
 FOX = GenerationParams(prompt="a red fox", negative_prompt="blurry", width=64, height=64, steps=2, seed=1234)

@@ -12,11 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
+from core.params import GenerationParams, InvalidParams
+from core.source import parse_source
 from engine.generate import Painter
 from engine.loading import ModelLoadError, load_model
 from engine.outpaint import OVERLAP, pan_placement, prefill, zoom_placement
-from engine.params import GenerationParams, InvalidParams
-from engine.source import parse_source
 from tests.support.ldm_checkpoint import write_ldm_checkpoint
 from tests.support.tiny_model import save_tiny_model
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bot.dispatch import ENGINE_GARBLED
-from bot.engine_client import Backoff, EngineCommand, EngineCrashed, EngineGarbled, ProcessEngine
-from engine.params import GenerationParams
-from engine.wire import GenerateRequest, JobResult, Progress
+from bot.pipeline.dispatch import ENGINE_GARBLED
+from bot.pipeline.engine_client import Backoff, EngineCommand, EngineCrashed, EngineGarbled, ProcessEngine
+from core.params import GenerationParams
+from core.wire import GenerateRequest, JobResult, Progress
 from tests.support.bots import make_bot, results
 from tests.support.fake_discord import CHANNEL_ID, USER_ID, FakeDiscord
 from tests.support.scripted_engine import GARBAGE

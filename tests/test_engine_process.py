@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bot.engine_client import EngineCommand, EngineCrashed, EngineStartError, JobFailedError, ProcessEngine
-from engine.params import GenerationParams
-from engine.wire import Progress
+from bot.pipeline.engine_client import EngineCommand, EngineCrashed, EngineStartError, JobFailedError, ProcessEngine
+from core.params import GenerationParams
+from core.wire import Progress
 
 FOX = GenerationParams(prompt="a red fox", width=64, height=64, steps=2, seed=99, count=2)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from bot.fair_queue import FairQueue
+from bot.pipeline.fair_queue import FairQueue
 
 
 async def test_a_member_with_ten_queued_does_not_block_a_newcomer() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.fair_queue import FairQueue
+from bot.pipeline.fair_queue import FairQueue
 
 
 def model_of(item: str) -> str:

@@ -23,14 +23,14 @@ from diffusers import (
 from PIL import Image
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-from engine.catalog import scan
-from engine.checkpoint_header import Family
+from core.catalog import scan
+from core.checkpoint_header import Family
+from core.params import SAMPLERS, GenerationParams
+from core.source import parse_source
 from engine.generate import BatchJob, Painter
 from engine.loading import FAMILY_CONFIGS, LoadedModel, ModelLoadError, file_family, load_model, pipeline_class_for
 from engine.model_shelf import ModelShelf, catalog_loader
-from engine.params import SAMPLERS, GenerationParams
 from engine.samplers import make_scheduler
-from engine.source import parse_source
 from tests.support.checkpoint_headers import SD1_KEYS, SD2_KEYS, SDXL_KEYS, write_header_only
 from tests.support.ldm_sd2_checkpoint import write_sd2_checkpoint
 from tests.support.ldm_sdxl_checkpoint import write_sdxl_checkpoint

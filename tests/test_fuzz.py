@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from bot.buttons import IMAGE_ACTIONS, JOB_ACTIONS
+from bot.results.buttons import IMAGE_ACTIONS, JOB_ACTIONS
 from tests.support.bots import make_bot, results
 from tests.support.fake_discord import CHANNEL_ID, GUILD_ID, USER_ID, FakeDiscord
 from tests.support.fake_engine import FakeEngine

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from bot.app import SdBot
-from bot.limits import Limits
+from bot.limits.rules import Limits
 from tests.support.bots import answer, make_bot
 from tests.support.fake_discord import OWNER_ID, USER_ID, FakeDiscord, FakeFile, FakeInteraction
 from tests.support.fake_engine import FakeEngine

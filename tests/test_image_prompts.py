@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from bot.attachments import AttachmentInfo, check_image, decode_image
+from bot.imagine.attachments import AttachmentInfo, check_image, decode_image
+from core.params import GenerationParams, InvalidParams, fit_aspect
+from core.source import parse_source
 from engine.generate import Painter
 from engine.loading import load_model
-from engine.params import GenerationParams, InvalidParams, fit_aspect
-from engine.source import parse_source
 
 
 @pytest.mark.parametrize(

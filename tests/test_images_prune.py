@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from bot.images import DAY, ImageStore
+from bot.pipeline.images import DAY, ImageStore
 
 NOW = 1_800_000_000.0
 

@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from bot.app import SdBot
-from bot.engine_client import EngineCommand, ProcessEngine
-from bot.jobs import JobState
-from engine.params import SAMPLERS
+from bot.pipeline.engine_client import EngineCommand, ProcessEngine
+from core.jobs import JobState
+from core.params import SAMPLERS
 from tests.support.bots import make_bot, results
 from tests.support.fake_discord import CHANNEL_ID, GUILD_ID, USER_ID, FakeDiscord, FakeInteraction
 from tests.support.fake_engine import FakeEngine

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.infotext import ModelInfo, format_infotext, quote
-from engine.params import GenerationParams
+from core.infotext import ModelInfo, format_infotext, quote
+from core.params import GenerationParams
 
 MODEL = ModelInfo(name="realisticVisionV20", hash="c0d1994c73")
 

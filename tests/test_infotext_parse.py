@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.infotext import (
+from core.infotext import (
     ModelInfo,
     format_infotext,
     parse_infotext,
@@ -19,7 +19,7 @@ from engine.infotext import (
     scan_pairs,
     unquote,
 )
-from engine.params import MAX_SEED, SAMPLERS, GenerationParams, InvalidParams
+from core.params import MAX_SEED, SAMPLERS, GenerationParams, InvalidParams
 
 BASE = GenerationParams(prompt="")
 

@@ -11,8 +11,8 @@ import pytest
 @pytest.mark.parametrize(
     ("modules", "forbidden"),
     [
-        (["bot.cli", "bot.app", "bot.imagine", "bot.dispatch", "bot.engine_client"], "torch"),
-        (["engine.worker", "engine.generate", "engine.loading", "engine.wire"], "discord"),
+        (["bot.cli", "bot.app", "bot.imagine.command", "bot.pipeline.dispatch", "bot.pipeline.engine_client"], "torch"),
+        (["engine.worker", "engine.generate", "engine.loading", "core.wire"], "discord"),
     ],
 )
 def test_packages_keep_to_their_side(modules: list[str], forbidden: str) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bot.limits import DAY, HOUR, Limits, Override, Usage, job_cost, refusal, resolve
-from engine.params import GenerationParams
+from bot.limits.rules import DAY, HOUR, Limits, Override, Usage, job_cost, refusal, resolve
+from core.params import GenerationParams
 
 NOW = 1_800_000_000.0
 FOUR = GenerationParams(prompt="fox", count=4)

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from bot.app import SdBot
-from bot.jobs import JobState
-from bot.limits import Limits
-from bot.render import cancelled_text
+from bot.limits.rules import Limits
+from bot.results.render import cancelled_text
+from core.jobs import JobState
 from tests.support.bots import answer, make_bot, results
 from tests.support.fake_discord import (
     CHANNEL_ID,

@@ -12,15 +12,15 @@ import pytest
 import torch
 from PIL import Image
 
-from bot.engine_client import EngineCommand, JobFailedError, ProcessEngine
+from bot.pipeline.engine_client import EngineCommand, JobFailedError, ProcessEngine
+from core.network_files import NetworkFolder
+from core.params import GenerationParams, InvalidParams
+from core.prompt_syntax import split_loras
+from core.source import parse_source
 from engine.embeddings import load_embeddings
 from engine.generate import Painter
 from engine.loading import LoadedModel, load_model
 from engine.loras import LoraLoader
-from engine.network_files import NetworkFolder
-from engine.params import GenerationParams, InvalidParams
-from engine.prompt_syntax import split_loras
-from engine.source import parse_source
 from tests.support.tiny_networks import (
     give_trained_text_mean,
     write_a1111_embedding,

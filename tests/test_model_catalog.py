@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.catalog import Catalog, CatalogError, UnknownModel, scan
-from engine.checkpoint_header import Family, HeaderError, detect_family, read_header
-from engine.sidecar import ModelDefaults, SidecarError, read_sidecar
+from core.catalog import Catalog, CatalogError, UnknownModel, scan
+from core.checkpoint_header import Family, HeaderError, detect_family, read_header
+from core.sidecar import ModelDefaults, SidecarError, read_sidecar
 from tests.support.checkpoint_headers import LORA_KEYS, SD1_KEYS, SD2_KEYS, SDXL_KEYS, write_header_only
 
 
@@ -74,7 +74,7 @@ def test_detection_imports_no_torch(tmp_path: Path) -> None:
     """The bot reads the catalog too, and the bot never imports torch."""
     write_header_only(tmp_path / "m" / "xl.safetensors", SDXL_KEYS)
     code = (
-        "import sys; from pathlib import Path; from engine.catalog import scan; "
+        "import sys; from pathlib import Path; from core.catalog import scan; "
         f"print(scan(Path({str(tmp_path / 'm')!r})).entries['xl'].family.value, 'torch' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.channel_models import ChannelModels
+from bot.models.channel_defaults import ChannelModels
+from bot.pipeline.store import JobStore
 from bot.settings import SettingError, load_settings
-from bot.store import JobStore
-from engine.source import SourceKind
+from core.source import SourceKind
 from tests.support.checkpoint_headers import SD1_KEYS, write_header_only
 from tests.test_settings import TOKEN
 

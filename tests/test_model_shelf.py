@@ -14,13 +14,13 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from engine.catalog import scan
-from engine.checkpoint_header import Family
+from core.catalog import scan
+from core.checkpoint_header import Family
+from core.params import GenerationParams, InvalidParams
+from core.source import parse_source
 from engine.generate import Painter
 from engine.loading import LoadedModel, ModelLoadError, file_hash, load_model
 from engine.model_shelf import ModelRequest, ModelShelf, catalog_loader
-from engine.params import GenerationParams, InvalidParams
-from engine.source import parse_source
 from tests.support.ldm_checkpoint import write_ldm_checkpoint
 from tests.support.tiny_model import save_tiny_model
 

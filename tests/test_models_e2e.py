@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from bot.app import SdBot
-from bot.models import Models
-from engine.catalog import scan
+from bot.models.picker import Models
+from core.catalog import scan
 from tests.support.bots import answer, make_bot, results
 from tests.support.checkpoint_headers import SD1_KEYS, SDXL_KEYS, write_header_only
 from tests.support.fake_discord import CHANNEL_ID, GUILD_ID, OWNER_ID, USER_ID, FakeDiscord, FakeInteraction

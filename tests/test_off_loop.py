@@ -62,7 +62,7 @@ async def fake() -> AsyncIterator[FakeDiscord]:
 async def test_a_result_over_the_upload_limit_is_reencoded_beside_the_event_loop(
     fake: FakeDiscord, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fit_under = probe(monkeypatch, "bot.delivery.fit_under")
+    fit_under = probe(monkeypatch, "bot.pipeline.delivery.fit_under")
     async with fake.connected(make_bot(tmp_path, FakeEngine(noise=True))):
         inter = await fake.slash("imagine", {"prompt": "fox", "steps": 1}, attachment_size_limit=200_000)
         await inter.wait_response()
@@ -77,7 +77,7 @@ async def test_a_shared_image_is_fitted_to_the_upload_limit_beside_the_event_loo
     async with fake.connected(make_bot(tmp_path, FakeEngine())):
         grid = await first_result(fake, {"prompt": "fox", "count": 2, "steps": 1})
         await set_art_channel(fake)
-        fit_under = probe(monkeypatch, "bot.delivery.fit_under")
+        fit_under = probe(monkeypatch, "bot.pipeline.delivery.fit_under")
         await private_followup(fake, await fake.press(grid, f"sdbot:share:{job_id_of(grid)}:2"))
         assert len(art_posts(fake)) == 1
     assert fit_under.on_loop == [False]
@@ -103,7 +103,7 @@ async def test_a_result_delivered_after_a_restart_reads_its_infotext_beside_the_
     # As if the bot had been stopped after drawing, before posting.
     with sqlite3.connect(tmp_path / "sdbot.sqlite3") as db:
         db.execute("UPDATE jobs SET state = 'done', result_message_id = NULL")
-    infotext_of = probe(monkeypatch, "bot.dispatch.infotext_of")
+    infotext_of = probe(monkeypatch, "bot.pipeline.dispatch.infotext_of")
 
     def posted() -> bool:
         return sum(r.method == "POST" and r.path == f"/channels/{CHANNEL_ID}/messages" for r in fake.requests) == 2

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.params import MAX_SEED, GenerationParams, InvalidParams
+from core.params import MAX_SEED, GenerationParams, InvalidParams
 
 
 def test_defaults_are_valid() -> None:

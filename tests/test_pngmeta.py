@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from PIL.PngImagePlugin import MAX_TEXT_CHUNK, PngInfo
 
-from engine.pngmeta import MAX_INFOTEXT_CHARS, InfotextTooLong, embedded_infotext, encode_png, user_comment
+from core.pngmeta import MAX_INFOTEXT_CHARS, InfotextTooLong, embedded_infotext, encode_png, user_comment
 
 INFOTEXT = "a fox, ünïcode 🦊\nSteps: 20, Sampler: Euler, CFG scale: 7, Seed: 1, Size: 8x8"
 LATIN_1 = INFOTEXT.replace(" 🦊", "")  # all that tEXt and zTXt hold

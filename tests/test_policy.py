@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from bot.admin_store import AdminStore
-from bot.policy import AGE_BLOCKLIST, AGE_FLAGGED, FLAGGED, Flagged, GuildPolicy, ScopePolicy
-from bot.policy_commands import describe_policy
-from bot.policy_store import PolicyStore, TooManyEntries
-from bot.store import JobStore
-from engine.infotext import ModelInfo
+from bot.limits.admin_store import AdminStore
+from bot.pipeline.store import JobStore
+from bot.policy.commands import describe_policy
+from bot.policy.rules import AGE_BLOCKLIST, AGE_FLAGGED, FLAGGED, GuildPolicy, ScopePolicy
+from bot.policy.store import PolicyStore, TooManyEntries
+from core.infotext import ModelInfo
+from core.jobs import Flagged
 from tests.test_store import make_job
 
 GUILD, CHANNEL, OTHER_CHANNEL, ADMIN = 10, 20, 30, 99

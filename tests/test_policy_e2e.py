@@ -11,12 +11,11 @@ from typing import Any
 import pytest
 
 from bot.app import SdBot
-from bot.buttons import Press
-from bot.commands import NOT_ADMIN
-from bot.jobs import Job, JobState
-from bot.policy import Flagged
-from bot.presses import WITHHELD
-from bot.store import JobStore
+from bot.limits.commands import NOT_ADMIN
+from bot.pipeline.store import JobStore
+from bot.results.buttons import Press
+from bot.results.presses import WITHHELD
+from core.jobs import Flagged, Job, JobState
 from tests.support.bots import make_bot
 from tests.support.fake_discord import (
     CHANNEL_ID,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.progress import ProgressReporter
+from bot.pipeline.progress import ProgressReporter
 
 
 class FakeClock:

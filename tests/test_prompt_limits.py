@@ -13,18 +13,18 @@ import torch
 from diffusers import StableDiffusionPipeline
 from transformers import CLIPTokenizer
 
-from bot.installed import Installed
-from engine.catalog import Catalog
-from engine.chunking import SD_TOKENIZER, ChunkCounter, check_chunk_count
+from bot.pipeline.installed import Installed
+from core.catalog import Catalog
+from core.chunking import SD_TOKENIZER, ChunkCounter, check_chunk_count
+from core.network_files import NetworkFolder
+from core.params import MAX_PROMPT_CHUNKS, GenerationParams, InvalidParams
+from core.source import parse_source
+from core.wire import GenerateRequest, JobFailed, JobResult, Message
 from engine.conditioning import chunk_count
 from engine.embeddings import load_embeddings
 from engine.generate import Painter
 from engine.loading import LoadedModel, load_model
 from engine.model_shelf import ModelShelf, catalog_loader
-from engine.network_files import NetworkFolder
-from engine.params import MAX_PROMPT_CHUNKS, GenerationParams, InvalidParams
-from engine.source import parse_source
-from engine.wire import GenerateRequest, JobFailed, JobResult, Message
 from engine.worker import Worker
 from tests.support.tiny_networks import write_a1111_embedding
 
@@ -93,7 +93,7 @@ def test_intake_refuses_a_prompt_over_eight_chunks(changes: dict[str, str], sent
 
 def test_counting_at_intake_leaves_torch_out() -> None:
     code = (
-        "import sys\nfrom bot.installed import Installed\nfrom engine.params import GenerationParams\n"
+        "import sys\nfrom bot.pipeline.installed import Installed\nfrom core.params import GenerationParams\n"
         "Installed().check(GenerationParams(prompt='a (red:1.2) fox, ' * 40 + 'BREAK owl', negative_prompt='blurry'))\n"
         "print('torch' in sys.modules)"
     )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.params import InvalidParams
-from engine.prompt_syntax import (
+from core.params import InvalidParams
+from core.prompt_syntax import (
     LoraTag,
     check_lora_count,
     check_lora_names,

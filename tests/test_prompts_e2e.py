@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bot.app import SdBot
-from bot.jobs import JobState
+from core.jobs import JobState
 from tests.support.bots import make_bot, results
 from tests.support.fake_discord import GUILD_ID, FakeDiscord
 from tests.support.fake_engine import FakeEngine

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from bot.admin_store import AdminStore
-from bot.estimates import DEFAULT_RATE, Estimator, work
-from bot.jobs import Job, JobState, new_job_id
-from bot.limits import HOUR, Limits
-from bot.quota import Quota, Refused
-from bot.store import JobStore
-from engine.params import GenerationParams
+from bot.limits.admin_store import AdminStore
+from bot.limits.quota import Quota, Refused
+from bot.limits.rules import HOUR, Limits
+from bot.pipeline.estimates import DEFAULT_RATE, Estimator, work
+from bot.pipeline.store import JobStore
+from core.jobs import Job, JobState, new_job_id
+from core.params import GenerationParams
 
 NOW = 1_800_000_000.0
 GUILD = 77

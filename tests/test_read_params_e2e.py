@@ -12,10 +12,10 @@ from PIL import Image
 from PIL.PngImagePlugin import MAX_TEXT_CHUNK, PngInfo
 
 from bot.app import SdBot
-from bot.community_store import DRAFT_KEEP_S
-from bot.read_params import DRAFT_GONE, NO_IMAGE, NO_METADATA, TOO_LONG
-from engine.params import fit_aspect
-from engine.pngmeta import MAX_INFOTEXT_CHARS, encode_png, user_comment
+from bot.community.read_params import DRAFT_GONE, NO_IMAGE, NO_METADATA, TOO_LONG
+from bot.community.store import DRAFT_KEEP_S
+from core.params import fit_aspect
+from core.pngmeta import MAX_INFOTEXT_CHARS, encode_png, user_comment
 from tests.support.bots import make_bot, results
 from tests.support.community import content, first_result, job_id_of, private_followup
 from tests.support.fake_discord import CHANNEL_ID, USER_ID, FakeDiscord, FakeFile, FakeMessage

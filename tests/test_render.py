@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bot.intake import answer_privately
-from bot.render import failed_text
+from bot.pipeline.intake import answer_privately
+from bot.results.render import failed_text
 
 
 def test_a_failure_sentence_of_any_length_fits_one_message_with_its_ping() -> None:

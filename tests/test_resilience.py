@@ -13,11 +13,11 @@ from pathlib import Path
 from PIL import Image
 
 from bot.app import SdBot
-from bot.dispatch import ENGINE_CRASHED
-from bot.engine_client import Backoff, EngineCommand, Outcome, ProcessEngine, ProgressCallback
-from bot.intake import RESTARTING
-from engine.pngmeta import read_user_comment
-from engine.wire import GenerateRequest, Progress
+from bot.pipeline.dispatch import ENGINE_CRASHED
+from bot.pipeline.engine_client import Backoff, EngineCommand, Outcome, ProcessEngine, ProgressCallback
+from bot.pipeline.intake import RESTARTING
+from core.pngmeta import read_user_comment
+from core.wire import GenerateRequest, Progress
 from tests.support.bots import make_bot, results
 from tests.support.fake_discord import CHANNEL_ID, USER_ID, FakeDiscord
 from tests.support.fake_engine import FakeEngine

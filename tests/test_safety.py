@@ -12,14 +12,14 @@ import pytest
 import torch
 from PIL import Image
 
-from bot.engine_client import EngineCommand, EngineStartError, ProcessEngine
-from engine.catalog import Catalog
+from bot.pipeline.engine_client import EngineCommand, EngineStartError, ProcessEngine
+from core.catalog import Catalog
+from core.params import GenerationParams
+from core.source import parse_source
+from core.wire import GenerateRequest, JobResult, read_message
 from engine.loading import LoadedModel, ModelLoadError, load_model
 from engine.model_shelf import ModelShelf, catalog_loader
-from engine.params import GenerationParams
 from engine.safety import SafetyChecker, load_safety_checker
-from engine.source import parse_source
-from engine.wire import GenerateRequest, JobResult, read_message
 from engine.worker import Channel, Inbox, Worker
 from tests.support.bots import make_bot, results
 from tests.support.fake_discord import FakeDiscord

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from bot.engine_client import EngineCommand
+from bot.pipeline.engine_client import EngineCommand
 from bot.settings import SettingError, load_settings
-from engine.infotext import ModelInfo
-from engine.params import GenerationParams
-from engine.wire import EngineReady, GeneratedImage, GenerateRequest, JobResult, encode, read_message
+from core.infotext import ModelInfo
+from core.params import GenerationParams
+from core.wire import EngineReady, GeneratedImage, GenerateRequest, JobResult, encode, read_message
 from tests.test_settings import TOKEN
 
 

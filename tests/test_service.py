@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from bot.engine_client import EngineCommand, Outcome, ProcessEngine, ProgressCallback
+from bot.pipeline.engine_client import EngineCommand, Outcome, ProcessEngine, ProgressCallback
 from bot.systemd import notify
-from engine.params import GenerationParams
-from engine.wire import EngineReady, GenerateRequest, Progress
+from core.params import GenerationParams
+from core.wire import EngineReady, GenerateRequest, Progress
 from tests.support.bots import make_bot, results
 from tests.support.fake_discord import GUILD_ID, OWNER_ID, USER_ID, FakeDiscord
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bot.settings import DEFAULT_MODEL, SettingError, load_settings, read_environment
-from engine.source import SourceKind
+from core.source import SourceKind
 
 TOKEN = "MTA1NjQ3ODk0NTYxMjM0NTY3OA.GabcDe.abcdefghijklmnopqrstuvwxyz0123456789AB"
 

@@ -12,7 +12,7 @@ import discord
 import pytest
 
 from bot.app import SdBot
-from bot.sharing import FLAGGED, NO_ART_CHANNEL, blocked_here, unchecked_here
+from bot.community.sharing import FLAGGED, NO_ART_CHANNEL, blocked_here, unchecked_here
 from tests.support.bots import make_bot, results
 from tests.support.community import (
     ART_CHANNEL_ID,

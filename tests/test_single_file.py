@@ -18,12 +18,13 @@ from diffusers.loaders.single_file_utils import (
 from safetensors import safe_open
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from core.checkpoint_header import CONFIGS
+from core.source import parse_source
 from engine.loading import LoadedModel, load_model
-from engine.source import parse_source
 from tests.support.ldm_checkpoint import to_ldm_state_dict, write_ldm_checkpoint
 from tests.support.tiny_model import NATIVE_SIZE
 
-SD15_CONFIGS = Path(__file__).resolve().parents[1] / "engine" / "configs" / "sd15"
+SD15_CONFIGS = CONFIGS / "sd15"
 COMPONENTS = ("unet", "vae", "text_encoder")
 
 

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.jobs import Job, JobState
-from bot.store import MIGRATIONS, JobStore, StoreError
-from engine.infotext import ModelInfo
-from engine.params import GenerationParams
+from bot.pipeline.store import MIGRATIONS, JobStore, StoreError
+from core.infotext import ModelInfo
+from core.jobs import Job, JobState
+from core.params import GenerationParams
 
 
 def make_job(job_id: str, created_at: float, user_id: int = 1) -> Job:

@@ -6,9 +6,9 @@ import struct
 
 import pytest
 
-from engine.infotext import ModelInfo
-from engine.params import GenerationParams
-from engine.wire import (
+from core.infotext import ModelInfo
+from core.params import GenerationParams
+from core.wire import (
     EngineReady,
     EngineStarting,
     GenerateBatch,

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from bot.app import NO_LIMITS, SdBot
-from bot.delivery import PREVIEW_FILENAME
-from bot.engine_client import Engine
-from bot.images import ImageStore
-from bot.limits import Limits
-from bot.progress import Clock
-from bot.store import JobStore
+from bot.limits.rules import Limits
+from bot.pipeline.delivery import PREVIEW_FILENAME
+from bot.pipeline.engine_client import Engine
+from bot.pipeline.images import ImageStore
+from bot.pipeline.progress import Clock
+from bot.pipeline.store import JobStore
 from tests.support.fake_discord import CHANNEL_ID, GUILD_ID, FakeDiscord, FakeInteraction, FakeMessage
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from bot.buttons import Press
+from bot.results.buttons import Press
 from tests.support.bots import results
 from tests.support.fake_discord import (
     CHANNEL_ID,

@@ -8,11 +8,11 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 from PIL import Image
 
-from bot.engine_client import JobFailedError, Outcome, ProgressCallback
-from engine.infotext import ModelInfo, format_infotext
-from engine.params import GenerationParams
-from engine.pngmeta import encode_png
-from engine.wire import EngineReady, GeneratedImage, GenerateRequest, JobResult, Progress
+from bot.pipeline.engine_client import JobFailedError, Outcome, ProgressCallback
+from core.infotext import ModelInfo, format_infotext
+from core.params import GenerationParams
+from core.pngmeta import encode_png
+from core.wire import EngineReady, GeneratedImage, GenerateRequest, JobResult, Progress
 
 MODEL = ModelInfo(name="fake-model", hash="0123456789")
 

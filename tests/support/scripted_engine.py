@@ -15,9 +15,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from engine.infotext import ModelInfo, format_infotext
-from engine.pngmeta import encode_png
-from engine.wire import (
+from core.infotext import ModelInfo, format_infotext
+from core.pngmeta import encode_png
+from core.wire import (
     EngineReady,
     GenerateBatch,
     GeneratedImage,

@@ -1,0 +1,250 @@
+"""/imagine: options constrained on Discord's side, checked again here, then stored, acknowledged, queued."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import discord
+from discord import app_commands
+
+from bot.imagine.attachments import AttachmentInfo, check_image, fetch_image
+from bot.models.picker import ModelPick, Models
+from bot.pipeline.images import ImageStore
+from bot.pipeline.intake import Intake, answer_privately, check_channel, check_fits, ready_engine, role_ids
+from core.jobs import Job, new_job_id
+from core.params import (
+    DEFAULT_CFG,
+    DEFAULT_IMAGE_STRENGTH,
+    DEFAULT_SAMPLER,
+    DEFAULT_STEPS,
+    MAX_CFG,
+    MAX_CLIP_SKIP,
+    MAX_COUNT,
+    MAX_IMAGE_STRENGTH,
+    MAX_PROMPT_CHARS,
+    MAX_SEED,
+    MAX_SIZE,
+    MAX_STEPS,
+    MIN_CFG,
+    MIN_COUNT,
+    MIN_IMAGE_STRENGTH,
+    MIN_SIZE,
+    MIN_STEPS,
+    SAMPLERS,
+    GenerationParams,
+    InvalidParams,
+    fit_aspect,
+)
+from core.wire import EngineReady
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ImagineOptions:
+    """The options as Discord delivered them; None where the member left one out."""
+
+    prompt: str
+    negative_prompt: str | None = None
+    width: int | None = None
+    height: int | None = None
+    steps: int | None = None
+    cfg: float | None = None
+    seed: int | None = None
+    count: int | None = None
+    sampler: str | None = None
+    clip_skip: int | None = None
+    model: str | None = None
+    strength: float | None = None
+
+    def to_params(
+        self,
+        engine: EngineReady,
+        seed_source: random.Random,
+        model: ModelPick | None = None,
+        source: tuple[int, int] | None = None,
+        max_side: int = MAX_SIZE,
+    ) -> GenerationParams:
+        """Fill the defaults (the model's sidecar, else its native size and the bot's defaults; a random seed) and
+        check what Discord cannot.
+
+        With a `source` image (an image prompt) the size keeps its aspect at about the native pixel count,
+        within the width and height asked for and the member's largest side.
+        """
+        model = model or ModelPick()
+        wanted = model.defaults
+        native_width, native_height = (
+            (model.native, model.native) if model.native else (engine.native_width, engine.native_height)
+        )
+        width, height = self.width or wanted.width or native_width, self.height or wanted.height or native_height
+        mode, strength = "txt2img", 1.0
+        if source is not None:
+            box = (min(self.width or max_side, max_side), min(self.height or max_side, max_side))
+            width, height = fit_aspect(source, native_width * native_height, box)
+            mode, strength = "img2img", self.strength if self.strength is not None else DEFAULT_IMAGE_STRENGTH
+        elif self.strength is not None:
+            raise InvalidParams("Strength only applies to an image prompt: attach an image, or leave strength out.")
+        cfg = self.cfg if self.cfg is not None else wanted.cfg
+        params = GenerationParams(
+            prompt=self.prompt.strip(),
+            negative_prompt=(self.negative_prompt or wanted.negative_prompt or "").strip(),
+            width=width,
+            height=height,
+            mode=mode,
+            strength=strength,
+            steps=self.steps or wanted.steps or DEFAULT_STEPS,
+            cfg=cfg if cfg is not None else DEFAULT_CFG,
+            sampler=self.sampler or wanted.sampler or DEFAULT_SAMPLER,
+            seed=self.seed if self.seed is not None else seed_source.randrange(MAX_SEED + 1),
+            count=self.count or 1,
+            clip_skip=self.clip_skip or wanted.clip_skip or 0,
+            model=model.name,
+        ).validate()
+        check_fits(params, engine, model.family)
+        return params
+
+
+class ImagineService:
+    """Turns a member's /imagine into a stored, acknowledged, queued job."""
+
+    def __init__(
+        self,
+        *,
+        intake: Intake,
+        engine_ready: Callable[[], EngineReady | None],
+        models: Models | None = None,
+        images: ImageStore,
+        seed_source: random.Random | None = None,
+    ) -> None:
+        self.intake = intake
+        self.engine_ready = engine_ready
+        self.models = models or Models()
+        self.images = images
+        self.seed_source = seed_source or random.SystemRandom()
+
+    def check(
+        self,
+        interaction: discord.Interaction,
+        options: ImagineOptions,
+        source: tuple[int, int] | None = None,
+        max_side: int = MAX_SIZE,
+    ) -> tuple[int, GenerationParams]:
+        """The channel and the job's parameters, or InvalidParams with the sentence saying what to change."""
+        ready = ready_engine(self.engine_ready)
+        channel_id = check_channel(interaction)
+        model = self.models.pick(options.model, channel_id)
+        return channel_id, options.to_params(ready, self.seed_source, model, source, max_side)
+
+    def model_choices(self, typed: str) -> list[app_commands.Choice[str]]:
+        """Autocomplete for `model:`: catalog names (with their descriptions) matching what was typed."""
+        return [app_commands.Choice(name=e.label(), value=e.name) for e in self.models.catalog.matching(typed)]
+
+    async def _max_side(self, interaction: discord.Interaction) -> int:
+        """The largest side this member may ask for, which an image prompt's size must fit."""
+        limits = await self.intake.quota.limits(interaction.guild_id, interaction.user.id, role_ids(interaction))
+        return min(MAX_SIZE, limits.max_size or MAX_SIZE)
+
+    async def submit(
+        self, interaction: discord.Interaction, options: ImagineOptions, image: discord.Attachment | None = None
+    ) -> Job | None:
+        """Refuse with an ephemeral sentence, or store, acknowledge and queue the job.
+
+        An image prompt is checked from Discord's metadata (type, bytes, pixels) and the parameters it would
+        make are checked before it is downloaded; the download is capped, and must decode.
+        """
+        job_id = new_job_id()
+        try:
+            if image is None:
+                channel_id, params = self.check(interaction, options)
+            else:
+                info = AttachmentInfo.of(image)
+                check_image(info)
+                assert info.width is not None and info.height is not None
+                max_side = await self._max_side(interaction)
+                channel_id, params = self.check(interaction, options, (info.width, info.height), max_side)
+                # Nothing is downloaded for a member who may not run the job (banned, over a limit, too soon).
+                if not await self.intake.precheck(interaction, self.intake.new_job(interaction, params, channel_id)):
+                    return None
+                # The download and decoding may take longer than the 3 s Discord allows for an answer.
+                await interaction.response.defer(thinking=True)
+                decoded = await fetch_image(image)
+                channel_id, params = self.check(interaction, options, decoded.size, max_side)
+                # Kept as image 0 of the job itself, so rerolls and restarts find it like any button's source.
+                await asyncio.to_thread(self.images.save_one, job_id, 0, decoded.png)
+        except InvalidParams as exc:
+            await answer_privately(interaction, str(exc))
+            return None
+        job = self.intake.new_job(interaction, params, channel_id, job_id)
+        if image is None:
+            return await self.intake.accept(interaction, job)
+        accepted = await self.intake.accept(interaction, replace(job, parent_id=job_id, source_index=0))
+        if accepted is None:
+            # Refused after all (another command of the member's came first): keep nothing of it.
+            await asyncio.to_thread(self.images.discard, job_id)
+        return accepted
+
+
+def build_imagine_command(service: ImagineService) -> app_commands.Command:  # type: ignore[type-arg]
+    """The /imagine slash command, every option bounded and described for Discord's client."""
+
+    @app_commands.command(name="imagine", description="Draw images from a text prompt with Stable Diffusion")
+    @app_commands.describe(
+        prompt="What to draw, e.g. 'a red fox in the snow, golden hour, detailed'",
+        negative_prompt="What to keep out of the image, e.g. 'blurry, watermark'",
+        width=f"Width in pixels, a multiple of 8 ({MIN_SIZE}–{MAX_SIZE}); default the model's native size",
+        height=f"Height in pixels, a multiple of 8 ({MIN_SIZE}–{MAX_SIZE}); default the model's native size",
+        steps=f"Denoising steps ({MIN_STEPS}–{MAX_STEPS}, default {DEFAULT_STEPS}): more is slower and finer",
+        cfg=f"How closely to follow the prompt ({MIN_CFG:g}–{MAX_CFG:g}, default {DEFAULT_CFG:g})",
+        seed=f"Seed (0–{MAX_SEED}); the same seed and options give the same image. Random if left out",
+        count=f"How many images ({MIN_COUNT}–{MAX_COUNT}, default 1)",
+        sampler=f"Sampler, as A1111 names them (default {DEFAULT_SAMPLER})",
+        clip_skip=f"Text encoder layers to skip, as A1111 counts (1–{MAX_CLIP_SKIP}; 2 for anime models)",
+        model="Which model draws it (default: this channel's, else the bot's); its own defaults apply",
+        image="An image to start from (PNG, JPEG or WebP): the result keeps its aspect",
+        strength=(
+            f"With an image: how much of it to redraw ({MIN_IMAGE_STRENGTH:g}–{MAX_IMAGE_STRENGTH:g},"
+            f" default {DEFAULT_IMAGE_STRENGTH:g})"
+        ),
+    )
+    @app_commands.choices(sampler=[app_commands.Choice(name=s, value=s) for s in SAMPLERS])
+    async def imagine(
+        interaction: discord.Interaction,
+        prompt: app_commands.Range[str, 1, MAX_PROMPT_CHARS],
+        negative_prompt: app_commands.Range[str, 1, MAX_PROMPT_CHARS] | None = None,
+        width: app_commands.Range[int, MIN_SIZE, MAX_SIZE] | None = None,
+        height: app_commands.Range[int, MIN_SIZE, MAX_SIZE] | None = None,
+        steps: app_commands.Range[int, MIN_STEPS, MAX_STEPS] | None = None,
+        cfg: app_commands.Range[float, MIN_CFG, MAX_CFG] | None = None,
+        seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
+        count: app_commands.Range[int, MIN_COUNT, MAX_COUNT] | None = None,
+        sampler: app_commands.Choice[str] | None = None,
+        clip_skip: app_commands.Range[int, 1, MAX_CLIP_SKIP] | None = None,
+        model: app_commands.Range[str, 1, 100] | None = None,
+        image: discord.Attachment | None = None,
+        strength: app_commands.Range[float, MIN_IMAGE_STRENGTH, MAX_IMAGE_STRENGTH] | None = None,
+    ) -> None:
+        options = ImagineOptions(
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            width=width,
+            height=height,
+            steps=steps,
+            cfg=cfg,
+            seed=seed,
+            count=count,
+            sampler=sampler.value if sampler else None,
+            clip_skip=clip_skip,
+            model=model,
+            strength=strength,
+        )
+        await service.submit(interaction, options, image)
+
+    @imagine.autocomplete("model")
+    async def model_autocomplete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        return service.model_choices(current)
+
+    return imagine

@@ -1,0 +1,396 @@
+"""/queue and /quota for members; /sdadmin for admins (hidden by Manage Server, and checked again here)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+
+import discord
+from discord import app_commands
+
+from bot.limits.admin_store import AdminStore
+from bot.limits.owners import Owners, owner_allowed
+from bot.limits.pauses import EVERY_SERVER, Pauses, hold_reason
+from bot.limits.quota import Quota
+from bot.limits.rules import DAY, HOUR, LIMIT_NAMES, Limits, Override
+from bot.pipeline.dispatch import Dispatcher
+from bot.pipeline.estimates import Estimator
+from bot.pipeline.fair_queue import FairQueue
+from bot.pipeline.intake import role_ids
+from bot.pipeline.progress import Clock
+from bot.pipeline.store import JobStore
+from core.jobs import Job, JobState
+
+log = logging.getLogger(__name__)
+
+LIMIT_LABELS = {
+    "images_per_hour": "images per hour",
+    "images_per_day": "images per day",
+    "max_queued": "jobs waiting or running at once",
+    "cooldown_s": "seconds between commands",
+    "max_size": "pixels a side at most",
+    "max_steps": "steps at most",
+}
+NOT_ADMIN = "Only members with Manage Server can use /sdadmin."
+_MAX_LINES = 20
+# Discord caps a message at 2,000 characters; room is left for a heading.
+_LINES_CHARS = 1800
+
+
+def _value(limits: Limits | Override, name: str) -> str:
+    """A limit as admins read it: None in full limits and 0 in an override lift it."""
+    value = getattr(limits, name)
+    if value is None or (isinstance(limits, Override) and value == 0 and name != "cooldown_s"):
+        return "no limit"
+    return f"{value:g}"
+
+
+def describe_limits(limits: Limits) -> str:
+    return "\n".join(f"• {LIMIT_LABELS[name]}: {_value(limits, name)}" for name in LIMIT_NAMES)
+
+
+def describe_override(override: Override) -> str:
+    return ", ".join(
+        f"{LIMIT_LABELS[name]} {_value(override, name)}" for name in LIMIT_NAMES if getattr(override, name) is not None
+    )
+
+
+class QueueView:
+    """The queue as members and admins read it: position, state and estimated start."""
+
+    def __init__(self, *, queue: FairQueue[Job], dispatcher: Dispatcher, estimator: Estimator, clock: Clock) -> None:
+        self.queue = queue
+        self.dispatcher = dispatcher
+        self.estimator = estimator
+        self.clock = clock
+
+    def lines(self, shown: Callable[[Job], bool] = lambda job: True) -> list[str]:
+        """The running and waiting jobs that are `shown`, as many as fit in a message."""
+        now = self.clock()
+        lines = []
+        for job, started in self.dispatcher.running_jobs():
+            if shown(job):
+                lines.append(
+                    f"• `{job.id}` running since <t:{math.floor(started)}:R> for <@{job.user_id}> — {_short(job)}"
+                )
+        order = self.queue.order()
+        for position, job in enumerate(order, start=1):
+            if not shown(job):
+                continue
+            held = hold_reason(self.queue, job.guild_id, "its server")
+            if held is None:
+                ahead = [queued.params for queued in order[: position - 1]]
+                start = self.estimator.start_at(ahead, self.dispatcher.running(), now)
+                when = f"starting <t:{math.ceil(start)}:R>"
+            else:
+                when = f"waiting: {held}"
+            lines.append(f"• `{job.id}` #{position} in line, {when}, for <@{job.user_id}> — {_short(job)}")
+        return _fit(lines)
+
+
+def _fit(lines: list[str]) -> list[str]:
+    """The first lines, up to _MAX_LINES and _LINES_CHARS, and how many more there are."""
+    kept: list[str] = []
+    for line in lines:
+        if len(kept) == _MAX_LINES or sum(len(k) + 1 for k in kept) + len(line) > _LINES_CHARS:
+            return [*kept, f"… and {len(lines) - len(kept)} more"]
+        kept.append(line)
+    return kept
+
+
+def _short(job: Job) -> str:
+    prompt = job.params.prompt if len(job.params.prompt) <= 60 else job.params.prompt[:59] + "…"
+    return f"{job.params.mode} “{prompt}”"
+
+
+def _refill(recent: tuple[tuple[float, int], ...], window: float, now: float) -> str:
+    inside = [at for at, _ in recent if at > now - window]
+    return f", the oldest frees up <t:{math.ceil(min(inside) + window)}:R>" if inside else ""
+
+
+def build_member_commands(*, quota: Quota, queue_view: QueueView, clock: Clock) -> list[app_commands.Command]:  # type: ignore[type-arg]
+    """/queue and /quota: a member's own jobs and limits, answered privately."""
+
+    @app_commands.command(name="queue", description="Your jobs: where they are in line and when they start")
+    async def queue_command(interaction: discord.Interaction) -> None:
+        lines = queue_view.lines(lambda job: job.user_id == interaction.user.id)
+        text = "\n".join(lines) if lines else "You have no jobs waiting or running."
+        held = hold_reason(queue_view.queue, interaction.guild_id) if interaction.guild_id is not None else None
+        if held is not None:
+            text = f"⏸ {held[0].upper()}{held[1:]}: jobs still join it, and start once it is resumed.\n{text}"
+        await interaction.response.send_message(text, ephemeral=True, allowed_mentions=discord.AllowedMentions.none())
+
+    @app_commands.command(name="quota", description="What you can still generate, and when it refills")
+    async def quota_command(interaction: discord.Interaction) -> None:
+        limits = await quota.limits(interaction.guild_id, interaction.user.id, role_ids(interaction))
+        usage = await quota.usage(interaction.user.id)
+        now = clock()
+        lines = []
+        for limit, window, name in ((limits.images_per_hour, HOUR, "hour"), (limits.images_per_day, DAY, "day")):
+            used = sum(cost for at, cost in usage.recent if at > now - window)
+            if limit is None:
+                lines.append(f"• This {name}: {used} images, no limit")
+            else:
+                lines.append(
+                    f"• This {name}: {used} of {limit} images used, {max(0, limit - used)} left"
+                    f"{_refill(usage.recent, window, now)}"
+                )
+        queued = "no limit" if limits.max_queued is None else str(limits.max_queued)
+        lines.append(f"• Waiting or running: {usage.active} (at most {queued})")
+        lines.append(f"• Between commands: {limits.cooldown_s:g} s")
+        if limits.max_size is not None or limits.max_steps is not None:
+            lines.append(f"• Largest side: {_value(limits, 'max_size')} px, steps: {_value(limits, 'max_steps')}")
+        await interaction.response.send_message("\n".join(lines), ephemeral=True)
+
+    return [queue_command, quota_command]
+
+
+class AdminCommands:
+    """The actions behind /sdadmin; every change is logged with who made it."""
+
+    def __init__(
+        self,
+        *,
+        admin: AdminStore,
+        store: JobStore,
+        quota: Quota,
+        queue: FairQueue[Job],
+        dispatcher: Dispatcher,
+        queue_view: QueueView,
+        pauses: Pauses,
+        owners: Owners,
+        clock: Clock,
+    ) -> None:
+        self.admin = admin
+        self.store = store
+        self.quota = quota
+        self.queue = queue
+        self.dispatcher = dispatcher
+        self.queue_view = queue_view
+        self.pauses = pauses
+        self.owners = owners
+        self.clock = clock
+
+    @staticmethod
+    async def allowed(interaction: discord.Interaction) -> bool:
+        """Discord hides /sdadmin from members without Manage Server; check again, the setting can be changed."""
+        if interaction.guild_id is not None and interaction.permissions.manage_guild:
+            return True
+        await interaction.response.send_message(NOT_ADMIN, ephemeral=True)
+        return False
+
+    @staticmethod
+    def _scope(guild_id: int, role: discord.Role | None, member: discord.abc.User | None) -> tuple[str, int]:
+        if member is not None:
+            return "member", member.id
+        if role is not None:
+            return "role", role.id
+        return "guild", guild_id
+
+    async def show_limits(
+        self, interaction: discord.Interaction, role: discord.Role | None, member: discord.Member | None
+    ) -> str:
+        assert interaction.guild_id is not None
+        overrides = await self.admin.overrides(interaction.guild_id)
+        lines = ["**Defaults** (from the bot's settings):", describe_limits(self.quota.defaults)]
+        if overrides.guild is not None:
+            lines.append(f"**This server:** {describe_override(overrides.guild)}")
+        for role_id, override in overrides.roles.items():
+            lines.append(f"**<@&{role_id}>:** {describe_override(override)}")
+        for user_id, override in overrides.members.items():
+            lines.append(f"**<@{user_id}>:** {describe_override(override)}")
+        if member is not None:
+            roles = [r.id for r in getattr(member, "roles", [])]
+            effective = await self.quota.limits(interaction.guild_id, member.id, roles)
+            lines += [f"**What applies to <@{member.id}>:**", describe_limits(effective)]
+        elif role is not None:
+            effective = await self.quota.limits(interaction.guild_id, 0, [role.id])
+            lines += [f"**What applies to a member with only <@&{role.id}>:**", describe_limits(effective)]
+        return "\n".join(lines)
+
+    async def set_limit(
+        self,
+        interaction: discord.Interaction,
+        setting: str,
+        value: float | None,
+        role: discord.Role | None,
+        member: discord.Member | None,
+    ) -> str:
+        """Set (or with None clear) one limit for the server, a role or a member."""
+        assert interaction.guild_id is not None
+        scope, target = self._scope(interaction.guild_id, role, member)
+        if value is not None and setting != "cooldown_s" and value != int(value):
+            return f"{LIMIT_LABELS[setting].capitalize()} must be a whole number, not {value:g}."
+        await self.admin.set_override(
+            interaction.guild_id, scope, target, setting, value, interaction.user.id, self.clock()
+        )
+        who = {"guild": "this server", "role": f"<@&{target}>", "member": f"<@{target}>"}[scope]
+        if value is None:
+            return f"Cleared {LIMIT_LABELS[setting]} for {who}: the next level up applies."
+        shown = "no limit" if value == 0 and setting != "cooldown_s" else f"{value:g}"
+        return f"Set {LIMIT_LABELS[setting]} for {who} to {shown}."
+
+    async def ban(self, interaction: discord.Interaction, member: discord.Member, reason: str) -> str:
+        assert interaction.guild_id is not None
+        await self.admin.ban(interaction.guild_id, member.id, reason, interaction.user.id, self.clock())
+        return f"Banned <@{member.id}> from using the bot here ({reason})."
+
+    async def unban(self, interaction: discord.Interaction, member: discord.Member) -> str:
+        assert interaction.guild_id is not None
+        if await self.admin.unban(interaction.guild_id, member.id, interaction.user.id, self.clock()):
+            return f"<@{member.id}> can use the bot again."
+        return f"<@{member.id}> was not banned."
+
+    async def cancel(self, interaction: discord.Interaction, job_id: str) -> str:
+        job = await self.store.get(job_id.strip().strip("`"))
+        if job is None or job.state not in (JobState.QUEUED, JobState.RUNNING):
+            return f"No job `{job_id}` is waiting or running."
+        if job.guild_id != interaction.guild_id:
+            return f"Job `{job_id}` belongs to another server."
+        outcome = await self.dispatcher.cancel(job, interaction.user.id)
+        await self.admin.log(interaction.guild_id, interaction.user.id, f"cancel {job.id}", self.clock())
+        return outcome
+
+    def queue_text(self, interaction: discord.Interaction, everywhere: bool) -> str:
+        """This server's jobs, running and waiting (every server's for the bot's owners)."""
+        guild_id = interaction.guild_id
+        lines = self.queue_view.lines() if everywhere else self.queue_view.lines(lambda job: job.guild_id == guild_id)
+        held = hold_reason(self.queue, None if everywhere else guild_id)
+        heading = f"**Queue{' of every server' if everywhere else ''}{' (paused)' if held else ''}**"
+        return f"{heading}\n" + ("\n".join(lines) if lines else "Nothing waiting.")
+
+    async def pause(self, interaction: discord.Interaction, paused: bool) -> str:
+        """Pause or resume this server's queue: its jobs still join, none of them starts; other servers' go on."""
+        assert interaction.guild_id is not None
+        changed = await self.pauses.set(interaction.guild_id, paused, interaction.user.id, self.clock())
+        action = "pause" if paused else "resume"
+        await self.admin.log(interaction.guild_id, interaction.user.id, f"{action} the queue", self.clock())
+        if paused:
+            again = "" if changed else " (it already was)"
+            return (
+                f"The queue is paused on this server{again}: jobs still join it, none starts until `/sdadmin resume`."
+                " Other servers' jobs keep running."
+            )
+        if self.pauses.paused(EVERY_SERVER):
+            return "This server's queue is resumed, but every server's is paused until the bot's owners resume it."
+        return "The queue runs again."
+
+    async def pause_everywhere(self, interaction: discord.Interaction, paused: bool) -> str:
+        """The bot's owners pause or resume every server's queue at once (a server paused by its admins stays so)."""
+        await self.pauses.set(EVERY_SERVER, paused, interaction.user.id, self.clock())
+        action = "pause" if paused else "resume"
+        await self.admin.log(interaction.guild_id, interaction.user.id, f"{action} every server's queue", self.clock())
+        if paused:
+            return (
+                "Every server's queue is paused: jobs still join, none starts until `/sdadmin resume everywhere:True`."
+            )
+        still = self.pauses.servers_paused()
+        if still:
+            return f"Every server's queue runs again, except {still} paused by their own admins."
+        return "Every server's queue runs again."
+
+
+def build_admin_group(commands: AdminCommands) -> app_commands.Group:
+    """/sdadmin: limits, bans, the queue; default_member_permissions = Manage Server, offered in servers only."""
+    group = app_commands.Group(
+        name="sdadmin",
+        description="Manage sdbot on this server",
+        default_permissions=discord.Permissions(manage_guild=True),
+        guild_only=True,
+        # Explicit, so that allowing members' commands in DMs (SDBOT_ALLOW_DMS) never offers this one there.
+        allowed_contexts=app_commands.AppCommandContext(guild=True, dm_channel=False, private_channel=False),
+    )
+    limits = app_commands.Group(name="limits", description="Per-member limits", parent=group)
+    settings = [app_commands.Choice(name=LIMIT_LABELS[n], value=n) for n in LIMIT_NAMES]
+    none = discord.AllowedMentions.none()
+
+    async def answer(interaction: discord.Interaction, text: str) -> None:
+        await interaction.response.send_message(text, ephemeral=True, allowed_mentions=none)
+
+    @limits.command(name="show", description="The limits that apply, and every override on this server")
+    @app_commands.describe(role="Show what applies with this role", member="Show what applies to this member")
+    async def limits_show(
+        interaction: discord.Interaction, role: discord.Role | None = None, member: discord.Member | None = None
+    ) -> None:
+        if await commands.allowed(interaction):
+            await answer(interaction, await commands.show_limits(interaction, role, member))
+
+    @limits.command(name="set", description="Set a limit for the server, a role or a member (0: no limit)")
+    @app_commands.describe(
+        setting="Which limit",
+        value="The new value; 0 means no limit (no cooldown)",
+        role="Set it for this role (the most generous of a member's roles wins)",
+        member="Set it for this member (beats roles)",
+    )
+    @app_commands.choices(setting=settings)
+    async def limits_set(
+        interaction: discord.Interaction,
+        setting: app_commands.Choice[str],
+        value: app_commands.Range[float, 0, 1_000_000],
+        role: discord.Role | None = None,
+        member: discord.Member | None = None,
+    ) -> None:
+        if await commands.allowed(interaction):
+            await answer(interaction, await commands.set_limit(interaction, setting.value, value, role, member))
+
+    @limits.command(name="clear", description="Remove an override, so the next level up applies")
+    @app_commands.choices(setting=settings)
+    async def limits_clear(
+        interaction: discord.Interaction,
+        setting: app_commands.Choice[str],
+        role: discord.Role | None = None,
+        member: discord.Member | None = None,
+    ) -> None:
+        if await commands.allowed(interaction):
+            await answer(interaction, await commands.set_limit(interaction, setting.value, None, role, member))
+
+    @group.command(name="ban", description="Stop a member from using the bot on this server")
+    async def ban(
+        interaction: discord.Interaction, member: discord.Member, reason: app_commands.Range[str, 1, 200] = "no reason"
+    ) -> None:
+        if await commands.allowed(interaction):
+            await answer(interaction, await commands.ban(interaction, member, reason))
+
+    @group.command(name="unban", description="Let a banned member use the bot again")
+    async def unban(interaction: discord.Interaction, member: discord.Member) -> None:
+        if await commands.allowed(interaction):
+            await answer(interaction, await commands.unban(interaction, member))
+
+    everywhere_help = "Every server at once (the bot's owners only)"
+
+    async def owners_may(interaction: discord.Interaction, everywhere: bool, action: str) -> bool:
+        return not everywhere or await owner_allowed(interaction, commands.owners, action)
+
+    @group.command(name="queue", description="This server's jobs, waiting or running")
+    @app_commands.describe(everywhere=everywhere_help)
+    async def queue(interaction: discord.Interaction, everywhere: bool = False) -> None:
+        if await commands.allowed(interaction) and await owners_may(
+            interaction, everywhere, "see every server's queue; `/sdadmin queue` shows this server's"
+        ):
+            await answer(interaction, commands.queue_text(interaction, everywhere))
+
+    @group.command(name="cancel", description="Cancel any job of this server by its id")
+    async def cancel(interaction: discord.Interaction, job_id: app_commands.Range[str, 1, 40]) -> None:
+        if await commands.allowed(interaction):
+            await answer(interaction, await commands.cancel(interaction, job_id))
+
+    @group.command(name="pause", description="Stop starting this server's jobs (they still queue)")
+    @app_commands.describe(everywhere=everywhere_help)
+    async def pause(interaction: discord.Interaction, everywhere: bool = False) -> None:
+        if await commands.allowed(interaction) and await owners_may(
+            interaction, everywhere, "pause every server's queue; `/sdadmin pause` pauses this server's"
+        ):
+            action = commands.pause_everywhere if everywhere else commands.pause
+            await answer(interaction, await action(interaction, True))
+
+    @group.command(name="resume", description="Start this server's jobs again")
+    @app_commands.describe(everywhere=everywhere_help)
+    async def resume(interaction: discord.Interaction, everywhere: bool = False) -> None:
+        if await commands.allowed(interaction) and await owners_may(
+            interaction, everywhere, "resume every server's queue; `/sdadmin resume` resumes this server's"
+        ):
+            action = commands.pause_everywhere if everywhere else commands.pause
+            await answer(interaction, await action(interaction, False))
+
+    return group

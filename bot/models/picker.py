@@ -1,0 +1,90 @@
+"""The bot's view of the models: which one a job uses, its defaults, and the catalog behind autocomplete."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bot.models.channel_defaults import ChannelModels
+from core.catalog import Catalog, CatalogEntry, UnknownModel, pickle_refusal, scan
+from core.params import InvalidParams
+from core.sidecar import ModelDefaults
+
+
+@dataclass(frozen=True)
+class ModelPick:
+    """The model a job uses: its catalog name ("" for the configured default), defaults and native side."""
+
+    name: str = ""
+    defaults: ModelDefaults = field(default_factory=ModelDefaults)
+    native: int | None = None  # None: the engine's loaded default model's size
+    family: str | None = None  # None: the default model's, whose memory budget the engine reports itself
+
+
+class Models:
+    """SDBOT_MODELS_DIR as last scanned, SDBOT_MODEL, and the admins' per-channel defaults."""
+
+    def __init__(
+        self,
+        *,
+        catalog: Catalog | None = None,
+        folder: Path | None = None,
+        default_location: str = "",
+        allow_pickle: bool = False,
+        channels: ChannelModels | None = None,
+    ) -> None:
+        self.folder = folder
+        self.default_location = default_location
+        self.allow_pickle = allow_pickle
+        self.channels = channels
+        self._use(catalog or Catalog())
+
+    def _use(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        # SDBOT_MODEL's entry when it is (or points into) the models folder; the queue asks for every job.
+        self.default_entry = catalog.by_path(self.default_location) if self.default_location else None
+
+    async def rescan(self) -> Catalog:
+        """Scan the folder again (off the event loop) and use what it finds; CatalogError keeps what there was."""
+        if self.folder is not None:
+            self._use(await asyncio.to_thread(scan, self.folder))
+        return self.catalog
+
+    def entry(self, name: str) -> CatalogEntry:
+        """The usable entry called `name`, or InvalidParams with a sentence (close matches, or the pickle policy)."""
+        try:
+            entry = self.catalog.find(name)
+        except UnknownModel as exc:
+            raise InvalidParams(str(exc)) from None
+        if entry.pickle and not self.allow_pickle:
+            raise InvalidParams(pickle_refusal(entry.name))
+        return entry
+
+    def pick(self, name: str | None, channel_id: int | None) -> ModelPick:
+        """What the member named, else the channel's default (while it is still installed), else SDBOT_MODEL."""
+        channel_default = self.channels.get(channel_id) if self.channels is not None else None
+        if not name and channel_default is not None and self.catalog.get(channel_default) is not None:
+            name = channel_default
+        entry = self.entry(name.strip()) if name else None
+        default = self.default_entry
+        if entry is None or entry is default:
+            # The engine has the default model loaded and reports its native size itself.
+            return ModelPick(entry.name if entry else "", default.defaults if default else ModelDefaults())
+        return ModelPick(entry.name, entry.defaults, entry.native, entry.family.value)
+
+    def family(self, name: str) -> str | None:
+        """The family of the model a job names, as the engine keys its memory budgets; None for the default
+        model, whose budget the engine reports itself (and for a name no longer installed, refused anyway)."""
+        entry = self.catalog.get(name) if name else None
+        if entry is None or entry is self.default_entry:
+            return None
+        return entry.family.value
+
+    def key(self, name: str) -> Hashable:
+        """One key per model whatever name reached it, so the queue can group jobs that need the same weights."""
+        entry = self.catalog.get(name) if name else None
+        if entry is None or entry is self.default_entry:
+            return ""
+        return str(entry.path)

@@ -1,0 +1,44 @@
+"""What every new job is checked against before it is reserved: the model and LoRAs it names are installed, and its
+prompts parse and keep to this bot's bounds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bot.models.picker import Models
+from core.chunking import ChunkCounter, check_chunk_count
+from core.network_files import NetworkFolder
+from core.params import DEFAULT_MAX_LORAS, GenerationParams
+from core.prompt_syntax import check_lora_count, check_lora_names, check_network_kinds, split_loras
+
+
+@dataclass(frozen=True)
+class Installed:
+    """The models folder and the LoRA folder as the bot sees them now (a remix or an old button may name a
+    model or LoRA that was removed since, or a pasted infotext one that was never here), and the prompt bounds."""
+
+    models: Models = field(default_factory=Models)
+    loras: NetworkFolder = field(default_factory=lambda: NetworkFolder(None))
+    max_loras: int = DEFAULT_MAX_LORAS
+    chunks: ChunkCounter = field(default_factory=ChunkCounter)
+
+    def load(self) -> None:
+        """Load what the checks need and is slow to load (the tokenizer), so that no member's job waits for it: an
+        interaction has 3 s to be answered. Blocking: call it off the event loop."""
+        self.chunks.load()
+
+    def check(self, params: GenerationParams) -> None:
+        """InvalidParams with a sentence (close matches included) when the job names what is not installed, or its
+        prompts do not parse as A1111's syntax or go past a bound; the engine checks the prompts again, job by job.
+
+        Blocking (it reads the LoRA folder and tokenizes): call it off the event loop.
+        """
+        if params.model:
+            self.models.entry(params.model)
+        check_network_kinds(params.prompt)
+        text, tags = split_loras(params.prompt)
+        check_lora_count(tags, self.max_loras)
+        if tags:
+            check_lora_names(tags, self.loras.names())
+        for what, words in (("prompt", text), ("negative prompt", params.negative_prompt)):
+            check_chunk_count(what, self.chunks.count(words))

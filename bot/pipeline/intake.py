@@ -1,0 +1,216 @@
+"""Taking a job in, for /imagine and buttons alike: checks, then store → acknowledge → queue."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+
+import discord
+
+from bot.limits.pauses import hold_reason
+from bot.limits.quota import Quota
+from bot.pipeline.estimates import Estimator
+from bot.pipeline.fair_queue import FairQueue
+from bot.pipeline.installed import Installed
+from bot.pipeline.progress import Clock
+from bot.pipeline.store import JobStore
+from bot.policy.rules import blocked_sentence, is_age_restricted, policy_channel_id
+from bot.policy.store import PolicyStore
+from bot.results.buttons import cancel_view
+from bot.results.render import queued_text
+from core.jobs import Job, new_job_id
+from core.params import GenerationParams, InvalidParams
+from core.wire import EngineReady
+
+log = logging.getLogger(__name__)
+
+# What the bot must be allowed in a channel to post results there with its own token.
+NEEDED_PERMISSIONS = {
+    "view_channel": "View Channel",
+    "send_messages": "Send Messages",
+    "embed_links": "Embed Links",
+    "attach_files": "Attach Files",
+    "read_message_history": "Read Message History",
+}
+
+
+RESTARTING = "I'm restarting: try again in a minute."
+MESSAGE_MAX = 2000
+DMS_OFF = "I only work in servers: use me in a server we share."
+
+
+def missing_permissions(permissions: discord.Permissions) -> list[str]:
+    """The permissions the bot lacks in the channel to deliver results there."""
+    return [label for name, label in NEEDED_PERMISSIONS.items() if not getattr(permissions, name)]
+
+
+async def answer_privately(interaction: discord.Interaction, text: str) -> None:
+    """A sentence only the member sees, also after a public "thinking…" deferral (which it then replaces)."""
+    # Whatever a sentence quotes (a prompt, file names), Discord refuses the whole answer past its length limit.
+    text = text if len(text) <= MESSAGE_MAX else text[: MESSAGE_MAX - 1] + "…"
+    if not interaction.response.is_done():
+        await interaction.response.send_message(text, ephemeral=True)
+        return
+    await interaction.delete_original_response()
+    await interaction.followup.send(text, ephemeral=True)
+
+
+def check_channel(interaction: discord.Interaction) -> int:
+    """The channel id results go to, or InvalidParams when the bot cannot post there."""
+    if interaction.channel_id is None:
+        raise InvalidParams("I can only draw in a channel.")
+    missing = missing_permissions(interaction.app_permissions) if interaction.guild_id else []
+    if missing:
+        raise InvalidParams(
+            f"I can't post images in this channel: ask an admin to give me {', '.join(missing)} here,"
+            " or use me in another channel."
+        )
+    return interaction.channel_id
+
+
+ENGINE_STARTING = "The image engine is starting up: try again in a minute."
+
+
+def ready_engine(engine_ready: Callable[[], EngineReady | None]) -> EngineReady:
+    """What the engine can draw, or InvalidParams while it is still starting."""
+    ready = engine_ready()
+    if ready is None:
+        raise InvalidParams(ENGINE_STARTING)
+    return ready
+
+
+def check_fits(params: GenerationParams, engine: EngineReady, family: str | None) -> None:
+    """InvalidParams when the job would draw more pixels at once than the device holds with its model (of
+    `family`; None for the default model)."""
+    limit = engine.pixels_for(family)
+    if limit == 0:
+        name = params.model or "the default model"
+        raise InvalidParams(f"{name} needs more memory than this GPU has: pick another model.")
+    if params.pixels > limit:
+        what = f"{params.width}×{params.height}" + (f" × {params.count} images" if params.count > 1 else "")
+        fix = "work from a smaller image" if params.needs_source else "lower the width, height or count"
+        raise InvalidParams(
+            f"{what} is more than this GPU can draw at once ({limit / 1e6:.1f} megapixels at most): {fix}."
+        )
+
+
+def role_ids(interaction: discord.Interaction) -> list[int]:
+    """The member's roles (none in a DM)."""
+    return [role.id for role in getattr(interaction.user, "roles", [])]
+
+
+class Intake:
+    """Every job is in SQLite before its member is acknowledged, and acknowledged before it is queued.
+
+    The member's limits are checked and the job stored in one step, so a burst of presses cannot overshoot.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        queue: FairQueue[Job],
+        quota: Quota,
+        estimator: Estimator,
+        running: Callable[[], list[tuple[GenerationParams, float]]],
+        closing: Callable[[], bool],
+        clock: Clock,
+        policy: PolicyStore,
+        installed: Installed | None = None,
+        allow_dms: bool = False,
+    ) -> None:
+        self.installed = installed or Installed()
+        self.store = store
+        self.queue = queue
+        self.quota = quota
+        self.estimator = estimator
+        self.running = running
+        self.closing = closing
+        self.clock = clock
+        self.policy = policy
+        self.allow_dms = allow_dms
+
+    def check_fits(self, params: GenerationParams, engine: EngineReady) -> None:
+        """`check_fits` with the memory budget of the model the job names."""
+        check_fits(params, engine, self.installed.models.family(params.model))
+
+    def new_job(
+        self, interaction: discord.Interaction, params: GenerationParams, channel_id: int, job_id: str | None = None
+    ) -> Job:
+        """A new job for whoever sent `interaction`, posting in `channel_id`."""
+        return Job(
+            id=job_id or new_job_id(),
+            params=params,
+            user_id=interaction.user.id,
+            user_name=interaction.user.display_name,
+            guild_id=interaction.guild_id,
+            channel_id=channel_id,
+            created_at=self.clock(),
+        )
+
+    def _queued_text(self, job: Job) -> str:
+        position = self.queue.next_position(job.user_id, job.guild_id)
+        ahead = [queued.params for queued in self.queue.order()[: position - 1]]
+        now = self.clock()
+        held = hold_reason(self.queue, job.guild_id)
+        return queued_text(position, self.estimator.start_at(ahead, self.running(), now), now, held)
+
+    async def _acknowledge(self, interaction: discord.Interaction, job: Job) -> int:
+        """Post the public status message (in place of the "thinking…" one when deferred); return its id."""
+        if interaction.response.is_done():
+            message = await interaction.edit_original_response(content=self._queued_text(job), view=cancel_view(job))
+            return message.id
+        callback = await interaction.response.send_message(self._queued_text(job), view=cancel_view(job))
+        return callback.message_id or (await interaction.original_response()).id
+
+    async def _admit(self, interaction: discord.Interaction, job: Job) -> Job:
+        """The job as the channel's policy takes it, or InvalidParams with the sentence refusing it."""
+        if self.closing():
+            raise InvalidParams(RESTARTING)
+        if job.guild_id is None and not self.allow_dms:
+            # Discord offers no command in DMs then, but buttons and modals on older messages still arrive from there.
+            raise InvalidParams(DMS_OFF)
+        # Off the event loop: counting a long prompt's tokens takes milliseconds.
+        await asyncio.to_thread(self.installed.check, job.params)
+        policy = await self.policy.policy(job.guild_id)
+        channel = interaction.channel
+        rules = policy.rules(policy_channel_id(channel, job.channel_id), is_age_restricted(channel))
+        # Only the prompt: negative prompts name what to keep out, often the very words a block list holds.
+        found = rules.block_list.find(job.params.prompt)
+        if found is not None:
+            log.info("job %s refused for %s: blocked %r", job.id, job.user_id, found)
+            raise InvalidParams(blocked_sentence(found))
+        return replace(job, size_limit=interaction.filesize_limit, on_flagged=rules.on_flagged)
+
+    async def precheck(self, interaction: discord.Interaction, job: Job) -> bool:
+        """Everything `accept` checks (a ban and the limits included) without reserving: for work that must only be
+        done for a job that may run, such as downloading its image. Answers a refusal itself; False then."""
+        try:
+            await self.quota.check(await self._admit(interaction, job), role_ids(interaction))
+        except InvalidParams as exc:
+            await answer_privately(interaction, str(exc))
+            return False
+        return True
+
+    async def accept(self, interaction: discord.Interaction, job: Job) -> Job | None:
+        """Check the channel's content policy, reserve within the limits (or refuse), acknowledge, queue."""
+        try:
+            job = await self._admit(interaction, job)
+            await self.quota.reserve(job, role_ids(interaction))
+        except InvalidParams as exc:
+            await answer_privately(interaction, str(exc))
+            return None
+        try:
+            message_id = await self._acknowledge(interaction, job)
+        except discord.HTTPException as exc:
+            # The member saw "interaction failed" and will likely ask again: running this one too would double it.
+            log.warning("job %s: could not acknowledge, dropping it: %s", job.id, exc)
+            await self.store.mark_failed(job.id, "Discord refused the acknowledgement.", self.clock())
+            return None
+        await self.store.set_message(job.id, message_id)
+        job = job.with_message(message_id)
+        await self.queue.put(job.user_id, job, job.guild_id)
+        log.info("job %s queued for %s (%s): %s", job.id, job.user_name, job.user_id, job.params)
+        return job

@@ -1,0 +1,381 @@
+"""The crash-safe job log: one aiosqlite connection in WAL mode, schema versioned by PRAGMA user_version."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from bot.limits.rules import DAY, HOUR, Limits, Usage, job_cost
+from core.infotext import ModelInfo
+from core.jobs import Flagged, Job, JobState
+from core.params import GenerationParams
+
+# Each entry migrates the schema from version i to i + 1; append, never edit.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL,
+        user_name TEXT NOT NULL,
+        guild_id INTEGER,
+        channel_id INTEGER NOT NULL,
+        message_id INTEGER,
+        params TEXT NOT NULL,
+        state TEXT NOT NULL,
+        error TEXT,
+        created_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL,
+        result_message_id INTEGER
+    );
+    CREATE INDEX jobs_by_state ON jobs (state, created_at);
+    """,
+    """
+    ALTER TABLE jobs ADD COLUMN parent_id TEXT REFERENCES jobs (id);
+    ALTER TABLE jobs ADD COLUMN source_index INTEGER;
+    ALTER TABLE jobs ADD COLUMN reply_to INTEGER;
+    """,
+    """
+    ALTER TABLE jobs ADD COLUMN cost INTEGER NOT NULL DEFAULT 1;
+    CREATE INDEX jobs_by_user ON jobs (user_id, created_at);
+    CREATE TABLE limit_overrides (
+        guild_id INTEGER NOT NULL,
+        scope TEXT NOT NULL CHECK (scope IN ('guild', 'role', 'member')),
+        target_id INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        value REAL NOT NULL,
+        PRIMARY KEY (guild_id, scope, target_id, name)
+    );
+    CREATE TABLE bans (
+        guild_id INTEGER NOT NULL,
+        user_id INTEGER NOT NULL,
+        by_id INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY (guild_id, user_id)
+    );
+    CREATE TABLE admin_log (
+        at REAL NOT NULL,
+        guild_id INTEGER,
+        by_id INTEGER NOT NULL,
+        action TEXT NOT NULL
+    );
+    CREATE TABLE stats (
+        key TEXT PRIMARY KEY,
+        value REAL NOT NULL
+    );
+    """,
+    """
+    ALTER TABLE jobs ADD COLUMN size_limit INTEGER;
+    ALTER TABLE jobs ADD COLUMN seconds REAL;
+    ALTER TABLE jobs ADD COLUMN model_name TEXT;
+    ALTER TABLE jobs ADD COLUMN model_hash TEXT;
+    """,
+    """
+    CREATE TABLE channel_models (
+        channel_id INTEGER PRIMARY KEY,
+        guild_id INTEGER NOT NULL,
+        model TEXT NOT NULL
+    );
+    """,
+    """
+    ALTER TABLE jobs ADD COLUMN on_flagged TEXT NOT NULL DEFAULT 'post';
+    ALTER TABLE jobs ADD COLUMN flagged TEXT;
+    CREATE TABLE policy_words (
+        guild_id INTEGER NOT NULL,
+        channel_id INTEGER NOT NULL,
+        entry TEXT NOT NULL,
+        PRIMARY KEY (guild_id, channel_id, entry)
+    );
+    CREATE TABLE policy_settings (
+        guild_id INTEGER NOT NULL,
+        channel_id INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (guild_id, channel_id, name)
+    );
+    """,
+    """
+    CREATE TABLE guild_settings (
+        guild_id INTEGER PRIMARY KEY,
+        art_channel_id INTEGER,
+        digest INTEGER NOT NULL DEFAULT 0,
+        digest_at REAL
+    );
+    CREATE TABLE shares (
+        job_id TEXT NOT NULL REFERENCES jobs (id),
+        image_index INTEGER NOT NULL,
+        guild_id INTEGER NOT NULL,
+        channel_id INTEGER NOT NULL,
+        message_id INTEGER,
+        shared_by INTEGER NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY (job_id, image_index)
+    );
+    CREATE INDEX shares_by_guild ON shares (guild_id, at);
+    CREATE TABLE drafts (
+        id TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL,
+        params TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    """,
+    """
+    CREATE TABLE paused_guilds (
+        guild_id INTEGER PRIMARY KEY,
+        by_id INTEGER NOT NULL,
+        at REAL NOT NULL
+    );
+    """,
+    """
+    ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN charged INTEGER NOT NULL DEFAULT 0;
+    """,
+)
+
+# Jobs that count against a member's limits: all but those that produced nothing through no doing of theirs
+# (a job cancelled while drawing is charged: the GPU time was spent).
+_COUNTED = "(state NOT IN ('failed', 'cancelled') OR charged = 1)"
+_ACTIVE = "state IN ('queued', 'running')"
+
+
+class StoreError(RuntimeError):
+    """The database is unusable (e.g. written by a newer sdbot)."""
+
+
+class JobStore:
+    """Every job is written here before its member is acknowledged; its state follows it to the end."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: aiosqlite.Connection | None = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise StoreError("the job store is not open")
+        return self._db
+
+    async def open(self) -> None:
+        """Open the file, switch to WAL and bring the schema up to date."""
+        self._db = await aiosqlite.connect(self.path)
+        self._db.row_factory = aiosqlite.Row
+        await self._db.execute("PRAGMA journal_mode=WAL")
+        await self._db.execute("PRAGMA synchronous=NORMAL")
+        await self._migrate()
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def _migrate(self) -> None:
+        (version,) = await (await self.db.execute("PRAGMA user_version")).fetchone()  # type: ignore[misc]
+        if version > len(MIGRATIONS):
+            raise StoreError(
+                f"SDBOT_DB {self.path} has schema version {version}, newer than this sdbot knows"
+                f" ({len(MIGRATIONS)}): upgrade sdbot or point SDBOT_DB at another file"
+            )
+        for target, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            await self.db.executescript(f"BEGIN; {script}; PRAGMA user_version = {target}; COMMIT;")
+
+    async def schema_version(self) -> int:
+        (version,) = await (await self.db.execute("PRAGMA user_version")).fetchone()  # type: ignore[misc]
+        return int(version)
+
+    _INSERT = (
+        "INSERT INTO jobs (id, user_id, user_name, guild_id, channel_id, message_id, params, state, created_at,"
+        " parent_id, source_index, reply_to, cost, size_limit, on_flagged)"
+    )
+    _COLUMNS = 15
+
+    @staticmethod
+    def _row(job: Job) -> tuple[Any, ...]:
+        return (
+            job.id,
+            job.user_id,
+            job.user_name,
+            job.guild_id,
+            job.channel_id,
+            job.message_id,
+            json.dumps(job.params.to_dict()),
+            job.state.value,
+            job.created_at,
+            job.parent_id,
+            job.source_index,
+            job.reply_to,
+            job_cost(job.params),
+            job.size_limit,
+            job.on_flagged.value,
+        )
+
+    async def add(self, job: Job) -> None:
+        """Record a new queued job, whatever the limits."""
+        await self.db.execute(f"{self._INSERT} VALUES ({', '.join('?' * self._COLUMNS)})", self._row(job))
+        await self.db.commit()
+
+    async def reserve(self, job: Job, limits: Limits, now: float) -> bool:
+        """Record the job only if it fits the member's limits, as one statement: a burst cannot overshoot."""
+        cost = job_cost(job.params)
+        cursor = await self.db.execute(
+            f"{self._INSERT} SELECT {', '.join('?' * self._COLUMNS)} WHERE"
+            f" (? IS NULL OR (SELECT COALESCE(SUM(cost), 0) FROM jobs WHERE user_id = ? AND created_at > ?"
+            f"   AND {_COUNTED}) + ? <= ?)"
+            f" AND (? IS NULL OR (SELECT COALESCE(SUM(cost), 0) FROM jobs WHERE user_id = ? AND created_at > ?"
+            f"   AND {_COUNTED}) + ? <= ?)"
+            f" AND (? IS NULL OR (SELECT COUNT(*) FROM jobs WHERE user_id = ? AND {_ACTIVE}) < ?)"
+            " AND NOT EXISTS (SELECT 1 FROM jobs WHERE user_id = ? AND created_at > ?)",
+            (
+                *self._row(job),
+                limits.images_per_hour,
+                job.user_id,
+                now - HOUR,
+                cost,
+                limits.images_per_hour,
+                limits.images_per_day,
+                job.user_id,
+                now - DAY,
+                cost,
+                limits.images_per_day,
+                limits.max_queued,
+                job.user_id,
+                limits.max_queued,
+                job.user_id,
+                now - limits.cooldown_s,
+            ),
+        )
+        await self.db.commit()
+        return cursor.rowcount == 1
+
+    async def usage(self, user_id: int, now: float) -> Usage:
+        """What a member has used, for the limits' verdict and for /quota."""
+        cursor = await self.db.execute(
+            f"SELECT created_at, cost FROM jobs WHERE user_id = ? AND created_at > ? AND {_COUNTED}",
+            (user_id, now - DAY),
+        )
+        recent = tuple((float(at), int(cost)) for at, cost in await cursor.fetchall())
+        cursor = await self.db.execute(f"SELECT COUNT(*) FROM jobs WHERE user_id = ? AND {_ACTIVE}", (user_id,))
+        (active,) = await cursor.fetchone()  # type: ignore[misc]
+        cursor = await self.db.execute("SELECT MAX(created_at) FROM jobs WHERE user_id = ?", (user_id,))
+        (last,) = await cursor.fetchone()  # type: ignore[misc]
+        return Usage(recent=recent, active=int(active), last_command_at=last)
+
+    async def _update(self, job_id: str, **columns: Any) -> None:
+        assignments = ", ".join(f"{name} = ?" for name in columns)
+        await self.db.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", (*columns.values(), job_id))
+        await self.db.commit()
+
+    async def set_message(self, job_id: str, message_id: int) -> None:
+        """Remember the message that shows the job's progress."""
+        await self._update(job_id, message_id=message_id)
+
+    async def mark_running(self, job_id: str, now: float) -> None:
+        await self._update(job_id, state=JobState.RUNNING.value, started_at=now)
+
+    async def mark_done(
+        self, job_id: str, now: float, seconds: float, model: ModelInfo, flagged: tuple[int, ...] = ()
+    ) -> None:
+        """The images are on disk; what delivery needs besides them is kept here, to deliver after a crash.
+
+        `flagged`: the numbers (from 1) of the images the safety checker flagged.
+        """
+        await self._update(
+            job_id,
+            state=JobState.DONE.value,
+            finished_at=now,
+            seconds=seconds,
+            model_name=model.name,
+            model_hash=model.hash,
+            flagged=json.dumps(list(flagged)),
+        )
+
+    async def done_details(self, job_id: str) -> tuple[float, ModelInfo] | None:
+        """The engine seconds and model of a finished job."""
+        cursor = await self.db.execute("SELECT seconds, model_name, model_hash FROM jobs WHERE id = ?", (job_id,))
+        row = await cursor.fetchone()
+        if row is None or row["seconds"] is None:
+            return None
+        return float(row["seconds"]), ModelInfo(name=row["model_name"], hash=row["model_hash"])
+
+    async def mark_delivered(self, job_id: str, result_message_id: int) -> None:
+        await self._update(job_id, state=JobState.DELIVERED.value, result_message_id=result_message_id)
+
+    async def mark_failed(self, job_id: str, reason: str, now: float) -> None:
+        await self._update(job_id, state=JobState.FAILED.value, error=reason, finished_at=now)
+
+    async def mark_cancelled(self, job_id: str, reason: str, now: float, *, charged: bool = False) -> None:
+        """A job stopped by its member or an admin; `charged` when the engine had begun drawing it."""
+        await self._update(job_id, state=JobState.CANCELLED.value, error=reason, finished_at=now, charged=int(charged))
+
+    async def begin_attempt(self, job_ids: Sequence[str]) -> dict[str, int]:
+        """Count one more hand-over of each job to an engine; return each one's attempts, this one included."""
+        await self.db.executemany("UPDATE jobs SET attempts = attempts + 1 WHERE id = ?", [(i,) for i in job_ids])
+        await self.db.commit()
+        marks = ", ".join("?" for _ in job_ids)
+        rows = await self.db.execute_fetchall(f"SELECT id, attempts FROM jobs WHERE id IN ({marks})", list(job_ids))
+        return {str(job_id): int(attempts) for job_id, attempts in rows}
+
+    async def forgive_attempt(self, job_ids: Sequence[str]) -> None:
+        """Take back an attempt that ended through no fault of the job (another batch crashed the engine, or the
+        bot stopped while it waited)."""
+        await self.db.executemany(
+            "UPDATE jobs SET attempts = attempts - 1 WHERE id = ? AND attempts > 0", [(job_id,) for job_id in job_ids]
+        )
+        await self.db.commit()
+
+    async def get(self, job_id: str) -> Job | None:
+        cursor = await self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        row = await cursor.fetchone()
+        return _job(row) if row is not None else None
+
+    async def in_states(self, *states: JobState) -> list[Job]:
+        """Jobs in any of `states`, oldest first."""
+        marks = ", ".join("?" for _ in states)
+        cursor = await self.db.execute(
+            f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY created_at, rowid", [s.value for s in states]
+        )
+        return [_job(row) for row in await cursor.fetchall()]
+
+    async def history(
+        self, user_id: int, *, older_than: str | None = None, newer_than: str | None = None, limit: int
+    ) -> list[Job]:
+        """A member's delivered jobs, newest first: the `limit` just older (or just newer) than a cursor job."""
+        cursor_job = older_than or newer_than
+        where = "user_id = ? AND state = 'delivered' AND result_message_id IS NOT NULL"
+        args: list[Any] = [user_id]
+        if cursor_job is not None:
+            op = "<" if older_than is not None else ">"
+            where += f" AND rowid {op} (SELECT rowid FROM jobs WHERE id = ?)"
+            args.append(cursor_job)
+        order = "DESC" if newer_than is None else "ASC"
+        cursor = await self.db.execute(
+            f"SELECT * FROM jobs WHERE {where} ORDER BY rowid {order} LIMIT ?", (*args, limit)
+        )
+        jobs = [_job(row) for row in await cursor.fetchall()]
+        return jobs if newer_than is None else jobs[::-1]
+
+
+def _job(row: aiosqlite.Row) -> Job:
+    return Job(
+        id=row["id"],
+        params=GenerationParams.from_dict(json.loads(row["params"])),
+        user_id=row["user_id"],
+        user_name=row["user_name"],
+        guild_id=row["guild_id"],
+        channel_id=row["channel_id"],
+        created_at=row["created_at"],
+        message_id=row["message_id"],
+        state=JobState(row["state"]),
+        error=row["error"],
+        result_message_id=row["result_message_id"],
+        parent_id=row["parent_id"],
+        source_index=row["source_index"],
+        reply_to=row["reply_to"],
+        size_limit=row["size_limit"],
+        on_flagged=Flagged(row["on_flagged"]),
+        flagged=tuple(json.loads(row["flagged"])) if row["flagged"] else (),
+    )

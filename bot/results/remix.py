@@ -1,0 +1,176 @@
+"""🎛 Remix: a modal prefilled with a job's prompt and settings; submitting it runs the edited job.
+
+The modal is not kept in memory: its custom_id names the job, and the submission is read from the
+interaction alone, so a modal opened before a restart still works after it.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
+from typing import Any
+
+import discord
+
+from bot.pipeline.intake import Intake, ready_engine
+from bot.results.buttons import Press
+from bot.results.presses import UNKNOWN_JOB, requester_for
+from core.a1111_samplers import sampler_pairs
+from core.infotext import parse_pairs, quote, settings_changes
+from core.jobs import Job
+from core.params import MAX_PROMPT_CHARS, MAX_SEED, GenerationParams, InvalidParams
+from core.wire import EngineReady
+
+MODAL_ID = re.compile(r"^sdbot:remix:(?P<job>[0-9a-f]{4,32})$")
+SETTINGS_KEYS = ("Steps", "CFG scale", "Seed", "Sampler", "Schedule type")
+# Modes whose size follows from the image they work from: their modal has no size input.
+_SIZED_BY_SOURCE = ("vary", "upscale", "zoom", "pan")
+_MESSAGE_MAX = 2000
+
+
+def settings_line(params: GenerationParams) -> str:
+    """The settings input's text, written as A1111 writes them."""
+    pairs = [
+        ("Steps", str(params.steps)),
+        ("CFG scale", f"{params.cfg:g}"),
+        ("Seed", str(params.seed)),
+        *sampler_pairs(params.sampler),
+    ]
+    return ", ".join(f"{key}: {quote(value)}" for key, value in pairs)
+
+
+def remix_modal(job: Job) -> discord.ui.Modal:
+    """The modal for one job: prompt, negative prompt, size (where it can change) and the other settings."""
+    params = job.params
+    modal = discord.ui.Modal(title="Remix", custom_id=f"sdbot:remix:{job.id}", timeout=None)
+    modal.add_item(
+        discord.ui.TextInput(
+            label="Prompt",
+            custom_id="prompt",
+            style=discord.TextStyle.paragraph,
+            default=params.prompt,
+            max_length=MAX_PROMPT_CHARS,
+        )
+    )
+    modal.add_item(
+        discord.ui.TextInput(
+            label="Negative prompt",
+            custom_id="negative",
+            style=discord.TextStyle.paragraph,
+            default=params.negative_prompt or None,
+            required=False,
+            max_length=MAX_PROMPT_CHARS,
+        )
+    )
+    if params.mode not in _SIZED_BY_SOURCE:
+        modal.add_item(
+            discord.ui.TextInput(
+                label="Size (width x height)",
+                custom_id="size",
+                default=f"{params.width}x{params.height}",
+                max_length=11,
+            )
+        )
+    modal.add_item(
+        discord.ui.TextInput(
+            label="Steps, CFG scale, seed (-1: random), sampler",
+            custom_id="settings",
+            default=settings_line(params),
+            max_length=200,
+        )
+    )
+    # Not kept in discord.py's view store: the submission is answered from its custom_id (see module doc).
+    modal.stop()
+    return modal
+
+
+def _walk(components: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for component in components:
+        yield component
+        yield from _walk(component.get("components") or [])
+        if isinstance(component.get("component"), dict):
+            yield from _walk([component["component"]])
+
+
+def submitted_values(data: Mapping[str, Any]) -> dict[str, str]:
+    """The text inputs of a modal submission, by custom_id."""
+    return {
+        c["custom_id"]: str(c.get("value") or "") for c in _walk(list(data.get("components") or [])) if "custom_id" in c
+    }
+
+
+def remixed_params(params: GenerationParams, values: Mapping[str, str], seed_source: random.Random) -> GenerationParams:
+    """`params` with the modal's edits, checked; InvalidParams with a sentence saying what to change."""
+    pairs = parse_pairs(values.get("settings", ""))
+    if values.get("settings", "").strip() and not pairs:
+        raise InvalidParams(f"Write the settings as A1111 does, e.g. `{settings_line(params)}`.")
+    unknown = [key for key, _ in pairs if key not in SETTINGS_KEYS]
+    if unknown:
+        raise InvalidParams(
+            f"I don't know the setting {unknown[0]!r}: use Steps, CFG scale, Seed, Sampler and Schedule type."
+        )
+    if dict(pairs).get("Seed", "").strip() == "-1":
+        pairs = tuple((k, str(seed_source.randrange(MAX_SEED + 1)) if k == "Seed" else v) for k, v in pairs)
+    if "size" in values:
+        pairs += (("Size", values["size"].strip().lower().replace(" ", "").replace("×", "x")),)
+    changes = settings_changes(pairs)
+    edited = replace(
+        params,
+        prompt=values.get("prompt", params.prompt).strip(),
+        negative_prompt=values.get("negative", "").strip(),
+        **changes,  # type: ignore[arg-type]
+    )
+    return edited.validate()
+
+
+def echo(values: Mapping[str, str]) -> str:
+    """The member's edit, quoted back so a refused submission loses nothing."""
+    lines = [values.get("prompt", "")]
+    if values.get("negative"):
+        lines.append(f"Negative prompt: {values['negative']}")
+    lines += [values[key] for key in ("size", "settings") if values.get(key)]
+    return "\n".join(lines).replace("```", "ˋˋˋ")
+
+
+class RemixService:
+    """Opens the modal on a 🎛 press and turns its submission into a job through the normal intake."""
+
+    def __init__(
+        self,
+        *,
+        intake: Intake,
+        engine_ready: Callable[[], EngineReady | None],
+        seed_source: random.Random | None = None,
+    ) -> None:
+        self.intake = intake
+        self.engine_ready = engine_ready
+        self.seed_source = seed_source or random.SystemRandom()
+
+    async def press(self, interaction: discord.Interaction, press: Press) -> None:
+        """Open the remix modal for the pressed job."""
+        job = await self.intake.store.get(press.job_id)
+        if job is None:
+            await interaction.response.send_message(UNKNOWN_JOB, ephemeral=True)
+            return
+        await interaction.response.send_modal(remix_modal(job))
+
+    async def submit(self, interaction: discord.Interaction, job_id: str) -> Job | None:
+        """Run the edited job, or answer with a sentence and the member's edit to copy back."""
+        job = await self.intake.store.get(job_id)
+        if job is None:
+            await interaction.response.send_message(UNKNOWN_JOB, ephemeral=True)
+            return None
+        values = submitted_values(interaction.data or {})
+        try:
+            ready = ready_engine(self.engine_ready)
+            params = remixed_params(job.params, values, self.seed_source)
+            self.intake.check_fits(params, ready)
+            child = job.remixed(requester_for(interaction, job, self.intake.clock()), params)
+        except InvalidParams as exc:
+            sentence = f"{exc}\nYour edit, to copy back:\n"
+            room = _MESSAGE_MAX - len(sentence) - 8
+            await interaction.response.send_message(f"{sentence}```\n{echo(values)[:room]}\n```", ephemeral=True)
+            return None
+        return await self.intake.accept(interaction, child)

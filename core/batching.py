@@ -1,0 +1,58 @@
+"""Which jobs may share one denoising loop (plain data, no torch: the bot forms batches, the engine checks them)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from core.params import GenerationParams, InvalidParams
+from core.prompt_syntax import LoraTag, split_loras
+
+# Beyond this many images a batch gains little on any GPU measured, and a long batch delays the next round.
+MAX_BATCH_IMAGES = 8
+
+
+@dataclass(frozen=True)
+class BatchKey:
+    """What must be equal for images to be denoised together; prompts, negatives, seeds and cfg may differ."""
+
+    model: str
+    width: int
+    height: int
+    steps: int
+    sampler: str
+    clip_skip: int
+    loras: tuple[LoraTag, ...]  # LoRAs change the weights, for the whole batch
+
+
+def batch_key(params: GenerationParams) -> BatchKey | None:
+    """The key of a job that can share a batch, or None for one that runs alone (modes over a source image, and a
+    prompt whose tags do not parse: the engine answers that job alone with the sentence saying what to change)."""
+    if params.mode != "txt2img":
+        return None
+    try:
+        loras = split_loras(params.prompt)[1]
+    except InvalidParams:
+        return None
+    return BatchKey(
+        model=params.model,
+        width=params.width,
+        height=params.height,
+        steps=params.steps,
+        sampler=params.sampler,
+        clip_skip=params.clip_skip,
+        loras=loras,
+    )
+
+
+def compatible(first: GenerationParams, other: GenerationParams) -> bool:
+    """Whether `other` may join a batch that `first` opened."""
+    key = batch_key(first)
+    return key is not None and key == batch_key(other)
+
+
+def fits(batch: Sequence[GenerationParams], max_images: int, max_pixels: int) -> bool:
+    """Whether a batch stays within the engine's image and pixel limits (a lone job is always let through)."""
+    if len(batch) <= 1:
+        return True
+    return sum(p.count for p in batch) <= max_images and sum(p.pixels for p in batch) <= max_pixels
