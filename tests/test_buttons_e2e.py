@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from bot.app import SdBot
+from bot.pipeline.database import Database
 from bot.pipeline.engine_client import EngineCommand, ProcessEngine
 from bot.pipeline.images import ImageStore
 from bot.pipeline.store import JobStore
@@ -234,8 +235,9 @@ async def test_real_engine_variation_press(fake: FakeDiscord, tiny_model_dir: Pa
     image = Image.open(io.BytesIO(reply.attachments[0].data))
     assert image.size == (64, 64)
     assert "Denoising strength: 0.35" in image.text["parameters"]
-    store = JobStore(tmp_path / "sdbot.sqlite3")
-    await store.open()
+    database = Database(tmp_path / "sdbot.sqlite3")
+    store = JobStore(database)
+    await database.open()
     jobs = await store.in_states(*JobState)
-    await store.close()
+    await database.close()
     assert [(j.state, j.params.mode) for j in jobs] == [(JobState.DELIVERED, "txt2img"), (JobState.DELIVERED, "vary")]

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from bot.pipeline.database import Database
 from bot.pipeline.dispatch import CRASH_ATTEMPTS, ENGINE_CRASHED, Dispatcher
 from bot.pipeline.engine_client import EngineCrashed, Outcome, ProgressCallback
 from bot.pipeline.store import JobStore
@@ -50,12 +51,13 @@ class ScriptedEngine:
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[JobStore]:
     """A real job log holding the jobs the tests send: a, b and c."""
-    store = JobStore(tmp_path / "sdbot.sqlite3")
-    await store.open()
+    database = Database(tmp_path / "sdbot.sqlite3")
+    store = JobStore(database)
+    await database.open()
     for job_id in "abc":
         await store.add(Job(id=job_id, params=FOX, user_id=1, user_name="fox", guild_id=2, channel_id=3, created_at=0))
     yield store
-    await store.close()
+    await database.close()
 
 
 def dispatcher_over(
@@ -77,7 +79,7 @@ def dispatcher_over(
 
 
 def attempts(store: JobStore) -> dict[str, int]:
-    with sqlite3.connect(store.path) as db:
+    with sqlite3.connect(store.database.path) as db:
         return dict(db.execute("SELECT id, attempts FROM jobs"))
 
 

@@ -100,7 +100,7 @@ async def test_read_settings_are_forgotten_a_day_later(fake: FakeDiscord, engine
         answer = await read(fake, await fake.post_files_as_user(CHANNEL_ID, [upload], user_id=STRANGER))
         (run,) = answer.custom_ids()
         now[0] += DRAFT_KEEP_S + 1
-        await client.prune()
+        await client.run_chores()
         gone = await fake.press(answer, run)
         assert content(await gone.wait_response()) == DRAFT_GONE
         assert gone.ephemeral and engine.calls == []

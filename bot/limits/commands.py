@@ -291,9 +291,10 @@ class AdminCommands:
         return "Every server's queue runs again."
 
 
-def build_admin_group(commands: AdminCommands) -> app_commands.Group:
-    """/sdadmin: limits, bans, the queue; default_member_permissions = Manage Server, offered in servers only."""
-    group = app_commands.Group(
+def admin_group() -> app_commands.Group:
+    """/sdadmin, which every feature adds its admin commands to: default_member_permissions = Manage Server,
+    offered in servers only."""
+    return app_commands.Group(
         name="sdadmin",
         description="Manage sdbot on this server",
         default_permissions=discord.Permissions(manage_guild=True),
@@ -301,6 +302,10 @@ def build_admin_group(commands: AdminCommands) -> app_commands.Group:
         # Explicit, so that allowing members' commands in DMs (SDBOT_ALLOW_DMS) never offers this one there.
         allowed_contexts=app_commands.AppCommandContext(guild=True, dm_channel=False, private_channel=False),
     )
+
+
+def add_admin_commands(group: app_commands.Group, commands: AdminCommands) -> None:
+    """Add limits, bans and the queue to /sdadmin."""
     limits = app_commands.Group(name="limits", description="Per-member limits", parent=group)
     settings = [app_commands.Choice(name=LIMIT_LABELS[n], value=n) for n in LIMIT_NAMES]
     none = discord.AllowedMentions.none()
@@ -392,5 +397,3 @@ def build_admin_group(commands: AdminCommands) -> app_commands.Group:
         ):
             action = commands.pause_everywhere if everywhere else commands.pause
             await answer(interaction, await action(interaction, False))
-
-    return group
