@@ -144,7 +144,7 @@ async def run_once(
             guild_ready_timeout=0.05,
         )
         if on_loop:
-            bot.dispatcher.delivery = OnLoopDelivery(bot)
+            bot.dispatcher.handover.delivery = OnLoopDelivery(bot)
         client = asyncio.create_task(bot.start(args.token))
         ready = asyncio.create_task(bot.wait_until_ready())
         await asyncio.wait([client, ready], return_when=asyncio.FIRST_COMPLETED)

@@ -139,7 +139,7 @@ async def through_the_bot(
     whole = await send(jobs)
     single = await send(jobs[:1])
     serving.cancel()
-    await dispatcher.drain()
+    await dispatcher.handover.drain()
     await engine.close()
     await database.close()
     logging.info("engine: %s, batches of up to %d images", ready.device, ready.max_batch)

@@ -151,7 +151,7 @@ class SdBot(discord.Client):
         # One DynamicItem answers every result button ever posted, across restarts.
         self.add_dynamic_items(ResultButton)
         await self.sync_commands()
-        await self.dispatcher.deliver_pending()
+        await self.dispatcher.handover.deliver_pending()
         self._tasks = [
             asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
             asyncio.create_task(self._chores_hourly(), name="chores"),
@@ -236,7 +236,7 @@ class SdBot(discord.Client):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.dispatcher.stop()
-        await self.dispatcher.drain()
+        await self.dispatcher.handover.drain()
         await super().close()
         await self.engine.close()
         await self.database.close()

@@ -260,7 +260,7 @@ async def test_nothing_is_made_from_a_withheld_image_not_even_from_history_or_an
     await imagine(fake, "a fox", seed=42, count=2)
     (grid,) = await fake.wait_for(lambda: posted(fake) or None)
     job_id = engine.calls[0][0]
-    await bot.dispatcher.drain()
+    await bot.dispatcher.handover.drain()
     inter = await fake.slash("history")
     await inter.wait_response()
     assert inter.original is not None

@@ -273,7 +273,7 @@ async def test_history_pages_through_results_with_redo_and_upscale(
     fake: FakeDiscord, bot: SdBot, engine: FakeEngine
 ) -> None:
     made = [await first_result(fake, {"prompt": f"fox {i}", "steps": 1, "count": 1 + i % 2}) for i in range(5)]
-    await bot.dispatcher.drain()  # each result is recorded as delivered once its post returns
+    await bot.dispatcher.handover.drain()  # each result is recorded as delivered once its post returns
     inter = await fake.slash("history")
     await inter.wait_response()
     page = inter.original
