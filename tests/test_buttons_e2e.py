@@ -17,7 +17,7 @@ from bot.pipeline.images import ImageStore
 from bot.pipeline.store import JobStore
 from bot.results.buttons import Press, result_buttons
 from core.jobs import Job, JobState
-from core.params import GenerationParams
+from core.params import GenerationParams, JobMode
 from tests.support.bots import make_bot, results
 from tests.support.community import private_followup
 from tests.support.fake_discord import CHANNEL_ID, USER_ID, FakeDiscord, FakeMessage
@@ -69,7 +69,13 @@ def test_single_images_get_outpaint_buttons_and_lose_those_that_would_pass_the_c
         "delete",
     ]
     big = Job(
-        "ab12", GenerationParams(prompt="x", width=1536, height=1024, mode="upscale", strength=0.3), 1, "a", 2, 3, 0.0
+        "ab12",
+        GenerationParams(prompt="x", width=1536, height=1024, mode=JobMode.UPSCALE, strength=0.3),
+        1,
+        "a",
+        2,
+        3,
+        0.0,
     )
     actions = [b.press.action for b in result_buttons(big, 1)]
     assert "upscale" not in actions and "pan-left" not in actions and "pan-up" in actions

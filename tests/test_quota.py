@@ -42,18 +42,28 @@ async def store(tmp_path: Path) -> AsyncIterator[JobStore]:
     await database.close()
 
 
+async def reserved(quota: Quota, jobs: list[Job]) -> int:
+    """How many of these jobs, reserved all at once, got in (the others were refused)."""
+    outcomes = await asyncio.gather(*(quota.reserve(one, []) for one in jobs), return_exceptions=True)
+    assert all(outcome is None or isinstance(outcome, Refused) for outcome in outcomes)
+    return outcomes.count(None)
+
+
+def quota_of(store: JobStore, limits: Limits) -> Quota:
+    return Quota(store=store, admin=AdminStore(store.database), defaults=limits, clock=Clock())
+
+
 async def test_fifty_presses_at_once_with_five_left_let_exactly_five_through(store: JobStore) -> None:
     limits = Limits(images_per_hour=5, images_per_day=None, max_queued=None, cooldown_s=0.0)
-    results = await asyncio.gather(*(store.reserve(job(), limits, NOW) for _ in range(50)))
-    assert results.count(True) == 5
+    assert await reserved(quota_of(store, limits), [job() for _ in range(50)]) == 5
     assert len(await store.in_states(JobState.QUEUED)) == 5
 
 
 async def test_the_queue_limit_and_the_cooldown_are_atomic_too(store: JobStore) -> None:
     queued = Limits(images_per_hour=None, images_per_day=None, max_queued=2, cooldown_s=0.0)
-    assert (await asyncio.gather(*(store.reserve(job(), queued, NOW) for _ in range(20)))).count(True) == 2
+    assert await reserved(quota_of(store, queued), [job() for _ in range(20)]) == 2
     cooled = Limits(images_per_hour=None, images_per_day=None, max_queued=None, cooldown_s=5.0)
-    assert (await asyncio.gather(*(store.reserve(job(2), cooled, NOW) for _ in range(20)))).count(True) == 1
+    assert await reserved(quota_of(store, cooled), [job(2) for _ in range(20)]) == 1
 
 
 async def test_failed_and_cancelled_jobs_give_their_images_back(store: JobStore) -> None:

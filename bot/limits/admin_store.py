@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import aiosqlite
 
-from bot.limits.rules import LIMIT_NAMES, Override
+from bot.limits.rules import LIMIT_NAMES, SPECS, Override
 from bot.pipeline.database import Database, Schema
 
 log = logging.getLogger("sdbot.admin")
@@ -111,7 +111,7 @@ class AdminStore:
         )
         grouped: dict[tuple[str, int], dict[str, float | int]] = defaultdict(dict)
         for scope, target_id, name, value in await cursor.fetchall():
-            grouped[(scope, target_id)][name] = value if name == "cooldown_s" else int(value)
+            grouped[(scope, target_id)][name] = SPECS[name].stored(value)
         overrides = {key: Override(**values) for key, values in grouped.items()}  # type: ignore[arg-type]
         return GuildOverrides(
             guild=overrides.get(("guild", guild_id)),

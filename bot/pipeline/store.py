@@ -8,7 +8,7 @@ from typing import Any
 
 import aiosqlite
 
-from bot.limits.rules import DAY, HOUR, Limits, Usage, job_cost
+from bot.limits.rules import DAY, Usage, job_cost
 from bot.pipeline.database import Database, Schema
 from core.infotext import ModelInfo
 from core.jobs import Flagged, Job, JobState
@@ -66,10 +66,16 @@ SCHEMA = Schema(
     ),
 )
 
+
 # Jobs that count against a member's limits: all but those that produced nothing through no doing of theirs
 # (a job cancelled while drawing is charged: the GPU time was spent).
-_COUNTED = "(state NOT IN ('failed', 'cancelled') OR charged = 1)"
-_ACTIVE = "state IN ('queued', 'running')"
+def _states(*states: JobState) -> str:
+    """The states as an SQL list; the names come from JobState, never from input."""
+    return ", ".join(f"'{state.value}'" for state in states)
+
+
+_COUNTED = f"(state NOT IN ({_states(JobState.FAILED, JobState.CANCELLED)}) OR charged = 1)"
+_ACTIVE = f"state IN ({_states(JobState.QUEUED, JobState.RUNNING)})"
 
 
 class JobStore:
@@ -109,42 +115,9 @@ class JobStore:
         )
 
     async def add(self, job: Job) -> None:
-        """Record a new queued job, whatever the limits."""
+        """Record a new queued job (the limits are Quota's to check)."""
         await self.db.execute(f"{self._INSERT} VALUES ({', '.join('?' * self._COLUMNS)})", self._row(job))
         await self.db.commit()
-
-    async def reserve(self, job: Job, limits: Limits, now: float) -> bool:
-        """Record the job only if it fits the member's limits, as one statement: a burst cannot overshoot."""
-        cost = job_cost(job.params)
-        cursor = await self.db.execute(
-            f"{self._INSERT} SELECT {', '.join('?' * self._COLUMNS)} WHERE"
-            f" (? IS NULL OR (SELECT COALESCE(SUM(cost), 0) FROM jobs WHERE user_id = ? AND created_at > ?"
-            f"   AND {_COUNTED}) + ? <= ?)"
-            f" AND (? IS NULL OR (SELECT COALESCE(SUM(cost), 0) FROM jobs WHERE user_id = ? AND created_at > ?"
-            f"   AND {_COUNTED}) + ? <= ?)"
-            f" AND (? IS NULL OR (SELECT COUNT(*) FROM jobs WHERE user_id = ? AND {_ACTIVE}) < ?)"
-            " AND NOT EXISTS (SELECT 1 FROM jobs WHERE user_id = ? AND created_at > ?)",
-            (
-                *self._row(job),
-                limits.images_per_hour,
-                job.user_id,
-                now - HOUR,
-                cost,
-                limits.images_per_hour,
-                limits.images_per_day,
-                job.user_id,
-                now - DAY,
-                cost,
-                limits.images_per_day,
-                limits.max_queued,
-                job.user_id,
-                limits.max_queued,
-                job.user_id,
-                now - limits.cooldown_s,
-            ),
-        )
-        await self.db.commit()
-        return cursor.rowcount == 1
 
     async def usage(self, user_id: int, now: float) -> Usage:
         """What a member has used, for the limits' verdict and for /quota."""
@@ -240,7 +213,7 @@ class JobStore:
     ) -> list[Job]:
         """A member's delivered jobs, newest first: the `limit` just older (or just newer) than a cursor job."""
         cursor_job = older_than or newer_than
-        where = "user_id = ? AND state = 'delivered' AND result_message_id IS NOT NULL"
+        where = f"user_id = ? AND state = {_states(JobState.DELIVERED)} AND result_message_id IS NOT NULL"
         args: list[Any] = [user_id]
         if cursor_job is not None:
             op = "<" if older_than is not None else ">"
