@@ -31,6 +31,7 @@ from bot.policy import feature as policy_feature
 from bot.results import feature as results_feature
 from bot.results.buttons import ResultButton
 from bot.systemd import notify, starting, watchdog_interval
+from core.chunking import ChunkCounter
 from core.jobs import Job, JobState
 from core.params import DEFAULT_MAX_LORAS
 
@@ -65,6 +66,7 @@ class SdBot(discord.Client):
         owner_ids: tuple[int, ...] = (),
         allow_dms: bool = False,
         max_loras: int = DEFAULT_MAX_LORAS,
+        chunks: ChunkCounter | None = None,
     ) -> None:
         # No privileged intents: slash commands and buttons arrive as interactions regardless.
         super().__init__(intents=discord.Intents(guilds=True), guild_ready_timeout=guild_ready_timeout)
@@ -85,6 +87,7 @@ class SdBot(discord.Client):
             models=models or Models(),
             options=options,
             closing=lambda: self.closing,
+            chunks=chunks or ChunkCounter(),
         )
         self.registry = Registry(admin_group=admin_group())
         limits_feature.setup(self.shared, self.registry)

@@ -33,6 +33,7 @@ from bot.pipeline.source_images import SourceImages
 from bot.pipeline.store import JobStore
 from bot.policy.store import PolicyStore
 from bot.results.presses import PressHandler
+from core.chunking import ChunkCounter
 from core.jobs import Job
 from core.network_files import NetworkFolder
 from core.params import DEFAULT_MAX_LORAS
@@ -111,8 +112,10 @@ def build_shared(
     models: Models,
     options: Options,
     closing: Callable[[], bool],
+    chunks: ChunkCounter,
 ) -> Shared:
-    """The pipeline (queue, dispatcher, intake) over the database, the engine and the stores it consults."""
+    """The pipeline (queue, dispatcher, intake) over the database, the engine and the stores it consults; `chunks`
+    counts prompts' chunks with the shipped tokenizer (one loaded counter may serve several bots in one process)."""
     clock = options.clock
     channel_models = ChannelModels(database)
     models.channels = channel_models
@@ -146,7 +149,7 @@ def build_shared(
         closing=closing,
         clock=clock,
         policy=policy,
-        installed=Installed(models, NetworkFolder(options.lora_dir), options.max_loras),
+        installed=Installed(models, NetworkFolder(options.lora_dir), options.max_loras, chunks),
         allow_dms=options.allow_dms,
     )
     return Shared(

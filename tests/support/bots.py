@@ -13,7 +13,12 @@ from bot.pipeline.delivery import PREVIEW_FILENAME
 from bot.pipeline.engine_client import Engine
 from bot.pipeline.images import ImageStore
 from bot.pipeline.progress import Clock
+from core.chunking import ChunkCounter
 from tests.support.fake_discord import CHANNEL_ID, GUILD_ID, FakeDiscord, FakeInteraction, FakeMessage
+
+# Loading CLIP's shipped tokenizer takes about 0.1 s; a bot process does it once, and so does the test session: every
+# bot the tests build shares this counter (it loads on first use and serialises its callers).
+CHUNKS = ChunkCounter()
 
 
 def make_bot(
@@ -40,6 +45,7 @@ def make_bot(
         guild_ready_timeout=0.05,
         shutdown_grace=shutdown_grace,
         clock=clock,
+        chunks=CHUNKS,
         **options,
     )
 
