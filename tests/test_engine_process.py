@@ -20,7 +20,12 @@ FOX = GenerationParams(prompt="a red fox", width=64, height=64, steps=2, seed=99
 
 
 async def test_generates_with_progress_and_restarts_after_being_killed(tiny_model_dir: Path) -> None:
-    engine = ProcessEngine(EngineCommand(model=str(tiny_model_dir), device="cpu"))
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    engine = ProcessEngine(EngineCommand(model=str(tiny_model_dir), device="cpu"), sleep=sleep)
     stages: list[str] = []
     ready = await engine.start(on_starting=stages.append)
     try:
@@ -42,7 +47,7 @@ async def test_generates_with_progress_and_restarts_after_being_killed(tiny_mode
         with pytest.raises(EngineCrashed):
             await engine.generate("job-3", FOX, progress.append)
         again = await engine.generate("job-4", FOX, progress.append)
-        assert engine.pid != first_pid
+        assert engine.pid != first_pid and waits == [1.0], "restarted after the first crash's backoff"
         assert [i.png for i in again.images] == [i.png for i in result.images]
     finally:
         await engine.close()
