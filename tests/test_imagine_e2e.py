@@ -201,6 +201,8 @@ async def test_jobs_queued_at_shutdown_run_after_a_restart(fake: FakeDiscord, tm
     async with fake.connected(second):
         await fake.wait_for(lambda: len(results(fake)) == 2, what="both jobs delivered after the restart")
         assert sorted(p.prompt for _, p in restarted_engine.calls) == ["first", "second"]
+        # The posts are in; each is marked delivered once Discord's answer reaches the bot.
+        await second.dispatcher.handover.drain()
         assert {j.state for j in await second.store.in_states(*JobState)} == {JobState.DELIVERED}
 
 
