@@ -42,7 +42,9 @@ def make_bot(
         limits=limits,
         guild_ids=guild_ids,
         progress_interval=0.0,
-        guild_ready_timeout=0.05,
+        # on_ready fires this long after the last GUILD_CREATE, which the fake sends right after READY; connected()
+        # proves every event was handled with a heartbeat round trip whenever on_ready comes.
+        guild_ready_timeout=0.01,
         shutdown_grace=shutdown_grace,
         clock=clock,
         chunks=CHUNKS,
