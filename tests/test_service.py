@@ -232,12 +232,16 @@ class DiesWhileTheBotStops(ProcessEngine):
         super().__init__(command)
         self.starts = 0
         self.stopping: asyncio.Event = asyncio.Event()
+        self.batches_while_stopping = 0
 
     async def start(self, on_starting: Callable[[str], object] | None = None) -> EngineReady:
         self.starts += 1
         return await super().start(on_starting)
 
     async def generate_batch(self, requests: Sequence[GenerateRequest], on_progress: ProgressCallback) -> list[Outcome]:
+        if self.stopping.is_set():
+            self.batches_while_stopping += 1
+
         def progress(step: Progress) -> None:
             on_progress(step)
             if self.stopping.is_set() and self.pid is not None:
@@ -250,7 +254,8 @@ async def test_an_engine_that_dies_while_the_bot_stops_is_not_started_again(
     fake: FakeDiscord, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     engine = DiesWhileTheBotStops(EngineCommand(model=str(tiny_model_dir), device="cpu"))
-    client = make_bot(tmp_path, engine, shutdown_grace=5.0)
+    # The grace runs out in full (the job never finishes): long enough for the kill at the next step.
+    client = make_bot(tmp_path, engine, shutdown_grace=2.0)
     async with fake.connected(client, timeout=60):
         inter = await fake.slash("imagine", {"prompt": "a slow fox", "steps": 100})
         await inter.wait_response()
@@ -261,6 +266,7 @@ async def test_an_engine_that_dies_while_the_bot_stops_is_not_started_again(
         await fake.wait_for(lambda: client.closing or None)
         engine.stopping.set()
         await closing
+    assert engine.batches_while_stopping == 1, "it died within the grace; the retry found the bot stopping"
     assert engine.starts == 1, "nothing is started while the bot stops"
     assert states(tmp_path) == ["running"], "the job runs again after the next start"
     assert not [m for m in fake.messages() if "❌" in m.content], "and its member is not told it failed"
