@@ -17,6 +17,7 @@ from bot.community.read_params import ReadParamsService, build_read_params_comma
 from bot.community.sharing import ShareService
 from bot.community.store import CommunityStore
 from bot.imagine.command import ImagineService, build_imagine_command
+from bot.interactions import caller_and_responder
 from bot.limits.admin_store import AdminStore
 from bot.limits.commands import AdminCommands, QueueView, build_admin_group, build_member_commands
 from bot.limits.owners import Owners
@@ -251,7 +252,8 @@ class SdBot(discord.Client):
             return
         match = MODAL_ID.match(str(interaction.data.get("custom_id", "")))
         if match is not None:
-            await self.remix.submit(interaction, match["job"])
+            caller, responder = caller_and_responder(interaction)
+            await self.remix.submit(caller, responder, match["job"])
 
     async def sync_commands(self) -> None:
         """Guild sync is instant, so configured guilds get it; otherwise sync globally (takes up to an hour)."""
