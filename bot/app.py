@@ -17,7 +17,7 @@ from bot.community.read_params import ReadParamsService, build_read_params_comma
 from bot.community.sharing import ShareService
 from bot.community.store import CommunityStore
 from bot.imagine.command import ImagineService, build_imagine_command
-from bot.interactions import caller_and_responder
+from bot.interactions.adapter import caller_and_responder
 from bot.limits.admin_store import AdminStore
 from bot.limits.commands import AdminCommands, QueueView, build_admin_group, build_member_commands
 from bot.limits.owners import Owners

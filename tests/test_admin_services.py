@@ -10,7 +10,7 @@ import discord
 import pytest
 
 from bot.community.admin import CommunityAdmin
-from bot.interactions import ChannelOption, MemberOption
+from bot.interactions.port import ChannelOption, MemberOption
 from bot.limits.commands import NOT_ADMIN, AdminCommands, MemberCommands, QueueView
 from bot.limits.owners import OWNERS, Owners, owner_allowed
 from bot.limits.pauses import Pauses

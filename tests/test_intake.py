@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.interactions import Caller
+from bot.interactions.port import Caller
 from bot.limits.rules import Limits
 from bot.pipeline.intake import DMS_OFF, RESTARTING, check_channel
 from bot.policy.rules import AGE_FLAGGED, FLAGGED, blocked_sentence

@@ -9,7 +9,8 @@ from typing import Any
 import discord
 import pytest
 
-from bot.interactions import DiscordResponder, ResponseFailed, submitted_values
+from bot.interactions.adapter import DiscordResponder, submitted_values
+from bot.interactions.port import ResponseFailed
 from tests.support.fake_port import discord_error
 
 Call = tuple[str, tuple[Any, ...], dict[str, Any]]

@@ -11,7 +11,7 @@ from pathlib import Path
 import discord
 import pytest
 
-from bot.interactions import MESSAGE_MAX
+from bot.interactions.port import MESSAGE_MAX
 from bot.pipeline.intake import DMS_OFF
 from bot.pipeline.source_images import SourceImages
 from bot.results.presses import UNKNOWN_BUTTON, UNKNOWN_JOB, WITHHELD, PressService

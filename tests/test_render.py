@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.interactions import DiscordResponder
+from bot.interactions.adapter import DiscordResponder
 from bot.results.render import failed_text
 
 

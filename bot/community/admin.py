@@ -6,7 +6,8 @@ import discord
 from discord import app_commands
 
 from bot.community.store import CommunityStore
-from bot.interactions import Caller, caller_and_responder
+from bot.interactions.adapter import caller_and_responder
+from bot.interactions.port import Caller
 from bot.limits.admin_store import AdminStore
 from bot.limits.commands import AdminCommands
 from bot.pipeline.progress import Clock

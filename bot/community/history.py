@@ -8,7 +8,8 @@ import discord
 from discord import app_commands
 
 from bot.community.sharing import message_link
-from bot.interactions import Caller, Responder, caller_and_responder
+from bot.interactions.adapter import caller_and_responder
+from bot.interactions.port import Caller, Responder
 from bot.pipeline.store import JobStore
 from bot.results.buttons import ButtonSpec, Press, buttons_view
 from core.jobs import Job

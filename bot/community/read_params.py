@@ -10,7 +10,8 @@ from discord import app_commands
 
 from bot.community.store import CommunityStore
 from bot.imagine.attachments import IMAGE_TYPES, AttachmentInfo, fetch_raw
-from bot.interactions import Caller, Responder, caller_and_responder
+from bot.interactions.adapter import caller_and_responder
+from bot.interactions.port import Caller, Responder
 from bot.pipeline.intake import Intake, check_channel, ready_engine
 from bot.results.buttons import ButtonSpec, Press, buttons_view
 from core.infotext import Infotext, parse_infotext

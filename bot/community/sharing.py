@@ -9,12 +9,12 @@ from dataclasses import dataclass
 import discord
 
 from bot.community.store import CommunityStore
-from bot.interactions import Caller, Responder
+from bot.interactions.adapter import is_age_restricted, policy_channel_id
+from bot.interactions.port import Caller, Responder
 from bot.pipeline.delivery import DEFAULT_SIZE_LIMIT, Delivery
 from bot.pipeline.progress import Clock
 from bot.pipeline.source_images import SourceImages
 from bot.pipeline.store import JobStore
-from bot.policy.rules import is_age_restricted, policy_channel_id
 from bot.policy.store import PolicyStore
 from bot.results.buttons import Press, buttons_view, shared_buttons
 from bot.results.presses import IMAGE_GONE, UNKNOWN_JOB

@@ -12,7 +12,8 @@ import discord
 from discord import app_commands
 
 from bot.imagine.attachments import AttachmentInfo, check_image, fetch_image
-from bot.interactions import Caller, Responder, caller_and_responder
+from bot.interactions.adapter import caller_and_responder
+from bot.interactions.port import Caller, Responder
 from bot.models.picker import ModelPick, Models
 from bot.pipeline.images import ImageStore
 from bot.pipeline.intake import Intake, check_channel, check_fits, ready_engine

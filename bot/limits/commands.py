@@ -9,7 +9,8 @@ from collections.abc import Callable
 import discord
 from discord import app_commands
 
-from bot.interactions import Caller, MemberOption, Responder, caller_and_responder
+from bot.interactions.adapter import caller_and_responder, member_option
+from bot.interactions.port import Caller, MemberOption, Responder
 from bot.limits.admin_store import AdminStore
 from bot.limits.owners import Owners, owner_allowed
 from bot.limits.pauses import EVERY_SERVER, Pauses, hold_reason
@@ -325,7 +326,7 @@ def build_admin_group(commands: AdminCommands) -> app_commands.Group:
     ) -> None:
         caller, responder = caller_and_responder(interaction)
         if await commands.allowed(caller, responder):
-            named = MemberOption.of(member) if member is not None else None
+            named = member_option(member) if member is not None else None
             await responder.reply_privately(await commands.show_limits(caller, _id(role), named), quiet=True)
 
     @limits.command(name="set", description="Set a limit for the server, a role or a member (0: no limit)")

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import discord
 
-from bot.interactions import Caller, Responder
+from bot.interactions.port import Caller, Responder
 from bot.pipeline.progress import Clock
 
 log = logging.getLogger(__name__)

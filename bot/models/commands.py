@@ -10,7 +10,8 @@ from typing import Optional
 import discord
 from discord import app_commands
 
-from bot.interactions import Caller, Responder, caller_and_responder
+from bot.interactions.adapter import caller_and_responder
+from bot.interactions.port import Caller, Responder
 from bot.limits.admin_store import AdminStore
 from bot.limits.owners import Owners, owner_allowed
 from bot.models.picker import Models

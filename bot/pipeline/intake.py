@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 
-from bot.interactions import Caller, Responder, ResponseFailed
+from bot.interactions.port import Caller, Responder, ResponseFailed
 from bot.limits.pauses import hold_reason
 from bot.limits.quota import Quota
 from bot.pipeline.estimates import Estimator

@@ -7,7 +7,8 @@ from collections.abc import Awaitable, Callable
 import discord
 from discord import app_commands
 
-from bot.interactions import Caller, ChannelOption, Responder, caller_and_responder
+from bot.interactions.adapter import caller_and_responder, channel_option
+from bot.interactions.port import Caller, ChannelOption, Responder
 from bot.pipeline.progress import Clock
 from bot.policy.blocklist import BadEntry, normalize_entry, split_entries
 from bot.policy.rules import (
@@ -253,11 +254,11 @@ def add_policy_commands(
     async def reset(interaction: discord.Interaction, channel: PolicyChannel) -> None:
         caller, responder = caller_and_responder(interaction)
         if await allowed(caller, responder):
-            await responder.reply_privately(await commands.reset(caller, ChannelOption.of(channel)), quiet=True)
+            await responder.reply_privately(await commands.reset(caller, channel_option(channel)), quiet=True)
 
     return group
 
 
 def _option(channel: PolicyChannel | None) -> ChannelOption | None:
     """A channel option as the commands read it, None when left out."""
-    return ChannelOption.of(channel) if channel is not None else None
+    return channel_option(channel) if channel is not None else None

@@ -12,7 +12,7 @@ from typing import Any
 
 import discord
 
-from bot.interactions import caller_and_responder
+from bot.interactions.adapter import caller_and_responder
 from core.jobs import Job
 from core.params import MAX_DERIVED_SIZE, UPSCALE_FACTOR, half_side
 

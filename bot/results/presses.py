@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from PIL import Image, UnidentifiedImageError
 
-from bot.interactions import Caller, Responder, ResponseFailed
+from bot.interactions.port import Caller, Responder, ResponseFailed
 from bot.pipeline.intake import DMS_OFF, Intake, check_channel, ready_engine
 from bot.pipeline.source_images import SourceImages
 from bot.results.buttons import BadButton, Press

@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import discord
 
-from bot.interactions import MESSAGE_MAX, Caller, Responder
+from bot.interactions.port import MESSAGE_MAX, Caller, Responder
 from bot.pipeline.intake import Intake, ready_engine
 from bot.results.buttons import Press
 from bot.results.presses import UNKNOWN_JOB, requester_for

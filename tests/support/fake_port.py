@@ -15,7 +15,7 @@ from typing import Any
 
 import discord
 
-from bot.interactions import Caller, ResponseFailed
+from bot.interactions.port import Caller, ResponseFailed
 
 GUILD_ID = 810_000_000_000_000_001
 CHANNEL_ID = 810_000_000_000_000_002

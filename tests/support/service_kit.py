@@ -13,7 +13,7 @@ from typing import Any
 from PIL import Image
 
 from bot.community.store import CommunityStore
-from bot.interactions import Caller
+from bot.interactions.port import Caller
 from bot.limits.admin_store import AdminStore
 from bot.limits.quota import Quota
 from bot.limits.rules import Limits

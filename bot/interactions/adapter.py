@@ -1,22 +1,14 @@
-"""The bot's one seam in front of Discord's interactions: who asks and where (`Caller`), how a service answers
-(`Responder`), and the one adapter over `discord.Interaction`.
-
-Services take a Caller and a Responder, never the interaction: slash commands, the result buttons' DynamicItem and
-`on_interaction` build both where the interaction arrives, and the tests hand services an in-memory Responder.
-"""
+"""The one adapter between discord.py and the interaction port: reads the Caller from a `discord.Interaction` and
+answers it as the Responder; slash commands, the result buttons' DynamicItem and `on_interaction` call it."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import discord
 
-from bot.policy.rules import is_age_restricted
-
-# Discord refuses a whole message past this many characters of content.
-MESSAGE_MAX = 2000
+from bot.interactions.port import MESSAGE_MAX, Caller, ChannelOption, MemberOption, ResponseFailed
 
 # What the bot must be allowed in a channel to post results there with its own token.
 NEEDED_PERMISSIONS = {
@@ -28,64 +20,22 @@ NEEDED_PERMISSIONS = {
 }
 
 
+def is_age_restricted(channel: object) -> bool:
+    """Whether Discord marks the channel age-restricted (a thread follows its parent; DMs are not)."""
+    is_nsfw = getattr(channel, "is_nsfw", None)
+    return bool(is_nsfw()) if callable(is_nsfw) else False
+
+
+def policy_channel_id(channel: object, channel_id: int) -> int:
+    """The channel whose policy applies: a thread follows its parent channel."""
+    if isinstance(channel, discord.Thread) and channel.parent_id is not None:
+        return channel.parent_id
+    return channel_id
+
+
 def missing_permissions(permissions: discord.Permissions) -> tuple[str, ...]:
     """The permissions the bot lacks in the channel to deliver results there, as Discord's client names them."""
     return tuple(label for name, label in NEEDED_PERMISSIONS.items() if not getattr(permissions, name))
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who asks and where, read once from the interaction: all that services know of it."""
-
-    user_id: int
-    user_name: str
-    guild_id: int | None
-    channel_id: int | None
-    role_ids: tuple[int, ...] = ()
-    # A thread's parent channel, whose policy the thread follows.
-    parent_id: int | None = None
-    age_restricted: bool = False
-    manage_guild: bool = False
-    manage_messages: bool = False
-    # What the bot lacks in the channel to post results there (none in a DM, where no server's permissions apply).
-    bot_missing: tuple[str, ...] = ()
-    upload_limit: int | None = None
-    # The message whose button was pressed, and whether only the presser sees it (such as a /history page).
-    message_id: int | None = None
-    message_ephemeral: bool = False
-    # A modal's text inputs as submitted, by custom_id.
-    values: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def policy_channel_id(self) -> int | None:
-        """The channel whose policy applies here: a thread follows its parent."""
-        return self.parent_id if self.parent_id is not None else self.channel_id
-
-
-@dataclass(frozen=True)
-class MemberOption:
-    """A member a command names in an option."""
-
-    id: int
-    role_ids: tuple[int, ...] = ()
-
-    @classmethod
-    def of(cls, member: discord.abc.User) -> MemberOption:
-        """The option as Discord resolved it (a user outside the server has no roles)."""
-        return cls(member.id, tuple(role.id for role in getattr(member, "roles", [])))
-
-
-@dataclass(frozen=True)
-class ChannelOption:
-    """A channel a command names in an option."""
-
-    id: int
-    age_restricted: bool = False
-
-    @classmethod
-    def of(cls, channel: discord.abc.Snowflake) -> ChannelOption:
-        """The option as Discord resolved it."""
-        return cls(channel.id, is_age_restricted(channel))
 
 
 def _walk(components: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -124,37 +74,14 @@ def caller_of(interaction: discord.Interaction) -> Caller:
     )
 
 
-class ResponseFailed(Exception):
-    """Discord refused an answer (the interaction expired, the message is gone, a permission is missing)."""
+def member_option(member: discord.abc.User) -> MemberOption:
+    """A member option as Discord resolved it (a user outside the server has no roles)."""
+    return MemberOption(member.id, tuple(role.id for role in getattr(member, "roles", [])))
 
 
-class Responder(Protocol):
-    """How a service answers the interaction it was handed; the first call must come within Discord's 3 s."""
-
-    async def reply_privately(
-        self,
-        text: str | None = None,
-        *,
-        embed: discord.Embed | None = None,
-        view: discord.ui.View | None = None,
-        quiet: bool = False,
-    ) -> None:
-        """A message only the member sees, in place of a "thinking…" one; `quiet`: its mentions ping no one."""
-
-    async def think(self, *, private: bool) -> None:
-        """Show "thinking…" (to the member alone when `private`) while the answer takes longer than 3 s."""
-
-    async def acknowledge(self, text: str, view: discord.ui.View) -> int:
-        """The public answer, in place of a public "thinking…"; its message id, or ResponseFailed."""
-
-    async def open_modal(self, modal: discord.ui.Modal) -> None:
-        """Answer with a modal for the member to fill in."""
-
-    async def update_pressed(self, *, embed: discord.Embed, view: discord.ui.View) -> None:
-        """Replace what the pressed message shows, in place."""
-
-    async def delete_pressed(self) -> None:
-        """Delete the message whose button was pressed; ResponseFailed when Discord will not."""
+def channel_option(channel: discord.abc.Snowflake) -> ChannelOption:
+    """A channel option as Discord resolved it."""
+    return ChannelOption(channel.id, is_age_restricted(channel))
 
 
 class DiscordResponder:
