@@ -38,10 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.burst import BURST_TIMEOUT_S, PROMPTS  # noqa: E402
 from bot.app import SdBot  # noqa: E402
+from bot.pipeline.database import Database  # noqa: E402
 from bot.pipeline.delivery import Delivery  # noqa: E402
 from bot.pipeline.engine_client import EngineCommand, ProcessEngine  # noqa: E402
 from bot.pipeline.images import ImageStore  # noqa: E402
-from bot.pipeline.store import JobStore  # noqa: E402
 from core.pngmeta import EncodedImage, fit_under  # noqa: E402
 from tests.support.bots import results  # noqa: E402
 from tests.support.fake_discord import GUILD_ID, USER_ID, FakeDiscord  # noqa: E402
@@ -137,14 +137,14 @@ async def run_once(
         work = Path(tmp)
         engine = ProcessEngine(EngineCommand(str(model), "cpu", max_batch=args.max_batch or None, niceness=niceness))
         bot = SdBot(
-            store=JobStore(work / "sdbot.sqlite3"),
+            database=Database(work / "sdbot.sqlite3"),
             engine=engine,
             images=ImageStore(work / "data", keep_days=1),
             guild_ids=(GUILD_ID,),
             guild_ready_timeout=0.05,
         )
         if on_loop:
-            bot.dispatcher.delivery = OnLoopDelivery(bot)
+            bot.dispatcher.handover.delivery = OnLoopDelivery(bot)
         client = asyncio.create_task(bot.start(args.token))
         ready = asyncio.create_task(bot.wait_until_ready())
         await asyncio.wait([client, ready], return_when=asyncio.FIRST_COMPLETED)

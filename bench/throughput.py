@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.burst import BURST_TIMEOUT_S, PROMPTS  # noqa: E402
 from bench.sd15_shapes import save_sd15_shaped  # noqa: E402
-from bot.limits.admin_store import AdminStore  # noqa: E402
+from bot.pipeline.database import Database  # noqa: E402
 from bot.pipeline.dispatch import Dispatcher  # noqa: E402
 from bot.pipeline.engine_client import EngineCommand, ProcessEngine  # noqa: E402
 from bot.pipeline.estimates import Estimator  # noqa: E402
@@ -108,8 +108,9 @@ async def through_the_bot(
     """The burst, then one job alone, through the fair queue, dispatcher and engine process."""
     engine = ProcessEngine(EngineCommand(str(folder), device, max_batch=args.max_batch or None, compile=args.compile))
     ready = await engine.start()
-    store = JobStore(work / "bench.sqlite3")
-    await store.open()
+    database = Database(work / "bench.sqlite3")
+    await database.open()
+    store = JobStore(database)
     queue: FairQueue[Job] = FairQueue()
     timing = Timing(time.perf_counter())
     dispatcher = Dispatcher(
@@ -118,7 +119,7 @@ async def through_the_bot(
         store=store,
         delivery=timing,  # type: ignore[arg-type]
         sources=SourceImages(ImageStore(work / "data", keep_days=1), client=None),  # type: ignore[arg-type]
-        estimator=Estimator(AdminStore(store)),
+        estimator=Estimator(database),
     )
     serving = asyncio.create_task(dispatcher.run())
 
@@ -138,9 +139,9 @@ async def through_the_bot(
     whole = await send(jobs)
     single = await send(jobs[:1])
     serving.cancel()
-    await dispatcher.drain()
+    await dispatcher.handover.drain()
     await engine.close()
-    await store.close()
+    await database.close()
     logging.info("engine: %s, batches of up to %d images", ready.device, ready.max_batch)
     return whole, single
 

@@ -17,9 +17,9 @@ import discord
 from bot.app import SdBot
 from bot.imagine.command import ImagineOptions
 from bot.models.picker import Models
+from bot.pipeline.database import Database, StoreError
 from bot.pipeline.engine_client import EngineCommand, EngineStartError, JobFailedError, ProcessEngine
 from bot.pipeline.images import ImageStore
-from bot.pipeline.store import JobStore, StoreError
 from bot.settings import SettingError, Settings, configure_logging, load_settings, read_environment
 from core.params import SAMPLERS, InvalidParams
 from core.wire import Progress
@@ -66,7 +66,7 @@ def _engine(settings: Settings) -> ProcessEngine:
 async def run_bot(settings: Settings) -> None:
     """Connect and serve until SIGTERM or SIGINT, then close cleanly."""
     bot = SdBot(
-        store=JobStore(settings.db_path),
+        database=Database(settings.db_path),
         engine=_engine(settings),
         images=ImageStore(settings.data_dir, settings.keep_days),
         limits=settings.limits,

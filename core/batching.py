@@ -28,7 +28,7 @@ class BatchKey:
 def batch_key(params: GenerationParams) -> BatchKey | None:
     """The key of a job that can share a batch, or None for one that runs alone (modes over a source image, and a
     prompt whose tags do not parse: the engine answers that job alone with the sentence saying what to change)."""
-    if params.mode != "txt2img":
+    if params.mode.needs_source:
         return None
     try:
         loras = split_loras(params.prompt)[1]

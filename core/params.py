@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
@@ -30,8 +31,29 @@ MAX_CLIP_SKIP = 12
 # Upscales and outpaints may grow past what /imagine offers, up to this many pixels a side.
 MAX_DERIVED_SIZE = 2048
 
-# What a job does with its source image (txt2img has none).
-MODES: tuple[str, ...] = ("txt2img", "vary", "upscale", "zoom", "pan", "img2img")
+
+class JobMode(str, enum.Enum):
+    """What a job draws from: noise alone (txt2img), or a source image it varies, upscales, outpaints (zoom, pan)
+    or redraws (img2img: a member's image prompt)."""
+
+    TXT2IMG = "txt2img"
+    VARY = "vary"
+    UPSCALE = "upscale"
+    ZOOM = "zoom"
+    PAN = "pan"
+    IMG2IMG = "img2img"
+
+    @property
+    def needs_source(self) -> bool:
+        """Whether the job works from an earlier image rather than from noise alone."""
+        return self is not JobMode.TXT2IMG
+
+    @property
+    def sized_by_source(self) -> bool:
+        """Whether the image the job works from sets its size (a member's image prompt is fitted to the model)."""
+        return self in (JobMode.VARY, JobMode.UPSCALE, JobMode.ZOOM, JobMode.PAN)
+
+
 PAN_DIRECTIONS: tuple[str, ...] = ("left", "right", "up", "down")
 ZOOM_FACTORS: tuple[float, ...] = (1.5, 2.0)
 VARY_STRENGTHS: dict[str, float] = {"subtle": 0.35, "strong": 0.7}
@@ -80,7 +102,7 @@ class GenerationParams:
     sampler: str = DEFAULT_SAMPLER
     seed: int = 0
     count: int = 1
-    mode: str = "txt2img"
+    mode: JobMode = JobMode.TXT2IMG
     strength: float = 1.0
     zoom: float = 1.0
     pan: str = ""
@@ -90,7 +112,7 @@ class GenerationParams:
     @property
     def needs_source(self) -> bool:
         """Whether the job works from an earlier image rather than from noise alone."""
-        return self.mode != "txt2img"
+        return self.mode.needs_source
 
     def seeds(self) -> tuple[int, ...]:
         """The seed of each image, wrapping at 2³²."""
@@ -106,7 +128,7 @@ class GenerationParams:
         return replace(self, seed=seed)
 
     def _from_source(
-        self, mode: str, size: tuple[int, int], strength: float, seed: int, zoom: float = 1.0, pan: str = ""
+        self, mode: JobMode, size: tuple[int, int], strength: float, seed: int, zoom: float = 1.0, pan: str = ""
     ) -> GenerationParams:
         """One image drawn over a source image; img2img runs steps × strength steps, so keep at least one."""
         width, height = size
@@ -126,16 +148,16 @@ class GenerationParams:
 
     def variation(self, source: tuple[int, int], strength: str, seed: int) -> GenerationParams:
         """img2img from one image with the same prompt: `subtle` keeps the composition, `strong` less so."""
-        return self._from_source("vary", source, VARY_STRENGTHS[strength], seed)
+        return self._from_source(JobMode.VARY, source, VARY_STRENGTHS[strength], seed)
 
     def upscaled(self, source: tuple[int, int], seed: int) -> GenerationParams:
         """One image at twice its size, redrawn lightly for detail."""
         size = (source[0] * UPSCALE_FACTOR, source[1] * UPSCALE_FACTOR)
-        return self._from_source("upscale", size, UPSCALE_STRENGTH, seed)
+        return self._from_source(JobMode.UPSCALE, size, UPSCALE_STRENGTH, seed)
 
     def zoomed_out(self, source: tuple[int, int], factor: float, seed: int) -> GenerationParams:
         """The image shrunk into the centre of a canvas of its own size; the border is drawn new."""
-        return self._from_source("zoom", source, OUTPAINT_STRENGTH, seed, zoom=factor)
+        return self._from_source(JobMode.ZOOM, source, OUTPAINT_STRENGTH, seed, zoom=factor)
 
     def panned(self, source: tuple[int, int], direction: str, seed: int) -> GenerationParams:
         """The canvas extended by half the image towards `direction`; the new strip is drawn."""
@@ -145,7 +167,7 @@ class GenerationParams:
             if direction in ("left", "right")
             else (width, height + half_side(height))
         )
-        return self._from_source("pan", size, OUTPAINT_STRENGTH, seed, pan=direction)
+        return self._from_source(JobMode.PAN, size, OUTPAINT_STRENGTH, seed, pan=direction)
 
     def validate(self) -> GenerationParams:
         """Return self, or raise InvalidParams with a sentence saying what to change."""
@@ -156,8 +178,6 @@ class GenerationParams:
                 raise InvalidParams(
                     f"The {name} is {len(text)} characters long: shorten it to {MAX_PROMPT_CHARS} or fewer."
                 )
-        if self.mode not in MODES:
-            raise InvalidParams(f"Unknown job mode {self.mode!r}.")
         if self.needs_source and max(self.width, self.height) > MAX_DERIVED_SIZE:
             raise InvalidParams(
                 f"That would make a {self.width}×{self.height} image, more than {MAX_DERIVED_SIZE} pixels a side:"
@@ -192,18 +212,24 @@ class GenerationParams:
             )
         if not 0 <= self.clip_skip <= MAX_CLIP_SKIP:
             raise InvalidParams(f"Clip skip must be between 1 and {MAX_CLIP_SKIP}, not {self.clip_skip}.")
-        if self.mode == "zoom" and self.zoom not in ZOOM_FACTORS:
+        if self.mode is JobMode.ZOOM and self.zoom not in ZOOM_FACTORS:
             raise InvalidParams(f"Zoom out by {' or '.join(f'{z:g}' for z in ZOOM_FACTORS)}, not {self.zoom:g}.")
-        if self.mode == "pan" and self.pan not in PAN_DIRECTIONS:
+        if self.mode is JobMode.PAN and self.pan not in PAN_DIRECTIONS:
             raise InvalidParams(f"Pan {', '.join(PAN_DIRECTIONS)}, not {self.pan!r}.")
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able form, for SQLite and the engine wire."""
+        """JSON-able form, for SQLite and the engine wire (the mode is a str enum: JSON writes its value)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GenerationParams:
-        """Inverse of to_dict; unknown keys (from a newer version) are ignored."""
+        """Inverse of to_dict; unknown keys (from a newer version) are ignored, an unknown mode is refused."""
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        values = {k: v for k, v in data.items() if k in known}
+        if "mode" in values:
+            try:
+                values["mode"] = JobMode(values["mode"])
+            except ValueError:
+                raise InvalidParams(f"Unknown job mode {str(values['mode'])[:50]!r}.") from None
+        return cls(**values)

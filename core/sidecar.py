@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.errors import first_line
 from core.params import (
     MAX_CFG,
     MAX_PROMPT_CHARS,
@@ -82,8 +83,7 @@ def _parse(path: Path) -> dict[str, Any]:
     try:
         data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
     except (ValueError, tomllib.TOMLDecodeError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise SidecarError(f"{path}: not valid {path.suffix[1:].upper()} ({first})") from None
+        raise SidecarError(f"{path}: not valid {path.suffix[1:].upper()} ({first_line(exc)})") from None
     if not isinstance(data, dict):
         raise SidecarError(f'{path}: must hold an object of settings, such as {{"steps": 25}}')
     return data

@@ -20,7 +20,7 @@ from core.batching import compatible
 from core.chunking import check_chunk_count
 from core.infotext import format_infotext
 from core.network_files import NetworkFolder, hash_list
-from core.params import GenerationParams, InvalidParams
+from core.params import GenerationParams, InvalidParams, JobMode
 from core.pngmeta import encode_png
 from core.prompt_syntax import check_lora_names, split_loras
 from core.wire import GeneratedImage
@@ -177,14 +177,14 @@ class Painter:
 
     def _plan(self, params: GenerationParams, source: bytes | None) -> Plan:
         size = (params.width, params.height)
-        if params.mode == "txt2img":
+        if params.mode is JobMode.TXT2IMG:
             return Plan(self.model.pipe, {"width": params.width, "height": params.height})
         image = open_source(source)
-        if params.mode in ("vary", "upscale", "img2img"):
+        if params.mode in (JobMode.VARY, JobMode.UPSCALE, JobMode.IMG2IMG):
             resized = image.resize(size, Image.Resampling.LANCZOS) if image.size != size else image
             arguments = {"image": resized, "strength": params.strength}
-            return Plan(self.img2img, arguments, tiled_vae=params.mode == "upscale")
-        if params.mode == "zoom":
+            return Plan(self.img2img, arguments, tiled_vae=params.mode is JobMode.UPSCALE)
+        if params.mode is JobMode.ZOOM:
             placement = zoom_placement(size, params.zoom)
         else:
             placement = pan_placement(image.size, params.pan)

@@ -22,6 +22,7 @@ from diffusers import (
 from diffusers.models.attention_processor import AttnProcessor2_0
 
 from core.checkpoint_header import CONFIGS, Family, Header, HeaderError, detect_family, family_of_folder, read_header
+from core.errors import first_line
 from core.infotext import ModelInfo
 from core.source import DEVICE_CHOICES, PICKLE_SUFFIXES, ModelSource, SourceKind
 
@@ -123,8 +124,7 @@ def pickle_header(path: Path) -> Header:
             loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         # weights_only refuses anything but tensors and plain containers: such a file is not loaded at all.
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise HeaderError(f"cannot be read as plain weights ({first})") from None
+        raise HeaderError(f"cannot be read as plain weights ({first_line(exc)})") from None
     state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else {}
     return Header(shapes={k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}, metadata={})
 
@@ -215,8 +215,7 @@ def load_model(
     except Exception as exc:
         # diffusers fails in many ways (bad header, wrong shapes, missing parts); the operator needs one line.
         log.debug("loading %s failed", source.location, exc_info=True)
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"{setting}: could not load {source.location}: {first_line}") from exc
+        raise ModelLoadError(f"{setting}: could not load {source.location}: {first_line(exc)}") from exc
     pipe.unet.set_attn_processor(AttnProcessor2_0())
     pipe.vae.set_attn_processor(AttnProcessor2_0())
     pipe.set_progress_bar_config(disable=True)

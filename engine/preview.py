@@ -11,6 +11,8 @@ import torch
 from diffusers import AutoencoderTiny
 from PIL import Image
 
+from core.errors import first_line
+
 log = logging.getLogger(__name__)
 
 # A1111's "Approx cheap" previews: each latent channel's contribution to R, G and B, fitted per family.
@@ -72,6 +74,5 @@ def load_tiny_autoencoder(location: Path, device: torch.device, dtype: torch.dty
     try:
         model = AutoencoderTiny.from_pretrained(location, local_files_only=True, torch_dtype=dtype)
     except Exception as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PreviewError(f"SDBOT_PREVIEW_MODEL: could not load {location}: {first_line}") from exc
+        raise PreviewError(f"SDBOT_PREVIEW_MODEL: could not load {location}: {first_line(exc)}") from exc
     return model.to(device).eval()

@@ -18,6 +18,7 @@ from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionS
 from PIL import Image
 from transformers import CLIPImageProcessor
 
+from core.errors import first_line
 from core.wire import GeneratedImage
 from engine.loading import ModelLoadError
 
@@ -83,8 +84,7 @@ def load_safety_checker(folder: Path, device: torch.device) -> SafetyChecker:
         processor = CLIPImageProcessor.from_pretrained(extractor_folder, local_files_only=True)
     except Exception as exc:
         log.debug("loading the safety checker from %s failed", folder, exc_info=True)
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"{SETTING}: could not load {folder}: {first_line}") from exc
+        raise ModelLoadError(f"{SETTING}: could not load {folder}: {first_line(exc)}") from exc
     model.to(device).eval()
     log.info("loaded the safety checker from %s on %s", folder, device)
     return SafetyChecker(model, processor, device, dtype)

@@ -21,6 +21,7 @@ from diffusers.utils import logging as diffusers_logging
 from core.batching import compatible
 from core.catalog import Catalog, CatalogError, scan
 from core.checkpoint_header import Family
+from core.errors import first_line
 from core.network_files import NetworkFolder
 from core.params import InvalidParams
 from core.source import DEVICE_CHOICES, InvalidSource, ModelSource, parse_source
@@ -427,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         except Exception as exc:
             log.debug("compiling the model failed", exc_info=exc)
-            line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            line = first_line(exc)
             channel.send(
                 EngineFatal(message=f"SDBOT_COMPILE: compiling the model failed ({line}); set SDBOT_COMPILE=0")
             )

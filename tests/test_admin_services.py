@@ -13,14 +13,8 @@ from bot.community.admin import CommunityAdmin
 from bot.interactions.port import ChannelOption, MemberOption
 from bot.limits.commands import NOT_ADMIN, AdminCommands, MemberCommands, QueueView
 from bot.limits.owners import OWNERS, Owners, owner_allowed
-from bot.limits.pauses import Pauses
-from bot.pipeline.delivery import Delivery
-from bot.pipeline.dispatch import Dispatcher
-from bot.pipeline.estimates import Estimator
-from bot.pipeline.source_images import SourceImages
 from bot.policy.commands import PolicyCommands
 from core.jobs import Flagged
-from tests.support.fake_engine import FakeEngine
 from tests.support.fake_port import CHANNEL_ID, GUILD_ID, USER_ID, FakeResponder, discord_error, member
 from tests.support.service_kit import NO_LIMITS, Kit, job_for, service_kit
 
@@ -44,32 +38,23 @@ def owners(kit: Kit) -> Owners:
 
 
 def admin_commands(kit: Kit) -> tuple[AdminCommands, MemberCommands]:
-    """/sdadmin's and the members' commands over the kit, with a dispatcher that is never started."""
-    client = discord.Client(intents=discord.Intents(guilds=True))
-    sources = SourceImages(kit.images, client)
-    estimator = Estimator(kit.admin)
-    dispatcher = Dispatcher(
-        queue=kit.queue,
-        engine=FakeEngine(),
-        store=kit.store,
-        delivery=Delivery(client),
-        sources=sources,
-        estimator=estimator,
-        clock=kit.clock,
+    """/sdadmin's and the members' commands over the kit (whose dispatcher never starts)."""
+    shared = kit.shared
+    queue_view = QueueView(
+        queue=shared.queue, dispatcher=shared.dispatcher, estimator=shared.estimator, clock=shared.clock
     )
-    queue_view = QueueView(queue=kit.queue, dispatcher=dispatcher, estimator=estimator, clock=kit.clock)
     admin = AdminCommands(
-        admin=kit.admin,
-        store=kit.store,
-        quota=kit.quota,
-        queue=kit.queue,
-        dispatcher=dispatcher,
+        admin=shared.admin,
+        store=shared.jobs,
+        quota=shared.quota,
+        queue=shared.queue,
+        dispatcher=shared.dispatcher,
         queue_view=queue_view,
-        pauses=Pauses(admin=kit.admin, queue=kit.queue),
+        pauses=shared.pauses,
         owners=owners(kit),
-        clock=kit.clock,
+        clock=shared.clock,
     )
-    return admin, MemberCommands(quota=kit.quota, queue_view=queue_view, clock=kit.clock)
+    return admin, MemberCommands(quota=shared.quota, queue_view=queue_view, clock=shared.clock)
 
 
 async def test_only_members_with_manage_server_in_a_server_pass_the_admin_check() -> None:

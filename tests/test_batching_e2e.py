@@ -11,8 +11,8 @@ from PIL import Image
 
 from bot.app import SdBot
 from bot.pipeline.delivery import PREVIEW_FILENAME
-from bot.pipeline.dispatch import SOMETHING_WRONG
 from bot.pipeline.engine_client import Outcome, ProgressCallback
+from bot.pipeline.handover import SOMETHING_WRONG
 from core.jobs import JobState
 from core.wire import GenerateRequest
 from tests.support.bots import make_bot, results

@@ -11,12 +11,13 @@ import pytest
 from PIL import Image
 
 from bot.app import SdBot
+from bot.pipeline.database import Database
 from bot.pipeline.engine_client import EngineCommand, ProcessEngine
 from bot.pipeline.images import ImageStore
 from bot.pipeline.store import JobStore
 from bot.results.buttons import Press, result_buttons
 from core.jobs import Job, JobState
-from core.params import GenerationParams
+from core.params import GenerationParams, JobMode
 from tests.support.bots import make_bot, results
 from tests.support.community import private_followup
 from tests.support.fake_discord import CHANNEL_ID, USER_ID, FakeDiscord, FakeMessage
@@ -68,7 +69,13 @@ def test_single_images_get_outpaint_buttons_and_lose_those_that_would_pass_the_c
         "delete",
     ]
     big = Job(
-        "ab12", GenerationParams(prompt="x", width=1536, height=1024, mode="upscale", strength=0.3), 1, "a", 2, 3, 0.0
+        "ab12",
+        GenerationParams(prompt="x", width=1536, height=1024, mode=JobMode.UPSCALE, strength=0.3),
+        1,
+        "a",
+        2,
+        3,
+        0.0,
     )
     actions = [b.press.action for b in result_buttons(big, 1)]
     assert "upscale" not in actions and "pan-left" not in actions and "pan-up" in actions
@@ -234,8 +241,9 @@ async def test_real_engine_variation_press(fake: FakeDiscord, tiny_model_dir: Pa
     image = Image.open(io.BytesIO(reply.attachments[0].data))
     assert image.size == (64, 64)
     assert "Denoising strength: 0.35" in image.text["parameters"]
-    store = JobStore(tmp_path / "sdbot.sqlite3")
-    await store.open()
+    database = Database(tmp_path / "sdbot.sqlite3")
+    store = JobStore(database)
+    await database.open()
     jobs = await store.in_states(*JobState)
-    await store.close()
+    await database.close()
     assert [(j.state, j.params.mode) for j in jobs] == [(JobState.DELIVERED, "txt2img"), (JobState.DELIVERED, "vary")]

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
 
-import discord
 import pytest
 from aiohttp import web
 from PIL import Image
@@ -17,7 +16,6 @@ from bot.community.read_params import DRAFT_GONE, NO_IMAGE, NO_METADATA, ReadPar
 from bot.community.sharing import FLAGGED, NO_ART_CHANNEL, ShareService
 from bot.imagine.attachments import MAX_IMAGE_BYTES, AttachmentInfo
 from bot.pipeline.intake import ENGINE_STARTING
-from bot.pipeline.source_images import SourceImages
 from bot.results.buttons import Press
 from bot.results.presses import UNKNOWN_JOB
 from core.jobs import Flagged
@@ -106,21 +104,20 @@ async def test_running_read_settings_needs_the_draft_and_the_engine(kit: Kit) ->
     assert await service.run(member(), gone, Press("run", "abcdef")) is None
     assert gone.only_text == DRAFT_GONE
     draft = await kit.community.add_draft(USER_ID, job_for(member()).params, kit.clock())
-    kit.ready = None
+    kit.engine.started = False  # still loading the model
     starting = FakeResponder()
     assert await service.run(member(), starting, Press("run", draft)) is None
     assert starting.only_text == ENGINE_STARTING and len(kit.queue) == 0
 
 
 async def test_share_refuses_from_sqlite_and_the_caller_before_calling_discord(kit: Kit) -> None:
-    # Never connected: a refusal here must not need Discord.
-    client = discord.Client(intents=discord.Intents(guilds=True))
+    # The kit's client never connects: a refusal here must not need Discord.
     share = ShareService(
         store=kit.store,
         community=kit.community,
         policy=kit.policy,
-        sources=SourceImages(kit.images, client),
-        client=client,
+        sources=kit.shared.sources,
+        client=kit.shared.client,
         clock=kit.clock,
     )
     job = await kit.delivered(replace(job_for(member(), count=2), on_flagged=Flagged.SPOILER), flagged=(2,))

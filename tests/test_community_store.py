@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 from bot.community.store import DRAFT_KEEP_S, STALE_CLAIM_S, CommunityStore
+from bot.pipeline.database import Database
 from bot.pipeline.store import JobStore
 from core.jobs import Job
 from core.params import GenerationParams
@@ -17,11 +18,12 @@ def make_job(job_id: str, created_at: float) -> Job:
 
 async def test_an_image_is_claimed_once_even_from_two_connections(tmp_path: Path) -> None:
     path = tmp_path / "sdbot.sqlite3"
-    first, second = JobStore(path), JobStore(path)
-    await first.open()
-    await second.open()
+    first_db, second_db = Database(path), Database(path)
+    first = JobStore(first_db)
+    await first_db.open()
+    await second_db.open()
     await first.add(make_job("ab12", 1.0))
-    stores = [CommunityStore(first), CommunityStore(second)]
+    stores = [CommunityStore(first_db), CommunityStore(second_db)]
     claims = await asyncio.gather(*(stores[i % 2].claim_share("ab12", 1, 10, 30, 100 + i, 50.0) for i in range(20)))
     assert sum(claim is None for claim in claims) == 1
     assert {claim.message_id for claim in claims if claim is not None} == {None}, "still being posted"
@@ -30,15 +32,16 @@ async def test_an_image_is_claimed_once_even_from_two_connections(tmp_path: Path
     existing = await stores[1].claim_share("ab12", 1, 10, 30, 7, 50.0 + 10 * STALE_CLAIM_S)
     assert existing is not None and existing.message_id == 999, "a posted share is never taken over"
     assert await stores[1].claim_share("ab12", 2, 10, 30, 7, 60.0) is None, "another image of the job is its own"
-    await first.close()
-    await second.close()
+    await first_db.close()
+    await second_db.close()
 
 
 async def test_a_claim_left_by_a_failed_or_interrupted_post_can_be_taken_again(tmp_path: Path) -> None:
-    store = JobStore(tmp_path / "sdbot.sqlite3")
-    await store.open()
+    database = Database(tmp_path / "sdbot.sqlite3")
+    store = JobStore(database)
+    await database.open()
     await store.add(make_job("ab12", 1.0))
-    community = CommunityStore(store)
+    community = CommunityStore(database)
     assert await community.claim_share("ab12", 1, 10, 30, 5, 100.0) is None
     await community.release_share("ab12", 1)  # the post failed: the member may try again at once
     assert await community.claim_share("ab12", 1, 10, 30, 5, 101.0) is None
@@ -47,37 +50,37 @@ async def test_a_claim_left_by_a_failed_or_interrupted_post_can_be_taken_again(t
     assert await community.claim_share("ab12", 1, 10, 30, 6, 101.0 + STALE_CLAIM_S + 1) is None
     share = await community.share("ab12", 1)
     assert share is not None and share.shared_by == 6
-    await store.close()
+    await database.close()
 
 
 async def test_settings_digest_and_drafts_survive_reopening(tmp_path: Path) -> None:
     path = tmp_path / "sdbot.sqlite3"
-    store = JobStore(path)
-    await store.open()
-    community = CommunityStore(store)
+    database = Database(path)
+    await database.open()
+    community = CommunityStore(database)
     assert (await community.settings(10)).art_channel_id is None
     await community.set_digest(10, True, 5.0)
     await community.set_art_channel(10, 30)
     draft = await community.add_draft(1, GenerationParams(prompt="fox", steps=12), 6.0)
-    await store.close()
-    await store.open()
-    community = CommunityStore(store)
+    await database.close()
+    await database.open()
+    community = CommunityStore(database)
     settings = await community.settings(10)
     assert (settings.art_channel_id, settings.digest, settings.digest_at) == (30, True, 5.0)
     assert [s.guild_id for s in await community.digest_guilds()] == [10]
     assert await community.draft(draft) == GenerationParams(prompt="fox", steps=12)
     assert await community.draft("0000000000") is None
-    await store.close()
+    await database.close()
 
 
 async def test_drafts_are_forgotten_a_day_after_they_were_read(tmp_path: Path) -> None:
-    store = JobStore(tmp_path / "sdbot.sqlite3")
-    await store.open()
-    community = CommunityStore(store)
+    database = Database(tmp_path / "sdbot.sqlite3")
+    await database.open()
+    community = CommunityStore(database)
     old = await community.add_draft(1, GenerationParams(prompt="old"), 100.0)
     fresh = await community.add_draft(1, GenerationParams(prompt="fresh"), 100.0 + DRAFT_KEEP_S)
     assert await community.prune_drafts(100.0 + DRAFT_KEEP_S) == 0, "a draft exactly a day old is kept"
     assert await community.prune_drafts(101.0 + DRAFT_KEEP_S) == 1
     assert await community.draft(old) is None
     assert await community.draft(fresh) == GenerationParams(prompt="fresh")
-    await store.close()
+    await database.close()

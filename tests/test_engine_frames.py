@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bot.pipeline.dispatch import ENGINE_GARBLED
 from bot.pipeline.engine_client import Backoff, EngineCommand, EngineCrashed, EngineGarbled, ProcessEngine
+from bot.pipeline.retries import ENGINE_GARBLED
 from core.params import GenerationParams
 from core.wire import GenerateRequest, JobResult, Progress
 from tests.support.bots import make_bot, results

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from bot.imagine.attachments import AttachmentInfo, check_image, decode_image
-from core.params import GenerationParams, InvalidParams, fit_aspect
+from core.params import GenerationParams, InvalidParams, JobMode, fit_aspect
 from core.source import parse_source
 from engine.generate import Painter
 from engine.loading import load_model
@@ -68,7 +68,7 @@ def test_img2img_on_the_tiny_model_draws_the_attachment_at_its_aspect(tiny_model
     Image.fromarray(pixels).save(buffer, format="PNG")
     size = fit_aspect((120, 60), 128 * 64, (256, 256))
     params = GenerationParams(prompt="a fox", width=size[0], height=size[1], steps=4, seed=3, count=2)
-    params = GenerationParams(**{**params.to_dict(), "mode": "img2img", "strength": 0.5})
+    params = GenerationParams(**{**params.to_dict(), "mode": JobMode.IMG2IMG, "strength": 0.5})
     steps: list[tuple[int, int]] = []
     images = painter.paint(params, lambda step, total: steps.append((step, total)), source=buffer.getvalue())
     assert size == (128, 64)

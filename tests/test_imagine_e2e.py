@@ -233,7 +233,7 @@ async def test_an_acknowledgement_discord_refuses_drops_the_job(
 
 
 async def test_an_error_on_our_side_is_a_sentence_not_a_failed_interaction(fake: FakeDiscord, bot: SdBot) -> None:
-    await bot.store.close()  # the next write fails as a broken database would
+    await bot.database.close()  # the next write fails as a broken database would
     inter = await fake.slash("imagine", {"prompt": "fox"})
     callback = await inter.wait_response()
     assert inter.ephemeral and callback.data is not None

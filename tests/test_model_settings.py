@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bot.models.channel_defaults import ChannelModels
-from bot.pipeline.store import JobStore
+from bot.pipeline.database import Database
 from bot.settings import SettingError, load_settings
 from core.source import SourceKind
 from tests.support.checkpoint_headers import SD1_KEYS, write_header_only
@@ -81,18 +81,18 @@ def test_a_bad_sidecar_stops_the_bot_with_one_line(tmp_path: Path, models: Path)
 
 
 async def test_channel_defaults_survive_a_restart(tmp_path: Path) -> None:
-    store = JobStore(tmp_path / "sdbot.sqlite3")
-    await store.open()
-    channels = ChannelModels(store)
+    database = Database(tmp_path / "sdbot.sqlite3")
+    await database.open()
+    channels = ChannelModels(database)
     await channels.load()
     await channels.set(1, 10, "deliberate_v2")
     await channels.set(1, 11, "sd_xl_base_1.0")
     await channels.set(2, 20, "other")
     await channels.set(1, 11, None)
-    await store.close()
-    await store.open()
-    again = ChannelModels(store)
+    await database.close()
+    await database.open()
+    again = ChannelModels(database)
     await again.load()
     assert (again.get(10), again.get(11), again.get(None)) == ("deliberate_v2", None, None)
     assert again.in_guild(1) == {10: "deliberate_v2"} and again.in_guild(2) == {20: "other"}
-    await store.close()
+    await database.close()

@@ -103,7 +103,7 @@ async def test_a_result_delivered_after_a_restart_reads_its_infotext_beside_the_
     # As if the bot had been stopped after drawing, before posting.
     with sqlite3.connect(tmp_path / "sdbot.sqlite3") as db:
         db.execute("UPDATE jobs SET state = 'done', result_message_id = NULL")
-    infotext_of = probe(monkeypatch, "bot.pipeline.dispatch.infotext_of")
+    infotext_of = probe(monkeypatch, "bot.pipeline.handover.infotext_of")
 
     def posted() -> bool:
         return sum(r.method == "POST" and r.path == f"/channels/{CHANNEL_ID}/messages" for r in fake.requests) == 2

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bot.limits.admin_store import AdminStore
+from bot.pipeline.database import Database
 from bot.pipeline.store import JobStore
 from bot.policy.commands import describe_policy
 from bot.policy.rules import AGE_BLOCKLIST, AGE_FLAGGED, FLAGGED, GuildPolicy, ScopePolicy
@@ -44,10 +45,10 @@ def test_a_channel_adds_words_and_overrides_the_servers_settings() -> None:
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[PolicyStore]:
-    jobs = JobStore(tmp_path / "sdbot.sqlite3")
-    await jobs.open()
-    yield PolicyStore(AdminStore(jobs))
-    await jobs.close()
+    jobs_db = Database(tmp_path / "sdbot.sqlite3")
+    await jobs_db.open()
+    yield PolicyStore(AdminStore(jobs_db))
+    await jobs_db.close()
 
 
 async def test_entries_and_settings_round_trip_and_every_change_is_logged(store: PolicyStore) -> None:
@@ -70,7 +71,7 @@ async def test_entries_and_settings_round_trip_and_every_change_is_logged(store:
     assert await store.policy(GUILD) == GuildPolicy(
         server=ScopePolicy(words=("nude",), settings={FLAGGED: Flagged.WITHHOLD})
     )
-    cursor = await store.admin.store.db.execute("SELECT at, guild_id, by_id, action FROM admin_log ORDER BY at")
+    cursor = await store.admin.db.execute("SELECT at, guild_id, by_id, action FROM admin_log ORDER BY at")
     assert [tuple(row) for row in await cursor.fetchall()] == [
         (1.0, GUILD, ADMIN, "policy server: block nude, gore"),
         (3.0, GUILD, ADMIN, f"policy channel {CHANNEL}: block red fox"),
@@ -91,19 +92,21 @@ async def test_a_block_list_has_a_ceiling(store: PolicyStore) -> None:
 
 
 async def test_jobs_keep_what_to_do_with_flagged_images_and_which_were_flagged(tmp_path: Path) -> None:
-    jobs = JobStore(tmp_path / "sdbot.sqlite3")
-    await jobs.open()
+    jobs_db = Database(tmp_path / "sdbot.sqlite3")
+    jobs = JobStore(jobs_db)
+    await jobs_db.open()
     await jobs.add(make_job("a", 1.0))
     job = await jobs.get("a")
     assert job is not None and (job.on_flagged, job.flagged, job.withheld) == (Flagged.POST, (), ())
     await jobs.add(replace(make_job("b", 2.0), on_flagged=Flagged.WITHHOLD))
     await jobs.mark_done("b", 3.0, 1.0, ModelInfo(name="m", hash=""), flagged=(2,))
-    await jobs.close()
-    reopened = JobStore(tmp_path / "sdbot.sqlite3")
-    await reopened.open()
+    await jobs_db.close()
+    reopened_db = Database(tmp_path / "sdbot.sqlite3")
+    reopened = JobStore(reopened_db)
+    await reopened_db.open()
     done = await reopened.get("b")
     assert done is not None and (done.on_flagged, done.flagged, done.withheld) == (Flagged.WITHHOLD, (2,), (2,))
-    await reopened.close()
+    await reopened_db.close()
     columns = {row[1] for row in sqlite3.connect(tmp_path / "sdbot.sqlite3").execute("PRAGMA table_info(jobs)")}
     assert {"on_flagged", "flagged"} <= columns
 

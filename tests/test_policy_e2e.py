@@ -12,6 +12,7 @@ import pytest
 
 from bot.app import SdBot
 from bot.limits.commands import NOT_ADMIN
+from bot.pipeline.database import Database
 from bot.pipeline.store import JobStore
 from bot.results.buttons import Press
 from bot.results.presses import WITHHELD
@@ -72,12 +73,13 @@ async def imagine(fake: FakeDiscord, prompt: str, channel_id: int = CHANNEL_ID, 
 
 async def stored_job(folder: Path, job_id: str) -> Job | None:
     """A job as the database holds it while no bot runs."""
-    store = JobStore(folder / "sdbot.sqlite3")
-    await store.open()
+    database = Database(folder / "sdbot.sqlite3")
+    store = JobStore(database)
+    await database.open()
     try:
         return await store.get(job_id)
     finally:
-        await store.close()
+        await database.close()
 
 
 def posted(fake: FakeDiscord, channel_id: int = CHANNEL_ID) -> list[FakeMessage]:
@@ -258,7 +260,7 @@ async def test_nothing_is_made_from_a_withheld_image_not_even_from_history_or_an
     await imagine(fake, "a fox", seed=42, count=2)
     (grid,) = await fake.wait_for(lambda: posted(fake) or None)
     job_id = engine.calls[0][0]
-    await bot.dispatcher.drain()
+    await bot.dispatcher.handover.drain()
     inter = await fake.slash("history")
     await inter.wait_response()
     assert inter.original is not None

@@ -8,12 +8,10 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
-import discord
 import pytest
 
 from bot.interactions.port import MESSAGE_MAX
 from bot.pipeline.intake import DMS_OFF
-from bot.pipeline.source_images import SourceImages
 from bot.results.presses import UNKNOWN_BUTTON, UNKNOWN_JOB, WITHHELD, PressService
 from bot.results.remix import RemixService, echo
 from core.jobs import Flagged, Job, JobState
@@ -33,10 +31,9 @@ class Services:
         self.cancelled: list[tuple[str, int]] = []
         self.remix = RemixService(intake=kit.intake, engine_ready=kit.engine_ready, seed_source=random.Random(1))
         # Images are only fetched back from Discord when gone from disk, which no test here needs.
-        sources = SourceImages(kit.images, discord.Client(intents=discord.Intents(guilds=True)))
         self.presses = PressService(
             intake=kit.intake,
-            sources=sources,
+            sources=kit.shared.sources,
             engine_ready=kit.engine_ready,
             cancel=self._cancel,
             seed_source=random.Random(2),

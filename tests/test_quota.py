@@ -11,6 +11,7 @@ import pytest
 from bot.limits.admin_store import AdminStore
 from bot.limits.quota import Quota, Refused
 from bot.limits.rules import HOUR, Limits
+from bot.pipeline.database import Database
 from bot.pipeline.estimates import DEFAULT_RATE, Estimator, work
 from bot.pipeline.store import JobStore
 from core.jobs import Job, JobState, new_job_id
@@ -34,29 +35,40 @@ def job(user_id: int = 1, count: int = 1, guild_id: int = GUILD) -> Job:
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[JobStore]:
-    store = JobStore(tmp_path / "sdbot.sqlite3")
-    await store.open()
+    database = Database(tmp_path / "sdbot.sqlite3")
+    store = JobStore(database)
+    await database.open()
     yield store
-    await store.close()
+    await database.close()
+
+
+async def reserved(quota: Quota, jobs: list[Job]) -> int:
+    """How many of these jobs, reserved all at once, got in (the others were refused)."""
+    outcomes = await asyncio.gather(*(quota.reserve(one, []) for one in jobs), return_exceptions=True)
+    assert all(outcome is None or isinstance(outcome, Refused) for outcome in outcomes)
+    return outcomes.count(None)
+
+
+def quota_of(store: JobStore, limits: Limits) -> Quota:
+    return Quota(store=store, admin=AdminStore(store.database), defaults=limits, clock=Clock())
 
 
 async def test_fifty_presses_at_once_with_five_left_let_exactly_five_through(store: JobStore) -> None:
     limits = Limits(images_per_hour=5, images_per_day=None, max_queued=None, cooldown_s=0.0)
-    results = await asyncio.gather(*(store.reserve(job(), limits, NOW) for _ in range(50)))
-    assert results.count(True) == 5
+    assert await reserved(quota_of(store, limits), [job() for _ in range(50)]) == 5
     assert len(await store.in_states(JobState.QUEUED)) == 5
 
 
 async def test_the_queue_limit_and_the_cooldown_are_atomic_too(store: JobStore) -> None:
     queued = Limits(images_per_hour=None, images_per_day=None, max_queued=2, cooldown_s=0.0)
-    assert (await asyncio.gather(*(store.reserve(job(), queued, NOW) for _ in range(20)))).count(True) == 2
+    assert await reserved(quota_of(store, queued), [job() for _ in range(20)]) == 2
     cooled = Limits(images_per_hour=None, images_per_day=None, max_queued=None, cooldown_s=5.0)
-    assert (await asyncio.gather(*(store.reserve(job(2), cooled, NOW) for _ in range(20)))).count(True) == 1
+    assert await reserved(quota_of(store, cooled), [job(2) for _ in range(20)]) == 1
 
 
 async def test_failed_and_cancelled_jobs_give_their_images_back(store: JobStore) -> None:
     clock = Clock()
-    quota = Quota(store=store, admin=AdminStore(store), defaults=Limits(4, None, None, 0.0), clock=clock)
+    quota = Quota(store=store, admin=AdminStore(store.database), defaults=Limits(4, None, None, 0.0), clock=clock)
     first, second = job(count=2), job(count=2)
     await quota.reserve(first, [])
     await quota.reserve(second, [])
@@ -70,7 +82,7 @@ async def test_failed_and_cancelled_jobs_give_their_images_back(store: JobStore)
 
 async def test_a_refusal_names_the_limit_and_when_to_come_back(store: JobStore) -> None:
     clock = Clock()
-    quota = Quota(store=store, admin=AdminStore(store), defaults=Limits(2, None, None, 0.0), clock=clock)
+    quota = Quota(store=store, admin=AdminStore(store.database), defaults=Limits(2, None, None, 0.0), clock=clock)
     await quota.reserve(job(count=2), [])
     clock.now += 600
     with pytest.raises(Refused) as refused:
@@ -83,17 +95,19 @@ async def test_a_refusal_names_the_limit_and_when_to_come_back(store: JobStore) 
 
 
 async def test_overrides_and_bans_come_from_sqlite_and_survive_reopening(store: JobStore, tmp_path: Path) -> None:
-    admin = AdminStore(store)
+    admin = AdminStore(store.database)
     await admin.set_override(GUILD, "guild", GUILD, "images_per_hour", 3, by_id=9, now=NOW)
     await admin.set_override(GUILD, "role", 500, "images_per_hour", 8, by_id=9, now=NOW)
     await admin.set_override(GUILD, "role", 501, "images_per_hour", 0, by_id=9, now=NOW)
     await admin.set_override(GUILD, "member", 42, "max_steps", 20, by_id=9, now=NOW)
     await admin.ban(GUILD, 13, "spam", by_id=9, now=NOW)
-    await store.close()
+    await store.database.close()
 
-    reopened = JobStore(tmp_path / "sdbot.sqlite3")
-    await reopened.open()
-    admin = AdminStore(reopened)
+    reopened_db = Database(tmp_path / "sdbot.sqlite3")
+
+    reopened = JobStore(reopened_db)
+    await reopened_db.open()
+    admin = AdminStore(reopened_db)
     quota = Quota(store=reopened, admin=admin, defaults=Limits(10, None, None, 0.0), clock=Clock())
     assert (await quota.limits(GUILD, 1, [])).images_per_hour == 3
     assert (await quota.limits(GUILD, 1, [500])).images_per_hour == 8
@@ -109,11 +123,11 @@ async def test_overrides_and_bans_come_from_sqlite_and_survive_reopening(store: 
     assert actions[0] == (9, f"guild {GUILD}: images_per_hour 3") and actions[-1] == (9, "unban 13")
     await admin.set_override(GUILD, "guild", GUILD, "images_per_hour", None, by_id=9, now=NOW)
     assert (await quota.limits(GUILD, 1, [])).images_per_hour == 10
-    await reopened.close()
+    await reopened_db.close()
 
 
 async def test_the_estimator_learns_this_device_and_keeps_it(store: JobStore, tmp_path: Path) -> None:
-    estimator = Estimator(AdminStore(store))
+    estimator = Estimator(store.database)
     await estimator.load()
     assert estimator.rate == DEFAULT_RATE
     params = GenerationParams(prompt="fox", width=1000, height=1000, steps=10)
@@ -126,6 +140,6 @@ async def test_the_estimator_learns_this_device_and_keeps_it(store: JobStore, tm
     together = [(params, NOW - 2), (params, NOW - 2)]
     assert estimator.start_at([params], together, NOW) == pytest.approx(NOW + 8 + 5, rel=0.01)
     assert estimator.start_at([], [], NOW) == NOW
-    again = Estimator(AdminStore(store))
+    again = Estimator(store.database)
     await again.load()
     assert again.rate == estimator.rate

@@ -100,7 +100,7 @@ async def test_read_settings_are_forgotten_a_day_later(fake: FakeDiscord, engine
         answer = await read(fake, await fake.post_files_as_user(CHANNEL_ID, [upload], user_id=STRANGER))
         (run,) = answer.custom_ids()
         now[0] += DRAFT_KEEP_S + 1
-        await client.prune()
+        await client.run_chores()
         gone = await fake.press(answer, run)
         assert content(await gone.wait_response()) == DRAFT_GONE
         assert gone.ephemeral and engine.calls == []
@@ -273,7 +273,7 @@ async def test_history_pages_through_results_with_redo_and_upscale(
     fake: FakeDiscord, bot: SdBot, engine: FakeEngine
 ) -> None:
     made = [await first_result(fake, {"prompt": f"fox {i}", "steps": 1, "count": 1 + i % 2}) for i in range(5)]
-    await bot.dispatcher.drain()  # each result is recorded as delivered once its post returns
+    await bot.dispatcher.handover.drain()  # each result is recorded as delivered once its post returns
     inter = await fake.slash("history")
     await inter.wait_response()
     page = inter.original

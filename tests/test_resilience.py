@@ -13,9 +13,9 @@ from pathlib import Path
 from PIL import Image
 
 from bot.app import SdBot
-from bot.pipeline.dispatch import ENGINE_CRASHED
 from bot.pipeline.engine_client import Backoff, EngineCommand, Outcome, ProcessEngine, ProgressCallback
 from bot.pipeline.intake import RESTARTING
+from bot.pipeline.retries import ENGINE_CRASHED
 from core.pngmeta import read_user_comment
 from core.wire import GenerateRequest, Progress
 from tests.support.bots import make_bot, results

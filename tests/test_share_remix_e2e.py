@@ -204,10 +204,10 @@ async def test_weekly_digest_posts_the_most_reacted_shares(
         fake.react(second, "🔥", 1)
 
         now[0] += 6 * 86400
-        assert await bot.digest.run_due() == []
+        assert await bot.community.digest.run_due() == []
         now[0] += 86400
-        (digest,) = await bot.digest.run_due()
-        assert await bot.digest.run_due() == [], "one digest a week"
+        (digest,) = await bot.community.digest.run_due()
+        assert await bot.community.digest.run_due() == [], "one digest a week"
     posted = fake.message(digest.id)
     assert posted is not None and posted.channel_id == ART_CHANNEL_ID
     assert posted.content.splitlines() == [
@@ -323,7 +323,7 @@ async def test_a_share_that_breaks_midway_leaves_no_claim_behind(
     broken = await fake.press(single, f"sdbot:share:{job}:1")
     assert (await broken.wait_response()).type == 5
     await fake.wait_for(lambda: any(r.exc_info for r in caplog.records) or None, what="the share to fail")
-    assert await bot.community.share(job, 1) is None, "the claim was released"
+    assert await bot.community.store.share(job, 1) is None, "the claim was released"
     kept.unlink()
     shared = await private_followup(fake, await fake.press(single, f"sdbot:share:{job}:1"))
     assert shared.content.startswith("Shared: ")
@@ -342,10 +342,10 @@ async def test_a_digest_posted_but_not_recorded_is_not_posted_again(
         fake.react(post, "⭐", 3)
         turned_on = now[0]
         now[0] += 8 * 86400
-        (digest,) = await bot.digest.run_due()
+        (digest,) = await bot.community.digest.run_due()
         # As if the bot died after posting, before recording it.
         with sqlite3.connect(tmp_path / "sdbot.sqlite3") as db:
             db.execute("UPDATE guild_settings SET digest_at = ?", (turned_on,))
-        (again,) = await bot.digest.run_due()
+        (again,) = await bot.community.digest.run_due()
     assert again.id == digest.id
     assert [m.id for m in art_posts(fake) if m.content.startswith("🏆")] == [digest.id]

@@ -7,7 +7,7 @@ import struct
 import pytest
 
 from core.infotext import ModelInfo
-from core.params import GenerationParams
+from core.params import GenerationParams, JobMode
 from core.wire import (
     EngineReady,
     EngineStarting,
@@ -44,9 +44,13 @@ MESSAGES = [
     GenerateBatch(
         requests=(
             GenerateRequest(job_id="a", params=GenerationParams(prompt="a")),
-            GenerateRequest(job_id="b", params=GenerationParams(prompt="b", mode="vary", strength=0.35), source=b"B"),
+            GenerateRequest(
+                job_id="b", params=GenerationParams(prompt="b", mode=JobMode.VARY, strength=0.35), source=b"B"
+            ),
             GenerateRequest(job_id="c", params=GenerationParams(prompt="c")),
-            GenerateRequest(job_id="d", params=GenerationParams(prompt="d", mode="vary", strength=0.7), source=b"DD"),
+            GenerateRequest(
+                job_id="d", params=GenerationParams(prompt="d", mode=JobMode.VARY, strength=0.7), source=b"DD"
+            ),
         )
     ),
     JobResult(

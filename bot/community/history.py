@@ -33,7 +33,7 @@ def history_page(jobs: list[Job], has_older: bool, has_newer: bool) -> tuple[dis
         link = message_link(job.guild_id, job.channel_id, job.result_message_id)
         params = job.params
         lines.append(
-            f"**{row + 1}.** <t:{math.floor(job.created_at)}:R> · {params.mode} · {params.width}×{params.height}"
+            f"**{row + 1}.** <t:{math.floor(job.created_at)}:R> · {params.mode.value} · {params.width}×{params.height}"
             f" · [result]({link})\n“{_short(params.prompt)}”"
         )
         buttons.append(ButtonSpec(Press("reroll", job.id), f"Redo {row + 1}", row=row, emoji="🔄"))

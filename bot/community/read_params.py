@@ -14,6 +14,7 @@ from bot.interactions.adapter import caller_and_responder
 from bot.interactions.port import Caller, Responder
 from bot.pipeline.intake import Intake, check_channel, ready_engine
 from bot.results.buttons import ButtonSpec, Press, buttons_view
+from bot.results.render import clip
 from core.infotext import Infotext, parse_infotext
 from core.jobs import Job
 from core.params import GenerationParams, InvalidParams
@@ -46,7 +47,7 @@ def read_infotext(data: bytes, content_type: str) -> Infotext | None:
 
 def infotext_embed(info: Infotext, filename: str) -> discord.Embed:
     """Every parameter the image carries, those this bot does not run marked, cut to Discord's embed limits."""
-    title = _clip(f"Parameters of {filename}", _TITLE_MAX)
+    title = clip(f"Parameters of {filename}", _TITLE_MAX)
     prompt = info.prompt if info.prompt.strip() else "(no prompt)"
     unknown = set(info.unknown_keys)
     fields = [("Negative prompt", info.negative_prompt)] if info.negative_prompt.strip() else []
@@ -55,23 +56,19 @@ def infotext_embed(info: Infotext, filename: str) -> discord.Embed:
     room = _EMBED_MAX - len(title) - _FOOTER_ROOM - min(len(prompt), _PROMPT_ROOM)
     shown: list[tuple[str, str]] = []
     for name, value in fields[:_FIELDS_MAX]:
-        field = (_clip(name, _NAME_MAX), _clip(value, _VALUE_MAX) if value.strip() else "—")
+        field = (clip(name, _NAME_MAX), clip(value, _VALUE_MAX) if value.strip() else "—")
         if len(field[0]) + len(field[1]) > room:
             break
         shown.append(field)
         room -= len(field[0]) + len(field[1])
     footer = f"({len(fields) - len(shown)} more not shown)" if len(shown) < len(fields) else ""
     used = len(title) + len(footer) + sum(len(name) + len(value) for name, value in shown)
-    embed = discord.Embed(title=title, description=_clip(prompt, min(_DESCRIPTION_MAX, _EMBED_MAX - used)))
+    embed = discord.Embed(title=title, description=clip(prompt, min(_DESCRIPTION_MAX, _EMBED_MAX - used)))
     for name, value in shown:
         embed.add_field(name=name, value=value, inline=name != "Negative prompt")
     if footer:
         embed.set_footer(text=footer)
     return embed
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class ReadParamsService:

@@ -18,6 +18,7 @@ from bot.pipeline.store import JobStore
 from bot.policy.store import PolicyStore
 from bot.results.buttons import Press, buttons_view, shared_buttons
 from bot.results.presses import IMAGE_GONE, UNKNOWN_JOB
+from bot.results.render import settings_embed
 from core.infotext import ModelInfo
 from core.jobs import Flagged, Job
 
@@ -29,8 +30,6 @@ NO_ART_CHANNEL = (
     "This server has no art channel yet: ask someone with Manage Server to pick one with `/sdadmin artchannel`."
 )
 SHARING_NOW = "That image is being shared right now: look in the art channel in a moment."
-_FIELD_MAX = 1024
-_DESCRIPTION_MAX = 4096
 
 
 def message_link(guild_id: int | None, channel_id: int, message_id: int) -> str:
@@ -38,26 +37,11 @@ def message_link(guild_id: int | None, channel_id: int, message_id: int) -> str:
     return f"https://discord.com/channels/{guild_id if guild_id is not None else '@me'}/{channel_id}/{message_id}"
 
 
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def share_embed(job: Job, index: int, model: ModelInfo | None, filename: str) -> discord.Embed:
     """Credit, prompt and settings of the shared image, and a link back to where it was made."""
-    params = job.params
-    embed = discord.Embed(description=_clip(params.prompt, _DESCRIPTION_MAX), colour=discord.Colour.gold())
+    seed = job.params.seeds()[index - 1]
+    embed = settings_embed(job, [seed], model.name if model is not None else None, discord.Colour.gold())
     embed.set_author(name=f"⭐ by {job.user_name}")
-    if params.negative_prompt:
-        embed.add_field(name="Negative prompt", value=_clip(params.negative_prompt, _FIELD_MAX), inline=False)
-    embed.add_field(name="Seed", value=str(params.seeds()[index - 1]))
-    embed.add_field(name="Steps", value=str(params.steps))
-    embed.add_field(name="CFG scale", value=f"{params.cfg:g}")
-    embed.add_field(name="Sampler", value=params.sampler)
-    embed.add_field(name="Size", value=f"{params.width}×{params.height}")
-    if model is not None:
-        embed.add_field(name="Model", value=_clip(model.name, _FIELD_MAX))
-    if params.needs_source:
-        embed.add_field(name="Denoising strength", value=f"{params.strength:g}")
     if job.result_message_id is not None:
         original = message_link(job.guild_id, job.channel_id, job.result_message_id)
         embed.add_field(name="Original", value=f"[Jump to the result]({original})", inline=False)

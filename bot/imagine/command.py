@@ -39,6 +39,7 @@ from core.params import (
     SAMPLERS,
     GenerationParams,
     InvalidParams,
+    JobMode,
     fit_aspect,
 )
 from core.wire import EngineReady
@@ -83,11 +84,11 @@ class ImagineOptions:
             (model.native, model.native) if model.native else (engine.native_width, engine.native_height)
         )
         width, height = self.width or wanted.width or native_width, self.height or wanted.height or native_height
-        mode, strength = "txt2img", 1.0
+        mode, strength = JobMode.TXT2IMG, 1.0
         if source is not None:
             box = (min(self.width or max_side, max_side), min(self.height or max_side, max_side))
             width, height = fit_aspect(source, native_width * native_height, box)
-            mode, strength = "img2img", self.strength if self.strength is not None else DEFAULT_IMAGE_STRENGTH
+            mode, strength = JobMode.IMG2IMG, self.strength if self.strength is not None else DEFAULT_IMAGE_STRENGTH
         elif self.strength is not None:
             raise InvalidParams("Strength only applies to an image prompt: attach an image, or leave strength out.")
         cfg = self.cfg if self.cfg is not None else wanted.cfg

@@ -1,4 +1,4 @@
-"""What admins set, in the same SQLite file as the jobs: limit overrides, bans, the audit log, learned rates."""
+"""What admins set, in the same SQLite file as the jobs: limit overrides, bans, paused queues and the audit log."""
 
 from __future__ import annotations
 
@@ -7,12 +7,51 @@ from collections import defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
-from bot.limits.rules import LIMIT_NAMES, Override
-from bot.pipeline.store import JobStore
+import aiosqlite
+
+from bot.limits.rules import LIMIT_NAMES, SPECS, Override
+from bot.pipeline.database import Database, Schema
 
 log = logging.getLogger("sdbot.admin")
 
 SCOPES = ("guild", "role", "member")
+# Append, never edit (see bot.pipeline.database).
+SCHEMA = Schema(
+    "limits",
+    (
+        """
+        CREATE TABLE limit_overrides (
+            guild_id INTEGER NOT NULL,
+            scope TEXT NOT NULL CHECK (scope IN ('guild', 'role', 'member')),
+            target_id INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            value REAL NOT NULL,
+            PRIMARY KEY (guild_id, scope, target_id, name)
+        );
+        CREATE TABLE bans (
+            guild_id INTEGER NOT NULL,
+            user_id INTEGER NOT NULL,
+            by_id INTEGER NOT NULL,
+            reason TEXT NOT NULL,
+            at REAL NOT NULL,
+            PRIMARY KEY (guild_id, user_id)
+        );
+        CREATE TABLE admin_log (
+            at REAL NOT NULL,
+            guild_id INTEGER,
+            by_id INTEGER NOT NULL,
+            action TEXT NOT NULL
+        );
+        """,
+        """
+        CREATE TABLE paused_guilds (
+            guild_id INTEGER PRIMARY KEY,
+            by_id INTEGER NOT NULL,
+            at REAL NOT NULL
+        );
+        """,
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -27,15 +66,19 @@ class GuildOverrides:
 class AdminStore:
     """Overrides, bans and the admin log; every change is logged with who made it."""
 
-    def __init__(self, store: JobStore) -> None:
-        self.store = store
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        return self.database.db
 
     async def log(self, guild_id: int | None, by_id: int, action: str, now: float) -> None:
         """Record an admin action in SQLite and in the bot's log."""
-        await self.store.db.execute(
+        await self.db.execute(
             "INSERT INTO admin_log (at, guild_id, by_id, action) VALUES (?, ?, ?, ?)", (now, guild_id, by_id, action)
         )
-        await self.store.db.commit()
+        await self.db.commit()
         log.info("guild %s: %s by %s", guild_id, action, by_id)
 
     async def set_override(
@@ -45,17 +88,17 @@ class AdminStore:
         if scope not in SCOPES or name not in LIMIT_NAMES:
             raise ValueError(f"bad override {scope}/{name}")
         if value is None:
-            await self.store.db.execute(
+            await self.db.execute(
                 "DELETE FROM limit_overrides WHERE guild_id = ? AND scope = ? AND target_id = ? AND name = ?",
                 (guild_id, scope, target_id, name),
             )
         else:
-            await self.store.db.execute(
+            await self.db.execute(
                 "INSERT INTO limit_overrides (guild_id, scope, target_id, name, value) VALUES (?, ?, ?, ?, ?)"
                 " ON CONFLICT (guild_id, scope, target_id, name) DO UPDATE SET value = excluded.value",
                 (guild_id, scope, target_id, name, value),
             )
-        await self.store.db.commit()
+        await self.db.commit()
         shown = "unset" if value is None else f"{value:g}"
         await self.log(guild_id, by_id, f"{scope} {target_id}: {name} {shown}", now)
 
@@ -63,12 +106,12 @@ class AdminStore:
         """Every override of a guild, grouped by scope."""
         if guild_id is None:
             return GuildOverrides()
-        cursor = await self.store.db.execute(
+        cursor = await self.db.execute(
             "SELECT scope, target_id, name, value FROM limit_overrides WHERE guild_id = ?", (guild_id,)
         )
         grouped: dict[tuple[str, int], dict[str, float | int]] = defaultdict(dict)
         for scope, target_id, name, value in await cursor.fetchall():
-            grouped[(scope, target_id)][name] = value if name == "cooldown_s" else int(value)
+            grouped[(scope, target_id)][name] = SPECS[name].stored(value)
         overrides = {key: Override(**values) for key, values in grouped.items()}  # type: ignore[arg-type]
         return GuildOverrides(
             guild=overrides.get(("guild", guild_id)),
@@ -77,18 +120,18 @@ class AdminStore:
         )
 
     async def ban(self, guild_id: int, user_id: int, reason: str, by_id: int, now: float) -> None:
-        await self.store.db.execute(
+        await self.db.execute(
             "INSERT INTO bans (guild_id, user_id, by_id, reason, at) VALUES (?, ?, ?, ?, ?)"
             " ON CONFLICT (guild_id, user_id) DO UPDATE SET by_id = excluded.by_id, reason = excluded.reason,"
             " at = excluded.at",
             (guild_id, user_id, by_id, reason, now),
         )
-        await self.store.db.commit()
+        await self.db.commit()
         await self.log(guild_id, by_id, f"ban {user_id}: {reason}", now)
 
     async def unban(self, guild_id: int, user_id: int, by_id: int, now: float) -> bool:
-        cursor = await self.store.db.execute("DELETE FROM bans WHERE guild_id = ? AND user_id = ?", (guild_id, user_id))
-        await self.store.db.commit()
+        cursor = await self.db.execute("DELETE FROM bans WHERE guild_id = ? AND user_id = ?", (guild_id, user_id))
+        await self.db.commit()
         await self.log(guild_id, by_id, f"unban {user_id}", now)
         return cursor.rowcount > 0
 
@@ -96,7 +139,7 @@ class AdminStore:
         """Why a member is banned in a guild, or None."""
         if guild_id is None:
             return None
-        cursor = await self.store.db.execute(
+        cursor = await self.db.execute(
             "SELECT reason FROM bans WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
         )
         row = await cursor.fetchone()
@@ -104,20 +147,8 @@ class AdminStore:
 
     async def ban_in_any(self, guild_ids: Collection[int], user_id: int) -> str | None:
         """Why a member is banned in one of these guilds (the latest ban), or None."""
-        cursor = await self.store.db.execute(
+        cursor = await self.db.execute(
             "SELECT guild_id, reason FROM bans WHERE user_id = ? ORDER BY at DESC", (user_id,)
         )
         wanted = set(guild_ids)
         return next((str(reason) for guild_id, reason in await cursor.fetchall() if guild_id in wanted), None)
-
-    async def stat(self, key: str) -> float | None:
-        cursor = await self.store.db.execute("SELECT value FROM stats WHERE key = ?", (key,))
-        row = await cursor.fetchone()
-        return float(row[0]) if row is not None else None
-
-    async def set_stat(self, key: str, value: float) -> None:
-        await self.store.db.execute(
-            "INSERT INTO stats (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (key, value),
-        )
-        await self.store.db.commit()

@@ -15,7 +15,7 @@ from bot.limits.admin_store import AdminStore
 from bot.limits.owners import Owners, owner_allowed
 from bot.limits.pauses import EVERY_SERVER, Pauses, hold_reason
 from bot.limits.quota import Quota
-from bot.limits.rules import DAY, HOUR, LIMIT_NAMES, Limits, Override
+from bot.limits.rules import DAY, HOUR, LIMIT_SPECS, SPECS, Limits, Override
 from bot.pipeline.dispatch import Dispatcher
 from bot.pipeline.estimates import Estimator
 from bot.pipeline.fair_queue import FairQueue
@@ -25,14 +25,6 @@ from core.jobs import Job, JobState
 
 log = logging.getLogger(__name__)
 
-LIMIT_LABELS = {
-    "images_per_hour": "images per hour",
-    "images_per_day": "images per day",
-    "max_queued": "jobs waiting or running at once",
-    "cooldown_s": "seconds between commands",
-    "max_size": "pixels a side at most",
-    "max_steps": "steps at most",
-}
 NOT_ADMIN = "Only members with Manage Server can use /sdadmin."
 _MAX_LINES = 20
 # Discord caps a message at 2,000 characters; room is left for a heading.
@@ -41,19 +33,18 @@ _LINES_CHARS = 1800
 
 def _value(limits: Limits | Override, name: str) -> str:
     """A limit as admins read it: None in full limits and 0 in an override lift it."""
-    value = getattr(limits, name)
-    if value is None or (isinstance(limits, Override) and value == 0 and name != "cooldown_s"):
-        return "no limit"
-    return f"{value:g}"
+    return SPECS[name].shown(getattr(limits, name))
 
 
 def describe_limits(limits: Limits) -> str:
-    return "\n".join(f"• {LIMIT_LABELS[name]}: {_value(limits, name)}" for name in LIMIT_NAMES)
+    return "\n".join(f"• {spec.label}: {_value(limits, spec.name)}" for spec in LIMIT_SPECS)
 
 
 def describe_override(override: Override) -> str:
     return ", ".join(
-        f"{LIMIT_LABELS[name]} {_value(override, name)}" for name in LIMIT_NAMES if getattr(override, name) is not None
+        f"{spec.label} {_value(override, spec.name)}"
+        for spec in LIMIT_SPECS
+        if getattr(override, spec.name) is not None
     )
 
 
@@ -102,7 +93,7 @@ def _fit(lines: list[str]) -> list[str]:
 
 def _short(job: Job) -> str:
     prompt = job.params.prompt if len(job.params.prompt) <= 60 else job.params.prompt[:59] + "…"
-    return f"{job.params.mode} “{prompt}”"
+    return f"{job.params.mode.value} “{prompt}”"
 
 
 def _refill(recent: tuple[tuple[float, int], ...], window: float, now: float) -> str:
@@ -234,14 +225,14 @@ class AdminCommands:
         """Set (or with None clear) one limit for the server, a role or a member."""
         assert caller.guild_id is not None
         scope, target = self._scope(caller.guild_id, role_id, member_id)
-        if value is not None and setting != "cooldown_s" and value != int(value):
-            return f"{LIMIT_LABELS[setting].capitalize()} must be a whole number, not {value:g}."
+        spec = SPECS[setting]
+        if value is not None and not spec.wait and value != int(value):
+            return f"{spec.label.capitalize()} must be a whole number, not {value:g}."
         await self.admin.set_override(caller.guild_id, scope, target, setting, value, caller.user_id, self.clock())
         who = {"guild": "this server", "role": f"<@&{target}>", "member": f"<@{target}>"}[scope]
         if value is None:
-            return f"Cleared {LIMIT_LABELS[setting]} for {who}: the next level up applies."
-        shown = "no limit" if value == 0 and setting != "cooldown_s" else f"{value:g}"
-        return f"Set {LIMIT_LABELS[setting]} for {who} to {shown}."
+            return f"Cleared {spec.label} for {who}: the next level up applies."
+        return f"Set {spec.label} for {who} to {spec.shown(value)}."
 
     async def ban(self, caller: Caller, member_id: int, reason: str) -> str:
         """Stop a member from using the bot on this server."""
@@ -306,9 +297,10 @@ class AdminCommands:
         return "Every server's queue runs again."
 
 
-def build_admin_group(commands: AdminCommands) -> app_commands.Group:
-    """/sdadmin: limits, bans, the queue; default_member_permissions = Manage Server, offered in servers only."""
-    group = app_commands.Group(
+def admin_group() -> app_commands.Group:
+    """/sdadmin, which every feature adds its admin commands to: default_member_permissions = Manage Server,
+    offered in servers only."""
+    return app_commands.Group(
         name="sdadmin",
         description="Manage sdbot on this server",
         default_permissions=discord.Permissions(manage_guild=True),
@@ -316,8 +308,12 @@ def build_admin_group(commands: AdminCommands) -> app_commands.Group:
         # Explicit, so that allowing members' commands in DMs (SDBOT_ALLOW_DMS) never offers this one there.
         allowed_contexts=app_commands.AppCommandContext(guild=True, dm_channel=False, private_channel=False),
     )
+
+
+def add_admin_commands(group: app_commands.Group, commands: AdminCommands) -> None:
+    """Add limits, bans and the queue to /sdadmin."""
     limits = app_commands.Group(name="limits", description="Per-member limits", parent=group)
-    settings = [app_commands.Choice(name=LIMIT_LABELS[n], value=n) for n in LIMIT_NAMES]
+    settings = [app_commands.Choice(name=spec.label, value=spec.name) for spec in LIMIT_SPECS]
 
     @limits.command(name="show", description="The limits that apply, and every override on this server")
     @app_commands.describe(role="Show what applies with this role", member="Show what applies to this member")
@@ -415,8 +411,6 @@ def build_admin_group(commands: AdminCommands) -> app_commands.Group:
         ):
             action = commands.pause_everywhere if everywhere else commands.pause
             await responder.reply_privately(await action(caller, False), quiet=True)
-
-    return group
 
 
 def _id(option: discord.abc.Snowflake | None) -> int | None:

@@ -32,7 +32,7 @@ class Pauses:
 
     async def load(self) -> None:
         """Hold again what was paused before the restart."""
-        cursor = await self.admin.store.db.execute("SELECT guild_id FROM paused_guilds")
+        cursor = await self.admin.db.execute("SELECT guild_id FROM paused_guilds")
         for (guild_id,) in await cursor.fetchall():
             await self._apply(int(guild_id), True)
 
@@ -48,7 +48,7 @@ class Pauses:
         """Pause or resume a server's queue (EVERY_SERVER: all of them); False when it already was so."""
         if self.paused(guild_id) == paused:
             return False
-        db = self.admin.store.db
+        db = self.admin.db
         if paused:
             await db.execute("INSERT INTO paused_guilds (guild_id, by_id, at) VALUES (?, ?, ?)", (guild_id, by_id, now))
         else:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Collection, Sequence
 
 from bot.limits.admin_store import AdminStore
-from bot.limits.rules import Limits, Refusal, Usage, refusal, resolve
+from bot.limits.rules import Limits, Usage, refusal, resolve
 from bot.pipeline.progress import Clock
 from bot.pipeline.store import JobStore
 from core.jobs import Job
@@ -36,6 +37,7 @@ class Quota:
         self.defaults = defaults
         self.clock = clock
         self.guild_ids = guild_ids
+        self._reserving = asyncio.Lock()
 
     async def limits(self, guild_id: int | None, user_id: int, role_ids: Sequence[int]) -> Limits:
         """A member's limits in a guild: the most generous of their roles wins; their own override beats roles."""
@@ -46,8 +48,9 @@ class Quota:
     async def usage(self, user_id: int) -> Usage:
         return await self.store.usage(user_id, self.clock())
 
-    async def _verdict(self, job: Job, role_ids: Sequence[int]) -> tuple[Limits, Refusal | None]:
-        """The member's limits, and what refuses the job now (Refused for a ban), without storing anything."""
+    async def check(self, job: Job, role_ids: Sequence[int]) -> None:
+        """Refused with the reason (and when the member can go again) unless they may run the job now; a ban is one
+        reason. Stores nothing: work a job needs before it is reserved (downloading its image) waits for this."""
         if job.guild_id is None:
             # No server's admins can ban anyone from a DM: a ban in any server the bot is still in counts there.
             banned = await self.admin.ban_in_any(self.guild_ids(), job.user_id)
@@ -59,21 +62,16 @@ class Quota:
             raise Refused(f"You can't use me{where} ({banned}).")
         limits = await self.limits(job.guild_id, job.user_id, role_ids)
         now = self.clock()
-        return limits, refusal(job.params, limits, await self.store.usage(job.user_id, now), now)
-
-    async def check(self, job: Job, role_ids: Sequence[int]) -> None:
-        """Refused with the reason and when, if the member may not run the job now; stores nothing (so work a job
-        needs before it is reserved, such as downloading its image, is only done for a member who may run it)."""
-        _limits, verdict = await self._verdict(job, role_ids)
+        verdict = refusal(job.params, limits, await self.store.usage(job.user_id, now), now)
         if verdict is not None:
             raise Refused(verdict.sentence())
 
     async def reserve(self, job: Job, role_ids: Sequence[int]) -> None:
-        """Store the job if the member may run it now; else raise Refused with the reason and when."""
-        limits, verdict = await self._verdict(job, role_ids)
-        now = self.clock()
-        if verdict is None and await self.store.reserve(job, limits, now):
-            return
-        # Another command of the same member won the race between the check and the reservation.
-        verdict = verdict or refusal(job.params, limits, await self.store.usage(job.user_id, now), now)
-        raise Refused((verdict or Refusal("Too many commands at once: try again in a moment.", None)).sentence())
+        """Store the job if the member may run it now; else raise Refused with the reason and when.
+
+        The check and the insert hold one lock, and this process is the job log's only writer, so the limits are
+        checked in one place (`refusal`) and a burst of presses cannot overshoot them.
+        """
+        async with self._reserving:
+            await self.check(job, role_ids)
+            await self.store.add(job)

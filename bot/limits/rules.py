@@ -7,7 +7,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields, replace
 
-from core.params import GenerationParams
+from core.params import GenerationParams, JobMode
 
 HOUR = 3600.0
 DAY = 86400.0
@@ -42,22 +42,56 @@ class Override:
     max_steps: int | None = None
 
 
-LIMIT_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Override))
+@dataclass(frozen=True)
+class LimitSpec:
+    """What one limit is: how admins read it, whether it counts whole things, and whether it is a wait.
+
+    A count (images, jobs, pixels, steps) is lifted by 0 and the larger the more generous; a wait (the cooldown)
+    is none at 0 and the shorter the more generous.
+    """
+
+    name: str
+    label: str
+    wait: bool = False
+
+    def lifts(self, value: float) -> bool:
+        """Whether an override's value lifts the limit altogether (None in full limits)."""
+        return value == 0 and not self.wait
+
+    def generosity(self, value: float) -> float:
+        """How generous a value is, to compare roles' overrides."""
+        if self.wait:
+            return -value
+        return math.inf if value == 0 else value
+
+    def stored(self, value: float) -> float | int:
+        """A value as SQLite gives it back (REAL) in the limit's own kind."""
+        return value if self.wait else int(value)
+
+    def shown(self, value: float | None) -> str:
+        """A value as admins read it, in full limits (None) or in an override (0)."""
+        return "no limit" if value is None or self.lifts(value) else f"{value:g}"
 
 
-def _generosity(name: str, value: float) -> float:
-    """How generous a value is: larger is better for every limit but the cooldown, and 0 is no limit."""
-    if name == "cooldown_s":
-        return -value
-    return math.inf if value == 0 else value
+LIMIT_SPECS: tuple[LimitSpec, ...] = (
+    LimitSpec("images_per_hour", "images per hour"),
+    LimitSpec("images_per_day", "images per day"),
+    LimitSpec("max_queued", "jobs waiting or running at once"),
+    LimitSpec("cooldown_s", "seconds between commands", wait=True),
+    LimitSpec("max_size", "pixels a side at most"),
+    LimitSpec("max_steps", "steps at most"),
+)
+SPECS: dict[str, LimitSpec] = {spec.name: spec for spec in LIMIT_SPECS}
+LIMIT_NAMES: tuple[str, ...] = tuple(spec.name for spec in LIMIT_SPECS)
+assert LIMIT_NAMES == tuple(f.name for f in fields(Override)), "a spec for every limit an override may set"
 
 
 def _apply(limits: Limits, override: Override) -> Limits:
     changes: dict[str, float | int | None] = {}
-    for name in LIMIT_NAMES:
-        value = getattr(override, name)
+    for spec in LIMIT_SPECS:
+        value = getattr(override, spec.name)
         if value is not None:
-            changes[name] = None if value == 0 and name != "cooldown_s" else value
+            changes[spec.name] = None if spec.lifts(value) else value
     return replace(limits, **changes)  # type: ignore[arg-type]
 
 
@@ -65,10 +99,12 @@ def _most_generous(overrides: Sequence[Override]) -> Override:
     """Per limit, the most generous value any of the member's roles sets."""
     best: dict[str, float | int] = {}
     for override in overrides:
-        for name in LIMIT_NAMES:
-            value = getattr(override, name)
-            if value is not None and (name not in best or _generosity(name, value) > _generosity(name, best[name])):
-                best[name] = value
+        for spec in LIMIT_SPECS:
+            value = getattr(override, spec.name)
+            if value is not None and (
+                spec.name not in best or spec.generosity(value) > spec.generosity(best[spec.name])
+            ):
+                best[spec.name] = value
     return Override(**best)  # type: ignore[arg-type]
 
 
@@ -85,7 +121,7 @@ def resolve(defaults: Limits, guild: Override | None, roles: Iterable[Override],
 
 def job_cost(params: GenerationParams) -> int:
     """Images a job counts against the hourly and daily limits."""
-    if params.mode == "upscale":
+    if params.mode is JobMode.UPSCALE:
         return max(1, math.ceil(params.width * params.height / UNIT_PIXELS))
     return params.count
 

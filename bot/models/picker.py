@@ -74,17 +74,19 @@ class Models:
             return ModelPick(entry.name if entry else "", default.defaults if default else ModelDefaults())
         return ModelPick(entry.name, entry.defaults, entry.native, entry.family.value)
 
+    def _other(self, name: str) -> CatalogEntry | None:
+        """The installed model a job's name resolves to; None for the default model, however it is named (and for
+        a name no longer installed, which intake refuses anyway)."""
+        entry = self.catalog.get(name) if name else None
+        return None if entry is None or entry is self.default_entry else entry
+
     def family(self, name: str) -> str | None:
         """The family of the model a job names, as the engine keys its memory budgets; None for the default
-        model, whose budget the engine reports itself (and for a name no longer installed, refused anyway)."""
-        entry = self.catalog.get(name) if name else None
-        if entry is None or entry is self.default_entry:
-            return None
-        return entry.family.value
+        model, whose budget the engine reports itself."""
+        entry = self._other(name)
+        return entry.family.value if entry is not None else None
 
     def key(self, name: str) -> Hashable:
         """One key per model whatever name reached it, so the queue can group jobs that need the same weights."""
-        entry = self.catalog.get(name) if name else None
-        if entry is None or entry is self.default_entry:
-            return ""
-        return str(entry.path)
+        entry = self._other(name)
+        return str(entry.path) if entry is not None else ""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bot.limits.admin_store import AdminStore
+from bot.pipeline.database import Database
 from core.params import GenerationParams
 
 RATE_KEY = "seconds_per_step_megapixel"
@@ -23,12 +23,15 @@ def work(params: GenerationParams) -> float:
 class Estimator:
     """Learns this device's speed from finished jobs and keeps it in SQLite across restarts."""
 
-    def __init__(self, admin: AdminStore) -> None:
-        self.admin = admin
+    def __init__(self, database: Database) -> None:
+        self.database = database
         self.rate = DEFAULT_RATE
 
     async def load(self) -> None:
-        self.rate = await self.admin.stat(RATE_KEY) or DEFAULT_RATE
+        """The rate learned before the restart, if any."""
+        cursor = await self.database.db.execute("SELECT value FROM stats WHERE key = ?", (RATE_KEY,))
+        row = await cursor.fetchone()
+        self.rate = float(row[0]) if row is not None else DEFAULT_RATE
 
     async def observe(self, params: GenerationParams, seconds: float) -> None:
         """Fold one finished job's engine time into the rate."""
@@ -38,7 +41,11 @@ class Estimator:
         """Fold the engine time of jobs drawn together into the rate."""
         measured = seconds / max(sum(work(params) for params in batch), 1e-6)
         self.rate = (1 - LEARNING) * self.rate + LEARNING * measured
-        await self.admin.set_stat(RATE_KEY, self.rate)
+        await self.database.db.execute(
+            "INSERT INTO stats (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (RATE_KEY, self.rate),
+        )
+        await self.database.db.commit()
 
     def seconds(self, params: GenerationParams) -> float:
         return work(params) * self.rate

@@ -1,191 +1,92 @@
-"""The crash-safe job log: one aiosqlite connection in WAL mode, schema versioned by PRAGMA user_version."""
+"""The crash-safe job log: every job, its state to the end, and what the limits count."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-from bot.limits.rules import DAY, HOUR, Limits, Usage, job_cost
+from bot.limits.rules import DAY, Usage, job_cost
+from bot.pipeline.database import Database, Schema
 from core.infotext import ModelInfo
 from core.jobs import Flagged, Job, JobState
 from core.params import GenerationParams
 
-# Each entry migrates the schema from version i to i + 1; append, never edit.
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE jobs (
-        id TEXT PRIMARY KEY,
-        user_id INTEGER NOT NULL,
-        user_name TEXT NOT NULL,
-        guild_id INTEGER,
-        channel_id INTEGER NOT NULL,
-        message_id INTEGER,
-        params TEXT NOT NULL,
-        state TEXT NOT NULL,
-        error TEXT,
-        created_at REAL NOT NULL,
-        started_at REAL,
-        finished_at REAL,
-        result_message_id INTEGER
-    );
-    CREATE INDEX jobs_by_state ON jobs (state, created_at);
-    """,
-    """
-    ALTER TABLE jobs ADD COLUMN parent_id TEXT REFERENCES jobs (id);
-    ALTER TABLE jobs ADD COLUMN source_index INTEGER;
-    ALTER TABLE jobs ADD COLUMN reply_to INTEGER;
-    """,
-    """
-    ALTER TABLE jobs ADD COLUMN cost INTEGER NOT NULL DEFAULT 1;
-    CREATE INDEX jobs_by_user ON jobs (user_id, created_at);
-    CREATE TABLE limit_overrides (
-        guild_id INTEGER NOT NULL,
-        scope TEXT NOT NULL CHECK (scope IN ('guild', 'role', 'member')),
-        target_id INTEGER NOT NULL,
-        name TEXT NOT NULL,
-        value REAL NOT NULL,
-        PRIMARY KEY (guild_id, scope, target_id, name)
-    );
-    CREATE TABLE bans (
-        guild_id INTEGER NOT NULL,
-        user_id INTEGER NOT NULL,
-        by_id INTEGER NOT NULL,
-        reason TEXT NOT NULL,
-        at REAL NOT NULL,
-        PRIMARY KEY (guild_id, user_id)
-    );
-    CREATE TABLE admin_log (
-        at REAL NOT NULL,
-        guild_id INTEGER,
-        by_id INTEGER NOT NULL,
-        action TEXT NOT NULL
-    );
-    CREATE TABLE stats (
-        key TEXT PRIMARY KEY,
-        value REAL NOT NULL
-    );
-    """,
-    """
-    ALTER TABLE jobs ADD COLUMN size_limit INTEGER;
-    ALTER TABLE jobs ADD COLUMN seconds REAL;
-    ALTER TABLE jobs ADD COLUMN model_name TEXT;
-    ALTER TABLE jobs ADD COLUMN model_hash TEXT;
-    """,
-    """
-    CREATE TABLE channel_models (
-        channel_id INTEGER PRIMARY KEY,
-        guild_id INTEGER NOT NULL,
-        model TEXT NOT NULL
-    );
-    """,
-    """
-    ALTER TABLE jobs ADD COLUMN on_flagged TEXT NOT NULL DEFAULT 'post';
-    ALTER TABLE jobs ADD COLUMN flagged TEXT;
-    CREATE TABLE policy_words (
-        guild_id INTEGER NOT NULL,
-        channel_id INTEGER NOT NULL,
-        entry TEXT NOT NULL,
-        PRIMARY KEY (guild_id, channel_id, entry)
-    );
-    CREATE TABLE policy_settings (
-        guild_id INTEGER NOT NULL,
-        channel_id INTEGER NOT NULL,
-        name TEXT NOT NULL,
-        value TEXT NOT NULL,
-        PRIMARY KEY (guild_id, channel_id, name)
-    );
-    """,
-    """
-    CREATE TABLE guild_settings (
-        guild_id INTEGER PRIMARY KEY,
-        art_channel_id INTEGER,
-        digest INTEGER NOT NULL DEFAULT 0,
-        digest_at REAL
-    );
-    CREATE TABLE shares (
-        job_id TEXT NOT NULL REFERENCES jobs (id),
-        image_index INTEGER NOT NULL,
-        guild_id INTEGER NOT NULL,
-        channel_id INTEGER NOT NULL,
-        message_id INTEGER,
-        shared_by INTEGER NOT NULL,
-        at REAL NOT NULL,
-        PRIMARY KEY (job_id, image_index)
-    );
-    CREATE INDEX shares_by_guild ON shares (guild_id, at);
-    CREATE TABLE drafts (
-        id TEXT PRIMARY KEY,
-        user_id INTEGER NOT NULL,
-        params TEXT NOT NULL,
-        at REAL NOT NULL
-    );
-    """,
-    """
-    CREATE TABLE paused_guilds (
-        guild_id INTEGER PRIMARY KEY,
-        by_id INTEGER NOT NULL,
-        at REAL NOT NULL
-    );
-    """,
-    """
-    ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE jobs ADD COLUMN charged INTEGER NOT NULL DEFAULT 0;
-    """,
+# The jobs table, and the learned rates the start estimates use. Append, never edit (see bot.pipeline.database).
+SCHEMA = Schema(
+    "jobs",
+    (
+        """
+        CREATE TABLE jobs (
+            id TEXT PRIMARY KEY,
+            user_id INTEGER NOT NULL,
+            user_name TEXT NOT NULL,
+            guild_id INTEGER,
+            channel_id INTEGER NOT NULL,
+            message_id INTEGER,
+            params TEXT NOT NULL,
+            state TEXT NOT NULL,
+            error TEXT,
+            created_at REAL NOT NULL,
+            started_at REAL,
+            finished_at REAL,
+            result_message_id INTEGER
+        );
+        CREATE INDEX jobs_by_state ON jobs (state, created_at);
+        """,
+        """
+        ALTER TABLE jobs ADD COLUMN parent_id TEXT REFERENCES jobs (id);
+        ALTER TABLE jobs ADD COLUMN source_index INTEGER;
+        ALTER TABLE jobs ADD COLUMN reply_to INTEGER;
+        """,
+        """
+        ALTER TABLE jobs ADD COLUMN cost INTEGER NOT NULL DEFAULT 1;
+        CREATE INDEX jobs_by_user ON jobs (user_id, created_at);
+        CREATE TABLE stats (
+            key TEXT PRIMARY KEY,
+            value REAL NOT NULL
+        );
+        """,
+        """
+        ALTER TABLE jobs ADD COLUMN size_limit INTEGER;
+        ALTER TABLE jobs ADD COLUMN seconds REAL;
+        ALTER TABLE jobs ADD COLUMN model_name TEXT;
+        ALTER TABLE jobs ADD COLUMN model_hash TEXT;
+        """,
+        """
+        ALTER TABLE jobs ADD COLUMN on_flagged TEXT NOT NULL DEFAULT 'post';
+        ALTER TABLE jobs ADD COLUMN flagged TEXT;
+        """,
+        """
+        ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE jobs ADD COLUMN charged INTEGER NOT NULL DEFAULT 0;
+        """,
+    ),
 )
+
 
 # Jobs that count against a member's limits: all but those that produced nothing through no doing of theirs
 # (a job cancelled while drawing is charged: the GPU time was spent).
-_COUNTED = "(state NOT IN ('failed', 'cancelled') OR charged = 1)"
-_ACTIVE = "state IN ('queued', 'running')"
+def _states(*states: JobState) -> str:
+    """The states as an SQL list; the names come from JobState, never from input."""
+    return ", ".join(f"'{state.value}'" for state in states)
 
 
-class StoreError(RuntimeError):
-    """The database is unusable (e.g. written by a newer sdbot)."""
+_COUNTED = f"(state NOT IN ({_states(JobState.FAILED, JobState.CANCELLED)}) OR charged = 1)"
+_ACTIVE = f"state IN ({_states(JobState.QUEUED, JobState.RUNNING)})"
 
 
 class JobStore:
     """Every job is written here before its member is acknowledged; its state follows it to the end."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._db: aiosqlite.Connection | None = None
+    def __init__(self, database: Database) -> None:
+        self.database = database
 
     @property
     def db(self) -> aiosqlite.Connection:
-        if self._db is None:
-            raise StoreError("the job store is not open")
-        return self._db
-
-    async def open(self) -> None:
-        """Open the file, switch to WAL and bring the schema up to date."""
-        self._db = await aiosqlite.connect(self.path)
-        self._db.row_factory = aiosqlite.Row
-        await self._db.execute("PRAGMA journal_mode=WAL")
-        await self._db.execute("PRAGMA synchronous=NORMAL")
-        await self._migrate()
-
-    async def close(self) -> None:
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
-
-    async def _migrate(self) -> None:
-        (version,) = await (await self.db.execute("PRAGMA user_version")).fetchone()  # type: ignore[misc]
-        if version > len(MIGRATIONS):
-            raise StoreError(
-                f"SDBOT_DB {self.path} has schema version {version}, newer than this sdbot knows"
-                f" ({len(MIGRATIONS)}): upgrade sdbot or point SDBOT_DB at another file"
-            )
-        for target, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            await self.db.executescript(f"BEGIN; {script}; PRAGMA user_version = {target}; COMMIT;")
-
-    async def schema_version(self) -> int:
-        (version,) = await (await self.db.execute("PRAGMA user_version")).fetchone()  # type: ignore[misc]
-        return int(version)
+        return self.database.db
 
     _INSERT = (
         "INSERT INTO jobs (id, user_id, user_name, guild_id, channel_id, message_id, params, state, created_at,"
@@ -214,42 +115,9 @@ class JobStore:
         )
 
     async def add(self, job: Job) -> None:
-        """Record a new queued job, whatever the limits."""
+        """Record a new queued job (the limits are Quota's to check)."""
         await self.db.execute(f"{self._INSERT} VALUES ({', '.join('?' * self._COLUMNS)})", self._row(job))
         await self.db.commit()
-
-    async def reserve(self, job: Job, limits: Limits, now: float) -> bool:
-        """Record the job only if it fits the member's limits, as one statement: a burst cannot overshoot."""
-        cost = job_cost(job.params)
-        cursor = await self.db.execute(
-            f"{self._INSERT} SELECT {', '.join('?' * self._COLUMNS)} WHERE"
-            f" (? IS NULL OR (SELECT COALESCE(SUM(cost), 0) FROM jobs WHERE user_id = ? AND created_at > ?"
-            f"   AND {_COUNTED}) + ? <= ?)"
-            f" AND (? IS NULL OR (SELECT COALESCE(SUM(cost), 0) FROM jobs WHERE user_id = ? AND created_at > ?"
-            f"   AND {_COUNTED}) + ? <= ?)"
-            f" AND (? IS NULL OR (SELECT COUNT(*) FROM jobs WHERE user_id = ? AND {_ACTIVE}) < ?)"
-            " AND NOT EXISTS (SELECT 1 FROM jobs WHERE user_id = ? AND created_at > ?)",
-            (
-                *self._row(job),
-                limits.images_per_hour,
-                job.user_id,
-                now - HOUR,
-                cost,
-                limits.images_per_hour,
-                limits.images_per_day,
-                job.user_id,
-                now - DAY,
-                cost,
-                limits.images_per_day,
-                limits.max_queued,
-                job.user_id,
-                limits.max_queued,
-                job.user_id,
-                now - limits.cooldown_s,
-            ),
-        )
-        await self.db.commit()
-        return cursor.rowcount == 1
 
     async def usage(self, user_id: int, now: float) -> Usage:
         """What a member has used, for the limits' verdict and for /quota."""
@@ -345,7 +213,7 @@ class JobStore:
     ) -> list[Job]:
         """A member's delivered jobs, newest first: the `limit` just older (or just newer) than a cursor job."""
         cursor_job = older_than or newer_than
-        where = "user_id = ? AND state = 'delivered' AND result_message_id IS NOT NULL"
+        where = f"user_id = ? AND state = {_states(JobState.DELIVERED)} AND result_message_id IS NOT NULL"
         args: list[Any] = [user_id]
         if cursor_job is not None:
             op = "<" if older_than is not None else ">"

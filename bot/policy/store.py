@@ -7,19 +7,34 @@ from collections import defaultdict
 import aiosqlite
 
 from bot.limits.admin_store import AdminStore
+from bot.pipeline.database import Schema
 from bot.policy.blocklist import MAX_ENTRIES
-from bot.policy.rules import (
-    DIRECT_MESSAGES,
-    SETTING_NAMES,
-    Flagged,
-    GuildPolicy,
-    ScopePolicy,
-    format_setting,
-    parse_setting,
-)
+from bot.policy.rules import DIRECT_MESSAGES, SETTING_NAMES, GuildPolicy, ScopePolicy, format_setting, parse_setting
+from core.jobs import Flagged
 
 # Rows for the whole server use channel 0 (no Discord id is 0), so the primary keys need no NULLs.
 SERVER = 0
+# Append, never edit (see bot.pipeline.database).
+SCHEMA = Schema(
+    "policy",
+    (
+        """
+        CREATE TABLE policy_words (
+            guild_id INTEGER NOT NULL,
+            channel_id INTEGER NOT NULL,
+            entry TEXT NOT NULL,
+            PRIMARY KEY (guild_id, channel_id, entry)
+        );
+        CREATE TABLE policy_settings (
+            guild_id INTEGER NOT NULL,
+            channel_id INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (guild_id, channel_id, name)
+        );
+        """,
+    ),
+)
 
 
 class TooManyEntries(ValueError):
@@ -38,7 +53,7 @@ class PolicyStore:
 
     @property
     def _db(self) -> aiosqlite.Connection:
-        return self.admin.store.db
+        return self.admin.db
 
     async def policy(self, guild_id: int | None) -> GuildPolicy:
         """Every entry and setting of a server (in a DM, the policy for DMs)."""

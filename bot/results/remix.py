@@ -25,8 +25,6 @@ from core.wire import EngineReady
 
 MODAL_ID = re.compile(r"^sdbot:remix:(?P<job>[0-9a-f]{4,32})$")
 SETTINGS_KEYS = ("Steps", "CFG scale", "Seed", "Sampler", "Schedule type")
-# Modes whose size follows from the image they work from: their modal has no size input.
-_SIZED_BY_SOURCE = ("vary", "upscale", "zoom", "pan")
 
 
 def settings_line(params: GenerationParams) -> str:
@@ -63,7 +61,8 @@ def remix_modal(job: Job) -> discord.ui.Modal:
             max_length=MAX_PROMPT_CHARS,
         )
     )
-    if params.mode not in _SIZED_BY_SOURCE:
+    # A size that follows from the image the job works from is not the member's to edit.
+    if not params.mode.sized_by_source:
         modal.add_item(
             discord.ui.TextInput(
                 label="Size (width x height)",

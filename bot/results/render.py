@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import discord
 
 from core.jobs import Job
@@ -14,7 +16,8 @@ _BAR_CELLS = 12
 SPOILER_PREFIX = "SPOILER_"
 
 
-def _clip(text: str, limit: int) -> str:
+def clip(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters, ending in "…" when cut (Discord refuses a message over any limit)."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -61,7 +64,7 @@ _SENTENCE_MAX = 1900
 
 def failed_text(sentence: str) -> str:
     """Why a job produced nothing; the sentence may come from the engine, so it is clipped to fit a message."""
-    return f"❌ {_clip(sentence, _SENTENCE_MAX)}"
+    return f"❌ {clip(sentence, _SENTENCE_MAX)}"
 
 
 def withheld_text(withheld: int, total: int) -> str:
@@ -81,21 +84,31 @@ def result_file_stems(job: Job, result: JobResult) -> list[str]:
     return [f"sdbot-{job.id}-{image.seed}" for image in result.images]
 
 
-def result_embed(job: Job, result: JobResult) -> discord.Embed:
-    """Everything needed to reproduce the images, and who asked."""
+def settings_embed(
+    job: Job, seeds: Sequence[int], model_name: str | None, colour: discord.Colour | None = None
+) -> discord.Embed:
+    """The prompt and every setting that draws these images again: the one layout results and shares use."""
     params = job.params
-    seeds = ", ".join(str(image.seed) for image in result.images)
-    embed = discord.Embed(description=_clip(params.prompt, _DESCRIPTION_MAX), colour=discord.Colour.blurple())
+    embed = discord.Embed(description=clip(params.prompt, _DESCRIPTION_MAX), colour=colour or discord.Colour.blurple())
     if params.negative_prompt:
-        embed.add_field(name="Negative prompt", value=_clip(params.negative_prompt, _FIELD_MAX), inline=False)
-    embed.add_field(name="Seed" if len(result.images) == 1 else "Seeds", value=seeds)
+        embed.add_field(name="Negative prompt", value=clip(params.negative_prompt, _FIELD_MAX), inline=False)
+    embed.add_field(name="Seed" if len(seeds) == 1 else "Seeds", value=", ".join(str(seed) for seed in seeds))
     embed.add_field(name="Steps", value=str(params.steps))
     embed.add_field(name="CFG scale", value=f"{params.cfg:g}")
     embed.add_field(name="Sampler", value=params.sampler)
     if params.clip_skip > 1:
         embed.add_field(name="Clip skip", value=str(params.clip_skip))
     embed.add_field(name="Size", value=f"{params.width}×{params.height}")
-    embed.add_field(name="Model", value=_clip(result.model.name, _FIELD_MAX))
+    if model_name is not None:
+        embed.add_field(name="Model", value=clip(model_name, _FIELD_MAX))
+    if params.needs_source:
+        embed.add_field(name="Denoising strength", value=f"{params.strength:g}")
+    return embed
+
+
+def result_embed(job: Job, result: JobResult) -> discord.Embed:
+    """Everything needed to reproduce the images, how long they took, and who asked."""
+    embed = settings_embed(job, [image.seed for image in result.images], result.model.name)
     embed.add_field(name="Time", value=f"{result.seconds:.1f} s")
     embed.add_field(name="Asked by", value=f"<@{job.user_id}>")
     embed.set_footer(text=f"job {job.id}")

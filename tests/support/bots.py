@@ -8,11 +8,11 @@ from typing import Any
 
 from bot.app import NO_LIMITS, SdBot
 from bot.limits.rules import Limits
+from bot.pipeline.database import Database
 from bot.pipeline.delivery import PREVIEW_FILENAME
 from bot.pipeline.engine_client import Engine
 from bot.pipeline.images import ImageStore
 from bot.pipeline.progress import Clock
-from bot.pipeline.store import JobStore
 from tests.support.fake_discord import CHANNEL_ID, GUILD_ID, FakeDiscord, FakeInteraction, FakeMessage
 
 
@@ -31,7 +31,7 @@ def make_bot(
     Commands are synced to the test guild (`guild_ids=()`: globally, as DMs need); `options` go to SdBot as they are
     (a LoRA folder, the models, …)."""
     return SdBot(
-        store=JobStore(folder / "sdbot.sqlite3"),
+        database=Database(folder / "sdbot.sqlite3"),
         engine=engine,
         images=ImageStore(folder / "data", keep_days=30),
         limits=limits,

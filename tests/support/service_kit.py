@@ -1,5 +1,6 @@
-"""The services as the bot wires them, over a real SQLite file and image folder but no Discord: service tests drive
-them through the fake interaction port (tests/support/fake_port.py)."""
+"""The pipeline and stores as the app builds them (bot.features.build_shared), over a real SQLite file, an image
+folder and the fake engine but no Discord: service tests drive the services through the fake interaction port
+(tests/support/fake_port.py)."""
 
 from __future__ import annotations
 
@@ -10,29 +11,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import discord
 from PIL import Image
 
 from bot.community.store import CommunityStore
+from bot.features import Options, Shared, build_shared
 from bot.interactions.port import Caller
 from bot.limits.admin_store import AdminStore
 from bot.limits.quota import Quota
 from bot.limits.rules import Limits
-from bot.pipeline.estimates import Estimator
+from bot.models.picker import Models
+from bot.pipeline.database import Database
 from bot.pipeline.fair_queue import FairQueue
 from bot.pipeline.images import ImageStore
-from bot.pipeline.installed import Installed
 from bot.pipeline.intake import Intake
 from bot.pipeline.store import JobStore
 from bot.policy.store import PolicyStore
-from core.infotext import ModelInfo
 from core.jobs import Job, new_job_id
 from core.params import GenerationParams
 from core.wire import EngineReady
+from tests.support.fake_engine import MODEL, FakeEngine
 
 NOW = 1_800_000_000.0
 NO_LIMITS = Limits(images_per_hour=None, images_per_day=None, max_queued=None, cooldown_s=0.0)
 RESULT_MESSAGE_ID = 820_000_000_000_000_001
-READY = EngineReady(ModelInfo("kit-model", "0123456789"), "fake", 512, 512, max_pixels=4 * 512 * 512)
 
 
 def job_for(caller: Caller, prompt: str = "a red fox", **params: Any) -> Job:
@@ -68,23 +70,49 @@ class Clock:
 
 @dataclass
 class Kit:
-    """The stores and the intake behind every service; `ready` and `closing` are the engine's and the bot's state."""
+    """The pipeline and stores as the app builds them (never started: no dispatcher runs), and the bot's state."""
 
-    store: JobStore
-    images: ImageStore
-    admin: AdminStore
-    policy: PolicyStore
+    shared: Shared
+    engine: FakeEngine
     community: CommunityStore
-    queue: FairQueue[Job]
-    quota: Quota
-    intake: Intake
-    clock: Clock
-    ready: EngineReady | None = READY
     closing: bool = False
 
+    @property
+    def store(self) -> JobStore:
+        return self.shared.jobs
+
+    @property
+    def images(self) -> ImageStore:
+        return self.shared.images
+
+    @property
+    def admin(self) -> AdminStore:
+        return self.shared.admin
+
+    @property
+    def policy(self) -> PolicyStore:
+        return self.shared.policy
+
+    @property
+    def queue(self) -> FairQueue[Job]:
+        return self.shared.queue
+
+    @property
+    def quota(self) -> Quota:
+        return self.shared.quota
+
+    @property
+    def intake(self) -> Intake:
+        return self.shared.intake
+
+    @property
+    def clock(self) -> Clock:
+        assert isinstance(self.shared.clock, Clock)
+        return self.shared.clock
+
     def engine_ready(self) -> EngineReady | None:
-        """What the engine reported, as services ask for it."""
-        return self.ready
+        """What the engine reported (None until it has started), as services ask for it."""
+        return self.shared.engine_ready()
 
     async def delivered(
         self,
@@ -97,7 +125,7 @@ class Kit:
         """`job` as the dispatcher leaves it once its result is posted: stored, drawn (its images `kept` on disk,
         those in `flagged` flagged by the checker), delivered."""
         await self.store.add(job)
-        await self.store.mark_done(job.id, self.clock(), 1.0, READY.model, flagged)
+        await self.store.mark_done(job.id, self.clock(), 1.0, MODEL, flagged)
         await self.store.mark_delivered(job.id, result_message_id)
         if kept:
             self.images.save(job.id, [png(job.params.width, job.params.height)] * job.params.count)
@@ -107,42 +135,25 @@ class Kit:
 
 
 @asynccontextmanager
-async def service_kit(
-    folder: Path, *, limits: Limits = NO_LIMITS, allow_dms: bool = False, installed: Installed | None = None
-) -> AsyncIterator[Kit]:
-    """A kit whose database and images live in `folder`, open for the test's duration."""
-    store = JobStore(folder / "sdbot.sqlite3")
-    await store.open()
+async def service_kit(folder: Path, *, limits: Limits = NO_LIMITS, allow_dms: bool = False) -> AsyncIterator[Kit]:
+    """A kit whose database and images live in `folder`, its engine ready, open for the test's duration."""
+    database = Database(folder / "sdbot.sqlite3")
+    await database.open()
     try:
-        clock = Clock()
-        admin = AdminStore(store)
-        queue: FairQueue[Job] = FairQueue()
-        quota = Quota(store=store, admin=admin, defaults=limits, clock=clock)
-        policy = PolicyStore(admin)
-        intake = Intake(
-            store=store,
-            queue=queue,
-            quota=quota,
-            estimator=Estimator(admin),
-            running=list,
+        engine = FakeEngine()
+        await engine.start()
+        shared = build_shared(
+            # Never connected: services reach Discord only through the port here.
+            discord.Client(intents=discord.Intents(guilds=True)),
+            database=database,
+            engine=engine,
+            images=ImageStore(folder / "data", keep_days=30),
+            models=Models(),
+            options=Options(limits=limits, clock=Clock(), allow_dms=allow_dms),
             # The kit's own flag, read when a job comes in (as the bot's `closing` is).
             closing=lambda: kit.closing,
-            clock=clock,
-            policy=policy,
-            installed=installed,
-            allow_dms=allow_dms,
         )
-        kit = Kit(
-            store=store,
-            images=ImageStore(folder / "data", keep_days=30),
-            admin=admin,
-            policy=policy,
-            community=CommunityStore(store),
-            queue=queue,
-            quota=quota,
-            intake=intake,
-            clock=clock,
-        )
+        kit = Kit(shared=shared, engine=engine, community=CommunityStore(database))
         yield kit
     finally:
-        await store.close()
+        await database.close()

@@ -1,0 +1,172 @@
+"""What the feature packages share and what they hand back: the app builds `Shared`, each feature's `setup()` adds
+its commands, button and modal handlers, start-up work and hourly chores to a `Registry`."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import discord
+from discord import app_commands
+
+from bot.interactions.port import Caller, Responder
+from bot.limits.admin_store import AdminStore
+from bot.limits.owners import Owners
+from bot.limits.pauses import Pauses
+from bot.limits.quota import Quota
+from bot.limits.rules import Limits
+from bot.models.channel_defaults import ChannelModels
+from bot.models.picker import Models
+from bot.pipeline.database import Database
+from bot.pipeline.delivery import Delivery
+from bot.pipeline.dispatch import Dispatcher
+from bot.pipeline.engine_client import Engine
+from bot.pipeline.estimates import Estimator
+from bot.pipeline.fair_queue import FairQueue
+from bot.pipeline.images import ImageStore
+from bot.pipeline.installed import Installed
+from bot.pipeline.intake import Intake
+from bot.pipeline.progress import Clock
+from bot.pipeline.source_images import SourceImages
+from bot.pipeline.store import JobStore
+from bot.policy.store import PolicyStore
+from bot.results.presses import PressHandler
+from core.jobs import Job
+from core.network_files import NetworkFolder
+from core.params import DEFAULT_MAX_LORAS
+from core.wire import EngineReady
+
+AppCommand = app_commands.Command[Any, Any, Any] | app_commands.Group | app_commands.ContextMenu
+# A modal submission, with the match of its custom_id.
+ModalHandler = Callable[[Caller, Responder, re.Match[str]], Awaitable[object]]
+
+
+class Chore(Protocol):
+    """Work done at start and every hour (pruning, the weekly digest); it logs its own failures' context."""
+
+    async def __call__(self) -> object: ...
+
+
+@dataclass(frozen=True)
+class Shared:
+    """The pipeline and the stores several features use; built once by the app."""
+
+    client: discord.Client
+    database: Database
+    jobs: JobStore
+    engine: Engine
+    queue: FairQueue[Job]
+    dispatcher: Dispatcher
+    intake: Intake
+    images: ImageStore
+    sources: SourceImages
+    admin: AdminStore
+    quota: Quota
+    policy: PolicyStore
+    models: Models
+    channel_models: ChannelModels
+    owners: Owners
+    pauses: Pauses
+    estimator: Estimator
+    clock: Clock
+
+    def engine_ready(self) -> EngineReady | None:
+        """What the engine can draw, or None while it starts."""
+        return self.engine.ready
+
+
+@dataclass
+class Registry:
+    """What the features contribute, for the app to register with discord.py and run."""
+
+    admin_group: app_commands.Group
+    commands: list[AppCommand] = field(default_factory=list)
+    presses: dict[str, PressHandler] = field(default_factory=dict)
+    modals: list[tuple[re.Pattern[str], ModalHandler]] = field(default_factory=list)
+    on_start: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
+    hourly: dict[str, Chore] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Options:
+    """How the owner set the pipeline up (from the settings)."""
+
+    limits: Limits
+    clock: Clock
+    progress_interval: float = 1.0
+    lora_dir: Path | None = None
+    owner_ids: tuple[int, ...] = ()
+    allow_dms: bool = False
+    max_loras: int = DEFAULT_MAX_LORAS
+
+
+def build_shared(
+    client: discord.Client,
+    *,
+    database: Database,
+    engine: Engine,
+    images: ImageStore,
+    models: Models,
+    options: Options,
+    closing: Callable[[], bool],
+) -> Shared:
+    """The pipeline (queue, dispatcher, intake) over the database, the engine and the stores it consults."""
+    clock = options.clock
+    channel_models = ChannelModels(database)
+    models.channels = channel_models
+    # Jobs are grouped by the model they need, so the engine does not switch back and forth.
+    queue: FairQueue[Job] = FairQueue(affinity=lambda job: models.key(job.params.model))
+    jobs = JobStore(database)
+    admin = AdminStore(database)
+    estimator = Estimator(database)
+    quota = Quota(
+        store=jobs, admin=admin, defaults=options.limits, clock=clock, guild_ids=lambda: [g.id for g in client.guilds]
+    )
+    policy = PolicyStore(admin)
+    sources = SourceImages(images, client)
+    dispatcher = Dispatcher(
+        queue=queue,
+        engine=engine,
+        store=jobs,
+        delivery=Delivery(client),
+        sources=sources,
+        estimator=estimator,
+        models=models,
+        clock=clock,
+        progress_interval=options.progress_interval,
+    )
+    intake = Intake(
+        store=jobs,
+        queue=queue,
+        quota=quota,
+        estimator=estimator,
+        running=dispatcher.running,
+        closing=closing,
+        clock=clock,
+        policy=policy,
+        installed=Installed(models, NetworkFolder(options.lora_dir), options.max_loras),
+        allow_dms=options.allow_dms,
+    )
+    return Shared(
+        client=client,
+        database=database,
+        jobs=jobs,
+        engine=engine,
+        queue=queue,
+        dispatcher=dispatcher,
+        intake=intake,
+        images=images,
+        sources=sources,
+        admin=admin,
+        quota=quota,
+        policy=policy,
+        models=models,
+        channel_models=channel_models,
+        owners=Owners(configured=frozenset(options.owner_ids), fetch=client.application_info, clock=clock),
+        pauses=Pauses(admin=admin, queue=queue),
+        estimator=estimator,
+        clock=clock,
+    )

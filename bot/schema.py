@@ -1,0 +1,12 @@
+"""Every feature's tables, in the order they are brought up to date (one may refer to an earlier one's)."""
+
+from __future__ import annotations
+
+from bot.community.store import SCHEMA as COMMUNITY
+from bot.limits.admin_store import SCHEMA as LIMITS
+from bot.models.channel_defaults import SCHEMA as MODELS
+from bot.pipeline.database import Schema
+from bot.pipeline.store import SCHEMA as JOBS
+from bot.policy.store import SCHEMA as POLICY
+
+SCHEMAS: tuple[Schema, ...] = (JOBS, LIMITS, MODELS, POLICY, COMMUNITY)
