@@ -14,6 +14,7 @@ from bot.community import feature as community_feature
 from bot.errors import answer_command_error
 from bot.features import Options, Registry, build_shared
 from bot.imagine import feature as imagine_feature
+from bot.interactions.adapter import caller_and_responder
 from bot.limits import feature as limits_feature
 from bot.limits.commands import admin_group
 from bot.limits.rules import Limits
@@ -192,7 +193,8 @@ class SdBot(discord.Client):
         for pattern, submit in self.registry.modals:
             match = pattern.match(custom_id)
             if match is not None:
-                await submit(interaction, match)
+                caller, responder = caller_and_responder(interaction)
+                await submit(caller, responder, match)
                 return
 
     async def sync_commands(self) -> None:

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 import discord
 from discord import app_commands
 
+from bot.interactions.port import Caller, Responder
 from bot.limits.admin_store import AdminStore
 from bot.limits.owners import Owners
 from bot.limits.pauses import Pauses
@@ -41,7 +42,7 @@ from core.wire import EngineReady
 
 AppCommand = app_commands.Command[Any, Any, Any] | app_commands.Group | app_commands.ContextMenu
 # A modal submission, with the match of its custom_id.
-ModalHandler = Callable[[discord.Interaction, re.Match[str]], Awaitable[object]]
+ModalHandler = Callable[[Caller, Responder, re.Match[str]], Awaitable[object]]
 
 
 class Chore(Protocol):

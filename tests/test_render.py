@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.pipeline.intake import answer_privately
+from bot.interactions.adapter import DiscordResponder
 from bot.results.render import failed_text
 
 
@@ -19,13 +19,13 @@ async def test_a_private_answer_of_any_length_is_cut_to_what_discord_accepts() -
         def is_done(self) -> bool:
             return False
 
-        async def send_message(self, text: str, *, ephemeral: bool) -> None:
+        async def send_message(self, content: str, *, ephemeral: bool) -> None:
             assert ephemeral
-            sent.append(text)
+            sent.append(content)
 
     class Interaction:
         response = Response()
 
-    await answer_privately(Interaction(), "y" * 2500)  # type: ignore[arg-type]
+    await DiscordResponder(Interaction()).reply_privately("y" * 2500)  # type: ignore[arg-type]
     (text,) = sent
     assert len(text) == 2000 and text.endswith("…")

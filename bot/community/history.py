@@ -8,6 +8,8 @@ import discord
 from discord import app_commands
 
 from bot.community.sharing import message_link
+from bot.interactions.adapter import caller_and_responder
+from bot.interactions.port import Caller, Responder
 from bot.pipeline.store import JobStore
 from bot.results.buttons import ButtonSpec, Press, buttons_view
 from core.jobs import Job
@@ -66,24 +68,24 @@ class HistoryService:
         has_newer = bool(await self.store.history(user_id, newer_than=jobs[0].id, limit=1))
         return history_page(jobs, has_older, has_newer)
 
-    async def show(self, interaction: discord.Interaction) -> None:
+    async def show(self, caller: Caller, responder: Responder) -> None:
         """/history: the newest page, privately."""
-        page = await self.page(interaction.user.id)
+        page = await self.page(caller.user_id)
         if page is None:
-            await interaction.response.send_message(NO_HISTORY, ephemeral=True)
+            await responder.reply_privately(NO_HISTORY)
             return
         embed, buttons = page
-        await interaction.response.send_message(embed=embed, view=buttons_view(buttons), ephemeral=True)
+        await responder.reply_privately(embed=embed, view=buttons_view(buttons))
 
-    async def turn(self, interaction: discord.Interaction, press: Press) -> None:
+    async def turn(self, caller: Caller, responder: Responder, press: Press) -> None:
         """Older or Newer: replace the page in place."""
         cursor = {"older_than": press.job_id} if press.action == "history-next" else {"newer_than": press.job_id}
-        page = await self.page(interaction.user.id, **cursor)
+        page = await self.page(caller.user_id, **cursor)
         if page is None:
-            await interaction.response.send_message(NO_HISTORY, ephemeral=True)
+            await responder.reply_privately(NO_HISTORY)
             return
         embed, buttons = page
-        await interaction.response.edit_message(embed=embed, view=buttons_view(buttons))
+        await responder.update_pressed(embed=embed, view=buttons_view(buttons))
 
 
 def build_history_command(service: HistoryService) -> app_commands.Command:  # type: ignore[type-arg]
@@ -91,6 +93,7 @@ def build_history_command(service: HistoryService) -> app_commands.Command:  # t
 
     @app_commands.command(name="history", description="Your recent results, with buttons to redo or upscale them")
     async def history(interaction: discord.Interaction) -> None:
-        await service.show(interaction)
+        caller, responder = caller_and_responder(interaction)
+        await service.show(caller, responder)
 
     return history

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import discord
 from discord import app_commands
 
 from bot.community.store import CommunityStore
-from bot.imagine.attachments import IMAGE_TYPES, fetch_raw
+from bot.imagine.attachments import IMAGE_TYPES, AttachmentInfo, fetch_raw
+from bot.interactions.adapter import caller_and_responder
+from bot.interactions.port import Caller, Responder
 from bot.pipeline.intake import Intake, check_channel, ready_engine
 from bot.results.buttons import ButtonSpec, Press, buttons_view
 from bot.results.render import clip
@@ -90,57 +92,58 @@ class ReadParamsService:
             return GenerationParams(prompt="")
         return GenerationParams(prompt="", width=ready.native_width, height=ready.native_height)
 
-    async def read(self, interaction: discord.Interaction, message: discord.Message) -> None:
-        """Answer privately with the parameters of the message's first image, and a Run button if they run here."""
-        attachment = next((a for a in message.attachments if (a.content_type or "").split(";")[0] in IMAGE_TYPES), None)
+    async def read(self, caller: Caller, responder: Responder, attachments: Sequence[AttachmentInfo]) -> None:
+        """Answer privately with the parameters of a message's first image, and a Run button if they run here."""
+        attachment = next((a for a in attachments if (a.content_type or "").split(";")[0] in IMAGE_TYPES), None)
         if attachment is None:
-            await interaction.response.send_message(NO_IMAGE, ephemeral=True)
+            await responder.reply_privately(NO_IMAGE)
             return
-        await interaction.response.defer(ephemeral=True, thinking=True)
+        await responder.think(private=True)
         try:
             data = await fetch_raw(attachment)
         except InvalidParams as exc:
-            await interaction.followup.send(str(exc), ephemeral=True)
+            await responder.reply_privately(str(exc))
             return
         kind = (attachment.content_type or "").split(";")[0]
         try:
             # Off the event loop: decoding the file and parsing up to 16 KiB of text must not stall the gateway.
             info = await asyncio.to_thread(read_infotext, data, kind)
         except InfotextTooLong:
-            await interaction.followup.send(TOO_LONG, ephemeral=True)
+            await responder.reply_privately(TOO_LONG)
             return
         if info is None:
-            await interaction.followup.send(NO_METADATA, ephemeral=True)
+            await responder.reply_privately(NO_METADATA)
             return
         embed = infotext_embed(info, attachment.filename)
         try:
             params = info.to_params(self._base())
         except InvalidParams as exc:
-            await interaction.followup.send(f"I can't run these settings here: {exc}", embed=embed, ephemeral=True)
+            await responder.reply_privately(f"I can't run these settings here: {exc}", embed=embed)
             return
-        draft = await self.community.add_draft(interaction.user.id, params, self.intake.clock())
+        draft = await self.community.add_draft(caller.user_id, params, self.intake.clock())
         view = buttons_view([ButtonSpec(Press("run", draft), "Run these settings", row=0, emoji="▶️")])
-        await interaction.followup.send(embed=embed, view=view, ephemeral=True)
+        await responder.reply_privately(embed=embed, view=view)
 
-    async def run(self, interaction: discord.Interaction, press: Press) -> Job | None:
+    async def run(self, caller: Caller, responder: Responder, press: Press) -> Job | None:
         """Queue the settings read from an image, for whoever pressed, through the normal intake."""
         params = await self.community.draft(press.job_id)
         if params is None:
-            await interaction.response.send_message(DRAFT_GONE, ephemeral=True)
+            await responder.reply_privately(DRAFT_GONE)
             return None
         try:
             self.intake.check_fits(params, ready_engine(self.engine_ready))
-            channel_id = check_channel(interaction)
+            channel_id = check_channel(caller)
         except InvalidParams as exc:
-            await interaction.response.send_message(str(exc), ephemeral=True)
+            await responder.reply_privately(str(exc))
             return None
-        return await self.intake.accept(interaction, self.intake.new_job(interaction, params, channel_id))
+        return await self.intake.accept(caller, responder, self.intake.new_job(caller, params, channel_id))
 
 
 def build_read_params_command(service: ReadParamsService) -> app_commands.ContextMenu:
     """The "Read parameters" entry in every message's Apps menu."""
 
     async def read_parameters(interaction: discord.Interaction, message: discord.Message) -> None:
-        await service.read(interaction, message)
+        caller, responder = caller_and_responder(interaction)
+        await service.read(caller, responder, [AttachmentInfo.of(a) for a in message.attachments])
 
     return app_commands.ContextMenu(name="Read parameters", callback=read_parameters)

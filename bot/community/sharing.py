@@ -9,11 +9,12 @@ from dataclasses import dataclass
 import discord
 
 from bot.community.store import CommunityStore
+from bot.interactions.adapter import is_age_restricted, policy_channel_id
+from bot.interactions.port import Caller, Responder
 from bot.pipeline.delivery import DEFAULT_SIZE_LIMIT, Delivery
 from bot.pipeline.progress import Clock
 from bot.pipeline.source_images import SourceImages
 from bot.pipeline.store import JobStore
-from bot.policy.rules import is_age_restricted, policy_channel_id
 from bot.policy.store import PolicyStore
 from bot.results.buttons import Press, buttons_view, shared_buttons
 from bot.results.presses import IMAGE_GONE, UNKNOWN_JOB
@@ -91,29 +92,29 @@ class ShareService:
         self.client = client
         self.clock = clock
 
-    async def press(self, interaction: discord.Interaction, press: Press) -> None:
+    async def press(self, caller: Caller, responder: Responder, press: Press) -> None:
         """Share image `press.index` of the job, or say in a sentence why not (or where it already is)."""
-        checked = await self._checked(interaction, press)
+        checked = await self._checked(caller, press)
         if isinstance(checked, str):
-            await interaction.response.send_message(checked, ephemeral=True)
+            await responder.reply_privately(checked)
             return
         # What follows may call Discord (channel, image download, upload): longer than the 3 s allowed for an answer.
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        await interaction.followup.send(await self._share(interaction, checked), ephemeral=True)
+        await responder.think(private=True)
+        await responder.reply_privately(await self._share(caller, checked))
 
-    async def _checked(self, interaction: discord.Interaction, press: Press) -> _Request | str:
-        """The share to make, or the sentence refusing it, from SQLite and the interaction alone."""
+    async def _checked(self, caller: Caller, press: Press) -> _Request | str:
+        """The share to make, or the sentence refusing it, from SQLite and the caller alone."""
         job = await self.store.get(press.job_id)
         index = press.index or 1
         if job is None or index > job.params.count:
             return UNKNOWN_JOB
-        if interaction.guild_id is None or job.guild_id != interaction.guild_id:
+        if caller.guild_id is None or job.guild_id != caller.guild_id:
             return "Images can only be shared in the server they were made in."
-        if interaction.user.id != job.user_id and not interaction.permissions.manage_messages:
+        if caller.user_id != job.user_id and not caller.manage_messages:
             return f"Only <@{job.user_id}> or someone with Manage Messages can share this."
         if index in job.flagged:
             return FLAGGED
-        settings = await self.community.settings(interaction.guild_id)
+        settings = await self.community.settings(caller.guild_id)
         if settings.art_channel_id is None:
             return NO_ART_CHANNEL
         return _Request(job, index, settings.art_channel_id)
@@ -136,7 +137,7 @@ class ShareService:
             return unchecked_here(channel_id)
         return None
 
-    async def _share(self, interaction: discord.Interaction, request: _Request) -> str:
+    async def _share(self, caller: Caller, request: _Request) -> str:
         """Claim and post the image; the sentence to answer with."""
         job, index, channel_id = request.job, request.index, request.art_channel_id
         refusal = await self._art_channel_refusal(job, channel_id)
@@ -144,7 +145,7 @@ class ShareService:
             return refusal
         assert job.guild_id is not None
         existing = await self.community.claim_share(
-            job.id, index, job.guild_id, channel_id, interaction.user.id, self.clock()
+            job.id, index, job.guild_id, channel_id, caller.user_id, self.clock()
         )
         if existing is not None:
             if existing.message_id is None:
@@ -156,7 +157,7 @@ class ShareService:
             if png is None:
                 await self.community.release_share(job.id, index)
                 return IMAGE_GONE
-            message = await self._post(job, index, png, channel_id, interaction)
+            message = await self._post(job, index, png, channel_id, caller)
             await self.community.share_posted(job.id, index, message.id)
         except discord.HTTPException as exc:
             log.warning("job %s: could not share image %d: %s", job.id, index, exc)
@@ -169,19 +170,17 @@ class ShareService:
             # A claim left behind would say "being shared right now" until it goes stale.
             await self.community.release_share(job.id, index)
             raise
-        log.info("job %s: image %d shared by %s", job.id, index, interaction.user.id)
+        log.info("job %s: image %d shared by %s", job.id, index, caller.user_id)
         return f"Shared: {message.jump_url}"
 
-    async def _post(
-        self, job: Job, index: int, png: bytes, channel_id: int, interaction: discord.Interaction
-    ) -> discord.Message:
-        fitted = await Delivery.fit(png, interaction.filesize_limit or DEFAULT_SIZE_LIMIT)
+    async def _post(self, job: Job, index: int, png: bytes, channel_id: int, caller: Caller) -> discord.Message:
+        fitted = await Delivery.fit(png, caller.upload_limit or DEFAULT_SIZE_LIMIT)
         filename = f"sdbot-{job.id}-{job.params.seeds()[index - 1]}.{fitted.extension}"
         details = await self.store.done_details(job.id)
         size = (job.params.width, job.params.height)
         channel = self.client.get_partial_messageable(channel_id, guild_id=job.guild_id)
         return await channel.send(
-            content=f"⭐ <@{job.user_id}>'s image, shared by <@{interaction.user.id}>",
+            content=f"⭐ <@{job.user_id}>'s image, shared by <@{caller.user_id}>",
             embed=share_embed(job, index, details[1] if details else None, filename),
             file=discord.File(io.BytesIO(fitted.data), filename=filename),
             view=buttons_view(shared_buttons(job, index, size)),

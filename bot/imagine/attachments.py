@@ -33,6 +33,7 @@ class AttachmentInfo:
 
     @classmethod
     def of(cls, attachment: discord.Attachment) -> AttachmentInfo:
+        """What Discord said about `attachment`, as the services read it."""
         return cls(
             filename=attachment.filename,
             url=attachment.url,
@@ -109,16 +110,14 @@ def decode_image(data: bytes, filename: str) -> DecodedImage:
     return DecodedImage(png=buffer.getvalue(), size=size)
 
 
-async def fetch_image(attachment: discord.Attachment) -> DecodedImage:
+async def fetch_image(info: AttachmentInfo) -> DecodedImage:
     """Check, download with a cap and decode a member's image; InvalidParams with a sentence at any failure."""
-    info = AttachmentInfo.of(attachment)
     check_image(info)
     data = await download(info)
     return await asyncio.to_thread(decode_image, data, info.filename)
 
 
-async def fetch_raw(attachment: discord.Attachment) -> bytes:
+async def fetch_raw(info: AttachmentInfo) -> bytes:
     """Check and download an image as it is (its metadata intact), with a cap."""
-    info = AttachmentInfo.of(attachment)
     check_image(info)
     return await download(info)

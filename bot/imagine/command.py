@@ -12,9 +12,11 @@ import discord
 from discord import app_commands
 
 from bot.imagine.attachments import AttachmentInfo, check_image, fetch_image
+from bot.interactions.adapter import caller_and_responder
+from bot.interactions.port import Caller, Responder
 from bot.models.picker import ModelPick, Models
 from bot.pipeline.images import ImageStore
-from bot.pipeline.intake import Intake, answer_privately, check_channel, check_fits, ready_engine, role_ids
+from bot.pipeline.intake import Intake, check_channel, check_fits, ready_engine
 from core.jobs import Job, new_job_id
 from core.params import (
     DEFAULT_CFG,
@@ -129,14 +131,14 @@ class ImagineService:
 
     def check(
         self,
-        interaction: discord.Interaction,
+        caller: Caller,
         options: ImagineOptions,
         source: tuple[int, int] | None = None,
         max_side: int = MAX_SIZE,
     ) -> tuple[int, GenerationParams]:
         """The channel and the job's parameters, or InvalidParams with the sentence saying what to change."""
         ready = ready_engine(self.engine_ready)
-        channel_id = check_channel(interaction)
+        channel_id = check_channel(caller)
         model = self.models.pick(options.model, channel_id)
         return channel_id, options.to_params(ready, self.seed_source, model, source, max_side)
 
@@ -144,13 +146,13 @@ class ImagineService:
         """Autocomplete for `model:`: catalog names (with their descriptions) matching what was typed."""
         return [app_commands.Choice(name=e.label(), value=e.name) for e in self.models.catalog.matching(typed)]
 
-    async def _max_side(self, interaction: discord.Interaction) -> int:
+    async def _max_side(self, caller: Caller) -> int:
         """The largest side this member may ask for, which an image prompt's size must fit."""
-        limits = await self.intake.quota.limits(interaction.guild_id, interaction.user.id, role_ids(interaction))
+        limits = await self.intake.quota.limits(caller.guild_id, caller.user_id, caller.role_ids)
         return min(MAX_SIZE, limits.max_size or MAX_SIZE)
 
     async def submit(
-        self, interaction: discord.Interaction, options: ImagineOptions, image: discord.Attachment | None = None
+        self, caller: Caller, responder: Responder, options: ImagineOptions, image: AttachmentInfo | None = None
     ) -> Job | None:
         """Refuse with an ephemeral sentence, or store, acknowledge and queue the job.
 
@@ -160,29 +162,28 @@ class ImagineService:
         job_id = new_job_id()
         try:
             if image is None:
-                channel_id, params = self.check(interaction, options)
+                channel_id, params = self.check(caller, options)
             else:
-                info = AttachmentInfo.of(image)
-                check_image(info)
-                assert info.width is not None and info.height is not None
-                max_side = await self._max_side(interaction)
-                channel_id, params = self.check(interaction, options, (info.width, info.height), max_side)
+                check_image(image)
+                assert image.width is not None and image.height is not None
+                max_side = await self._max_side(caller)
+                channel_id, params = self.check(caller, options, (image.width, image.height), max_side)
                 # Nothing is downloaded for a member who may not run the job (banned, over a limit, too soon).
-                if not await self.intake.precheck(interaction, self.intake.new_job(interaction, params, channel_id)):
+                if not await self.intake.precheck(caller, responder, self.intake.new_job(caller, params, channel_id)):
                     return None
                 # The download and decoding may take longer than the 3 s Discord allows for an answer.
-                await interaction.response.defer(thinking=True)
+                await responder.think(private=False)
                 decoded = await fetch_image(image)
-                channel_id, params = self.check(interaction, options, decoded.size, max_side)
+                channel_id, params = self.check(caller, options, decoded.size, max_side)
                 # Kept as image 0 of the job itself, so rerolls and restarts find it like any button's source.
                 await asyncio.to_thread(self.images.save_one, job_id, 0, decoded.png)
         except InvalidParams as exc:
-            await answer_privately(interaction, str(exc))
+            await responder.reply_privately(str(exc))
             return None
-        job = self.intake.new_job(interaction, params, channel_id, job_id)
+        job = self.intake.new_job(caller, params, channel_id, job_id)
         if image is None:
-            return await self.intake.accept(interaction, job)
-        accepted = await self.intake.accept(interaction, replace(job, parent_id=job_id, source_index=0))
+            return await self.intake.accept(caller, responder, job)
+        accepted = await self.intake.accept(caller, responder, replace(job, parent_id=job_id, source_index=0))
         if accepted is None:
             # Refused after all (another command of the member's came first): keep nothing of it.
             await asyncio.to_thread(self.images.discard, job_id)
@@ -242,7 +243,8 @@ def build_imagine_command(service: ImagineService) -> app_commands.Command:  # t
             model=model,
             strength=strength,
         )
-        await service.submit(interaction, options, image)
+        caller, responder = caller_and_responder(interaction)
+        await service.submit(caller, responder, options, AttachmentInfo.of(image) if image is not None else None)
 
     @imagine.autocomplete("model")
     async def model_autocomplete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:

@@ -9,6 +9,8 @@ from collections.abc import Callable
 import discord
 from discord import app_commands
 
+from bot.interactions.adapter import caller_and_responder, member_option
+from bot.interactions.port import Caller, MemberOption, Responder
 from bot.limits.admin_store import AdminStore
 from bot.limits.owners import Owners, owner_allowed
 from bot.limits.pauses import EVERY_SERVER, Pauses, hold_reason
@@ -17,7 +19,6 @@ from bot.limits.rules import DAY, HOUR, LIMIT_SPECS, SPECS, Limits, Override
 from bot.pipeline.dispatch import Dispatcher
 from bot.pipeline.estimates import Estimator
 from bot.pipeline.fair_queue import FairQueue
-from bot.pipeline.intake import role_ids
 from bot.pipeline.progress import Clock
 from bot.pipeline.store import JobStore
 from core.jobs import Job, JobState
@@ -100,23 +101,28 @@ def _refill(recent: tuple[tuple[float, int], ...], window: float, now: float) ->
     return f", the oldest frees up <t:{math.ceil(min(inside) + window)}:R>" if inside else ""
 
 
-def build_member_commands(*, quota: Quota, queue_view: QueueView, clock: Clock) -> list[app_commands.Command]:  # type: ignore[type-arg]
-    """/queue and /quota: a member's own jobs and limits, answered privately."""
+class MemberCommands:
+    """The answers behind /queue and /quota: a member's own jobs and limits."""
 
-    @app_commands.command(name="queue", description="Your jobs: where they are in line and when they start")
-    async def queue_command(interaction: discord.Interaction) -> None:
-        lines = queue_view.lines(lambda job: job.user_id == interaction.user.id)
+    def __init__(self, *, quota: Quota, queue_view: QueueView, clock: Clock) -> None:
+        self.quota = quota
+        self.queue_view = queue_view
+        self.clock = clock
+
+    def queue_text(self, caller: Caller) -> str:
+        """The member's running and waiting jobs, and whether this server's queue is paused."""
+        lines = self.queue_view.lines(lambda job: job.user_id == caller.user_id)
         text = "\n".join(lines) if lines else "You have no jobs waiting or running."
-        held = hold_reason(queue_view.queue, interaction.guild_id) if interaction.guild_id is not None else None
+        held = hold_reason(self.queue_view.queue, caller.guild_id) if caller.guild_id is not None else None
         if held is not None:
             text = f"⏸ {held[0].upper()}{held[1:]}: jobs still join it, and start once it is resumed.\n{text}"
-        await interaction.response.send_message(text, ephemeral=True, allowed_mentions=discord.AllowedMentions.none())
+        return text
 
-    @app_commands.command(name="quota", description="What you can still generate, and when it refills")
-    async def quota_command(interaction: discord.Interaction) -> None:
-        limits = await quota.limits(interaction.guild_id, interaction.user.id, role_ids(interaction))
-        usage = await quota.usage(interaction.user.id)
-        now = clock()
+    async def quota_text(self, caller: Caller) -> str:
+        """What the member has used of their limits, what is left, and when it refills."""
+        limits = await self.quota.limits(caller.guild_id, caller.user_id, caller.role_ids)
+        usage = await self.quota.usage(caller.user_id)
+        now = self.clock()
         lines = []
         for limit, window, name in ((limits.images_per_hour, HOUR, "hour"), (limits.images_per_day, DAY, "day")):
             used = sum(cost for at, cost in usage.recent if at > now - window)
@@ -132,7 +138,22 @@ def build_member_commands(*, quota: Quota, queue_view: QueueView, clock: Clock) 
         lines.append(f"• Between commands: {limits.cooldown_s:g} s")
         if limits.max_size is not None or limits.max_steps is not None:
             lines.append(f"• Largest side: {_value(limits, 'max_size')} px, steps: {_value(limits, 'max_steps')}")
-        await interaction.response.send_message("\n".join(lines), ephemeral=True)
+        return "\n".join(lines)
+
+
+def build_member_commands(*, quota: Quota, queue_view: QueueView, clock: Clock) -> list[app_commands.Command]:  # type: ignore[type-arg]
+    """/queue and /quota: a member's own jobs and limits, answered privately."""
+    commands = MemberCommands(quota=quota, queue_view=queue_view, clock=clock)
+
+    @app_commands.command(name="queue", description="Your jobs: where they are in line and when they start")
+    async def queue_command(interaction: discord.Interaction) -> None:
+        caller, responder = caller_and_responder(interaction)
+        await responder.reply_privately(commands.queue_text(caller), quiet=True)
+
+    @app_commands.command(name="quota", description="What you can still generate, and when it refills")
+    async def quota_command(interaction: discord.Interaction) -> None:
+        caller, responder = caller_and_responder(interaction)
+        await responder.reply_privately(await commands.quota_text(caller))
 
     return [queue_command, quota_command]
 
@@ -164,99 +185,93 @@ class AdminCommands:
         self.clock = clock
 
     @staticmethod
-    async def allowed(interaction: discord.Interaction) -> bool:
+    async def allowed(caller: Caller, responder: Responder) -> bool:
         """Discord hides /sdadmin from members without Manage Server; check again, the setting can be changed."""
-        if interaction.guild_id is not None and interaction.permissions.manage_guild:
+        if caller.guild_id is not None and caller.manage_guild:
             return True
-        await interaction.response.send_message(NOT_ADMIN, ephemeral=True)
+        await responder.reply_privately(NOT_ADMIN)
         return False
 
     @staticmethod
-    def _scope(guild_id: int, role: discord.Role | None, member: discord.abc.User | None) -> tuple[str, int]:
-        if member is not None:
-            return "member", member.id
-        if role is not None:
-            return "role", role.id
+    def _scope(guild_id: int, role_id: int | None, member_id: int | None) -> tuple[str, int]:
+        if member_id is not None:
+            return "member", member_id
+        if role_id is not None:
+            return "role", role_id
         return "guild", guild_id
 
-    async def show_limits(
-        self, interaction: discord.Interaction, role: discord.Role | None, member: discord.Member | None
-    ) -> str:
-        assert interaction.guild_id is not None
-        overrides = await self.admin.overrides(interaction.guild_id)
+    async def show_limits(self, caller: Caller, role_id: int | None, member: MemberOption | None) -> str:
+        """The defaults, every override on this server, and what applies to one member or role."""
+        assert caller.guild_id is not None
+        overrides = await self.admin.overrides(caller.guild_id)
         lines = ["**Defaults** (from the bot's settings):", describe_limits(self.quota.defaults)]
         if overrides.guild is not None:
             lines.append(f"**This server:** {describe_override(overrides.guild)}")
-        for role_id, override in overrides.roles.items():
-            lines.append(f"**<@&{role_id}>:** {describe_override(override)}")
+        for overridden_role, override in overrides.roles.items():
+            lines.append(f"**<@&{overridden_role}>:** {describe_override(override)}")
         for user_id, override in overrides.members.items():
             lines.append(f"**<@{user_id}>:** {describe_override(override)}")
         if member is not None:
-            roles = [r.id for r in getattr(member, "roles", [])]
-            effective = await self.quota.limits(interaction.guild_id, member.id, roles)
+            effective = await self.quota.limits(caller.guild_id, member.id, member.role_ids)
             lines += [f"**What applies to <@{member.id}>:**", describe_limits(effective)]
-        elif role is not None:
-            effective = await self.quota.limits(interaction.guild_id, 0, [role.id])
-            lines += [f"**What applies to a member with only <@&{role.id}>:**", describe_limits(effective)]
+        elif role_id is not None:
+            effective = await self.quota.limits(caller.guild_id, 0, [role_id])
+            lines += [f"**What applies to a member with only <@&{role_id}>:**", describe_limits(effective)]
         return "\n".join(lines)
 
     async def set_limit(
-        self,
-        interaction: discord.Interaction,
-        setting: str,
-        value: float | None,
-        role: discord.Role | None,
-        member: discord.Member | None,
+        self, caller: Caller, setting: str, value: float | None, role_id: int | None, member_id: int | None
     ) -> str:
         """Set (or with None clear) one limit for the server, a role or a member."""
-        assert interaction.guild_id is not None
-        scope, target = self._scope(interaction.guild_id, role, member)
+        assert caller.guild_id is not None
+        scope, target = self._scope(caller.guild_id, role_id, member_id)
         spec = SPECS[setting]
         if value is not None and not spec.wait and value != int(value):
             return f"{spec.label.capitalize()} must be a whole number, not {value:g}."
-        await self.admin.set_override(
-            interaction.guild_id, scope, target, setting, value, interaction.user.id, self.clock()
-        )
+        await self.admin.set_override(caller.guild_id, scope, target, setting, value, caller.user_id, self.clock())
         who = {"guild": "this server", "role": f"<@&{target}>", "member": f"<@{target}>"}[scope]
         if value is None:
             return f"Cleared {spec.label} for {who}: the next level up applies."
         return f"Set {spec.label} for {who} to {spec.shown(value)}."
 
-    async def ban(self, interaction: discord.Interaction, member: discord.Member, reason: str) -> str:
-        assert interaction.guild_id is not None
-        await self.admin.ban(interaction.guild_id, member.id, reason, interaction.user.id, self.clock())
-        return f"Banned <@{member.id}> from using the bot here ({reason})."
+    async def ban(self, caller: Caller, member_id: int, reason: str) -> str:
+        """Stop a member from using the bot on this server."""
+        assert caller.guild_id is not None
+        await self.admin.ban(caller.guild_id, member_id, reason, caller.user_id, self.clock())
+        return f"Banned <@{member_id}> from using the bot here ({reason})."
 
-    async def unban(self, interaction: discord.Interaction, member: discord.Member) -> str:
-        assert interaction.guild_id is not None
-        if await self.admin.unban(interaction.guild_id, member.id, interaction.user.id, self.clock()):
-            return f"<@{member.id}> can use the bot again."
-        return f"<@{member.id}> was not banned."
+    async def unban(self, caller: Caller, member_id: int) -> str:
+        """Let a banned member use the bot again."""
+        assert caller.guild_id is not None
+        if await self.admin.unban(caller.guild_id, member_id, caller.user_id, self.clock()):
+            return f"<@{member_id}> can use the bot again."
+        return f"<@{member_id}> was not banned."
 
-    async def cancel(self, interaction: discord.Interaction, job_id: str) -> str:
+    async def cancel(self, caller: Caller, job_id: str) -> str:
+        """Cancel a job of this server that waits or runs."""
         job = await self.store.get(job_id.strip().strip("`"))
         if job is None or job.state not in (JobState.QUEUED, JobState.RUNNING):
             return f"No job `{job_id}` is waiting or running."
-        if job.guild_id != interaction.guild_id:
+        if job.guild_id != caller.guild_id:
             return f"Job `{job_id}` belongs to another server."
-        outcome = await self.dispatcher.cancel(job, interaction.user.id)
-        await self.admin.log(interaction.guild_id, interaction.user.id, f"cancel {job.id}", self.clock())
+        outcome = await self.dispatcher.cancel(job, caller.user_id)
+        await self.admin.log(caller.guild_id, caller.user_id, f"cancel {job.id}", self.clock())
         return outcome
 
-    def queue_text(self, interaction: discord.Interaction, everywhere: bool) -> str:
+    def queue_text(self, caller: Caller, everywhere: bool) -> str:
         """This server's jobs, running and waiting (every server's for the bot's owners)."""
-        guild_id = interaction.guild_id
+        guild_id = caller.guild_id
         lines = self.queue_view.lines() if everywhere else self.queue_view.lines(lambda job: job.guild_id == guild_id)
         held = hold_reason(self.queue, None if everywhere else guild_id)
         heading = f"**Queue{' of every server' if everywhere else ''}{' (paused)' if held else ''}**"
         return f"{heading}\n" + ("\n".join(lines) if lines else "Nothing waiting.")
 
-    async def pause(self, interaction: discord.Interaction, paused: bool) -> str:
+    async def pause(self, caller: Caller, paused: bool) -> str:
         """Pause or resume this server's queue: its jobs still join, none of them starts; other servers' go on."""
-        assert interaction.guild_id is not None
-        changed = await self.pauses.set(interaction.guild_id, paused, interaction.user.id, self.clock())
+        assert caller.guild_id is not None
+        changed = await self.pauses.set(caller.guild_id, paused, caller.user_id, self.clock())
         action = "pause" if paused else "resume"
-        await self.admin.log(interaction.guild_id, interaction.user.id, f"{action} the queue", self.clock())
+        await self.admin.log(caller.guild_id, caller.user_id, f"{action} the queue", self.clock())
         if paused:
             again = "" if changed else " (it already was)"
             return (
@@ -267,11 +282,11 @@ class AdminCommands:
             return "This server's queue is resumed, but every server's is paused until the bot's owners resume it."
         return "The queue runs again."
 
-    async def pause_everywhere(self, interaction: discord.Interaction, paused: bool) -> str:
+    async def pause_everywhere(self, caller: Caller, paused: bool) -> str:
         """The bot's owners pause or resume every server's queue at once (a server paused by its admins stays so)."""
-        await self.pauses.set(EVERY_SERVER, paused, interaction.user.id, self.clock())
+        await self.pauses.set(EVERY_SERVER, paused, caller.user_id, self.clock())
         action = "pause" if paused else "resume"
-        await self.admin.log(interaction.guild_id, interaction.user.id, f"{action} every server's queue", self.clock())
+        await self.admin.log(caller.guild_id, caller.user_id, f"{action} every server's queue", self.clock())
         if paused:
             return (
                 "Every server's queue is paused: jobs still join, none starts until `/sdadmin resume everywhere:True`."
@@ -299,18 +314,16 @@ def add_admin_commands(group: app_commands.Group, commands: AdminCommands) -> No
     """Add limits, bans and the queue to /sdadmin."""
     limits = app_commands.Group(name="limits", description="Per-member limits", parent=group)
     settings = [app_commands.Choice(name=spec.label, value=spec.name) for spec in LIMIT_SPECS]
-    none = discord.AllowedMentions.none()
-
-    async def answer(interaction: discord.Interaction, text: str) -> None:
-        await interaction.response.send_message(text, ephemeral=True, allowed_mentions=none)
 
     @limits.command(name="show", description="The limits that apply, and every override on this server")
     @app_commands.describe(role="Show what applies with this role", member="Show what applies to this member")
     async def limits_show(
         interaction: discord.Interaction, role: discord.Role | None = None, member: discord.Member | None = None
     ) -> None:
-        if await commands.allowed(interaction):
-            await answer(interaction, await commands.show_limits(interaction, role, member))
+        caller, responder = caller_and_responder(interaction)
+        if await commands.allowed(caller, responder):
+            named = member_option(member) if member is not None else None
+            await responder.reply_privately(await commands.show_limits(caller, _id(role), named), quiet=True)
 
     @limits.command(name="set", description="Set a limit for the server, a role or a member (0: no limit)")
     @app_commands.describe(
@@ -327,8 +340,10 @@ def add_admin_commands(group: app_commands.Group, commands: AdminCommands) -> No
         role: discord.Role | None = None,
         member: discord.Member | None = None,
     ) -> None:
-        if await commands.allowed(interaction):
-            await answer(interaction, await commands.set_limit(interaction, setting.value, value, role, member))
+        caller, responder = caller_and_responder(interaction)
+        if await commands.allowed(caller, responder):
+            text = await commands.set_limit(caller, setting.value, value, _id(role), _id(member))
+            await responder.reply_privately(text, quiet=True)
 
     @limits.command(name="clear", description="Remove an override, so the next level up applies")
     @app_commands.choices(setting=settings)
@@ -338,53 +353,66 @@ def add_admin_commands(group: app_commands.Group, commands: AdminCommands) -> No
         role: discord.Role | None = None,
         member: discord.Member | None = None,
     ) -> None:
-        if await commands.allowed(interaction):
-            await answer(interaction, await commands.set_limit(interaction, setting.value, None, role, member))
+        caller, responder = caller_and_responder(interaction)
+        if await commands.allowed(caller, responder):
+            text = await commands.set_limit(caller, setting.value, None, _id(role), _id(member))
+            await responder.reply_privately(text, quiet=True)
 
     @group.command(name="ban", description="Stop a member from using the bot on this server")
     async def ban(
         interaction: discord.Interaction, member: discord.Member, reason: app_commands.Range[str, 1, 200] = "no reason"
     ) -> None:
-        if await commands.allowed(interaction):
-            await answer(interaction, await commands.ban(interaction, member, reason))
+        caller, responder = caller_and_responder(interaction)
+        if await commands.allowed(caller, responder):
+            await responder.reply_privately(await commands.ban(caller, member.id, reason), quiet=True)
 
     @group.command(name="unban", description="Let a banned member use the bot again")
     async def unban(interaction: discord.Interaction, member: discord.Member) -> None:
-        if await commands.allowed(interaction):
-            await answer(interaction, await commands.unban(interaction, member))
+        caller, responder = caller_and_responder(interaction)
+        if await commands.allowed(caller, responder):
+            await responder.reply_privately(await commands.unban(caller, member.id), quiet=True)
 
     everywhere_help = "Every server at once (the bot's owners only)"
 
-    async def owners_may(interaction: discord.Interaction, everywhere: bool, action: str) -> bool:
-        return not everywhere or await owner_allowed(interaction, commands.owners, action)
+    async def owners_may(caller: Caller, responder: Responder, everywhere: bool, action: str) -> bool:
+        return not everywhere or await owner_allowed(caller, responder, commands.owners, action)
 
     @group.command(name="queue", description="This server's jobs, waiting or running")
     @app_commands.describe(everywhere=everywhere_help)
     async def queue(interaction: discord.Interaction, everywhere: bool = False) -> None:
-        if await commands.allowed(interaction) and await owners_may(
-            interaction, everywhere, "see every server's queue; `/sdadmin queue` shows this server's"
+        caller, responder = caller_and_responder(interaction)
+        if await commands.allowed(caller, responder) and await owners_may(
+            caller, responder, everywhere, "see every server's queue; `/sdadmin queue` shows this server's"
         ):
-            await answer(interaction, commands.queue_text(interaction, everywhere))
+            await responder.reply_privately(commands.queue_text(caller, everywhere), quiet=True)
 
     @group.command(name="cancel", description="Cancel any job of this server by its id")
     async def cancel(interaction: discord.Interaction, job_id: app_commands.Range[str, 1, 40]) -> None:
-        if await commands.allowed(interaction):
-            await answer(interaction, await commands.cancel(interaction, job_id))
+        caller, responder = caller_and_responder(interaction)
+        if await commands.allowed(caller, responder):
+            await responder.reply_privately(await commands.cancel(caller, job_id), quiet=True)
 
     @group.command(name="pause", description="Stop starting this server's jobs (they still queue)")
     @app_commands.describe(everywhere=everywhere_help)
     async def pause(interaction: discord.Interaction, everywhere: bool = False) -> None:
-        if await commands.allowed(interaction) and await owners_may(
-            interaction, everywhere, "pause every server's queue; `/sdadmin pause` pauses this server's"
+        caller, responder = caller_and_responder(interaction)
+        if await commands.allowed(caller, responder) and await owners_may(
+            caller, responder, everywhere, "pause every server's queue; `/sdadmin pause` pauses this server's"
         ):
             action = commands.pause_everywhere if everywhere else commands.pause
-            await answer(interaction, await action(interaction, True))
+            await responder.reply_privately(await action(caller, True), quiet=True)
 
     @group.command(name="resume", description="Start this server's jobs again")
     @app_commands.describe(everywhere=everywhere_help)
     async def resume(interaction: discord.Interaction, everywhere: bool = False) -> None:
-        if await commands.allowed(interaction) and await owners_may(
-            interaction, everywhere, "resume every server's queue; `/sdadmin resume` resumes this server's"
+        caller, responder = caller_and_responder(interaction)
+        if await commands.allowed(caller, responder) and await owners_may(
+            caller, responder, everywhere, "resume every server's queue; `/sdadmin resume` resumes this server's"
         ):
             action = commands.pause_everywhere if everywhere else commands.pause
-            await answer(interaction, await action(interaction, False))
+            await responder.reply_privately(await action(caller, False), quiet=True)
+
+
+def _id(option: discord.abc.Snowflake | None) -> int | None:
+    """The id of a role or member option, None when left out."""
+    return option.id if option is not None else None

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import discord
 
+from bot.interactions.port import Caller, Responder
 from bot.pipeline.progress import Clock
 
 log = logging.getLogger(__name__)
@@ -63,9 +64,9 @@ class Owners:
         return user_id in self._application
 
 
-async def owner_allowed(interaction: discord.Interaction, owners: Owners, action: str) -> bool:
+async def owner_allowed(caller: Caller, responder: Responder, owners: Owners, action: str) -> bool:
     """True for the bot's owners; anyone else is told privately that only they can do `action`, and who they are."""
-    if await owners.is_owner(interaction.user.id):
+    if await owners.is_owner(caller.user_id):
         return True
-    await interaction.response.send_message(f"Only {OWNERS} can {action}.", ephemeral=True)
+    await responder.reply_privately(f"Only {OWNERS} can {action}.")
     return False

@@ -10,6 +10,8 @@ from typing import Optional
 import discord
 from discord import app_commands
 
+from bot.interactions.adapter import caller_and_responder
+from bot.interactions.port import Caller, Responder
 from bot.limits.admin_store import AdminStore
 from bot.limits.owners import Owners, owner_allowed
 from bot.models.picker import Models
@@ -59,22 +61,22 @@ class ModelAdmin:
             lines.append(f"<#{channel_id}> draws with `{name}`{gone}")
         return "\n".join(lines)
 
-    async def set_channel(self, interaction: discord.Interaction, channel_id: int, name: str | None) -> str:
+    async def set_channel(self, caller: Caller, channel_id: int, name: str | None) -> str:
         """Set (or with None clear) a channel's default model."""
-        assert interaction.guild_id is not None and self.models.channels is not None
+        assert caller.guild_id is not None and self.models.channels is not None
         if name is not None:
             try:
                 name = self.models.entry(name.strip()).name
             except InvalidParams as exc:
                 return str(exc)
-        await self.models.channels.set(interaction.guild_id, channel_id, name)
+        await self.models.channels.set(caller.guild_id, channel_id, name)
         action = f"channel {channel_id}: model {name or 'default'}"
-        await self.admin.log(interaction.guild_id, interaction.user.id, action, self.clock())
+        await self.admin.log(caller.guild_id, caller.user_id, action, self.clock())
         if name is None:
             return f"<#{channel_id}> draws with the bot's default model again."
         return f"<#{channel_id}> now draws with `{name}` unless a member picks another model."
 
-    async def reload(self, interaction: discord.Interaction) -> str:
+    async def reload(self, caller: Caller) -> str:
         """Rescan the models folder here and in the engine."""
         before = set(self.models.catalog.entries)
         try:
@@ -82,7 +84,7 @@ class ModelAdmin:
         except CatalogError as exc:
             return f"The models folder has a problem, so I kept the models I had: {exc}"
         await self.reload_engine()
-        await self.admin.log(interaction.guild_id, interaction.user.id, "reload models", self.clock())
+        await self.admin.log(caller.guild_id, caller.user_id, "reload models", self.clock())
         added = sorted(set(catalog.entries) - before)
         removed = sorted(before - set(catalog.entries))
         changes = [f"new: {', '.join(added)}" if added else "", f"gone: {', '.join(removed)}" if removed else ""]
@@ -94,21 +96,18 @@ class ModelAdmin:
 def add_model_commands(
     group: app_commands.Group,
     models: ModelAdmin,
-    allowed: Callable[[discord.Interaction], Awaitable[bool]],
+    allowed: Callable[[Caller, Responder], Awaitable[bool]],
     owners: Owners,
 ) -> None:
     """Add `/sdadmin models list|channel|reload` to the /sdadmin group."""
     sub = app_commands.Group(name="models", description="The models members can draw with", parent=group)
-    none = discord.AllowedMentions.none()
-
-    async def answer(interaction: discord.Interaction, text: str) -> None:
-        await interaction.response.send_message(text, ephemeral=True, allowed_mentions=none)
 
     @sub.command(name="list", description="The models in the models folder, and each channel's default")
     async def list_models(interaction: discord.Interaction) -> None:
-        if await allowed(interaction):
-            assert interaction.guild_id is not None
-            await answer(interaction, models.describe(interaction.guild_id))
+        caller, responder = caller_and_responder(interaction)
+        if await allowed(caller, responder):
+            assert caller.guild_id is not None
+            await responder.reply_privately(models.describe(caller.guild_id), quiet=True)
 
     @sub.command(name="channel", description="Set the model a channel draws with (leave model out for the default)")
     @app_commands.describe(
@@ -120,10 +119,11 @@ def add_model_commands(
         model: Optional[app_commands.Range[str, 1, 100]] = None,  # noqa: UP045 (the form discord.py reads)
         channel: discord.TextChannel | None = None,
     ) -> None:
-        if await allowed(interaction):
-            channel_id = channel.id if channel is not None else interaction.channel_id
+        caller, responder = caller_and_responder(interaction)
+        if await allowed(caller, responder):
+            channel_id = channel.id if channel is not None else caller.channel_id
             assert channel_id is not None
-            await answer(interaction, await models.set_channel(interaction, channel_id, model))
+            await responder.reply_privately(await models.set_channel(caller, channel_id, model), quiet=True)
 
     @channel_model.autocomplete("model")
     async def model_autocomplete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
@@ -131,7 +131,8 @@ def add_model_commands(
 
     @sub.command(name="reload", description="Rescan the models folder for every server, no restart (bot owners only)")
     async def reload(interaction: discord.Interaction) -> None:
-        if await allowed(interaction) and await owner_allowed(
-            interaction, owners, "rescan the models folder: every server draws from it"
+        caller, responder = caller_and_responder(interaction)
+        if await allowed(caller, responder) and await owner_allowed(
+            caller, responder, owners, "rescan the models folder: every server draws from it"
         ):
-            await answer(interaction, await models.reload(interaction))
+            await responder.reply_privately(await models.reload(caller), quiet=True)

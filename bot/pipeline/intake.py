@@ -7,8 +7,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 
-import discord
-
+from bot.interactions.port import Caller, Responder, ResponseFailed
 from bot.limits.pauses import hold_reason
 from bot.limits.quota import Quota
 from bot.pipeline.estimates import Estimator
@@ -16,7 +15,7 @@ from bot.pipeline.fair_queue import FairQueue
 from bot.pipeline.installed import Installed
 from bot.pipeline.progress import Clock
 from bot.pipeline.store import JobStore
-from bot.policy.rules import blocked_sentence, is_age_restricted, policy_channel_id
+from bot.policy.rules import blocked_sentence
 from bot.policy.store import PolicyStore
 from bot.results.buttons import cancel_view
 from bot.results.render import queued_text
@@ -26,48 +25,20 @@ from core.wire import EngineReady
 
 log = logging.getLogger(__name__)
 
-# What the bot must be allowed in a channel to post results there with its own token.
-NEEDED_PERMISSIONS = {
-    "view_channel": "View Channel",
-    "send_messages": "Send Messages",
-    "embed_links": "Embed Links",
-    "attach_files": "Attach Files",
-    "read_message_history": "Read Message History",
-}
-
-
 RESTARTING = "I'm restarting: try again in a minute."
-MESSAGE_MAX = 2000
 DMS_OFF = "I only work in servers: use me in a server we share."
 
 
-def missing_permissions(permissions: discord.Permissions) -> list[str]:
-    """The permissions the bot lacks in the channel to deliver results there."""
-    return [label for name, label in NEEDED_PERMISSIONS.items() if not getattr(permissions, name)]
-
-
-async def answer_privately(interaction: discord.Interaction, text: str) -> None:
-    """A sentence only the member sees, also after a public "thinking…" deferral (which it then replaces)."""
-    # Whatever a sentence quotes (a prompt, file names), Discord refuses the whole answer past its length limit.
-    text = text if len(text) <= MESSAGE_MAX else text[: MESSAGE_MAX - 1] + "…"
-    if not interaction.response.is_done():
-        await interaction.response.send_message(text, ephemeral=True)
-        return
-    await interaction.delete_original_response()
-    await interaction.followup.send(text, ephemeral=True)
-
-
-def check_channel(interaction: discord.Interaction) -> int:
+def check_channel(caller: Caller) -> int:
     """The channel id results go to, or InvalidParams when the bot cannot post there."""
-    if interaction.channel_id is None:
+    if caller.channel_id is None:
         raise InvalidParams("I can only draw in a channel.")
-    missing = missing_permissions(interaction.app_permissions) if interaction.guild_id else []
-    if missing:
+    if caller.bot_missing:
         raise InvalidParams(
-            f"I can't post images in this channel: ask an admin to give me {', '.join(missing)} here,"
+            f"I can't post images in this channel: ask an admin to give me {', '.join(caller.bot_missing)} here,"
             " or use me in another channel."
         )
-    return interaction.channel_id
+    return caller.channel_id
 
 
 ENGINE_STARTING = "The image engine is starting up: try again in a minute."
@@ -94,11 +65,6 @@ def check_fits(params: GenerationParams, engine: EngineReady, family: str | None
         raise InvalidParams(
             f"{what} is more than this GPU can draw at once ({limit / 1e6:.1f} megapixels at most): {fix}."
         )
-
-
-def role_ids(interaction: discord.Interaction) -> list[int]:
-    """The member's roles (none in a DM)."""
-    return [role.id for role in getattr(interaction.user, "roles", [])]
 
 
 class Intake:
@@ -136,16 +102,14 @@ class Intake:
         """`check_fits` with the memory budget of the model the job names."""
         check_fits(params, engine, self.installed.models.family(params.model))
 
-    def new_job(
-        self, interaction: discord.Interaction, params: GenerationParams, channel_id: int, job_id: str | None = None
-    ) -> Job:
-        """A new job for whoever sent `interaction`, posting in `channel_id`."""
+    def new_job(self, caller: Caller, params: GenerationParams, channel_id: int, job_id: str | None = None) -> Job:
+        """A new job for `caller`, posting in `channel_id`."""
         return Job(
             id=job_id or new_job_id(),
             params=params,
-            user_id=interaction.user.id,
-            user_name=interaction.user.display_name,
-            guild_id=interaction.guild_id,
+            user_id=caller.user_id,
+            user_name=caller.user_name,
+            guild_id=caller.guild_id,
             channel_id=channel_id,
             created_at=self.clock(),
         )
@@ -157,15 +121,7 @@ class Intake:
         held = hold_reason(self.queue, job.guild_id)
         return queued_text(position, self.estimator.start_at(ahead, self.running(), now), now, held)
 
-    async def _acknowledge(self, interaction: discord.Interaction, job: Job) -> int:
-        """Post the public status message (in place of the "thinking…" one when deferred); return its id."""
-        if interaction.response.is_done():
-            message = await interaction.edit_original_response(content=self._queued_text(job), view=cancel_view(job))
-            return message.id
-        callback = await interaction.response.send_message(self._queued_text(job), view=cancel_view(job))
-        return callback.message_id or (await interaction.original_response()).id
-
-    async def _admit(self, interaction: discord.Interaction, job: Job) -> Job:
+    async def _admit(self, caller: Caller, job: Job) -> Job:
         """The job as the channel's policy takes it, or InvalidParams with the sentence refusing it."""
         if self.closing():
             raise InvalidParams(RESTARTING)
@@ -175,36 +131,37 @@ class Intake:
         # Off the event loop: counting a long prompt's tokens takes milliseconds.
         await asyncio.to_thread(self.installed.check, job.params)
         policy = await self.policy.policy(job.guild_id)
-        channel = interaction.channel
-        rules = policy.rules(policy_channel_id(channel, job.channel_id), is_age_restricted(channel))
+        rules = policy.rules(caller.policy_channel_id, caller.age_restricted)
         # Only the prompt: negative prompts name what to keep out, often the very words a block list holds.
         found = rules.block_list.find(job.params.prompt)
         if found is not None:
             log.info("job %s refused for %s: blocked %r", job.id, job.user_id, found)
             raise InvalidParams(blocked_sentence(found))
-        return replace(job, size_limit=interaction.filesize_limit, on_flagged=rules.on_flagged)
+        return replace(job, size_limit=caller.upload_limit, on_flagged=rules.on_flagged)
 
-    async def precheck(self, interaction: discord.Interaction, job: Job) -> bool:
+    async def precheck(self, caller: Caller, responder: Responder, job: Job) -> bool:
         """Everything `accept` checks (a ban and the limits included) without reserving: for work that must only be
         done for a job that may run, such as downloading its image. Answers a refusal itself; False then."""
         try:
-            await self.quota.check(await self._admit(interaction, job), role_ids(interaction))
+            await self.quota.check(await self._admit(caller, job), caller.role_ids)
         except InvalidParams as exc:
-            await answer_privately(interaction, str(exc))
+            await responder.reply_privately(str(exc))
             return False
         return True
 
-    async def accept(self, interaction: discord.Interaction, job: Job) -> Job | None:
-        """Check the channel's content policy, reserve within the limits (or refuse), acknowledge, queue."""
+    async def accept(self, caller: Caller, responder: Responder, job: Job) -> Job | None:
+        """Check the channel's content policy, reserve within the limits (or refuse), acknowledge, queue.
+
+        The public acknowledgement replaces a public "thinking…" when the caller of `accept` deferred."""
         try:
-            job = await self._admit(interaction, job)
-            await self.quota.reserve(job, role_ids(interaction))
+            job = await self._admit(caller, job)
+            await self.quota.reserve(job, caller.role_ids)
         except InvalidParams as exc:
-            await answer_privately(interaction, str(exc))
+            await responder.reply_privately(str(exc))
             return None
         try:
-            message_id = await self._acknowledge(interaction, job)
-        except discord.HTTPException as exc:
+            message_id = await responder.acknowledge(self._queued_text(job), cancel_view(job))
+        except ResponseFailed as exc:
             # The member saw "interaction failed" and will likely ask again: running this one too would double it.
             log.warning("job %s: could not acknowledge, dropping it: %s", job.id, exc)
             await self.store.mark_failed(job.id, "Discord refused the acknowledgement.", self.clock())

@@ -7,6 +7,8 @@ from collections.abc import Awaitable, Callable
 import discord
 from discord import app_commands
 
+from bot.interactions.adapter import caller_and_responder, channel_option
+from bot.interactions.port import Caller, ChannelOption, Responder
 from bot.pipeline.progress import Clock
 from bot.policy.blocklist import BadEntry, normalize_entry, split_entries
 from bot.policy.rules import (
@@ -16,7 +18,6 @@ from bot.policy.rules import (
     Flagged,
     GuildPolicy,
     format_setting,
-    is_age_restricted,
 )
 from bot.policy.store import PolicyStore, TooManyEntries
 from core.wire import EngineReady
@@ -108,18 +109,17 @@ class PolicyCommands:
         ready = self.engine_ready()
         return ready is not None and ready.safety_checker
 
-    async def show(self, interaction: discord.Interaction, channel: PolicyChannel | None) -> str:
-        assert interaction.guild_id is not None
-        policy = await self.policy.policy(interaction.guild_id)
+    async def show(self, caller: Caller, channel: ChannelOption | None) -> str:
+        """The server's policy, and what applies in `channel`."""
+        assert caller.guild_id is not None
+        policy = await self.policy.policy(caller.guild_id)
         if channel is None:
             return describe_policy(policy, self._checker())
-        return describe_policy(policy, self._checker(), channel.id, is_age_restricted(channel))
+        return describe_policy(policy, self._checker(), channel.id, channel.age_restricted)
 
-    async def blocklist(
-        self, interaction: discord.Interaction, action: str, words: str, channel: PolicyChannel | None
-    ) -> str:
+    async def blocklist(self, caller: Caller, action: str, words: str, channel: ChannelOption | None) -> str:
         """Add or remove comma-separated entries, for the server or one channel."""
-        assert interaction.guild_id is not None
+        assert caller.guild_id is not None
         channel_id = channel.id if channel is not None else None
         try:
             entries = [normalize_entry(raw) for raw in split_entries(words)]
@@ -127,64 +127,58 @@ class PolicyCommands:
             return str(exc)
         if not entries:
             return "Give one or more words or phrases, separated by commas."
-        now, by_id, where = self.clock(), interaction.user.id, _where(channel_id)
+        now, by_id, where = self.clock(), caller.user_id, _where(channel_id)
         if action == "add":
             try:
-                added = await self.policy.add_words(interaction.guild_id, channel_id, entries, by_id, now)
+                added = await self.policy.add_words(caller.guild_id, channel_id, entries, by_id, now)
             except TooManyEntries as exc:
                 return f"{exc} Remove some first."
             if not added:
                 return f"Those are already on the block list of {where}."
             return f"Added to the block list of {where}: {_entries(tuple(added))}."
-        removed = await self.policy.remove_words(interaction.guild_id, channel_id, entries, by_id, now)
+        removed = await self.policy.remove_words(caller.guild_id, channel_id, entries, by_id, now)
         if not removed:
             return f"None of those is on the block list of {where}."
         return f"Removed from the block list of {where}: {_entries(tuple(removed))}."
 
-    async def flagged(self, interaction: discord.Interaction, action: Flagged, channel: PolicyChannel | None) -> str:
+    async def flagged(self, caller: Caller, action: Flagged, channel: ChannelOption | None) -> str:
         """What happens to flagged images in channels that are not age-restricted."""
-        assert interaction.guild_id is not None
+        assert caller.guild_id is not None
         channel_id = channel.id if channel is not None else None
-        await self.policy.set_setting(
-            interaction.guild_id, channel_id, FLAGGED, action, interaction.user.id, self.clock()
-        )
+        await self.policy.set_setting(caller.guild_id, channel_id, FLAGGED, action, caller.user_id, self.clock())
         text = f"Flagged images in {_where(channel_id)} are now {FLAGGED_LABELS[action]}"
-        if channel is not None and is_age_restricted(channel):
+        if channel is not None and channel.age_restricted:
             text += " (but that channel is age-restricted: `/sdadmin policy agerestricted` sets what applies there)"
         if not self._checker():
             text += "; no safety checker is configured yet (`SDBOT_SAFETY_MODEL`)"
         return text + "."
 
     async def age_restricted(
-        self,
-        interaction: discord.Interaction,
-        blocklist: bool | None,
-        flagged: Flagged | None,
-        channel: PolicyChannel | None,
+        self, caller: Caller, blocklist: bool | None, flagged: Flagged | None, channel: ChannelOption | None
     ) -> str:
         """What applies in age-restricted channels: the block list on or off, and what happens to flagged images."""
-        assert interaction.guild_id is not None
+        assert caller.guild_id is not None
         if blocklist is None and flagged is None:
             return "Give `blocklist`, `flagged` or both."
         channel_id = channel.id if channel is not None else None
         changes = []
         if blocklist is not None:
             await self.policy.set_setting(
-                interaction.guild_id, channel_id, AGE_BLOCKLIST, blocklist, interaction.user.id, self.clock()
+                caller.guild_id, channel_id, AGE_BLOCKLIST, blocklist, caller.user_id, self.clock()
             )
             changes.append("the block list " + ("applies" if blocklist else "does not apply"))
         if flagged is not None:
             await self.policy.set_setting(
-                interaction.guild_id, channel_id, AGE_FLAGGED, flagged, interaction.user.id, self.clock()
+                caller.guild_id, channel_id, AGE_FLAGGED, flagged, caller.user_id, self.clock()
             )
             changes.append(f"flagged images are {FLAGGED_LABELS[flagged]}")
         where = "age-restricted channels" if channel is None else f"<#{channel.id}> while it is age-restricted"
         return f"In {where}, " + " and ".join(changes) + "."
 
-    async def reset(self, interaction: discord.Interaction, channel: PolicyChannel) -> str:
+    async def reset(self, caller: Caller, channel: ChannelOption) -> str:
         """Drop a channel's own entries and settings."""
-        assert interaction.guild_id is not None
-        if await self.policy.reset_channel(interaction.guild_id, channel.id, interaction.user.id, self.clock()):
+        assert caller.guild_id is not None
+        if await self.policy.reset_channel(caller.guild_id, channel.id, caller.user_id, self.clock()):
             return f"<#{channel.id}> follows the server's policy again."
         return f"<#{channel.id}> had no policy of its own; the server's applies."
 
@@ -192,22 +186,19 @@ class PolicyCommands:
 def add_policy_commands(
     admin: app_commands.Group,
     commands: PolicyCommands,
-    allowed: Callable[[discord.Interaction], Awaitable[bool]],
+    allowed: Callable[[Caller, Responder], Awaitable[bool]],
 ) -> app_commands.Group:
     """/sdadmin policy show | blocklist | flagged | agerestricted | reset, under the Manage Server /sdadmin."""
     group = app_commands.Group(name="policy", description="Safe content: block list and flagged images", parent=admin)
-    none = discord.AllowedMentions.none()
     flagged_choices = [app_commands.Choice(name=f"{a.value}: {FLAGGED_LABELS[a]}", value=a.value) for a in Flagged]
     channel_help = "Set it for this channel only (its threads follow it); default the whole server"
-
-    async def answer(interaction: discord.Interaction, text: str) -> None:
-        await interaction.response.send_message(text, ephemeral=True, allowed_mentions=none)
 
     @group.command(name="show", description="The block list, what happens to flagged images, per channel")
     @app_commands.describe(channel="Also show what applies in this channel")
     async def show(interaction: discord.Interaction, channel: PolicyChannel | None = None) -> None:
-        if await allowed(interaction):
-            await answer(interaction, await commands.show(interaction, channel))
+        caller, responder = caller_and_responder(interaction)
+        if await allowed(caller, responder):
+            await responder.reply_privately(await commands.show(caller, _option(channel)), quiet=True)
 
     @group.command(name="blocklist", description="Add or remove words or phrases that prompts may not use")
     @app_commands.describe(
@@ -224,8 +215,10 @@ def add_policy_commands(
         words: app_commands.Range[str, 1, 1000],
         channel: PolicyChannel | None = None,
     ) -> None:
-        if await allowed(interaction):
-            await answer(interaction, await commands.blocklist(interaction, action.value, words, channel))
+        caller, responder = caller_and_responder(interaction)
+        if await allowed(caller, responder):
+            text = await commands.blocklist(caller, action.value, words, _option(channel))
+            await responder.reply_privately(text, quiet=True)
 
     @group.command(name="flagged", description="What happens to images the safety checker flags")
     @app_commands.describe(action="Spoiler them or withhold them", channel=channel_help)
@@ -233,8 +226,10 @@ def add_policy_commands(
     async def flagged(
         interaction: discord.Interaction, action: app_commands.Choice[str], channel: PolicyChannel | None = None
     ) -> None:
-        if await allowed(interaction):
-            await answer(interaction, await commands.flagged(interaction, Flagged(action.value), channel))
+        caller, responder = caller_and_responder(interaction)
+        if await allowed(caller, responder):
+            text = await commands.flagged(caller, Flagged(action.value), _option(channel))
+            await responder.reply_privately(text, quiet=True)
 
     @group.command(name="agerestricted", description="What applies in channels Discord marks age-restricted")
     @app_commands.describe(
@@ -249,13 +244,21 @@ def add_policy_commands(
         flagged: app_commands.Choice[str] | None = None,
         channel: PolicyChannel | None = None,
     ) -> None:
-        if await allowed(interaction):
+        caller, responder = caller_and_responder(interaction)
+        if await allowed(caller, responder):
             action = Flagged(flagged.value) if flagged is not None else None
-            await answer(interaction, await commands.age_restricted(interaction, blocklist, action, channel))
+            text = await commands.age_restricted(caller, blocklist, action, _option(channel))
+            await responder.reply_privately(text, quiet=True)
 
     @group.command(name="reset", description="Drop a channel's own policy, so the server's applies there")
     async def reset(interaction: discord.Interaction, channel: PolicyChannel) -> None:
-        if await allowed(interaction):
-            await answer(interaction, await commands.reset(interaction, channel))
+        caller, responder = caller_and_responder(interaction)
+        if await allowed(caller, responder):
+            await responder.reply_privately(await commands.reset(caller, channel_option(channel)), quiet=True)
 
     return group
+
+
+def _option(channel: PolicyChannel | None) -> ChannelOption | None:
+    """A channel option as the commands read it, None when left out."""
+    return channel_option(channel) if channel is not None else None

@@ -9,8 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import discord
-
 from bot.policy.blocklist import BlockList
 from core.jobs import Flagged
 
@@ -87,19 +85,6 @@ class ChannelRules:
     block_list: BlockList
     on_flagged: Flagged
     age_restricted: bool
-
-
-def is_age_restricted(channel: object) -> bool:
-    """Whether Discord marks the channel age-restricted (a thread follows its parent; DMs are not)."""
-    is_nsfw = getattr(channel, "is_nsfw", None)
-    return bool(is_nsfw()) if callable(is_nsfw) else False
-
-
-def policy_channel_id(channel: object, channel_id: int) -> int:
-    """The channel whose policy applies: a thread follows its parent channel."""
-    if isinstance(channel, discord.Thread) and channel.parent_id is not None:
-        return channel.parent_id
-    return channel_id
 
 
 def blocked_sentence(found: str) -> str:

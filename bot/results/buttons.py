@@ -12,6 +12,7 @@ from typing import Any
 
 import discord
 
+from bot.interactions.adapter import caller_and_responder
 from core.jobs import Job
 from core.params import MAX_DERIVED_SIZE, UPSCALE_FACTOR, half_side
 
@@ -144,7 +145,8 @@ class ResultButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"(?
         return cls(match["custom_id"])
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await interaction.client.presses.press(interaction, self.item.custom_id)  # type: ignore[attr-defined]
+        caller, responder = caller_and_responder(interaction)
+        await interaction.client.presses.press(caller, responder, self.item.custom_id)  # type: ignore[attr-defined]
 
 
 def cancel_view(job: Job) -> discord.ui.View:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import re
 
-import discord
-
 from bot.features import Registry, Shared
+from bot.interactions.port import Caller, Responder
 from bot.results.presses import PressService
 from bot.results.remix import MODAL_ID, RemixService
 
@@ -17,8 +16,8 @@ def setup(shared: Shared, registry: Registry, *, allow_dms: bool) -> PressServic
     remix = RemixService(intake=shared.intake, engine_ready=shared.engine_ready)
     registry.presses["remix"] = remix.press
 
-    async def submit_remix(interaction: discord.Interaction, match: re.Match[str]) -> None:
-        await remix.submit(interaction, match["job"])
+    async def submit_remix(caller: Caller, responder: Responder, match: re.Match[str]) -> None:
+        await remix.submit(caller, responder, match["job"])
 
     registry.modals.append((MODAL_ID, submit_remix))
     return PressService(

@@ -8,10 +8,10 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
 
-import discord
 from PIL import Image, UnidentifiedImageError
 
-from bot.pipeline.intake import DMS_OFF, Intake, answer_privately, check_channel, ready_engine
+from bot.interactions.port import Caller, Responder, ResponseFailed
+from bot.pipeline.intake import DMS_OFF, Intake, check_channel, ready_engine
 from bot.pipeline.source_images import SourceImages
 from bot.results.buttons import BadButton, Press
 from core.jobs import Job, Requester
@@ -29,21 +29,20 @@ WITHHELD = "The safety checker flagged that image, so nothing is made from it: p
 # cancel a job or delete a result made while DMs were allowed.
 _TAKE_AWAY = ("cancel", "delete")
 # A press another service answers (share, remix, …), before any job is looked up.
-PressHandler = Callable[[discord.Interaction, Press], Awaitable[object]]
+PressHandler = Callable[[Caller, Responder, Press], Awaitable[object]]
 
 
-def requester_for(interaction: discord.Interaction, job: Job, now: float) -> Requester:
+def requester_for(caller: Caller, job: Job, now: float) -> Requester:
     """Who pressed, where: the result answers the message pressed, or for a private message (such as
     /history) the job's own result when that is in this channel."""
-    message = interaction.message
-    reply_to = message.id if message is not None else None
-    if message is not None and message.flags.ephemeral:
-        reply_to = job.result_message_id if job.channel_id == interaction.channel_id else None
+    reply_to = caller.message_id
+    if caller.message_ephemeral:
+        reply_to = job.result_message_id if job.channel_id == caller.channel_id else None
     return Requester(
-        user_id=interaction.user.id,
-        user_name=interaction.user.display_name,
-        guild_id=interaction.guild_id,
-        channel_id=check_channel(interaction),
+        user_id=caller.user_id,
+        user_name=caller.user_name,
+        guild_id=caller.guild_id,
+        channel_id=check_channel(caller),
         now=now,
         reply_to=reply_to,
     )
@@ -80,39 +79,39 @@ class PressService:
         self.handlers = dict(handlers or {})
         self.allow_dms = allow_dms
 
-    async def press(self, interaction: discord.Interaction, custom_id: str) -> Job | None:
+    async def press(self, caller: Caller, responder: Responder, custom_id: str) -> Job | None:
         """Answer a press: an ephemeral sentence, a delete, or a stored, acknowledged, queued job."""
         try:
             press = Press.parse(custom_id)
         except BadButton:
-            log.info("unknown button %r pressed by %s", custom_id, interaction.user.id)
-            await interaction.response.send_message(UNKNOWN_BUTTON, ephemeral=True)
+            log.info("unknown button %r pressed by %s", custom_id, caller.user_id)
+            await responder.reply_privately(UNKNOWN_BUTTON)
             return None
-        if interaction.guild_id is None and not self.allow_dms and press.action not in _TAKE_AWAY:
-            await interaction.response.send_message(DMS_OFF, ephemeral=True)
+        if caller.guild_id is None and not self.allow_dms and press.action not in _TAKE_AWAY:
+            await responder.reply_privately(DMS_OFF)
             return None
         if press.action in self.handlers:
-            await self.handlers[press.action](interaction, press)
+            await self.handlers[press.action](caller, responder, press)
             return None
         job = await self.intake.store.get(press.job_id)
         if job is None:
-            await interaction.response.send_message(UNKNOWN_JOB, ephemeral=True)
+            await responder.reply_privately(UNKNOWN_JOB)
             return None
         if press.action == "delete":
-            await self._delete(interaction, job)
+            await self._delete(caller, responder, job)
             return None
         if press.action == "cancel":
-            await self._cancel(interaction, job)
+            await self._cancel(caller, responder, job)
             return None
         try:
             if not await self._source_kept(job, press):
                 # It comes back from the result message on Discord, which may take longer than the 3 s allowed.
-                await interaction.response.defer(thinking=True)
-            child = await self._derive(interaction, job, press)
+                await responder.think(private=False)
+            child = await self._derive(caller, job, press)
         except InvalidParams as exc:
-            await answer_privately(interaction, str(exc))
+            await responder.reply_privately(str(exc))
             return None
-        return await self.intake.accept(interaction, child)
+        return await self.intake.accept(caller, responder, child)
 
     async def _source_kept(self, job: Job, press: Press) -> bool:
         """Whether the image the press works from is on disk (a reroll of a first draw needs none)."""
@@ -129,9 +128,9 @@ class PressService:
         # Reading an image's header is quick, but one fetched back from Discord may be anything: off the loop.
         return await asyncio.to_thread(image_size, png)
 
-    async def _derive(self, interaction: discord.Interaction, job: Job, press: Press) -> Job:
+    async def _derive(self, caller: Caller, job: Job, press: Press) -> Job:
         ready = ready_engine(self.engine_ready)
-        requester = requester_for(interaction, job, self.intake.clock())
+        requester = requester_for(caller, job, self.intake.clock())
         seed = self.seed_source.randrange(MAX_SEED + 1)
         if press.action == "reroll":
             if job.parent_id is not None and job.source_index is not None:
@@ -163,36 +162,32 @@ class PressService:
         return child
 
     @staticmethod
-    async def _allowed(interaction: discord.Interaction, job: Job, may: bool, who: str, verb: str) -> bool:
+    async def _allowed(caller: Caller, responder: Responder, job: Job, may: bool, who: str, verb: str) -> bool:
         """The job's own member always may; anyone else only if `may`, or they get a sentence saying who can."""
-        if interaction.user.id == job.user_id or may:
+        if caller.user_id == job.user_id or may:
             return True
-        await interaction.response.send_message(
-            f"Only <@{job.user_id}> or {who} can {verb} this.",
-            ephemeral=True,
-            allowed_mentions=discord.AllowedMentions.none(),
-        )
+        await responder.reply_privately(f"Only <@{job.user_id}> or {who} can {verb} this.", quiet=True)
         return False
 
-    async def _cancel(self, interaction: discord.Interaction, job: Job) -> None:
+    async def _cancel(self, caller: Caller, responder: Responder, job: Job) -> None:
         """Its member or an admin (Manage Server) may cancel a job that waits or runs."""
-        if await self._allowed(interaction, job, interaction.permissions.manage_guild, "an admin", "cancel"):
-            await interaction.response.send_message(await self.cancel(job, interaction.user.id), ephemeral=True)
+        if await self._allowed(caller, responder, job, caller.manage_guild, "an admin", "cancel"):
+            await responder.reply_privately(await self.cancel(job, caller.user_id))
 
-    async def _delete(self, interaction: discord.Interaction, job: Job) -> None:
+    async def _delete(self, caller: Caller, responder: Responder, job: Job) -> None:
         """Only the member who asked, or someone allowed to manage messages, may delete a result."""
         if not await self._allowed(
-            interaction, job, interaction.permissions.manage_messages, "someone with Manage Messages", "delete"
+            caller, responder, job, caller.manage_messages, "someone with Manage Messages", "delete"
         ):
             return
-        if interaction.message is None:
-            await interaction.response.send_message(UNKNOWN_JOB, ephemeral=True)
+        if caller.message_id is None:
+            await responder.reply_privately(UNKNOWN_JOB)
             return
         try:
-            await interaction.message.delete()
-        except discord.HTTPException as exc:
+            await responder.delete_pressed()
+        except ResponseFailed as exc:
             log.warning("job %s: could not delete its result: %s", job.id, exc)
-            await interaction.response.send_message("Discord would not let me delete that message.", ephemeral=True)
+            await responder.reply_privately("Discord would not let me delete that message.")
             return
-        await interaction.response.send_message("Deleted.", ephemeral=True)
-        log.info("job %s: result deleted by %s", job.id, interaction.user.id)
+        await responder.reply_privately("Deleted.")
+        log.info("job %s: result deleted by %s", job.id, caller.user_id)

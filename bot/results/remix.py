@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any
 
 import discord
 
+from bot.interactions.port import MESSAGE_MAX, Caller, Responder
 from bot.pipeline.intake import Intake, ready_engine
 from bot.results.buttons import Press
 from bot.results.presses import UNKNOWN_JOB, requester_for
@@ -25,7 +25,6 @@ from core.wire import EngineReady
 
 MODAL_ID = re.compile(r"^sdbot:remix:(?P<job>[0-9a-f]{4,32})$")
 SETTINGS_KEYS = ("Steps", "CFG scale", "Seed", "Sampler", "Schedule type")
-_MESSAGE_MAX = 2000
 
 
 def settings_line(params: GenerationParams) -> str:
@@ -85,21 +84,6 @@ def remix_modal(job: Job) -> discord.ui.Modal:
     return modal
 
 
-def _walk(components: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    for component in components:
-        yield component
-        yield from _walk(component.get("components") or [])
-        if isinstance(component.get("component"), dict):
-            yield from _walk([component["component"]])
-
-
-def submitted_values(data: Mapping[str, Any]) -> dict[str, str]:
-    """The text inputs of a modal submission, by custom_id."""
-    return {
-        c["custom_id"]: str(c.get("value") or "") for c in _walk(list(data.get("components") or [])) if "custom_id" in c
-    }
-
-
 def remixed_params(params: GenerationParams, values: Mapping[str, str], seed_source: random.Random) -> GenerationParams:
     """`params` with the modal's edits, checked; InvalidParams with a sentence saying what to change."""
     pairs = parse_pairs(values.get("settings", ""))
@@ -147,29 +131,29 @@ class RemixService:
         self.engine_ready = engine_ready
         self.seed_source = seed_source or random.SystemRandom()
 
-    async def press(self, interaction: discord.Interaction, press: Press) -> None:
+    async def press(self, caller: Caller, responder: Responder, press: Press) -> None:
         """Open the remix modal for the pressed job."""
         job = await self.intake.store.get(press.job_id)
         if job is None:
-            await interaction.response.send_message(UNKNOWN_JOB, ephemeral=True)
+            await responder.reply_privately(UNKNOWN_JOB)
             return
-        await interaction.response.send_modal(remix_modal(job))
+        await responder.open_modal(remix_modal(job))
 
-    async def submit(self, interaction: discord.Interaction, job_id: str) -> Job | None:
+    async def submit(self, caller: Caller, responder: Responder, job_id: str) -> Job | None:
         """Run the edited job, or answer with a sentence and the member's edit to copy back."""
         job = await self.intake.store.get(job_id)
         if job is None:
-            await interaction.response.send_message(UNKNOWN_JOB, ephemeral=True)
+            await responder.reply_privately(UNKNOWN_JOB)
             return None
-        values = submitted_values(interaction.data or {})
+        values = caller.values
         try:
             ready = ready_engine(self.engine_ready)
             params = remixed_params(job.params, values, self.seed_source)
             self.intake.check_fits(params, ready)
-            child = job.remixed(requester_for(interaction, job, self.intake.clock()), params)
+            child = job.remixed(requester_for(caller, job, self.intake.clock()), params)
         except InvalidParams as exc:
             sentence = f"{exc}\nYour edit, to copy back:\n"
-            room = _MESSAGE_MAX - len(sentence) - 8
-            await interaction.response.send_message(f"{sentence}```\n{echo(values)[:room]}\n```", ephemeral=True)
+            room = MESSAGE_MAX - len(sentence) - 8
+            await responder.reply_privately(f"{sentence}```\n{echo(values)[:room]}\n```")
             return None
-        return await self.intake.accept(interaction, child)
+        return await self.intake.accept(caller, responder, child)
