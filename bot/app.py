@@ -16,7 +16,7 @@ from bot.features import Options, Registry, build_shared
 from bot.imagine import feature as imagine_feature
 from bot.interactions.adapter import caller_and_responder
 from bot.limits import feature as limits_feature
-from bot.limits.commands import admin_group
+from bot.limits.admin_group import admin_group
 from bot.limits.rules import Limits
 from bot.models import feature as models_feature
 from bot.models.picker import Models
@@ -30,7 +30,7 @@ from bot.pipeline.progress import Clock
 from bot.pipeline.store import JobStore
 from bot.policy import feature as policy_feature
 from bot.results import feature as results_feature
-from bot.results.buttons import ResultButton
+from bot.results.buttons import BUTTON_ITEMS
 from bot.systemd import notify, starting, watchdog_interval
 from core.chunking import ChunkCounter
 from core.jobs import Job, JobState
@@ -152,8 +152,8 @@ class SdBot(discord.Client):
             log.info("job %s re-queued after a restart", job.id)
         for command in [*self.registry.commands, self.registry.admin_group]:
             self.tree.add_command(command)
-        # One DynamicItem answers every result button ever posted, across restarts.
-        self.add_dynamic_items(ResultButton)
+        # DynamicItems answer every button ever posted, across restarts: each custom_id matches exactly one.
+        self.add_dynamic_items(*BUTTON_ITEMS)
         await self.sync_commands()
         await self.dispatcher.handover.deliver_pending()
         self._tasks = [

@@ -12,8 +12,19 @@ log = logging.getLogger(__name__)
 SOMETHING_WRONG = "Something went wrong on my side; the owner can find it in the bot's log. Please try again."
 
 
+class Refused(app_commands.CheckFailure):
+    """A command's check turned the member away; `sentence` tells them why."""
+
+    def __init__(self, sentence: str) -> None:
+        super().__init__(sentence)
+        self.sentence = sentence
+
+
 def command_error_sentence(command: str, user_id: int, error: app_commands.AppCommandError) -> str:
     """Log what went wrong with `/command` and say it in a sentence the member can act on."""
+    if isinstance(error, Refused):
+        log.info("/%s by %s refused: %s", command, user_id, error.sentence)
+        return error.sentence
     if isinstance(error, app_commands.TransformerError):
         log.info("/%s by %s: unusable option value %r", command, user_id, error.value)
         return f"I can't use {str(error.value)[:50]!r} for one of the options: check it and try again."

@@ -13,6 +13,7 @@ import discord
 from discord import app_commands
 
 from bot.interactions.port import Caller, Responder
+from bot.limits.admin_group import AdminGroup
 from bot.limits.admin_store import AdminStore
 from bot.limits.owners import Owners
 from bot.limits.pauses import Pauses
@@ -33,6 +34,7 @@ from bot.pipeline.progress import Clock
 from bot.pipeline.source_images import SourceImages
 from bot.pipeline.store import JobStore
 from bot.policy.store import PolicyStore
+from bot.results.buttons import Action
 from bot.results.presses import PressHandler
 from core.chunking import ChunkCounter
 from core.jobs import Job
@@ -83,9 +85,9 @@ class Shared:
 class Registry:
     """What the features contribute, for the app to register with discord.py and run."""
 
-    admin_group: app_commands.Group
+    admin_group: AdminGroup
     commands: list[AppCommand] = field(default_factory=list)
-    presses: dict[str, PressHandler] = field(default_factory=dict)
+    presses: dict[Action, PressHandler] = field(default_factory=dict)
     modals: list[tuple[re.Pattern[str], ModalHandler]] = field(default_factory=list)
     on_start: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
     hourly: dict[str, Chore] = field(default_factory=dict)

@@ -12,6 +12,7 @@ import discord
 import pytest
 
 from bot.app import SdBot
+from bot.limits.admin_group import NOT_ADMIN
 from bot.limits.owners import OWNERS, REFRESH_S
 from tests.support.bots import answer, make_bot
 from tests.support.fake_discord import (
@@ -224,6 +225,36 @@ async def test_sdadmin_is_offered_in_servers_only(fake: FakeDiscord, bot: SdBot)
     options = {o["name"]: o for o in command["options"]}
     for name in ("pause", "resume", "queue"):
         assert [o["name"] for o in options[name]["options"]] == ["everywhere"]
+
+
+def synced_leaves(options: list[dict[str, Any]], prefix: str = "") -> list[str]:
+    """The subcommands of a synced command definition, as "group sub" paths."""
+    leaves = []
+    for option in options:
+        path = f"{prefix}{option['name']}"
+        if option["type"] == discord.AppCommandOptionType.subcommand.value:
+            leaves.append(path)
+        elif option["type"] == discord.AppCommandOptionType.subcommand_group.value:
+            leaves += synced_leaves(option["options"], f"{path} ")
+    return leaves
+
+
+async def test_every_sdadmin_command_turns_away_a_member_without_manage_server(fake: FakeDiscord, bot: SdBot) -> None:
+    command = fake.command("sdadmin", GUILD_ID)
+    assert command is not None
+    leaves = synced_leaves(command["options"])
+    # Every command the bot defines under /sdadmin, its subgroups' included, is one Discord was given.
+    defined = [c.qualified_name.removeprefix("sdadmin ") for c in bot.tree.walk_commands() if c.root_parent]
+    assert sorted(leaves) == sorted(c for c in defined if c not in ("limits", "policy", "models"))
+    for path in leaves:
+        # The check runs before options are read, so none are needed: Discord hides the command, a member tries.
+        inter = await fake.slash("sdadmin", {}, subcommand=path, user_id=MEMBER_B, guild_id=GUILD_B, validate=False)
+        assert await answer(inter) == NOT_ADMIN, path
+        assert inter.ephemeral, path
+    # Manage Server in another server is not enough either.
+    inter = await fake.slash("sdadmin", {}, subcommand="pause", user_id=ADMIN_A, guild_id=GUILD_B, validate=False)
+    assert await answer(inter) == NOT_ADMIN
+    assert not bot.shared.pauses.servers_paused()
 
 
 async def test_a_long_queue_fits_in_one_message(fake: FakeDiscord, bot: SdBot, engine: FakeEngine) -> None:

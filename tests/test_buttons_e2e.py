@@ -184,13 +184,17 @@ async def test_malformed_and_unknown_buttons_get_a_sentence(fake: FakeDiscord, b
     cases = [
         ("sdbot:launch:12345678", "I don't know that button"),
         ("something-else", "I don't know that button"),
+        # An action of one family with the other's shape.
+        ("sdbot:reroll:deadbeef00:1", "I don't know that button"),
+        ("sdbot:upscale:deadbeef00", "I don't know that button"),
         ("sdbot:upscale:deadbeef00:1", "I have no record of that result"),
+        ("sdbot:reroll:deadbeef00", "I have no record of that result"),
     ]
     # As on a message posted by an older version of the bot, or by a job since removed from the database.
-    grid.components.append(
-        {"type": 1, "components": [{"type": 2, "style": 2, "label": "?", "custom_id": c} for c, _ in cases]}
-    )
     for custom_id, sentence in cases:
+        grid.components[:] = [
+            {"type": 1, "components": [{"type": 2, "style": 2, "label": "?", "custom_id": custom_id}]}
+        ]
         inter = await fake.press(grid, custom_id)
         answer = await inter.wait_response()
         assert inter.ephemeral and answer.data is not None and answer.data["content"].startswith(sentence)

@@ -16,7 +16,7 @@ from bot.community.read_params import DRAFT_GONE, NO_IMAGE, NO_METADATA, ReadPar
 from bot.community.sharing import FLAGGED, NO_ART_CHANNEL, ShareService
 from bot.imagine.attachments import MAX_IMAGE_BYTES, AttachmentInfo
 from bot.pipeline.intake import ENGINE_STARTING
-from bot.results.buttons import Press
+from bot.results.buttons import ImageAction, JobAction, Press
 from bot.results.presses import UNKNOWN_JOB
 from core.jobs import Flagged
 from core.pngmeta import encode_png
@@ -101,12 +101,12 @@ async def test_read_parameters_says_what_is_missing(kit: Kit, serve: Serve) -> N
 async def test_running_read_settings_needs_the_draft_and_the_engine(kit: Kit) -> None:
     service = ReadParamsService(intake=kit.intake, community=kit.community, engine_ready=kit.engine_ready)
     gone = FakeResponder()
-    assert await service.run(member(), gone, Press("run", "abcdef")) is None
+    assert await service.run(member(), gone, Press(JobAction.RUN, "abcdef")) is None
     assert gone.only_text == DRAFT_GONE
     draft = await kit.community.add_draft(USER_ID, job_for(member()).params, kit.clock())
     kit.engine.started = False  # still loading the model
     starting = FakeResponder()
-    assert await service.run(member(), starting, Press("run", draft)) is None
+    assert await service.run(member(), starting, Press(JobAction.RUN, draft)) is None
     assert starting.only_text == ENGINE_STARTING and len(kit.queue) == 0
 
 
@@ -127,16 +127,16 @@ async def test_share_refuses_from_sqlite_and_the_caller_before_calling_discord(k
         await share.press(member(**caller), responder, press)
         return responder.only_text
 
-    assert await refusal(Press("share", "abcdef", 1)) == UNKNOWN_JOB
-    assert await refusal(Press("share", job.id, 3)) == UNKNOWN_JOB
-    assert await refusal(Press("share", job.id, 1), guild_id=GUILD_ID + 1) == (
+    assert await refusal(Press(ImageAction.SHARE, "abcdef", 1)) == UNKNOWN_JOB
+    assert await refusal(Press(ImageAction.SHARE, job.id, 3)) == UNKNOWN_JOB
+    assert await refusal(Press(ImageAction.SHARE, job.id, 1), guild_id=GUILD_ID + 1) == (
         "Images can only be shared in the server they were made in."
     )
-    assert await refusal(Press("share", job.id, 1), user_id=STRANGER) == (
+    assert await refusal(Press(ImageAction.SHARE, job.id, 1), user_id=STRANGER) == (
         f"Only <@{USER_ID}> or someone with Manage Messages can share this."
     )
-    assert await refusal(Press("share", job.id, 2)) == FLAGGED
-    assert await refusal(Press("share", job.id, 1), user_id=STRANGER, manage_messages=True) == NO_ART_CHANNEL
+    assert await refusal(Press(ImageAction.SHARE, job.id, 2)) == FLAGGED
+    assert await refusal(Press(ImageAction.SHARE, job.id, 1), user_id=STRANGER, manage_messages=True) == NO_ART_CHANNEL
 
 
 async def test_history_shows_pages_privately_and_turns_them_in_place(kit: Kit) -> None:

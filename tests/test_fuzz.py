@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from bot.results.buttons import IMAGE_ACTIONS, JOB_ACTIONS
+from bot.results.buttons import ImageAction, JobAction
 from tests.support.bots import make_bot, results
 from tests.support.fake_discord import CHANNEL_ID, GUILD_ID, USER_ID, FakeDiscord
 from tests.support.fake_engine import FakeEngine
@@ -29,7 +29,7 @@ custom_ids = st.one_of(
     st.text(min_size=1, max_size=100),
     st.builds(
         lambda action, job, index: f"sdbot:{action}:{job}{index}",
-        st.sampled_from([*IMAGE_ACTIONS, *JOB_ACTIONS, "zoom-3", "launch"]),
+        st.sampled_from([*ImageAction, *JobAction, "zoom-3", "launch"]),
         st.text(alphabet="0123456789abcdef", min_size=0, max_size=14),
         st.sampled_from(["", ":0", ":1", ":2", ":9", ":x", "::"]),
     ),

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from bot.app import SdBot
-from bot.limits.commands import NOT_ADMIN
+from bot.limits.admin_group import NOT_ADMIN
 from bot.pipeline.database import Database
 from bot.pipeline.store import JobStore
 from bot.results.buttons import Press

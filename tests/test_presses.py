@@ -12,6 +12,7 @@ import pytest
 
 from bot.interactions.port import MESSAGE_MAX
 from bot.pipeline.intake import DMS_OFF
+from bot.results.buttons import BadButton, JobAction, Press
 from bot.results.presses import UNKNOWN_BUTTON, UNKNOWN_JOB, WITHHELD, PressService
 from bot.results.remix import RemixService, echo
 from core.jobs import Flagged, Job, JobState
@@ -37,7 +38,7 @@ class Services:
             engine_ready=kit.engine_ready,
             cancel=self._cancel,
             seed_source=random.Random(2),
-            handlers={"remix": self.remix.press},
+            handlers={JobAction.REMIX: self.remix.press},
         )
 
     async def _cancel(self, job: Job, by_id: int) -> str:
@@ -45,9 +46,14 @@ class Services:
         return "Cancelled."
 
     async def press(self, custom_id: str, **caller: object) -> FakeResponder:
-        """Press `custom_id` on the result message as a member (with `caller`'s changes)."""
+        """Press `custom_id` on the result message as a member (with `caller`'s changes), through the service its
+        DynamicItem calls: `press` for the families' custom_ids, `unknown` for any other."""
         responder = FakeResponder()
-        await self.presses.press(member(**{"message_id": PRESSED_ID, **caller}), responder, custom_id)
+        pressed_by = member(**{"message_id": PRESSED_ID, **caller})
+        try:
+            await self.presses.press(pressed_by, responder, Press.parse(custom_id))
+        except BadButton:
+            await self.presses.unknown(pressed_by, responder, custom_id)
         return responder
 
 
@@ -131,7 +137,7 @@ async def test_only_its_member_or_manage_messages_may_delete_a_result(kit: Kit, 
 async def test_a_delete_discord_refuses_or_without_a_message_gets_a_sentence(kit: Kit, services: Services) -> None:
     job = await kit.delivered(job_for(member()))
     refusing = FakeResponder(refuse=frozenset({Kind.DELETED}))
-    await services.presses.press(member(message_id=PRESSED_ID), refusing, f"sdbot:delete:{job.id}")
+    await services.presses.press(member(message_id=PRESSED_ID), refusing, Press(JobAction.DELETE, job.id))
     assert refusing.only_text == "Discord would not let me delete that message."
     assert (await services.press(f"sdbot:delete:{job.id}", message_id=None)).only_text == UNKNOWN_JOB
 

@@ -10,7 +10,7 @@ import pytest
 
 from bot.limits.admin_store import AdminStore
 from bot.limits.quota import Quota, Refused
-from bot.limits.rules import HOUR, Limits
+from bot.limits.rules import HOUR, Limits, Scope
 from bot.pipeline.database import Database
 from bot.pipeline.estimates import DEFAULT_RATE, Estimator, work
 from bot.pipeline.store import JobStore
@@ -96,10 +96,10 @@ async def test_a_refusal_names_the_limit_and_when_to_come_back(store: JobStore) 
 
 async def test_overrides_and_bans_come_from_sqlite_and_survive_reopening(store: JobStore, tmp_path: Path) -> None:
     admin = AdminStore(store.database)
-    await admin.set_override(GUILD, "guild", GUILD, "images_per_hour", 3, by_id=9, now=NOW)
-    await admin.set_override(GUILD, "role", 500, "images_per_hour", 8, by_id=9, now=NOW)
-    await admin.set_override(GUILD, "role", 501, "images_per_hour", 0, by_id=9, now=NOW)
-    await admin.set_override(GUILD, "member", 42, "max_steps", 20, by_id=9, now=NOW)
+    await admin.set_override(GUILD, Scope.GUILD, GUILD, "images_per_hour", 3, by_id=9, now=NOW)
+    await admin.set_override(GUILD, Scope.ROLE, 500, "images_per_hour", 8, by_id=9, now=NOW)
+    await admin.set_override(GUILD, Scope.ROLE, 501, "images_per_hour", 0, by_id=9, now=NOW)
+    await admin.set_override(GUILD, Scope.MEMBER, 42, "max_steps", 20, by_id=9, now=NOW)
     await admin.ban(GUILD, 13, "spam", by_id=9, now=NOW)
     await store.database.close()
 
@@ -121,7 +121,7 @@ async def test_overrides_and_bans_come_from_sqlite_and_survive_reopening(store: 
     cursor = await reopened.db.execute("SELECT by_id, action FROM admin_log ORDER BY rowid")
     actions = [tuple(row) for row in await cursor.fetchall()]
     assert actions[0] == (9, f"guild {GUILD}: images_per_hour 3") and actions[-1] == (9, "unban 13")
-    await admin.set_override(GUILD, "guild", GUILD, "images_per_hour", None, by_id=9, now=NOW)
+    await admin.set_override(GUILD, Scope.GUILD, GUILD, "images_per_hour", None, by_id=9, now=NOW)
     assert (await quota.limits(GUILD, 1, [])).images_per_hour == 10
     await reopened_db.close()
 

@@ -126,9 +126,13 @@ async def test_sigterm_lets_the_running_job_finish_and_exits_0_and_systemd_hears
 
     receiver = asyncio.create_task(receive())
     try:
-        bot = await start_bot(
-            fake, tmp_path, tiny_model_dir, {"NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "400000"}
-        )
+        # A grace that outlasts the job even on a loaded 2-core machine (the default 30 s did not, once).
+        environment = {
+            "NOTIFY_SOCKET": str(tmp_path / "notify"),
+            "WATCHDOG_USEC": "400000",
+            "SDBOT_SHUTDOWN_GRACE_S": "60",
+        }
+        bot = await start_bot(fake, tmp_path, tiny_model_dir, environment)
         seen: list[str] = []
         while not {"READY=1", "WATCHDOG=1"} <= set(seen):
             seen.append((await next_notification()).split("\n")[0])

@@ -8,8 +8,8 @@ from discord import app_commands
 from bot.community.store import CommunityStore
 from bot.interactions.adapter import caller_and_responder
 from bot.interactions.port import Caller
+from bot.limits.admin_group import AdminGroup
 from bot.limits.admin_store import AdminStore
-from bot.limits.commands import AdminCommands
 from bot.pipeline.progress import Clock
 
 
@@ -44,17 +44,16 @@ class CommunityAdmin:
 
 
 def add_community_admin_commands(
-    group: app_commands.Group, *, community: CommunityStore, admin: AdminStore, clock: Clock
+    group: AdminGroup, *, community: CommunityStore, admin: AdminStore, clock: Clock
 ) -> None:
-    """Add the art channel and digest settings to /sdadmin (checked again for Manage Server, and logged)."""
+    """Add the art channel and digest settings to /sdadmin (every change logged)."""
     actions = CommunityAdmin(community=community, admin=admin, clock=clock)
 
     @group.command(name="artchannel", description="The channel ⭐ Share posts to, and where the weekly digest goes")
     @app_commands.describe(channel="The art channel")
     async def artchannel(interaction: discord.Interaction, channel: discord.TextChannel) -> None:
         caller, responder = caller_and_responder(interaction)
-        if await AdminCommands.allowed(caller, responder):
-            await responder.reply_privately(await actions.art_channel(caller, channel.id))
+        await responder.reply_privately(await actions.art_channel(caller, channel.id))
 
     @group.command(name="digest", description="Post the week's most-reacted shared images in the art channel")
     @app_commands.describe(state="on: every week from now; off: no digest")
@@ -63,5 +62,4 @@ def add_community_admin_commands(
     )
     async def digest(interaction: discord.Interaction, state: app_commands.Choice[str]) -> None:
         caller, responder = caller_and_responder(interaction)
-        if await AdminCommands.allowed(caller, responder):
-            await responder.reply_privately(await actions.digest(caller, state.value == "on"))
+        await responder.reply_privately(await actions.digest(caller, state.value == "on"))

@@ -12,6 +12,7 @@ from bot.community.read_params import ReadParamsService, build_read_params_comma
 from bot.community.sharing import ShareService
 from bot.community.store import CommunityStore
 from bot.features import Registry, Shared
+from bot.results.buttons import ImageAction, JobAction
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,12 @@ def setup(shared: Shared, registry: Registry) -> Community:
     registry.commands += [build_history_command(history), build_read_params_command(read_params)]
     add_community_admin_commands(registry.admin_group, community=store, admin=shared.admin, clock=shared.clock)
     registry.presses.update(
-        {"share": sharing.press, "run": read_params.run, "history-next": history.turn, "history-prev": history.turn}
+        {
+            ImageAction.SHARE: sharing.press,
+            JobAction.RUN: read_params.run,
+            JobAction.HISTORY_NEXT: history.turn,
+            JobAction.HISTORY_PREV: history.turn,
+        }
     )
 
     async def prune_drafts() -> int:

@@ -11,7 +11,7 @@ from bot.community.sharing import message_link
 from bot.interactions.adapter import caller_and_responder
 from bot.interactions.port import Caller, Responder
 from bot.pipeline.store import JobStore
-from bot.results.buttons import ButtonSpec, Press, buttons_view
+from bot.results.buttons import ButtonSpec, ImageAction, JobAction, Press, buttons_view
 from core.jobs import Job
 from core.params import MAX_DERIVED_SIZE, UPSCALE_FACTOR
 
@@ -36,17 +36,17 @@ def history_page(jobs: list[Job], has_older: bool, has_newer: bool) -> tuple[dis
             f"**{row + 1}.** <t:{math.floor(job.created_at)}:R> · {params.mode.value} · {params.width}×{params.height}"
             f" · [result]({link})\n“{_short(params.prompt)}”"
         )
-        buttons.append(ButtonSpec(Press("reroll", job.id), f"Redo {row + 1}", row=row, emoji="🔄"))
+        buttons.append(ButtonSpec(Press(JobAction.REROLL, job.id), f"Redo {row + 1}", row=row, emoji="🔄"))
         if max(params.width, params.height) * UPSCALE_FACTOR <= MAX_DERIVED_SIZE:
             for i in range(1, params.count + 1):
                 if i in job.withheld:
                     continue
-                buttons.append(ButtonSpec(Press("upscale", job.id, i), f"U{i}", row=row))
+                buttons.append(ButtonSpec(Press(ImageAction.UPSCALE, job.id, i), f"U{i}", row=row))
     paging = len(jobs)
     if has_newer:
-        buttons.append(ButtonSpec(Press("history-prev", jobs[0].id), "Newer", row=paging, emoji="◀️"))
+        buttons.append(ButtonSpec(Press(JobAction.HISTORY_PREV, jobs[0].id), "Newer", row=paging, emoji="◀️"))
     if has_older:
-        buttons.append(ButtonSpec(Press("history-next", jobs[-1].id), "Older", row=paging, emoji="▶️"))
+        buttons.append(ButtonSpec(Press(JobAction.HISTORY_NEXT, jobs[-1].id), "Older", row=paging, emoji="▶️"))
     embed = discord.Embed(title="Your recent results", description="\n".join(lines), colour=discord.Colour.blurple())
     return embed, buttons
 
@@ -79,7 +79,9 @@ class HistoryService:
 
     async def turn(self, caller: Caller, responder: Responder, press: Press) -> None:
         """Older or Newer: replace the page in place."""
-        cursor = {"older_than": press.job_id} if press.action == "history-next" else {"newer_than": press.job_id}
+        cursor = (
+            {"older_than": press.job_id} if press.action is JobAction.HISTORY_NEXT else {"newer_than": press.job_id}
+        )
         page = await self.page(caller.user_id, **cursor)
         if page is None:
             await responder.reply_privately(NO_HISTORY)

@@ -13,7 +13,7 @@ from bot.imagine.attachments import IMAGE_TYPES, AttachmentInfo, fetch_raw
 from bot.interactions.adapter import caller_and_responder
 from bot.interactions.port import Caller, Responder
 from bot.pipeline.intake import Intake, check_channel, ready_engine
-from bot.results.buttons import ButtonSpec, Press, buttons_view
+from bot.results.buttons import ButtonSpec, JobAction, Press, buttons_view
 from bot.results.render import clip
 from core.infotext import Infotext, parse_infotext
 from core.jobs import Job
@@ -121,7 +121,7 @@ class ReadParamsService:
             await responder.reply_privately(f"I can't run these settings here: {exc}", embed=embed)
             return
         draft = await self.community.add_draft(caller.user_id, params, self.intake.clock())
-        view = buttons_view([ButtonSpec(Press("run", draft), "Run these settings", row=0, emoji="▶️")])
+        view = buttons_view([ButtonSpec(Press(JobAction.RUN, draft), "Run these settings", row=0, emoji="▶️")])
         await responder.reply_privately(embed=embed, view=view)
 
     async def run(self, caller: Caller, responder: Responder, press: Press) -> Job | None:

@@ -9,12 +9,11 @@ from dataclasses import dataclass, field
 
 import aiosqlite
 
-from bot.limits.rules import LIMIT_NAMES, SPECS, Override
+from bot.limits.rules import LIMIT_NAMES, SPECS, Override, Scope
 from bot.pipeline.database import Database, Schema
 
 log = logging.getLogger("sdbot.admin")
 
-SCOPES = ("guild", "role", "member")
 # Append, never edit (see bot.pipeline.database).
 SCHEMA = Schema(
     "limits",
@@ -22,6 +21,7 @@ SCHEMA = Schema(
         """
         CREATE TABLE limit_overrides (
             guild_id INTEGER NOT NULL,
+            -- The values of bot.limits.rules.Scope.
             scope TEXT NOT NULL CHECK (scope IN ('guild', 'role', 'member')),
             target_id INTEGER NOT NULL,
             name TEXT NOT NULL,
@@ -82,10 +82,10 @@ class AdminStore:
         log.info("guild %s: %s by %s", guild_id, action, by_id)
 
     async def set_override(
-        self, guild_id: int, scope: str, target_id: int, name: str, value: float | None, by_id: int, now: float
+        self, guild_id: int, scope: Scope, target_id: int, name: str, value: float | None, by_id: int, now: float
     ) -> None:
         """Set one limit for a guild, role or member; None removes it."""
-        if scope not in SCOPES or name not in LIMIT_NAMES:
+        if name not in LIMIT_NAMES:
             raise ValueError(f"bad override {scope}/{name}")
         if value is None:
             await self.db.execute(
@@ -96,11 +96,11 @@ class AdminStore:
             await self.db.execute(
                 "INSERT INTO limit_overrides (guild_id, scope, target_id, name, value) VALUES (?, ?, ?, ?, ?)"
                 " ON CONFLICT (guild_id, scope, target_id, name) DO UPDATE SET value = excluded.value",
-                (guild_id, scope, target_id, name, value),
+                (guild_id, scope.value, target_id, name, value),
             )
         await self.db.commit()
         shown = "unset" if value is None else f"{value:g}"
-        await self.log(guild_id, by_id, f"{scope} {target_id}: {name} {shown}", now)
+        await self.log(guild_id, by_id, f"{scope.value} {target_id}: {name} {shown}", now)
 
     async def overrides(self, guild_id: int | None) -> GuildOverrides:
         """Every override of a guild, grouped by scope."""
@@ -109,14 +109,14 @@ class AdminStore:
         cursor = await self.db.execute(
             "SELECT scope, target_id, name, value FROM limit_overrides WHERE guild_id = ?", (guild_id,)
         )
-        grouped: dict[tuple[str, int], dict[str, float | int]] = defaultdict(dict)
+        grouped: dict[tuple[Scope, int], dict[str, float | int]] = defaultdict(dict)
         for scope, target_id, name, value in await cursor.fetchall():
-            grouped[(scope, target_id)][name] = SPECS[name].stored(value)
+            grouped[(Scope(scope), target_id)][name] = SPECS[name].stored(value)
         overrides = {key: Override(**values) for key, values in grouped.items()}  # type: ignore[arg-type]
         return GuildOverrides(
-            guild=overrides.get(("guild", guild_id)),
-            roles={target: o for (scope, target), o in overrides.items() if scope == "role"},
-            members={target: o for (scope, target), o in overrides.items() if scope == "member"},
+            guild=overrides.get((Scope.GUILD, guild_id)),
+            roles={target: o for (scope, target), o in overrides.items() if scope is Scope.ROLE},
+            members={target: o for (scope, target), o in overrides.items() if scope is Scope.MEMBER},
         )
 
     async def ban(self, guild_id: int, user_id: int, reason: str, by_id: int, now: float) -> None:

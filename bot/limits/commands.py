@@ -1,4 +1,4 @@
-"""/queue and /quota for members; /sdadmin for admins (hidden by Manage Server, and checked again here)."""
+"""/queue and /quota for members; /sdadmin limits, ban, unban, queue, cancel, pause and resume for admins."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ from discord import app_commands
 
 from bot.interactions.adapter import caller_and_responder, member_option
 from bot.interactions.port import Caller, MemberOption, Responder
+from bot.limits.admin_group import AdminGroup
 from bot.limits.admin_store import AdminStore
 from bot.limits.owners import Owners, owner_allowed
 from bot.limits.pauses import EVERY_SERVER, Pauses, hold_reason
 from bot.limits.quota import Quota
-from bot.limits.rules import DAY, HOUR, LIMIT_SPECS, SPECS, Limits, Override
+from bot.limits.rules import DAY, HOUR, LIMIT_SPECS, SPECS, Limits, Override, Scope
 from bot.pipeline.dispatch import Dispatcher
 from bot.pipeline.estimates import Estimator
 from bot.pipeline.fair_queue import FairQueue
@@ -25,7 +26,6 @@ from core.jobs import Job, JobState
 
 log = logging.getLogger(__name__)
 
-NOT_ADMIN = "Only members with Manage Server can use /sdadmin."
 _MAX_LINES = 20
 # Discord caps a message at 2,000 characters; room is left for a heading.
 _LINES_CHARS = 1800
@@ -185,20 +185,12 @@ class AdminCommands:
         self.clock = clock
 
     @staticmethod
-    async def allowed(caller: Caller, responder: Responder) -> bool:
-        """Discord hides /sdadmin from members without Manage Server; check again, the setting can be changed."""
-        if caller.guild_id is not None and caller.manage_guild:
-            return True
-        await responder.reply_privately(NOT_ADMIN)
-        return False
-
-    @staticmethod
-    def _scope(guild_id: int, role_id: int | None, member_id: int | None) -> tuple[str, int]:
+    def _scope(guild_id: int, role_id: int | None, member_id: int | None) -> tuple[Scope, int]:
         if member_id is not None:
-            return "member", member_id
+            return Scope.MEMBER, member_id
         if role_id is not None:
-            return "role", role_id
-        return "guild", guild_id
+            return Scope.ROLE, role_id
+        return Scope.GUILD, guild_id
 
     async def show_limits(self, caller: Caller, role_id: int | None, member: MemberOption | None) -> str:
         """The defaults, every override on this server, and what applies to one member or role."""
@@ -229,7 +221,7 @@ class AdminCommands:
         if value is not None and not spec.wait and value != int(value):
             return f"{spec.label.capitalize()} must be a whole number, not {value:g}."
         await self.admin.set_override(caller.guild_id, scope, target, setting, value, caller.user_id, self.clock())
-        who = {"guild": "this server", "role": f"<@&{target}>", "member": f"<@{target}>"}[scope]
+        who = {Scope.GUILD: "this server", Scope.ROLE: f"<@&{target}>", Scope.MEMBER: f"<@{target}>"}[scope]
         if value is None:
             return f"Cleared {spec.label} for {who}: the next level up applies."
         return f"Set {spec.label} for {who} to {spec.shown(value)}."
@@ -297,22 +289,9 @@ class AdminCommands:
         return "Every server's queue runs again."
 
 
-def admin_group() -> app_commands.Group:
-    """/sdadmin, which every feature adds its admin commands to: default_member_permissions = Manage Server,
-    offered in servers only."""
-    return app_commands.Group(
-        name="sdadmin",
-        description="Manage sdbot on this server",
-        default_permissions=discord.Permissions(manage_guild=True),
-        guild_only=True,
-        # Explicit, so that allowing members' commands in DMs (SDBOT_ALLOW_DMS) never offers this one there.
-        allowed_contexts=app_commands.AppCommandContext(guild=True, dm_channel=False, private_channel=False),
-    )
-
-
-def add_admin_commands(group: app_commands.Group, commands: AdminCommands) -> None:
+def add_admin_commands(group: AdminGroup, commands: AdminCommands) -> None:
     """Add limits, bans and the queue to /sdadmin."""
-    limits = app_commands.Group(name="limits", description="Per-member limits", parent=group)
+    limits = group.subgroup("limits", "Per-member limits")
     settings = [app_commands.Choice(name=spec.label, value=spec.name) for spec in LIMIT_SPECS]
 
     @limits.command(name="show", description="The limits that apply, and every override on this server")
@@ -321,9 +300,8 @@ def add_admin_commands(group: app_commands.Group, commands: AdminCommands) -> No
         interaction: discord.Interaction, role: discord.Role | None = None, member: discord.Member | None = None
     ) -> None:
         caller, responder = caller_and_responder(interaction)
-        if await commands.allowed(caller, responder):
-            named = member_option(member) if member is not None else None
-            await responder.reply_privately(await commands.show_limits(caller, _id(role), named), quiet=True)
+        named = member_option(member) if member is not None else None
+        await responder.reply_privately(await commands.show_limits(caller, _id(role), named), quiet=True)
 
     @limits.command(name="set", description="Set a limit for the server, a role or a member (0: no limit)")
     @app_commands.describe(
@@ -341,9 +319,8 @@ def add_admin_commands(group: app_commands.Group, commands: AdminCommands) -> No
         member: discord.Member | None = None,
     ) -> None:
         caller, responder = caller_and_responder(interaction)
-        if await commands.allowed(caller, responder):
-            text = await commands.set_limit(caller, setting.value, value, _id(role), _id(member))
-            await responder.reply_privately(text, quiet=True)
+        text = await commands.set_limit(caller, setting.value, value, _id(role), _id(member))
+        await responder.reply_privately(text, quiet=True)
 
     @limits.command(name="clear", description="Remove an override, so the next level up applies")
     @app_commands.choices(setting=settings)
@@ -354,23 +331,20 @@ def add_admin_commands(group: app_commands.Group, commands: AdminCommands) -> No
         member: discord.Member | None = None,
     ) -> None:
         caller, responder = caller_and_responder(interaction)
-        if await commands.allowed(caller, responder):
-            text = await commands.set_limit(caller, setting.value, None, _id(role), _id(member))
-            await responder.reply_privately(text, quiet=True)
+        text = await commands.set_limit(caller, setting.value, None, _id(role), _id(member))
+        await responder.reply_privately(text, quiet=True)
 
     @group.command(name="ban", description="Stop a member from using the bot on this server")
     async def ban(
         interaction: discord.Interaction, member: discord.Member, reason: app_commands.Range[str, 1, 200] = "no reason"
     ) -> None:
         caller, responder = caller_and_responder(interaction)
-        if await commands.allowed(caller, responder):
-            await responder.reply_privately(await commands.ban(caller, member.id, reason), quiet=True)
+        await responder.reply_privately(await commands.ban(caller, member.id, reason), quiet=True)
 
     @group.command(name="unban", description="Let a banned member use the bot again")
     async def unban(interaction: discord.Interaction, member: discord.Member) -> None:
         caller, responder = caller_and_responder(interaction)
-        if await commands.allowed(caller, responder):
-            await responder.reply_privately(await commands.unban(caller, member.id), quiet=True)
+        await responder.reply_privately(await commands.unban(caller, member.id), quiet=True)
 
     everywhere_help = "Every server at once (the bot's owners only)"
 
@@ -381,7 +355,7 @@ def add_admin_commands(group: app_commands.Group, commands: AdminCommands) -> No
     @app_commands.describe(everywhere=everywhere_help)
     async def queue(interaction: discord.Interaction, everywhere: bool = False) -> None:
         caller, responder = caller_and_responder(interaction)
-        if await commands.allowed(caller, responder) and await owners_may(
+        if await owners_may(
             caller, responder, everywhere, "see every server's queue; `/sdadmin queue` shows this server's"
         ):
             await responder.reply_privately(commands.queue_text(caller, everywhere), quiet=True)
@@ -389,14 +363,13 @@ def add_admin_commands(group: app_commands.Group, commands: AdminCommands) -> No
     @group.command(name="cancel", description="Cancel any job of this server by its id")
     async def cancel(interaction: discord.Interaction, job_id: app_commands.Range[str, 1, 40]) -> None:
         caller, responder = caller_and_responder(interaction)
-        if await commands.allowed(caller, responder):
-            await responder.reply_privately(await commands.cancel(caller, job_id), quiet=True)
+        await responder.reply_privately(await commands.cancel(caller, job_id), quiet=True)
 
     @group.command(name="pause", description="Stop starting this server's jobs (they still queue)")
     @app_commands.describe(everywhere=everywhere_help)
     async def pause(interaction: discord.Interaction, everywhere: bool = False) -> None:
         caller, responder = caller_and_responder(interaction)
-        if await commands.allowed(caller, responder) and await owners_may(
+        if await owners_may(
             caller, responder, everywhere, "pause every server's queue; `/sdadmin pause` pauses this server's"
         ):
             action = commands.pause_everywhere if everywhere else commands.pause
@@ -406,7 +379,7 @@ def add_admin_commands(group: app_commands.Group, commands: AdminCommands) -> No
     @app_commands.describe(everywhere=everywhere_help)
     async def resume(interaction: discord.Interaction, everywhere: bool = False) -> None:
         caller, responder = caller_and_responder(interaction)
-        if await commands.allowed(caller, responder) and await owners_may(
+        if await owners_may(
             caller, responder, everywhere, "resume every server's queue; `/sdadmin resume` resumes this server's"
         ):
             action = commands.pause_everywhere if everywhere else commands.pause

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields, replace
+from enum import Enum
 
 from core.params import GenerationParams, JobMode
 
@@ -25,6 +26,14 @@ class Limits:
     cooldown_s: float
     max_size: int | None = None
     max_steps: int | None = None
+
+
+class Scope(str, Enum):
+    """Who an admin's override applies to: the whole server, a role, or one member (who beats their roles)."""
+
+    GUILD = "guild"
+    ROLE = "role"
+    MEMBER = "member"
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ import discord
 from discord import app_commands
 
 from bot.interactions.adapter import caller_and_responder
-from bot.interactions.port import Caller, Responder
+from bot.interactions.port import Caller
+from bot.limits.admin_group import AdminGroup
 from bot.limits.admin_store import AdminStore
 from bot.limits.owners import Owners, owner_allowed
 from bot.models.picker import Models
@@ -93,21 +94,15 @@ class ModelAdmin:
         return f"Rescanned the models folder: {len(catalog.entries)} models ({summary}).{skipped}"
 
 
-def add_model_commands(
-    group: app_commands.Group,
-    models: ModelAdmin,
-    allowed: Callable[[Caller, Responder], Awaitable[bool]],
-    owners: Owners,
-) -> None:
+def add_model_commands(group: AdminGroup, models: ModelAdmin, owners: Owners) -> None:
     """Add `/sdadmin models list|channel|reload` to the /sdadmin group."""
-    sub = app_commands.Group(name="models", description="The models members can draw with", parent=group)
+    sub = group.subgroup("models", "The models members can draw with")
 
     @sub.command(name="list", description="The models in the models folder, and each channel's default")
     async def list_models(interaction: discord.Interaction) -> None:
         caller, responder = caller_and_responder(interaction)
-        if await allowed(caller, responder):
-            assert caller.guild_id is not None
-            await responder.reply_privately(models.describe(caller.guild_id), quiet=True)
+        assert caller.guild_id is not None
+        await responder.reply_privately(models.describe(caller.guild_id), quiet=True)
 
     @sub.command(name="channel", description="Set the model a channel draws with (leave model out for the default)")
     @app_commands.describe(
@@ -120,10 +115,9 @@ def add_model_commands(
         channel: discord.TextChannel | None = None,
     ) -> None:
         caller, responder = caller_and_responder(interaction)
-        if await allowed(caller, responder):
-            channel_id = channel.id if channel is not None else caller.channel_id
-            assert channel_id is not None
-            await responder.reply_privately(await models.set_channel(caller, channel_id, model), quiet=True)
+        channel_id = channel.id if channel is not None else caller.channel_id
+        assert channel_id is not None
+        await responder.reply_privately(await models.set_channel(caller, channel_id, model), quiet=True)
 
     @channel_model.autocomplete("model")
     async def model_autocomplete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
@@ -132,7 +126,5 @@ def add_model_commands(
     @sub.command(name="reload", description="Rescan the models folder for every server, no restart (bot owners only)")
     async def reload(interaction: discord.Interaction) -> None:
         caller, responder = caller_and_responder(interaction)
-        if await allowed(caller, responder) and await owner_allowed(
-            caller, responder, owners, "rescan the models folder: every server draws from it"
-        ):
+        if await owner_allowed(caller, responder, owners, "rescan the models folder: every server draws from it"):
             await responder.reply_privately(await models.reload(caller), quiet=True)

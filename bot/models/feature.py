@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from bot.features import Registry, Shared
-from bot.limits.commands import AdminCommands
 from bot.models.commands import ModelAdmin, add_model_commands
 
 
@@ -12,5 +11,5 @@ def setup(shared: Shared, registry: Registry) -> None:
     admin = ModelAdmin(
         models=shared.models, admin=shared.admin, reload_engine=shared.engine.reload_models, clock=shared.clock
     )
-    add_model_commands(registry.admin_group, admin, AdminCommands.allowed, shared.owners)
+    add_model_commands(registry.admin_group, admin, shared.owners)
     registry.on_start.append(shared.channel_models.load)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import discord
 from discord import app_commands
 
 from bot.interactions.adapter import caller_and_responder, channel_option
-from bot.interactions.port import Caller, ChannelOption, Responder
+from bot.interactions.port import Caller, ChannelOption
+from bot.limits.admin_group import AdminGroup
 from bot.pipeline.progress import Clock
 from bot.policy.blocklist import BadEntry, normalize_entry, split_entries
 from bot.policy.rules import (
@@ -183,13 +184,9 @@ class PolicyCommands:
         return f"<#{channel.id}> had no policy of its own; the server's applies."
 
 
-def add_policy_commands(
-    admin: app_commands.Group,
-    commands: PolicyCommands,
-    allowed: Callable[[Caller, Responder], Awaitable[bool]],
-) -> app_commands.Group:
+def add_policy_commands(admin: AdminGroup, commands: PolicyCommands) -> AdminGroup:
     """/sdadmin policy show | blocklist | flagged | agerestricted | reset, under the Manage Server /sdadmin."""
-    group = app_commands.Group(name="policy", description="Safe content: block list and flagged images", parent=admin)
+    group = admin.subgroup("policy", "Safe content: block list and flagged images")
     flagged_choices = [app_commands.Choice(name=f"{a.value}: {FLAGGED_LABELS[a]}", value=a.value) for a in Flagged]
     channel_help = "Set it for this channel only (its threads follow it); default the whole server"
 
@@ -197,8 +194,7 @@ def add_policy_commands(
     @app_commands.describe(channel="Also show what applies in this channel")
     async def show(interaction: discord.Interaction, channel: PolicyChannel | None = None) -> None:
         caller, responder = caller_and_responder(interaction)
-        if await allowed(caller, responder):
-            await responder.reply_privately(await commands.show(caller, _option(channel)), quiet=True)
+        await responder.reply_privately(await commands.show(caller, _option(channel)), quiet=True)
 
     @group.command(name="blocklist", description="Add or remove words or phrases that prompts may not use")
     @app_commands.describe(
@@ -216,9 +212,8 @@ def add_policy_commands(
         channel: PolicyChannel | None = None,
     ) -> None:
         caller, responder = caller_and_responder(interaction)
-        if await allowed(caller, responder):
-            text = await commands.blocklist(caller, action.value, words, _option(channel))
-            await responder.reply_privately(text, quiet=True)
+        text = await commands.blocklist(caller, action.value, words, _option(channel))
+        await responder.reply_privately(text, quiet=True)
 
     @group.command(name="flagged", description="What happens to images the safety checker flags")
     @app_commands.describe(action="Spoiler them or withhold them", channel=channel_help)
@@ -227,9 +222,8 @@ def add_policy_commands(
         interaction: discord.Interaction, action: app_commands.Choice[str], channel: PolicyChannel | None = None
     ) -> None:
         caller, responder = caller_and_responder(interaction)
-        if await allowed(caller, responder):
-            text = await commands.flagged(caller, Flagged(action.value), _option(channel))
-            await responder.reply_privately(text, quiet=True)
+        text = await commands.flagged(caller, Flagged(action.value), _option(channel))
+        await responder.reply_privately(text, quiet=True)
 
     @group.command(name="agerestricted", description="What applies in channels Discord marks age-restricted")
     @app_commands.describe(
@@ -245,16 +239,14 @@ def add_policy_commands(
         channel: PolicyChannel | None = None,
     ) -> None:
         caller, responder = caller_and_responder(interaction)
-        if await allowed(caller, responder):
-            action = Flagged(flagged.value) if flagged is not None else None
-            text = await commands.age_restricted(caller, blocklist, action, _option(channel))
-            await responder.reply_privately(text, quiet=True)
+        action = Flagged(flagged.value) if flagged is not None else None
+        text = await commands.age_restricted(caller, blocklist, action, _option(channel))
+        await responder.reply_privately(text, quiet=True)
 
     @group.command(name="reset", description="Drop a channel's own policy, so the server's applies there")
     async def reset(interaction: discord.Interaction, channel: PolicyChannel) -> None:
         caller, responder = caller_and_responder(interaction)
-        if await allowed(caller, responder):
-            await responder.reply_privately(await commands.reset(caller, channel_option(channel)), quiet=True)
+        await responder.reply_privately(await commands.reset(caller, channel_option(channel)), quiet=True)
 
     return group
 

@@ -6,6 +6,7 @@ import re
 
 from bot.features import Registry, Shared
 from bot.interactions.port import Caller, Responder
+from bot.results.buttons import JobAction
 from bot.results.presses import PressService
 from bot.results.remix import MODAL_ID, RemixService
 
@@ -14,7 +15,7 @@ def setup(shared: Shared, registry: Registry, *, allow_dms: bool) -> PressServic
     """Answer every button press (the other features' handlers included: set this feature up last) and remix
     submissions; returns the press service the buttons call."""
     remix = RemixService(intake=shared.intake, engine_ready=shared.engine_ready)
-    registry.presses["remix"] = remix.press
+    registry.presses[JobAction.REMIX] = remix.press
 
     async def submit_remix(caller: Caller, responder: Responder, match: re.Match[str]) -> None:
         await remix.submit(caller, responder, match["job"])

@@ -13,7 +13,7 @@ from PIL import Image, UnidentifiedImageError
 from bot.interactions.port import Caller, Responder, ResponseFailed
 from bot.pipeline.intake import DMS_OFF, Intake, check_channel, ready_engine
 from bot.pipeline.source_images import SourceImages
-from bot.results.buttons import BadButton, Press
+from bot.results.buttons import Action, ImageAction, JobAction, Press
 from core.jobs import Job, Requester
 from core.params import MAX_SEED, InvalidParams
 from core.wire import EngineReady
@@ -27,7 +27,7 @@ WITHHELD = "The safety checker flagged that image, so nothing is made from it: p
 
 # Presses that only take something away, which still work in DMs while the bot is off there: a member can still
 # cancel a job or delete a result made while DMs were allowed.
-_TAKE_AWAY = ("cancel", "delete")
+_TAKE_AWAY = (JobAction.CANCEL, JobAction.DELETE)
 # A press another service answers (share, remix, …), before any job is looked up.
 PressHandler = Callable[[Caller, Responder, Press], Awaitable[object]]
 
@@ -68,7 +68,7 @@ class PressService:
         engine_ready: Callable[[], EngineReady | None],
         cancel: Callable[[Job, int], Awaitable[str]],
         seed_source: random.Random | None = None,
-        handlers: Mapping[str, PressHandler] | None = None,
+        handlers: Mapping[Action, PressHandler] | None = None,
         allow_dms: bool = False,
     ) -> None:
         self.intake = intake
@@ -79,14 +79,14 @@ class PressService:
         self.handlers = dict(handlers or {})
         self.allow_dms = allow_dms
 
-    async def press(self, caller: Caller, responder: Responder, custom_id: str) -> Job | None:
+    @staticmethod
+    async def unknown(caller: Caller, responder: Responder, custom_id: str) -> None:
+        """A button this bot did not make, or no longer understands: a sentence, not "This interaction failed"."""
+        log.info("unknown button %r pressed by %s", custom_id, caller.user_id)
+        await responder.reply_privately(UNKNOWN_BUTTON)
+
+    async def press(self, caller: Caller, responder: Responder, press: Press) -> Job | None:
         """Answer a press: an ephemeral sentence, a delete, or a stored, acknowledged, queued job."""
-        try:
-            press = Press.parse(custom_id)
-        except BadButton:
-            log.info("unknown button %r pressed by %s", custom_id, caller.user_id)
-            await responder.reply_privately(UNKNOWN_BUTTON)
-            return None
         if caller.guild_id is None and not self.allow_dms and press.action not in _TAKE_AWAY:
             await responder.reply_privately(DMS_OFF)
             return None
@@ -97,10 +97,10 @@ class PressService:
         if job is None:
             await responder.reply_privately(UNKNOWN_JOB)
             return None
-        if press.action == "delete":
+        if press.action is JobAction.DELETE:
             await self._delete(caller, responder, job)
             return None
-        if press.action == "cancel":
+        if press.action is JobAction.CANCEL:
             await self._cancel(caller, responder, job)
             return None
         try:
@@ -115,7 +115,7 @@ class PressService:
 
     async def _source_kept(self, job: Job, press: Press) -> bool:
         """Whether the image the press works from is on disk (a reroll of a first draw needs none)."""
-        if press.action != "reroll":
+        if press.action is not JobAction.REROLL:
             return await asyncio.to_thread(self.sources.images.has, job.id, press.index or 1)
         if job.parent_id is None or job.source_index is None:
             return True
@@ -132,7 +132,7 @@ class PressService:
         ready = ready_engine(self.engine_ready)
         requester = requester_for(caller, job, self.intake.clock())
         seed = self.seed_source.randrange(MAX_SEED + 1)
-        if press.action == "reroll":
+        if press.action is JobAction.REROLL:
             if job.parent_id is not None and job.source_index is not None:
                 parent = await self.intake.store.get(job.parent_id)
                 if parent is None:
@@ -148,16 +148,16 @@ class PressService:
             if index in job.withheld:
                 raise InvalidParams(WITHHELD)
             size = await self._source_size(job, index)
-            action = press.action
-            if action.startswith("vary-"):
-                child = job.variation(requester, index, size, action.removeprefix("vary-"), seed)
-            elif action == "upscale":
+            action = ImageAction(press.action)
+            if action.family == "vary":
+                child = job.variation(requester, index, size, action.argument, seed)
+            elif action is ImageAction.UPSCALE:
                 # The image's own seed: the detail pass starts from the noise that drew it.
                 child = job.upscaled(requester, index, size, job.params.seeds()[index - 1])
-            elif action.startswith("zoom-"):
-                child = job.zoomed_out(requester, index, size, float(action.removeprefix("zoom-")), seed)
+            elif action.family == "zoom":
+                child = job.zoomed_out(requester, index, size, float(action.argument), seed)
             else:
-                child = job.panned(requester, index, size, action.removeprefix("pan-"), seed)
+                child = job.panned(requester, index, size, action.argument, seed)
         self.intake.check_fits(child.params, ready)
         return child
 

@@ -30,6 +30,7 @@ from bot.policy.store import PolicyStore
 from core.jobs import Job, new_job_id
 from core.params import GenerationParams
 from core.wire import EngineReady
+from tests.support.bots import CHUNKS
 from tests.support.fake_engine import MODEL, FakeEngine
 
 NOW = 1_800_000_000.0
@@ -149,6 +150,7 @@ async def service_kit(folder: Path, *, limits: Limits = NO_LIMITS, allow_dms: bo
             engine=engine,
             images=ImageStore(folder / "data", keep_days=30),
             models=Models(),
+            chunks=CHUNKS,
             options=Options(limits=limits, clock=Clock(), allow_dms=allow_dms),
             # The kit's own flag, read when a job comes in (as the bot's `closing` is).
             closing=lambda: kit.closing,
