@@ -365,25 +365,24 @@ def add_admin_commands(group: AdminGroup, commands: AdminCommands) -> None:
         caller, responder = caller_and_responder(interaction)
         await responder.reply_privately(await commands.cancel(caller, job_id), quiet=True)
 
+    async def set_paused(interaction: discord.Interaction, everywhere: bool, paused: bool) -> None:
+        caller, responder = caller_and_responder(interaction)
+        verb = "pause" if paused else "resume"
+        if await owners_may(
+            caller, responder, everywhere, f"{verb} every server's queue; `/sdadmin {verb}` {verb}s this server's"
+        ):
+            action = commands.pause_everywhere if everywhere else commands.pause
+            await responder.reply_privately(await action(caller, paused), quiet=True)
+
     @group.command(name="pause", description="Stop starting this server's jobs (they still queue)")
     @app_commands.describe(everywhere=everywhere_help)
     async def pause(interaction: discord.Interaction, everywhere: bool = False) -> None:
-        caller, responder = caller_and_responder(interaction)
-        if await owners_may(
-            caller, responder, everywhere, "pause every server's queue; `/sdadmin pause` pauses this server's"
-        ):
-            action = commands.pause_everywhere if everywhere else commands.pause
-            await responder.reply_privately(await action(caller, True), quiet=True)
+        await set_paused(interaction, everywhere, paused=True)
 
     @group.command(name="resume", description="Start this server's jobs again")
     @app_commands.describe(everywhere=everywhere_help)
     async def resume(interaction: discord.Interaction, everywhere: bool = False) -> None:
-        caller, responder = caller_and_responder(interaction)
-        if await owners_may(
-            caller, responder, everywhere, "resume every server's queue; `/sdadmin resume` resumes this server's"
-        ):
-            action = commands.pause_everywhere if everywhere else commands.pause
-            await responder.reply_privately(await action(caller, False), quiet=True)
+        await set_paused(interaction, everywhere, paused=False)
 
 
 def _id(option: discord.abc.Snowflake | None) -> int | None:
