@@ -41,6 +41,7 @@ from bot.app import SdBot  # noqa: E402
 from bot.pipeline.database import Database  # noqa: E402
 from bot.pipeline.delivery import Delivery  # noqa: E402
 from bot.pipeline.engine_client import EngineCommand, ProcessEngine  # noqa: E402
+from bot.pipeline.engines import Engines  # noqa: E402
 from bot.pipeline.images import ImageStore  # noqa: E402
 from core.pngmeta import EncodedImage, fit_under  # noqa: E402
 from tests.support.bots import results  # noqa: E402
@@ -138,7 +139,7 @@ async def run_once(
         engine = ProcessEngine(EngineCommand(str(model), "cpu", max_batch=args.max_batch or None, niceness=niceness))
         bot = SdBot(
             database=Database(work / "sdbot.sqlite3"),
-            engine=engine,
+            engines=Engines([engine]),
             images=ImageStore(work / "data", keep_days=1),
             guild_ids=(GUILD_ID,),
             guild_ready_timeout=0.05,

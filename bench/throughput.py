@@ -31,6 +31,7 @@ from bench.sd15_shapes import save_sd15_shaped  # noqa: E402
 from bot.pipeline.database import Database  # noqa: E402
 from bot.pipeline.dispatch import Dispatcher  # noqa: E402
 from bot.pipeline.engine_client import EngineCommand, ProcessEngine  # noqa: E402
+from bot.pipeline.engines import Engines  # noqa: E402
 from bot.pipeline.estimates import Estimator  # noqa: E402
 from bot.pipeline.fair_queue import FairQueue  # noqa: E402
 from bot.pipeline.images import ImageStore  # noqa: E402
@@ -115,7 +116,7 @@ async def through_the_bot(
     timing = Timing(time.perf_counter())
     dispatcher = Dispatcher(
         queue=queue,
-        engine=engine,
+        engines=Engines([engine]),
         store=store,
         delivery=timing,  # type: ignore[arg-type]
         sources=SourceImages(ImageStore(work / "data", keep_days=1), client=None),  # type: ignore[arg-type]

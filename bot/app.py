@@ -22,7 +22,7 @@ from bot.models import feature as models_feature
 from bot.models.picker import Models
 from bot.pipeline.database import Database
 from bot.pipeline.dispatch import Dispatcher
-from bot.pipeline.engine_client import Engine
+from bot.pipeline.engines import Engines
 from bot.pipeline.fair_queue import FairQueue
 from bot.pipeline.images import ImageStore
 from bot.pipeline.intake import Intake
@@ -54,7 +54,7 @@ class SdBot(discord.Client):
         self,
         *,
         database: Database,
-        engine: Engine,
+        engines: Engines,
         images: ImageStore,
         limits: Limits = NO_LIMITS,
         guild_ids: tuple[int, ...] = (),
@@ -83,7 +83,7 @@ class SdBot(discord.Client):
         self.shared = build_shared(
             self,
             database=database,
-            engine=engine,
+            engines=engines,
             images=images,
             models=models or Models(),
             options=options,
@@ -115,8 +115,8 @@ class SdBot(discord.Client):
         return self.shared.jobs
 
     @property
-    def engine(self) -> Engine:
-        return self.shared.engine
+    def engines(self) -> Engines:
+        return self.shared.engines
 
     @property
     def queue(self) -> FairQueue[Job]:
@@ -145,7 +145,7 @@ class SdBot(discord.Client):
         await self.shared.estimator.load()
         for start in self.registry.on_start:
             await start()
-        await self.engine.start(on_starting=starting)
+        await self.engines.start(on_starting=starting)
         await asyncio.to_thread(self.intake.installed.load)
         for job in await self.store.in_states(JobState.QUEUED, JobState.RUNNING):
             await self.queue.put(job.user_id, job, job.guild_id)
@@ -228,7 +228,7 @@ class SdBot(discord.Client):
         self.closing = True
         notify("STOPPING=1")
         # An engine that dies from here on stays down: its jobs run after the next start, not on a reloaded model.
-        self.engine.begin_shutdown()
+        self.engines.begin_shutdown()
         await self.queue.pause()
         try:
             if self.dispatcher.running_jobs():
@@ -243,6 +243,6 @@ class SdBot(discord.Client):
         await self.dispatcher.stop()
         await self.dispatcher.handover.drain()
         await super().close()
-        await self.engine.close()
+        await self.engines.close()
         await self.database.close()
         log.info("stopped; %d jobs wait in the database for the next start", len(self.queue))

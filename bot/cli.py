@@ -19,6 +19,7 @@ from bot.imagine.command import ImagineOptions
 from bot.models.picker import Models
 from bot.pipeline.database import Database, StoreError
 from bot.pipeline.engine_client import EngineCommand, EngineStartError, JobFailedError, ProcessEngine
+from bot.pipeline.engines import Engines, resolve_devices
 from bot.pipeline.images import ImageStore
 from bot.settings import SettingError, Settings, configure_logging, load_settings, read_environment
 from core.params import SAMPLERS, InvalidParams
@@ -42,12 +43,12 @@ def _models(settings: Settings) -> Models:
     )
 
 
-def _engine(settings: Settings) -> ProcessEngine:
+def _engine(settings: Settings, device: str) -> ProcessEngine:
     inpaint = settings.inpaint_model.location if settings.inpaint_model else None
     safety = str(settings.safety_model) if settings.safety_model else None
     command = EngineCommand(
         settings.model.location,
-        settings.device,
+        device,
         settings.max_megapixels,
         inpaint,
         lora_dir=str(settings.lora_dir),
@@ -65,9 +66,13 @@ def _engine(settings: Settings) -> ProcessEngine:
 
 async def run_bot(settings: Settings) -> None:
     """Connect and serve until SIGTERM or SIGINT, then close cleanly."""
+    try:
+        devices = await resolve_devices(settings.devices)
+    except EngineStartError as exc:
+        raise Fatal(str(exc)) from None
     bot = SdBot(
         database=Database(settings.db_path),
-        engine=_engine(settings),
+        engines=Engines([_engine(settings, device) for device in devices]),
         images=ImageStore(settings.data_dir, settings.keep_days),
         limits=settings.limits,
         guild_ids=settings.guild_ids,
@@ -100,9 +105,10 @@ async def generate_once(settings: Settings, args: argparse.Namespace) -> None:
     """Load the model in the engine process, draw the images, write them as PNGs with infotext."""
     try:
         model = _models(settings).pick(args.model, None)
-    except InvalidParams as exc:
+        # One image needs one engine: the first device.
+        engine = _engine(settings, (await resolve_devices(settings.devices))[0])
+    except (InvalidParams, EngineStartError) as exc:
         raise Fatal(str(exc)) from None
-    engine = _engine(settings)
     try:
         ready = await engine.start()
         options = ImagineOptions(

@@ -24,7 +24,7 @@ from bot.models.picker import Models
 from bot.pipeline.database import Database
 from bot.pipeline.delivery import Delivery
 from bot.pipeline.dispatch import Dispatcher
-from bot.pipeline.engine_client import Engine
+from bot.pipeline.engines import Engines
 from bot.pipeline.estimates import Estimator
 from bot.pipeline.fair_queue import FairQueue
 from bot.pipeline.images import ImageStore
@@ -60,7 +60,7 @@ class Shared:
     client: discord.Client
     database: Database
     jobs: JobStore
-    engine: Engine
+    engines: Engines
     queue: FairQueue[Job]
     dispatcher: Dispatcher
     intake: Intake
@@ -77,8 +77,8 @@ class Shared:
     clock: Clock
 
     def engine_ready(self) -> EngineReady | None:
-        """What the engine can draw, or None while it starts."""
-        return self.engine.ready
+        """What every engine can draw, or None while they start."""
+        return self.engines.ready
 
 
 @dataclass
@@ -110,14 +110,14 @@ def build_shared(
     client: discord.Client,
     *,
     database: Database,
-    engine: Engine,
+    engines: Engines,
     images: ImageStore,
     models: Models,
     options: Options,
     closing: Callable[[], bool],
     chunks: ChunkCounter,
 ) -> Shared:
-    """The pipeline (queue, dispatcher, intake) over the database, the engine and the stores it consults; `chunks`
+    """The pipeline (queue, dispatcher, intake) over the database, the engines and the stores it consults; `chunks`
     counts prompts' chunks with the shipped tokenizer (one loaded counter may serve several bots in one process)."""
     clock = options.clock
     channel_models = ChannelModels(database)
@@ -126,7 +126,7 @@ def build_shared(
     queue: FairQueue[Job] = FairQueue(affinity=lambda job: models.key(job.params.model))
     jobs = JobStore(database)
     admin = AdminStore(database)
-    estimator = Estimator(database)
+    estimator = Estimator(database, parallel=len(engines.members))
     quota = Quota(
         store=jobs, admin=admin, defaults=options.limits, clock=clock, guild_ids=lambda: [g.id for g in client.guilds]
     )
@@ -134,7 +134,7 @@ def build_shared(
     sources = SourceImages(images, client)
     dispatcher = Dispatcher(
         queue=queue,
-        engine=engine,
+        engines=engines,
         store=jobs,
         delivery=Delivery(client),
         sources=sources,
@@ -159,7 +159,7 @@ def build_shared(
         client=client,
         database=database,
         jobs=jobs,
-        engine=engine,
+        engines=engines,
         queue=queue,
         dispatcher=dispatcher,
         intake=intake,

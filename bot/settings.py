@@ -14,8 +14,9 @@ from dotenv import dotenv_values
 from bot.limits.rules import Limits
 from core.batching import MAX_BATCH_IMAGES
 from core.catalog import Catalog, CatalogError, pickle_refusal, scan
+from core.devices import Devices, InvalidDevices
 from core.params import DEFAULT_MAX_LORAS
-from core.source import DEVICE_CHOICES, InvalidSource, ModelSource, SourceKind, parse_source
+from core.source import InvalidSource, ModelSource, SourceKind, parse_source
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 DEFAULT_KEEP_DAYS = 30.0
@@ -35,7 +36,7 @@ class Settings:
     discord_token: str
     model: ModelSource
     db_path: Path
-    device: str
+    devices: Devices
     guild_ids: tuple[int, ...]
     log_level: str
     max_megapixels: float | None
@@ -108,6 +109,13 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     if value not in choices:
         raise SettingError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
     return value
+
+
+def _devices(env: Mapping[str, str]) -> Devices:
+    try:
+        return Devices.parse(env.get("SDBOT_DEVICE", "").strip() or "auto")
+    except InvalidDevices as exc:
+        raise SettingError(f"SDBOT_DEVICE {exc}") from None
 
 
 def _source(name: str, value: str, cwd: Path, allow_pickle: bool = False) -> ModelSource:
@@ -253,7 +261,7 @@ def load_settings(env: Mapping[str, str], *, cwd: Path, require_token: bool = Tr
         discord_token=_token(env, require_token),
         model=model,
         db_path=db_path,
-        device=_choice(env, "SDBOT_DEVICE", "auto", DEVICE_CHOICES),
+        devices=_devices(env),
         guild_ids=guild_ids,
         log_level=_choice(env, "SDBOT_LOG_LEVEL", "INFO", LOG_LEVELS, upper=True),
         max_megapixels=_positive(env, "SDBOT_MAX_MEGAPIXELS", "2.5"),

@@ -7,7 +7,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
 SAFE_SUFFIXES = (".safetensors",)
 # Pickle-based checkpoints can run arbitrary code when loaded, so they are refused unless SDBOT_ALLOW_PICKLE=1.
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")

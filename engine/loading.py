@@ -22,9 +22,10 @@ from diffusers import (
 from diffusers.models.attention_processor import AttnProcessor2_0
 
 from core.checkpoint_header import CONFIGS, Family, Header, HeaderError, detect_family, family_of_folder, read_header
+from core.devices import InvalidDevices, check_device
 from core.errors import first_line
 from core.infotext import ModelInfo
-from core.source import DEVICE_CHOICES, PICKLE_SUFFIXES, ModelSource, SourceKind
+from core.source import PICKLE_SUFFIXES, ModelSource, SourceKind
 
 log = logging.getLogger(__name__)
 
@@ -59,17 +60,26 @@ class LoadedModel:
 
 
 def resolve_device(setting: str) -> torch.device:
-    """`auto` takes CUDA when torch sees a GPU, else the CPU."""
-    if setting not in DEVICE_CHOICES:
-        raise ModelLoadError(f"SDBOT_DEVICE must be one of {', '.join(DEVICE_CHOICES)}, not {setting!r}")
-    if setting == "cuda" and not torch.cuda.is_available():
+    """`auto` takes CUDA when torch sees a GPU, else the CPU; `cuda:N` must be a GPU torch sees."""
+    try:
+        check_device(setting)
+    except InvalidDevices as exc:
+        raise ModelLoadError(f"SDBOT_DEVICE {exc}") from None
+    if setting.startswith("cuda") and not torch.cuda.is_available():
         raise ModelLoadError(
-            f"SDBOT_DEVICE is cuda but torch {torch.__version__} sees no CUDA GPU: check the driver, "
+            f"SDBOT_DEVICE is {setting} but torch {torch.__version__} sees no CUDA GPU: check the driver, "
             "install a CUDA build of torch, or set SDBOT_DEVICE=cpu"
         )
     if setting == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(setting)
+    device = torch.device(setting)
+    count = torch.cuda.device_count() if device.type == "cuda" else 0
+    if device.index is not None and device.index >= count:
+        raise ModelLoadError(
+            f"SDBOT_DEVICE names {setting}, but torch sees {count} CUDA GPU{'s' if count != 1 else ''}"
+            f" (cuda:0 to cuda:{count - 1}): name one of those, or all"
+        )
+    return device
 
 
 def file_hash(path: Path) -> str:

@@ -24,7 +24,7 @@ from core.checkpoint_header import Family
 from core.errors import first_line
 from core.network_files import NetworkFolder
 from core.params import InvalidParams
-from core.source import DEVICE_CHOICES, InvalidSource, ModelSource, parse_source
+from core.source import InvalidSource, ModelSource, parse_source
 from core.wire import (
     CancelRequest,
     EngineFatal,
@@ -322,7 +322,7 @@ def _source(value: str, setting: str, allow_pickle: bool = False) -> ModelSource
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m engine", description="sdbot's image engine process")
     parser.add_argument("--model", required=True, help="diffusers folder, .safetensors file or hub id")
-    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--max-megapixels", type=float, default=None, help="cap on width × height × count")
     parser.add_argument("--inpaint-model", default=None, help="inpainting checkpoint for outpainting (optional)")
     parser.add_argument("--lora-dir", type=Path, default=None, help="folder of LoRAs for <lora:name:weight>")

@@ -124,6 +124,10 @@ def test_device_choice_and_capacity(tiny: LoadedModel) -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ModelLoadError, match="^SDBOT_DEVICE is cuda but"):
             resolve_device("cuda")
+        with pytest.raises(ModelLoadError, match="^SDBOT_DEVICE is cuda:1 but"):
+            resolve_device("cuda:1")
+    with pytest.raises(ModelLoadError, match="^SDBOT_DEVICE takes auto, cpu, cuda, cuda:N or all"):
+        resolve_device("cuda:x")
     assert pixel_budgets(tiny, 2.5) == dict.fromkeys(Family, 2_500_000)
     assert pixel_budgets(tiny, None)[Family.SD1] > 64 * 64
 

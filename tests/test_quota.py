@@ -140,6 +140,9 @@ async def test_the_estimator_learns_this_device_and_keeps_it(store: JobStore, tm
     together = [(params, NOW - 2), (params, NOW - 2)]
     assert estimator.start_at([params], together, NOW) == pytest.approx(NOW + 8 + 5, rel=0.01)
     assert estimator.start_at([], [], NOW) == NOW
+    # Two engines share what is left and what waits: half the wait.
+    estimator.parallel = 2
+    assert estimator.start_at([params], together, NOW) == pytest.approx(NOW + (8 + 5) / 2, rel=0.01)
     again = Estimator(store.database)
     await again.load()
     assert again.rate == estimator.rate

@@ -192,6 +192,34 @@ async def test_sdbot_device_cuda_without_a_gpu_stops_with_one_line_and_exit_code
     assert "Traceback" not in log and not [line for line in log.splitlines() if " ERROR " in line], log
 
 
+async def test_two_cpu_engines_start_side_by_side_and_draw_every_job(
+    fake: FakeDiscord, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    log = tmp_path / "sdbot.log"
+    with log.open("wb") as stderr:
+        bot = await start_bot(fake, tmp_path, tiny_model_dir, {"SDBOT_DEVICE": "cpu,cpu"}, stderr.fileno())
+        for member in MEMBERS:
+            await (await fake.slash("imagine", {"prompt": f"fox {member}", "steps": 2}, user_id=member)).wait_response()
+        await fake.wait_for(lambda: states(tmp_path) == ["delivered"] * 3, timeout=60)
+        bot.terminate()
+        assert await asyncio.wait_for(bot.wait(), 60) == 0
+    lines = log.read_text().splitlines()
+    assert sum("engine ready" in line for line in lines) == 2, "\n".join(lines)
+    assert len(results(fake)) == 3
+
+
+async def test_a_gpu_the_box_does_not_have_is_one_line_and_the_other_engines_stop(
+    fake: FakeDiscord, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    env = bot_environment(tmp_path, tiny_model_dir, {"SDBOT_DEVICE": "cpu,cuda:3"})
+    bot = await spawn_bot(fake, env, asyncio.subprocess.PIPE)
+    _, stderr = await asyncio.wait_for(bot.communicate(), 90)
+    log = stderr.decode()
+    assert bot.returncode == 2, log
+    assert log.splitlines()[-1].startswith("sdbot: SDBOT_DEVICE is cuda:3 but torch"), log
+    assert "Traceback" not in log and not [line for line in log.splitlines() if " ERROR " in line], log
+
+
 def niceness(pid: int, thread: int) -> int:
     """A thread's nice value, from /proc (field 19 of its stat, counted past the parenthesised name)."""
     stat = Path(f"/proc/{pid}/task/{thread}/stat").read_text()

@@ -17,7 +17,7 @@ def test_defaults(tmp_path: Path) -> None:
     settings = load_settings({"DISCORD_TOKEN": TOKEN}, cwd=tmp_path)
     assert settings.model.kind is SourceKind.HUB and settings.model.location == DEFAULT_MODEL
     assert settings.db_path == tmp_path / "sdbot.sqlite3"
-    assert (settings.device, settings.guild_ids, settings.log_level, settings.max_megapixels) == (
+    assert (str(settings.devices), settings.guild_ids, settings.log_level, settings.max_megapixels) == (
         "auto",
         (),
         "INFO",
@@ -44,7 +44,7 @@ def test_every_setting_parsed(tmp_path: Path) -> None:
     assert settings.model.kind is SourceKind.FILE and settings.model.name == "deliberate_v2"
     assert settings.model.location == str(checkpoint)
     assert settings.db_path == tmp_path / "jobs.db"
-    assert (settings.device, settings.guild_ids, settings.log_level, settings.max_megapixels) == (
+    assert (str(settings.devices), settings.guild_ids, settings.log_level, settings.max_megapixels) == (
         "cuda",
         (123, 456),
         "DEBUG",
@@ -57,7 +57,9 @@ def test_every_setting_parsed(tmp_path: Path) -> None:
     [
         ({"DISCORD_TOKEN": " "}, "DISCORD_TOKEN is not set"),
         ({"DISCORD_TOKEN": "paste-your-token-here"}, "DISCORD_TOKEN does not look like a bot token"),
-        ({"SDBOT_DEVICE": "gpu"}, "SDBOT_DEVICE must be one of auto, cpu, cuda, not 'gpu'"),
+        ({"SDBOT_DEVICE": "gpu"}, "SDBOT_DEVICE takes auto, cpu, cuda, cuda:N or all (or a list such as"),
+        ({"SDBOT_DEVICE": "cuda:0,cuda:0"}, "SDBOT_DEVICE names a GPU twice (cuda:0,cuda:0): each engine plans for"),
+        ({"SDBOT_DEVICE": "all,cpu"}, "SDBOT_DEVICE takes all alone: every CUDA GPU, one engine each"),
         ({"SDBOT_GUILD_IDS": "123,my-server"}, "SDBOT_GUILD_IDS must be comma-separated server ids"),
         ({"SDBOT_LOG_LEVEL": "loud"}, "SDBOT_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR"),
         ({"SDBOT_MAX_MEGAPIXELS": "-1"}, "SDBOT_MAX_MEGAPIXELS must be a positive number"),
@@ -109,7 +111,9 @@ def test_bad_setting_exits_2_with_one_line_and_no_traceback(tmp_path: Path, entr
     (tmp_path / ".env").write_text(f"DISCORD_TOKEN={TOKEN}\nSDBOT_DEVICE=tpu\n")
     done = subprocess.run([sys.executable, *entry], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
-    assert done.stderr == "sdbot: SDBOT_DEVICE must be one of auto, cpu, cuda, not 'tpu'\n"
+    assert done.stderr == (
+        "sdbot: SDBOT_DEVICE takes auto, cpu, cuda, cuda:N or all (or a list such as cuda:0,cuda:1), not 'tpu'\n"
+    )
 
 
 def test_image_keeping_and_inpainting_settings(tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ async def test_jobs_and_their_states_survive_reopening(tmp_path: Path) -> None:
     await store.add(make_job("b", 2.0))
     await store.add(make_job("c", 3.0))
     await store.set_message("a", 555)
-    await store.mark_running("a", 4.0)
+    await store.mark_running(["a"], 4.0)
     await store.mark_done("b", 5.0, seconds=2.5, model=ModelInfo(name="deliberate_v2", hash="9aba26abdf"))
     await store.mark_failed("c", "The GPU ran out of memory.", 6.0)
     await database.close()

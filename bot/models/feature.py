@@ -9,7 +9,7 @@ from bot.models.commands import ModelAdmin, add_model_commands
 def setup(shared: Shared, registry: Registry) -> None:
     """Add /sdadmin models; read each channel's default model at start."""
     admin = ModelAdmin(
-        models=shared.models, admin=shared.admin, reload_engine=shared.engine.reload_models, clock=shared.clock
+        models=shared.models, admin=shared.admin, reload_engine=shared.engines.reload_models, clock=shared.clock
     )
     add_model_commands(registry.admin_group, admin, shared.owners)
     registry.on_start.append(shared.channel_models.load)

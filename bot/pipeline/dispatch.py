@@ -1,4 +1,4 @@
-"""Feeding the engine: fair batches of compatible jobs from the queue, as soon as the engine can take the next one.
+"""Feeding the engines: fair batches of compatible jobs from the queue, each built for the engine that is free.
 
 How a batch survives the engine dying is bot.pipeline.retries; what happens to each job after is bot.pipeline.handover.
 """
@@ -9,10 +9,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 
 from bot.models.picker import Models
 from bot.pipeline.delivery import Delivery
 from bot.pipeline.engine_client import Engine, JobFailedError
+from bot.pipeline.engines import Engines
 from bot.pipeline.estimates import Estimator
 from bot.pipeline.fair_queue import FairQueue
 from bot.pipeline.handover import Handover
@@ -29,16 +31,38 @@ from core.wire import GenerateRequest, JobResult, Progress
 
 log = logging.getLogger(__name__)
 
+# Batches one engine holds at once: one denoising, and the one before it still being encoded and checked.
+MAX_IN_FLIGHT = 2
+
+
+@dataclass(eq=False)
+class _Slot:
+    """One engine as the dispatcher feeds it."""
+
+    number: int
+    engine: Engine
+    retries: Retries
+    in_flight: int = 0
+    denoising: bool = False
+    # The model the engine has on the device (as the queue's affinity names it): jobs for it may go first.
+    loaded: Hashable = None
+
+    @property
+    def free(self) -> bool:
+        """Whether it may take the next batch: nothing denoising, and room for one more in flight."""
+        return not self.denoising and self.in_flight < MAX_IN_FLIGHT
+
 
 class Dispatcher:
-    """The one consumer of the queue: takes a fair batch of compatible jobs, and forms the next one as soon
-    as the engine has finished denoising, so PNG encoding and uploads never keep the GPU waiting."""
+    """The one consumer of the queue: gives the next fair batch of compatible jobs to whichever engine is free,
+    built for that engine's batch size and memory, and forms an engine's next one as soon as it has finished
+    denoising, so PNG encoding and uploads never keep a GPU waiting."""
 
     def __init__(
         self,
         *,
         queue: FairQueue[Job],
-        engine: Engine,
+        engines: Engines,
         store: JobStore,
         delivery: Delivery,
         sources: SourceImages,
@@ -48,27 +72,36 @@ class Dispatcher:
         progress_interval: float = 1.0,
     ) -> None:
         self.queue = queue
-        self.engine = engine
+        self.engines = engines
         self.store = store
         self.delivery = delivery
         self.sources = sources
         self.models = models or Models()
         self.clock = clock
         self.progress_interval = progress_interval
-        self.retries = Retries(engine, store)
+        self._slots = [_Slot(number, engine, Retries(engine, store)) for number, engine in enumerate(engines.members)]
+        self._slot_changed = asyncio.Event()
         self.handover = Handover(
             store=store, delivery=delivery, images=sources.images, estimator=estimator, clock=clock
         )
         self._batches: set[asyncio.Task[None]] = set()
         self._running: dict[str, tuple[Job, float]] = {}
+        self._drawn_by: dict[str, _Slot] = {}
         self._idle = asyncio.Event()
         self._idle.set()
         self._cancelled_by: dict[str, int] = {}
-        # The model the engine has on the device (as the queue's affinity names it): jobs for it may go first.
-        self._loaded: Hashable = None
+
+    @property
+    def parallel(self) -> int:
+        """How many engines draw at once."""
+        return len(self._slots)
+
+    def batches_in_flight(self) -> list[int]:
+        """Each engine's batches sent and not yet answered."""
+        return [slot.in_flight for slot in self._slots]
 
     def running_jobs(self) -> list[tuple[Job, float]]:
-        """The jobs with the engine, oldest first, and since when."""
+        """The jobs with an engine, oldest first, and since when."""
         return list(self._running.values())
 
     def running(self) -> list[tuple[GenerationParams, float]]:
@@ -83,14 +116,16 @@ class Dispatcher:
             return "Cancelled."
         if job.id in self._running:
             self._cancelled_by[job.id] = by_id
-            await self.engine.cancel(job.id)
+            slot = self._drawn_by.get(job.id)
+            if slot is not None:
+                await slot.engine.cancel(job.id)
             return "Stopping it after the current step."
         return "That job is not waiting or running any more."
 
-    def _joiner(self, first: Job) -> Callable[[Job], bool]:
-        """Whether a waiting job may join the batch `first` opens, within the engine's image limit and the pixels
-        memory holds with their model."""
-        ready = self.engine.ready
+    def _joiner(self, first: Job, engine: Engine) -> Callable[[Job], bool]:
+        """Whether a waiting job may join the batch `first` opens on `engine`, within its image limit and the pixels
+        its memory holds with their model."""
+        ready = engine.ready
         max_images = ready.max_batch if ready is not None else 1
         max_pixels = ready.pixels_for(self.models.family(first.params.model)) if ready else first.params.pixels
         batch = [first.params]
@@ -103,42 +138,57 @@ class Dispatcher:
 
         return can_join
 
+    async def _free_slot(self) -> _Slot:
+        """The engine to build the next batch for: a free one, the least busy first."""
+        while True:
+            free = [slot for slot in self._slots if slot.free]
+            if free:
+                return min(free, key=lambda slot: (slot.in_flight, slot.number))
+            self._slot_changed.clear()
+            await self._slot_changed.wait()
+
     async def run(self) -> None:
         """Serve the queue until cancelled."""
         while True:
-            first = await self.queue.get(prefer=self._loaded)
-            self._loaded = self.queue.affinity(first)
-            batch = [first, *self.queue.take_more(self._joiner(first))]
+            slot = await self._free_slot()
+            first = await self.queue.get(prefer=slot.loaded)
+            slot.loaded = self.queue.affinity(first)
+            batch = [first, *self.queue.take_more(self._joiner(first, slot.engine))]
             # Running from the moment they leave the queue, so a cancel before the batch starts still finds them.
             started = self.clock()
             for job in batch:
                 self._running[job.id] = (job, started)
+                self._drawn_by[job.id] = slot
             self._idle.clear()
-            denoised = asyncio.Event()
-            task = asyncio.create_task(self.run_batch(batch, denoised), name=f"batch-{first.id}")
+            slot.in_flight += 1
+            slot.denoising = True
+            task = asyncio.create_task(self._run_batch(batch, slot), name=f"batch-{first.id}")
             self._batches.add(task)
             task.add_done_callback(self._batches.discard)
-            await denoised.wait()
 
-    async def run_batch(self, batch: list[Job], denoised: asyncio.Event | None = None) -> None:
-        """Draw jobs together, then hand each result (or failure) to delivery without waiting for the upload;
-        `denoised` is set once the engine no longer needs the GPU for them."""
-        denoised = denoised or asyncio.Event()
+    def _denoised(self, slot: _Slot) -> None:
+        """The engine no longer needs the GPU for its batch: it may take the next one."""
+        if slot.denoising:
+            slot.denoising = False
+            self._slot_changed.set()
+
+    async def _run_batch(self, batch: list[Job], slot: _Slot) -> None:
+        """Draw jobs together on the slot's engine, then hand each result (or failure) to delivery without waiting
+        for the upload."""
         started = self.clock()
-        for job in batch:
-            self._running.setdefault(job.id, (job, started))
-        self._idle.clear()
         try:
-            for job in batch:
-                await self.store.mark_running(job.id, started)
-            await self._run(batch, denoised)
+            await self.store.mark_running([job.id for job in batch], started)
+            await self._run(batch, slot)
         except Exception:
             log.exception("jobs %s: unexpected error in the dispatcher", ", ".join(job.id for job in batch))
             await self.handover.fail_unfinished(batch)
         finally:
-            denoised.set()
+            self._denoised(slot)
+            slot.in_flight -= 1
+            self._slot_changed.set()
             for job in batch:
                 self._running.pop(job.id, None)
+                self._drawn_by.pop(job.id, None)
             if not self._running:
                 self._idle.set()
 
@@ -146,14 +196,14 @@ class Dispatcher:
         """Return once no job is with the engine."""
         await self._idle.wait()
 
-    async def _run(self, batch: list[Job], denoised: asyncio.Event) -> None:
+    async def _run(self, batch: list[Job], slot: _Slot) -> None:
         reporters = {job.id: self._reporter(job) for job in batch}
         for reporter in reporters.values():
             reporter.report(starting_text())
 
         def on_progress(progress: Progress) -> None:
             if progress.step >= progress.total:
-                denoised.set()
+                self._denoised(slot)
             if progress.job_id in reporters:
                 reporters[progress.job_id].report(progress_text(progress.step, progress.total), progress.preview)
 
@@ -172,8 +222,8 @@ class Dispatcher:
             drawn.add(progress.job_id)
             on_progress(progress)
 
-        outcomes = await self.retries.draw(requests, note_drawing, lambda job_id: job_id in self._cancelled_by)
-        denoised.set()
+        outcomes = await slot.retries.draw(requests, note_drawing, lambda job_id: job_id in self._cancelled_by)
+        self._denoised(slot)
         by_id = {job.id: job for job in batch}
         done: list[tuple[Job, JobResult, ProgressReporter]] = []
         for request, outcome in zip(requests, outcomes, strict=True):
@@ -205,7 +255,7 @@ class Dispatcher:
         return source
 
     async def stop(self) -> None:
-        """Abandon the batches still with the engine: their jobs stay running in SQLite and run after a restart."""
+        """Abandon the batches still with the engines: their jobs stay running in SQLite and run after a restart."""
         for task in self._batches:
             task.cancel()
         await asyncio.gather(*self._batches, return_exceptions=True)

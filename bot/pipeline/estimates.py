@@ -23,9 +23,11 @@ def work(params: GenerationParams) -> float:
 class Estimator:
     """Learns this device's speed from finished jobs and keeps it in SQLite across restarts."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, parallel: int = 1) -> None:
         self.database = database
         self.rate = DEFAULT_RATE
+        # Engines drawing at once: the queue ahead drains that much faster.
+        self.parallel = parallel
 
     async def load(self) -> None:
         """The rate learned before the restart, if any."""
@@ -53,10 +55,10 @@ class Estimator:
     def start_at(
         self, ahead: Sequence[GenerationParams], running: Sequence[tuple[GenerationParams, float]], now: float
     ) -> float:
-        """When a job behind `ahead` starts, given the jobs running (each with its start), drawn together: the
-        rate learned from batches makes their summed seconds the batch's."""
-        start = now
+        """When a job behind `ahead` starts, given the jobs running (each with its start): the rate learned from
+        batches makes their summed seconds the batch's, and the engines share the work left."""
+        left = 0.0
         if running:
             began = min(started for _, started in running)
-            start += max(0.0, began + sum(self.seconds(params) for params, _ in running) - now)
-        return start + sum(self.seconds(p) for p in ahead)
+            left = max(0.0, began + sum(self.seconds(params) for params, _ in running) - now)
+        return now + (left + sum(self.seconds(p) for p in ahead)) / self.parallel

@@ -141,8 +141,13 @@ class JobStore:
         """Remember the message that shows the job's progress."""
         await self._update(job_id, message_id=message_id)
 
-    async def mark_running(self, job_id: str, now: float) -> None:
-        await self._update(job_id, state=JobState.RUNNING.value, started_at=now)
+    async def mark_running(self, job_ids: Sequence[str], now: float) -> None:
+        """Jobs handed to an engine together: one commit for the batch."""
+        await self.db.executemany(
+            "UPDATE jobs SET state = ?, started_at = ? WHERE id = ?",
+            [(JobState.RUNNING.value, now, job_id) for job_id in job_ids],
+        )
+        await self.db.commit()
 
     async def mark_done(
         self, job_id: str, now: float, seconds: float, model: ModelInfo, flagged: tuple[int, ...] = ()

@@ -11,6 +11,7 @@ from bot.limits.rules import Limits
 from bot.pipeline.database import Database
 from bot.pipeline.delivery import PREVIEW_FILENAME
 from bot.pipeline.engine_client import Engine
+from bot.pipeline.engines import Engines
 from bot.pipeline.images import ImageStore
 from bot.pipeline.progress import Clock
 from core.chunking import ChunkCounter
@@ -23,7 +24,7 @@ CHUNKS = ChunkCounter()
 
 def make_bot(
     folder: Path,
-    engine: Engine,
+    engine: Engine | Engines,
     *,
     limits: Limits = NO_LIMITS,
     shutdown_grace: float = 0.0,
@@ -37,7 +38,7 @@ def make_bot(
     (a LoRA folder, the models, …)."""
     return SdBot(
         database=Database(folder / "sdbot.sqlite3"),
-        engine=engine,
+        engines=engine if isinstance(engine, Engines) else Engines([engine]),
         images=ImageStore(folder / "data", keep_days=30),
         limits=limits,
         guild_ids=guild_ids,

@@ -60,6 +60,11 @@ class FakeEngine:
         self.hold_after_step: int | None = None
         self.holding = asyncio.Event()
         self.go_on = asyncio.Event()
+        # Cleared: results wait after the last step (denoised, as while PNGs are encoded) until it is set.
+        self.results_gate = asyncio.Event()
+        self.results_gate.set()
+        self.in_flight = 0
+        self.most_in_flight = 0
 
     @property
     def ready(self) -> EngineReady | None:
@@ -73,10 +78,15 @@ class FakeEngine:
 
     async def generate_batch(self, requests: Sequence[GenerateRequest], on_progress: ProgressCallback) -> list[Outcome]:
         self.batches.append([request.job_id for request in requests])
-        outcomes = await asyncio.gather(
-            *(self.generate(r.job_id, r.params, on_progress, r.source, r.check_safety) for r in requests),
-            return_exceptions=True,
-        )
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            outcomes = await asyncio.gather(
+                *(self.generate(r.job_id, r.params, on_progress, r.source, r.check_safety) for r in requests),
+                return_exceptions=True,
+            )
+        finally:
+            self.in_flight -= 1
         for outcome in outcomes:
             if not isinstance(outcome, JobResult | JobFailedError):
                 raise outcome
@@ -109,6 +119,7 @@ class FakeEngine:
             # As the engine does: a cancel takes effect between two steps (after the last one it is too late).
             if job_id in self.cancelled and step < params.steps:
                 raise JobFailedError("Cancelled.")
+        await self.results_gate.wait()
         images = []
         for seed in params.seeds():
             if self.noise:

@@ -22,6 +22,7 @@ from bot.limits.quota import Quota
 from bot.limits.rules import Limits
 from bot.models.picker import Models
 from bot.pipeline.database import Database
+from bot.pipeline.engines import Engines
 from bot.pipeline.fair_queue import FairQueue
 from bot.pipeline.images import ImageStore
 from bot.pipeline.intake import Intake
@@ -147,7 +148,7 @@ async def service_kit(folder: Path, *, limits: Limits = NO_LIMITS, allow_dms: bo
             # Never connected: services reach Discord only through the port here.
             discord.Client(intents=discord.Intents(guilds=True)),
             database=database,
-            engine=engine,
+            engines=Engines([engine]),
             images=ImageStore(folder / "data", keep_days=30),
             models=Models(),
             chunks=CHUNKS,

@@ -1,0 +1,242 @@
+"""Scale-out benchmark (not a test): several engines fed by the real fair queue and dispatcher.
+
+    python bench/scale.py              # simulated GPUs (a fixed time per batch), then two tiny CPU engines vs one
+    python bench/scale.py --no-tiny    # the simulated part only
+
+1. Throughput with N = 1, 2, 4 and 8 simulated GPUs, each drawing a batch of up to 4 images in a fixed time, against
+   N × one engine's rate (target: at least 0.9 × N). Everything but the GPU is real: SQLite job log, attempts,
+   kept images, handover.
+2. The dispatcher's time per batch with 1,000 jobs from 200 members queued, on engines that take no time: the gap
+   between one batch reaching an engine and the next (target: p99 under 20 ms).
+3. Two engine processes on the CPU with the tiny test model against one, in the same run.
+
+Prints markdown tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import logging
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.burst import BURST_TIMEOUT_S, PROMPTS  # noqa: E402
+from bot.pipeline.database import Database  # noqa: E402
+from bot.pipeline.dispatch import Dispatcher  # noqa: E402
+from bot.pipeline.engine_client import Engine, EngineCommand, Outcome, ProcessEngine, ProgressCallback  # noqa: E402
+from bot.pipeline.engines import Engines  # noqa: E402
+from bot.pipeline.estimates import Estimator  # noqa: E402
+from bot.pipeline.fair_queue import FairQueue  # noqa: E402
+from bot.pipeline.images import ImageStore  # noqa: E402
+from bot.pipeline.source_images import SourceImages  # noqa: E402
+from bot.pipeline.store import JobStore  # noqa: E402
+from core.infotext import ModelInfo  # noqa: E402
+from core.jobs import Job, new_job_id  # noqa: E402
+from core.params import GenerationParams  # noqa: E402
+from core.wire import EngineReady, GeneratedImage, GenerateRequest, JobResult, Progress  # noqa: E402
+
+MODEL = ModelInfo(name="simulated", hash="0000000000")
+BATCH_IMAGES = 4
+
+
+def tiny_png() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), (90, 120, 200)).save(out, format="PNG")
+    return out.getvalue()
+
+
+class SimulatedGpu:
+    """An engine that denoises any batch of up to four images in `batch_seconds`, and encodes nothing."""
+
+    def __init__(self, batch_seconds: float, png: bytes) -> None:
+        self.batch_seconds = batch_seconds
+        self.png = png
+        self.batch_started: list[float] = []
+        self._ready: EngineReady | None = None
+        # One GPU denoises one batch at a time; a second one sent waits for it, as in the engine process.
+        self._gpu = asyncio.Lock()
+
+    @property
+    def ready(self) -> EngineReady | None:
+        return self._ready
+
+    async def start(self, on_starting: Callable[[str], object] | None = None) -> EngineReady:
+        self._ready = EngineReady(MODEL, "simulated", 512, 512, max_pixels=BATCH_IMAGES * 512 * 512, max_batch=4)
+        return self._ready
+
+    async def generate_batch(self, requests: Sequence[GenerateRequest], on_progress: ProgressCallback) -> list[Outcome]:
+        self.batch_started.append(time.perf_counter())
+        async with self._gpu:
+            await asyncio.sleep(self.batch_seconds)
+        for request in requests:
+            on_progress(Progress(request.job_id, request.params.steps, request.params.steps))
+        return [
+            JobResult(
+                request.job_id,
+                tuple(GeneratedImage(seed, "", self.png) for seed in request.params.seeds()),
+                self.batch_seconds,
+                MODEL,
+            )
+            for request in requests
+        ]
+
+    async def cancel(self, job_id: str) -> None: ...
+
+    async def reload_models(self) -> None: ...
+
+    def begin_shutdown(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class Timing:
+    """Stands in for Discord: notes when each result would be posted."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.done: dict[str, float] = {}
+        self.all_done = asyncio.Event()
+        self.expected = 0
+
+    async def edit_status(self, job: Job, text: str, **options: object) -> None:
+        """Progress edits cost nothing here."""
+
+    async def post_result(self, job: Job, result: JobResult) -> object:
+        self.done[job.id] = time.perf_counter() - self.start
+        if len(self.done) >= self.expected:
+            self.all_done.set()
+        return type("Posted", (), {"id": 1})()
+
+    async def post_failure(self, job: Job, sentence: str) -> None:
+        raise RuntimeError(f"job {job.id} failed: {sentence}")
+
+
+def jobs_of(count: int, members: int, size: int, steps: int) -> list[tuple[int, GenerationParams]]:
+    """`count` one-image jobs from `members` members, which may all share a batch."""
+    return [
+        (i % members, GenerationParams(prompt=PROMPTS[i % len(PROMPTS)], width=size, height=size, steps=steps, seed=i))
+        for i in range(count)
+    ]
+
+
+async def serve(engines: Sequence[Engine], jobs: list[tuple[int, GenerationParams]], work: Path) -> float:
+    """Queue every job at once, run the dispatcher over the engines until all are posted; the seconds it took."""
+    database = Database(work / f"bench-{new_job_id()}.sqlite3")
+    await database.open()
+    store = JobStore(database)
+    queue: FairQueue[Job] = FairQueue()
+    timing = Timing()
+    pool = Engines(engines)
+    await pool.start()
+    dispatcher = Dispatcher(
+        queue=queue,
+        engines=pool,
+        store=store,
+        delivery=timing,  # type: ignore[arg-type]
+        sources=SourceImages(ImageStore(work / "data", keep_days=1), client=None),  # type: ignore[arg-type]
+        estimator=Estimator(database, parallel=len(engines)),
+        progress_interval=60.0,
+    )
+    for member, params in jobs:
+        job = Job(new_job_id(), params, member, f"member{member}", 1, 1, time.time())
+        await store.add(job)
+        await queue.put(member, job, group=1)
+    timing.expected = len(jobs)
+    timing.start = time.perf_counter()
+    serving = asyncio.create_task(dispatcher.run())
+    await asyncio.wait_for(timing.all_done.wait(), BURST_TIMEOUT_S)
+    seconds = time.perf_counter() - timing.start
+    serving.cancel()
+    await dispatcher.handover.drain()
+    await pool.close()
+    await database.close()
+    return seconds
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def simulated(args: argparse.Namespace, work: Path) -> list[str]:
+    png = tiny_png()
+    lines = [
+        f"Simulated GPUs: {args.batch_seconds:g} s per batch of up to {BATCH_IMAGES} images; "
+        f"{args.batches} batches' worth of jobs per GPU, from {args.members} members",
+        "",
+        f"| GPUs | images/s | × one GPU | target | ideal images/s ({BATCH_IMAGES / args.batch_seconds:g} per GPU) |",
+        "|---|---|---|---|---|",
+    ]
+    single_rate = 0.0
+    for count in (1, 2, 4, 8):
+        jobs = jobs_of(args.batches * BATCH_IMAGES * count, args.members, 512, 30)
+        seconds = await serve([SimulatedGpu(args.batch_seconds, png) for _ in range(count)], jobs, work)
+        rate = len(jobs) / seconds
+        single_rate = single_rate or rate
+        ideal = count * BATCH_IMAGES / args.batch_seconds
+        lines.append(f"| {count} | {rate:.1f} | {rate / single_rate:.2f} | ≥ {0.9 * count:.1f} | {ideal:g} |")
+    # The dispatcher alone: engines that take no time, 1,000 jobs from 200 members waiting.
+    engines = [SimulatedGpu(0.0, png) for _ in range(4)]
+    jobs = jobs_of(1000, 200, 512, 30)
+    await serve(engines, jobs, work)
+    starts = sorted(start for engine in engines for start in engine.batch_started)
+    gaps = [(later - earlier) * 1000 for earlier, later in zip(starts, starts[1:], strict=False)]
+    lines += [
+        "",
+        f"Dispatcher time per batch, 1,000 jobs from 200 members on 4 engines that take no time"
+        f" ({len(starts)} batches): p50 {percentile(gaps, 0.5):.2f} ms, p99 {percentile(gaps, 0.99):.2f} ms,"
+        f" max {max(gaps):.2f} ms (target: p99 under 20 ms)",
+    ]
+    return lines
+
+
+async def tiny_cpu(args: argparse.Namespace, work: Path) -> list[str]:
+    from tests.support.tiny_model import save_tiny_model
+
+    folder = save_tiny_model(work / "tiny-sd")
+    jobs = jobs_of(args.tiny_jobs, 4, 64, 4)
+    lines = ["", f"Tiny model on the CPU ({os.cpu_count()} cores): {len(jobs)} jobs of 64², 4 steps", ""]
+    lines += ["| engines | images/s | × one engine |", "|---|---|---|"]
+    single = 0.0
+    for count in (1, 2):
+        engines = [ProcessEngine(EngineCommand(str(folder), "cpu", max_batch=4)) for _ in range(count)]
+        seconds = await serve(engines, jobs, work)
+        rate = len(jobs) / seconds
+        single = single or rate
+        lines.append(f"| {count} | {rate:.2f} | {rate / single:.2f} |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch-seconds", type=float, default=0.5, help="a simulated GPU's time per batch")
+    parser.add_argument("--batches", type=int, default=12, help="batches' worth of jobs per simulated GPU")
+    parser.add_argument("--members", type=int, default=40)
+    parser.add_argument("--tiny-jobs", type=int, default=24)
+    parser.add_argument("--no-tiny", action="store_true", help="skip the two tiny CPU engines")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    os.environ.setdefault("SDBOT_LOG_LEVEL", "WARNING")  # the engines' log
+
+    async def run() -> list[str]:
+        with tempfile.TemporaryDirectory(prefix="sdbot-scale-") as tmp:
+            lines = await simulated(args, Path(tmp))
+            if not args.no_tiny:
+                lines += await tiny_cpu(args, Path(tmp))
+            return lines
+
+    print("\n".join(asyncio.run(run())))
+
+
+if __name__ == "__main__":
+    main()

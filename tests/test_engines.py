@@ -1,0 +1,172 @@
+"""Several engines in one box (SDBOT_DEVICE as a list): the devices setting, what a job may ask of them all, and the
+real bot feeding two fake engines at once, each with batches built for it and never more than two in flight."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.app import SdBot
+from bot.pipeline.dispatch import MAX_IN_FLIGHT
+from bot.pipeline.engine_client import EngineStartError
+from bot.pipeline.engines import Engines, combined, resolve_devices
+from core.devices import Devices, InvalidDevices
+from tests.support.bots import make_bot, results
+from tests.support.fake_discord import USER_ID, FakeDiscord
+from tests.support.fake_engine import FakeEngine
+
+
+@pytest.mark.parametrize(
+    ("text", "listed"),
+    [
+        ("auto", ("auto",)),
+        ("cuda:0, cuda:1", ("cuda:0", "cuda:1")),
+        ("CPU,cpu", ("cpu", "cpu")),
+        ("cuda,cuda:1", ("cuda", "cuda:1")),
+    ],
+)
+def test_a_list_of_devices_is_one_engine_each(text: str, listed: tuple[str, ...]) -> None:
+    assert Devices.parse(text).listed == listed
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("gpu", "takes auto, cpu, cuda, cuda:N or all"),
+        ("cuda:0,", "has an empty entry"),
+        ("cuda,cuda:0", "names a GPU twice"),
+        ("auto,cpu", "names a GPU twice"),
+        ("all,cuda:0", "takes all alone"),
+        ("cuda:01", "takes auto, cpu, cuda, cuda:N or all"),
+    ],
+)
+def test_unusable_devices_say_what_is_wrong(text: str, message: str) -> None:
+    with pytest.raises(InvalidDevices, match=message):
+        Devices.parse(text)
+
+
+async def test_all_is_one_engine_per_gpu_counted_by_the_engine_side() -> None:
+    assert Devices.parse("all").resolve(3) == ("cuda:0", "cuda:1", "cuda:2")
+    # This machine has no GPU: the count comes from torch in a child process, and none is one line.
+    with pytest.raises(EngineStartError, match="^SDBOT_DEVICE is all, but torch sees no CUDA GPU"):
+        await resolve_devices(Devices.parse("all"))
+    assert await resolve_devices(Devices.parse("cpu,cpu")) == ("cpu", "cpu")
+
+
+async def test_a_job_may_ask_what_every_engine_can_draw() -> None:
+    big = FakeEngine(max_pixels=4_000_000, max_batch=8, family_pixels={"sd1": 4_000_000, "sdxl": 2_000_000})
+    small = FakeEngine(max_pixels=1_000_000, max_batch=2, family_pixels={"sd1": 1_000_000})
+    engines = Engines([big, small])
+    assert engines.ready is None
+    stages: list[str] = []
+    await engines.start(stages.append)
+    assert stages == ["engine 1 of 2: loading the model", "engine 2 of 2: loading the model"]
+    ready = engines.ready
+    assert ready is not None and (ready.max_pixels, ready.max_batch) == (1_000_000, 2)
+    assert ready.pixels_for("sd1") == 1_000_000 and ready.pixels_for("sdxl") == 1_000_000
+    assert combined([big.ready]) == big.ready  # type: ignore[list-item]
+    await engines.close()
+    assert not big.started and not small.started
+
+
+async def test_if_one_engine_cannot_start_the_others_are_stopped() -> None:
+    class Broken(FakeEngine):
+        async def start(self, on_starting: object = None) -> object:  # type: ignore[override]
+            raise EngineStartError("SDBOT_DEVICE names cuda:3, but torch sees 2 CUDA GPUs")
+
+    good = FakeEngine()
+    with pytest.raises(EngineStartError, match="cuda:3"):
+        await Engines([good, Broken()]).start()
+    assert not good.started
+
+
+@pytest.fixture
+async def two(fake: FakeDiscord, tmp_path: Path) -> AsyncIterator[tuple[SdBot, FakeEngine, FakeEngine]]:
+    first, second = FakeEngine(max_batch=1), FakeEngine(max_batch=4, max_pixels=8 * 512 * 512)
+    async with fake.connected(make_bot(tmp_path, Engines([first, second]))) as bot:
+        yield bot, first, second
+
+
+async def imagine(fake: FakeDiscord, member: int, prompt: str) -> None:
+    await (
+        await fake.slash("imagine", {"prompt": prompt, "steps": 2, "seed": 1}, user_id=USER_ID + member)
+    ).wait_response()
+
+
+async def test_two_engines_draw_at_once_and_every_job_is_posted_once(
+    fake: FakeDiscord, two: tuple[SdBot, FakeEngine, FakeEngine]
+) -> None:
+    _, first, second = two
+    first.gate.clear()
+    second.gate.clear()
+    await imagine(fake, 1, "a fox")
+    await imagine(fake, 2, "an owl")
+    # Both are drawing before either is let go: one job each.
+    await first.wait_calls(1)
+    await second.wait_calls(1)
+    first.gate.set()
+    second.gate.set()
+    posted = await fake.wait_for(lambda: results(fake) if len(results(fake)) == 2 else None)
+    assert sorted(m.embeds[0]["description"] for m in posted) == ["a fox", "an owl"]
+    assert (first.batches, second.batches) == ([[first.calls[0][0]]], [[second.calls[0][0]]])
+
+
+async def test_each_batch_is_built_for_the_engine_that_takes_it(
+    fake: FakeDiscord, two: tuple[SdBot, FakeEngine, FakeEngine]
+) -> None:
+    bot, first, second = two
+    first.gate.clear()
+    second.gate.clear()
+    await imagine(fake, 1, "one")
+    await first.wait_calls(1)
+    await imagine(fake, 2, "two")
+    await second.wait_calls(1)
+    # Both engines busy: four more members wait in the queue.
+    for member in range(3, 7):
+        await imagine(fake, member, f"job {member}")
+    await fake.wait_for(lambda: len(bot.queue) == 4 or None)
+    # The engine of four images a batch is free first, and takes all four waiting at once; the other took one.
+    second.gate.set()
+    await fake.wait_for(lambda: len(second.batches) == 2 or None)
+    assert [len(batch) for batch in second.batches] == [1, 4]
+    first.gate.set()
+    await fake.wait_for(lambda: len(results(fake)) == 6 or None)
+    assert [len(batch) for batch in first.batches] == [1]
+
+
+async def test_an_engine_holds_at_most_two_batches(fake: FakeDiscord, tmp_path: Path) -> None:
+    engine = FakeEngine(max_batch=1)
+    engine.results_gate.clear()
+    async with fake.connected(make_bot(tmp_path, engine)) as bot:
+        for member in range(1, 5):
+            await imagine(fake, member, f"job {member}")
+        # Denoised but not yet answered (as while PNGs are encoded): the next batch went in behind each.
+        await fake.wait_for(
+            lambda: len(engine.batches) == MAX_IN_FLIGHT and len(bot.queue) + MAX_IN_FLIGHT == 4 or None
+        )
+        assert bot.dispatcher.batches_in_flight() == [MAX_IN_FLIGHT]
+        engine.results_gate.set()
+        await fake.wait_for(lambda: len(results(fake)) == 4 or None)
+    assert engine.most_in_flight == MAX_IN_FLIGHT and len(engine.batches) == 4
+
+
+async def test_a_cancel_reaches_the_engine_drawing_the_job(
+    fake: FakeDiscord, two: tuple[SdBot, FakeEngine, FakeEngine]
+) -> None:
+    bot, first, second = two
+    first.gate.clear()
+    second.gate.clear()
+    await imagine(fake, 1, "one")
+    await first.wait_calls(1)
+    await imagine(fake, 2, "two")
+    await second.wait_calls(1)
+    job = await bot.store.get(second.calls[0][0])
+    assert job is not None
+    assert await bot.dispatcher.cancel(job, USER_ID + 2) == "Stopping it after the current step."
+    assert (first.cancelled, second.cancelled) == (set(), {job.id})
+    first.gate.set()
+    second.gate.set()
+    (posted,) = await fake.wait_for(lambda: results(fake) or None)
+    assert posted.embeds[0]["description"] == "one"
