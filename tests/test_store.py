@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from pathlib import Path
@@ -168,3 +169,26 @@ async def test_duplicate_job_ids_are_rejected(tmp_path: Path) -> None:
     with pytest.raises(sqlite3.IntegrityError):
         await store.add(make_job("a", 2.0))
     await database.close()
+
+
+async def test_many_batches_at_once_count_and_forgive_their_attempts(tmp_path: Path) -> None:
+    # Several engines hand batches over at the same moment: SQLite refused concurrent executemany calls of one
+    # statement on the shared connection ("bad parameter or other API misuse"), failing whole batches.
+    database = Database(tmp_path / "sdbot.sqlite3")
+    store = JobStore(database)
+    await database.open()
+    try:
+        ids = [f"job{number:04}" for number in range(1000)]
+        for job_id in ids:
+            await store.add(make_job(job_id, 1.0))
+        batches = [ids[start : start + 4] for start in range(0, len(ids), 4)]
+        counted = await asyncio.gather(*(store.begin_attempt(batch) for batch in batches))
+        assert all(attempts == dict.fromkeys(batch, 1) for attempts, batch in zip(counted, batches, strict=True))
+        await asyncio.gather(*(store.forgive_attempt(batch) for batch in batches))
+        await asyncio.gather(*(store.mark_running(batch, 2.0) for batch in batches))
+        again = await store.begin_attempt(ids)
+        assert again == dict.fromkeys(ids, 1)
+        assert {job.state for job in await store.in_states(JobState.RUNNING)} == {JobState.RUNNING}
+        assert len(await store.in_states(JobState.RUNNING)) == len(ids)
+    finally:
+        await database.close()

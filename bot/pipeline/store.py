@@ -142,10 +142,10 @@ class JobStore:
         await self._update(job_id, message_id=message_id)
 
     async def mark_running(self, job_ids: Sequence[str], now: float) -> None:
-        """Jobs handed to an engine together: one commit for the batch."""
-        await self.db.executemany(
-            "UPDATE jobs SET state = ?, started_at = ? WHERE id = ?",
-            [(JobState.RUNNING.value, now, job_id) for job_id in job_ids],
+        """Jobs handed to an engine together: one statement and one commit for the batch."""
+        await self.db.execute(
+            f"UPDATE jobs SET state = ?, started_at = ? WHERE id IN ({_marks(job_ids)})",
+            (JobState.RUNNING.value, now, *job_ids),
         )
         await self.db.commit()
 
@@ -186,17 +186,18 @@ class JobStore:
 
     async def begin_attempt(self, job_ids: Sequence[str]) -> dict[str, int]:
         """Count one more hand-over of each job to an engine; return each one's attempts, this one included."""
-        await self.db.executemany("UPDATE jobs SET attempts = attempts + 1 WHERE id = ?", [(i,) for i in job_ids])
+        await self.db.execute(f"UPDATE jobs SET attempts = attempts + 1 WHERE id IN ({_marks(job_ids)})", job_ids)
         await self.db.commit()
-        marks = ", ".join("?" for _ in job_ids)
-        rows = await self.db.execute_fetchall(f"SELECT id, attempts FROM jobs WHERE id IN ({marks})", list(job_ids))
+        rows = await self.db.execute_fetchall(
+            f"SELECT id, attempts FROM jobs WHERE id IN ({_marks(job_ids)})", list(job_ids)
+        )
         return {str(job_id): int(attempts) for job_id, attempts in rows}
 
     async def forgive_attempt(self, job_ids: Sequence[str]) -> None:
         """Take back an attempt that ended through no fault of the job (another batch crashed the engine, or the
         bot stopped while it waited)."""
-        await self.db.executemany(
-            "UPDATE jobs SET attempts = attempts - 1 WHERE id = ? AND attempts > 0", [(job_id,) for job_id in job_ids]
+        await self.db.execute(
+            f"UPDATE jobs SET attempts = attempts - 1 WHERE id IN ({_marks(job_ids)}) AND attempts > 0", job_ids
         )
         await self.db.commit()
 
@@ -252,3 +253,9 @@ def _job(row: aiosqlite.Row) -> Job:
         on_flagged=Flagged(row["on_flagged"]),
         flagged=tuple(json.loads(row["flagged"])) if row["flagged"] else (),
     )
+
+
+def _marks(values: Sequence[object]) -> str:
+    """Placeholders for `IN (...)`. One statement per batch, never executemany: two executemany calls of one
+    statement from concurrent batches on the shared connection make SQLite refuse the second (API misuse)."""
+    return ", ".join("?" for _ in values)

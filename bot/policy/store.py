@@ -91,11 +91,12 @@ class PolicyStore:
         new = [entry for entry in dict.fromkeys(entries) if entry not in present]
         if len(present) + len(new) > MAX_ENTRIES:
             raise TooManyEntries(f"A block list holds at most {MAX_ENTRIES} entries; this one has {len(present)}.")
-        await self._db.executemany(
-            "INSERT INTO policy_words (guild_id, channel_id, entry) VALUES (?, ?, ?)",
-            [(guild_id, scope, entry) for entry in new],
-        )
-        await self._db.commit()
+        if new:
+            # One statement, not executemany, which SQLite refuses when two run at once on the shared connection.
+            rows = ", ".join("(?, ?, ?)" for _ in new)
+            values = [value for entry in new for value in (guild_id, scope, entry)]
+            await self._db.execute(f"INSERT INTO policy_words (guild_id, channel_id, entry) VALUES {rows}", values)
+            await self._db.commit()
         if new:
             await self.admin.log(guild_id, by_id, f"policy {_scope(channel_id)}: block {', '.join(new)}", now)
         return new
