@@ -63,6 +63,7 @@ class SimulatedGpu:
         self.png = png
         self.batch_started: list[float] = []
         self._ready: EngineReady | None = None
+        self.restarts = 0
         # One GPU denoises one batch at a time; a second one sent waits for it, as in the engine process.
         self._gpu = asyncio.Lock()
 
@@ -185,6 +186,16 @@ async def simulated(args: argparse.Namespace, work: Path) -> list[str]:
         single_rate = single_rate or rate
         ideal = count * BATCH_IMAGES / args.batch_seconds
         lines.append(f"| {count} | {rate:.1f} | {rate / single_rate:.2f} | ≥ {0.9 * count:.1f} | {ideal:g} |")
+    # One GPU three times slower than the other two: its share of the batches should be a third of theirs.
+    mixed = [SimulatedGpu(args.batch_seconds, png), SimulatedGpu(args.batch_seconds, png)]
+    mixed.append(SimulatedGpu(3 * args.batch_seconds, png))
+    await serve(mixed, jobs_of(args.batches * BATCH_IMAGES * 3, args.members, 512, 30), work)
+    shares = [len(engine.batch_started) for engine in mixed]
+    lines += [
+        "",
+        f"Two GPUs and one three times slower: batches {shares[0]}, {shares[1]} and {shares[2]}"
+        f" (the slow one's share {shares[2] / sum(shares):.2f}; in proportion to speed, 1/7 = 0.14)",
+    ]
     # The dispatcher alone: engines that take no time, 1,000 jobs from 200 members waiting.
     engines = [SimulatedGpu(0.0, png) for _ in range(4)]
     jobs = jobs_of(1000, 200, 512, 30)

@@ -18,6 +18,7 @@ from bot.interactions.adapter import caller_and_responder
 from bot.limits import feature as limits_feature
 from bot.limits.admin_group import admin_group
 from bot.limits.rules import Limits
+from bot.metrics import Metrics
 from bot.models import feature as models_feature
 from bot.models.picker import Models
 from bot.pipeline.database import Database
@@ -31,6 +32,7 @@ from bot.pipeline.store import JobStore
 from bot.policy import feature as policy_feature
 from bot.results import feature as results_feature
 from bot.results.buttons import BUTTON_ITEMS
+from bot.settings import Listen
 from bot.systemd import notify, starting, watchdog_interval
 from core.chunking import ChunkCounter
 from core.jobs import Job, JobState
@@ -68,6 +70,7 @@ class SdBot(discord.Client):
         allow_dms: bool = False,
         max_loras: int = DEFAULT_MAX_LORAS,
         chunks: ChunkCounter | None = None,
+        metrics: Listen | None = None,
     ) -> None:
         # No privileged intents: slash commands and buttons arrive as interactions regardless.
         super().__init__(intents=discord.Intents(guilds=True), guild_ready_timeout=guild_ready_timeout)
@@ -101,6 +104,10 @@ class SdBot(discord.Client):
         self.registry.hourly["pruning kept images"] = lambda: asyncio.to_thread(images.prune, clock())
         self.guild_ids = guild_ids
         self.shutdown_grace = shutdown_grace
+        self.metrics_at = metrics
+        self.metrics = Metrics(self.dispatcher, self.queue, clock)
+        # The port the metrics are served on, once they are (SDBOT_METRICS_PORT may ask for any free one).
+        self.metrics_port: int | None = None
         self.closing = False
         self._shutdown: asyncio.Future[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -156,6 +163,8 @@ class SdBot(discord.Client):
         self.add_dynamic_items(*BUTTON_ITEMS)
         await self.sync_commands()
         await self.dispatcher.handover.deliver_pending()
+        if self.metrics_at is not None:
+            self.metrics_port = self.metrics.serve(self.metrics_at)
         self._tasks = [
             asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
             asyncio.create_task(self._chores_hourly(), name="chores"),
@@ -244,5 +253,6 @@ class SdBot(discord.Client):
         await self.dispatcher.handover.drain()
         await super().close()
         await self.engines.close()
+        self.metrics.close()
         await self.database.close()
         log.info("stopped; %d jobs wait in the database for the next start", len(self.queue))

@@ -82,6 +82,7 @@ async def run_bot(settings: Settings) -> None:
         owner_ids=settings.owner_ids,
         allow_dms=settings.allow_dms,
         max_loras=settings.max_loras,
+        metrics=settings.metrics,
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -30,6 +30,14 @@ class SettingError(ValueError):
 
 
 @dataclass(frozen=True)
+class Listen:
+    """Where the metrics are served."""
+
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
 class Settings:
     """Every setting of the bot, parsed and checked."""
 
@@ -58,6 +66,7 @@ class Settings:
     owner_ids: tuple[int, ...] = ()
     allow_dms: bool = False
     max_loras: int = DEFAULT_MAX_LORAS
+    metrics: Listen | None = None
 
 
 def read_environment(cwd: Path) -> dict[str, str]:
@@ -109,6 +118,20 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     if value not in choices:
         raise SettingError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
     return value
+
+
+def _metrics(env: Mapping[str, str]) -> Listen | None:
+    """SDBOT_METRICS_PORT: off when empty; a port (on 127.0.0.1) or host:port."""
+    value = env.get("SDBOT_METRICS_PORT", "").strip()
+    if not value:
+        return None
+    host, _, port = value.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise SettingError(
+            f"SDBOT_METRICS_PORT must be a port (1 to 65535) or host:port such as 0.0.0.0:9108, not {value!r}"
+        )
+    return Listen(host, int(port))
 
 
 def _devices(env: Mapping[str, str]) -> Devices:
@@ -288,6 +311,7 @@ def load_settings(env: Mapping[str, str], *, cwd: Path, require_token: bool = Tr
         owner_ids=_ids(env, "SDBOT_OWNER_IDS", "user"),
         allow_dms=_allow_dms(env, guild_ids),
         max_loras=_max_loras(env),
+        metrics=_metrics(env),
     )
 
 

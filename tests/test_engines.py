@@ -13,8 +13,8 @@ from bot.pipeline.dispatch import MAX_IN_FLIGHT
 from bot.pipeline.engine_client import EngineStartError
 from bot.pipeline.engines import Engines, combined, resolve_devices
 from core.devices import Devices, InvalidDevices
-from tests.support.bots import make_bot, results
-from tests.support.fake_discord import USER_ID, FakeDiscord
+from tests.support.bots import answer, make_bot, results
+from tests.support.fake_discord import OWNER_ID, USER_ID, FakeDiscord
 from tests.support.fake_engine import FakeEngine
 
 
@@ -170,3 +170,56 @@ async def test_a_cancel_reaches_the_engine_drawing_the_job(
     second.gate.set()
     (posted,) = await fake.wait_for(lambda: results(fake) or None)
     assert posted.embeds[0]["description"] == "one"
+
+
+async def test_the_bots_owners_see_each_engine(fake: FakeDiscord, two: tuple[SdBot, FakeEngine, FakeEngine]) -> None:
+    _, first, second = two
+    second.gate.clear()
+    await imagine(fake, 1, "one")
+    await fake.wait_for(lambda: len(results(fake)) == 1 or None)
+    await imagine(fake, 2, "two")
+    await second.wait_calls(1)
+    text = await answer(await fake.slash("sdadmin", {}, subcommand="workers", user_id=OWNER_ID))
+    heading, engine_1, engine_2 = text.splitlines()
+    assert heading.startswith("**Engines on `") and heading.endswith("(2)")
+    assert engine_1.startswith("**1.** `fake` — `fake-model` · 0 batches in flight · 0.1 images/min · 1 images ·")
+    assert engine_2.startswith("**2.** `fake` — `fake-model` · 1 batches in flight · 0.0 images/min · 0 images ·")
+    assert engine_1.endswith(" · 0 restarts") and "last batch <t:" in engine_1
+    # An admin of the server who does not own the bot is told who does.
+    manage_server = 32
+    admin = await fake.slash("sdadmin", {}, subcommand="workers", user_id=USER_ID + 7, member_permissions=manage_server)
+    refused = await answer(admin)
+    assert refused.startswith("Only ") and "see the engines" in refused
+    second.gate.set()
+    await fake.wait_for(lambda: len(results(fake)) == 2 or None)
+
+
+async def drawn_order(fake: FakeDiscord, folder: Path, engines: list[FakeEngine]) -> list[str]:
+    """Fifty jobs from ten members, queued before any engine may start, then drawn: the prompts in the order the
+    engines were handed them, once every result is posted."""
+    order: list[str] = []
+    folder.mkdir()
+    for engine in engines:
+        engine.on_batch = lambda requests: order.extend(r.params.prompt for r in requests)
+    async with fake.connected(make_bot(folder, Engines(engines))) as bot:
+        await bot.queue.pause()
+        for job in range(50):
+            await imagine(fake, job % 10, f"job {job}")
+        await fake.wait_for(lambda: len(bot.queue) == 50 or None)
+        await bot.queue.resume()
+        posted = await fake.wait_for(lambda: results(fake) if len(results(fake)) == 50 else None, timeout=30)
+    assert sorted(m.embeds[0]["description"] for m in posted) == sorted(f"job {job}" for job in range(50))
+    assert all(engine.most_in_flight <= MAX_IN_FLIGHT for engine in engines)
+    return order
+
+
+async def test_fifty_jobs_on_three_engines_keep_the_fair_order_of_one(tmp_path: Path) -> None:
+    async with FakeDiscord() as fake:
+        alone = await drawn_order(fake, tmp_path / "one", [FakeEngine(max_batch=4)])
+    async with FakeDiscord() as fake:
+        three = [FakeEngine(max_batch=4) for _ in range(3)]
+        shared = await drawn_order(fake, tmp_path / "three", three)
+    assert sorted(shared) == sorted(alone) and len(alone) == 50, "every job drawn once"
+    # The same fair queue feeds them: each job leaves it within one batch of where it would with one engine.
+    assert max(abs(shared.index(prompt) - alone.index(prompt)) for prompt in alone) <= 4
+    assert all(engine.batches for engine in three), "every engine drew"

@@ -130,7 +130,7 @@ async def test_sigterm_lets_the_running_job_finish_and_exits_0_and_systemd_hears
         environment = {
             "NOTIFY_SOCKET": str(tmp_path / "notify"),
             "WATCHDOG_USEC": "400000",
-            "SDBOT_SHUTDOWN_GRACE_S": "60",
+            "SDBOT_SHUTDOWN_GRACE_S": "120",
         }
         bot = await start_bot(fake, tmp_path, tiny_model_dir, environment)
         seen: list[str] = []

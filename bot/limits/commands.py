@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import socket
 from collections.abc import Callable
 
 import discord
@@ -18,6 +19,7 @@ from bot.limits.pauses import EVERY_SERVER, Pauses, hold_reason
 from bot.limits.quota import Quota
 from bot.limits.rules import DAY, HOUR, LIMIT_SPECS, SPECS, Limits, Override, Scope
 from bot.pipeline.dispatch import Dispatcher
+from bot.pipeline.engine_stats import Ending, EngineStatus
 from bot.pipeline.estimates import Estimator
 from bot.pipeline.fair_queue import FairQueue
 from bot.pipeline.progress import Clock
@@ -79,6 +81,20 @@ class QueueView:
                 when = f"waiting: {held}"
             lines.append(f"• `{job.id}` #{position} in line, {when}, for <@{job.user_id}> — {_short(job)}")
         return _fit(lines)
+
+
+def engine_line(status: EngineStatus) -> str:
+    """One engine in /sdadmin workers."""
+    ended = ", ".join(f"{count} {ending.value}" for ending, count in status.jobs.items() if ending is not Ending.DONE)
+    last = "no batch yet"
+    if status.last_batch_at is not None:
+        last = f"last batch <t:{math.floor(status.last_batch_at)}:R>"
+    model = f"`{status.model[:60]}`" if status.model else "no model yet"
+    return (
+        f"**{status.number}.** `{status.device}` — {model} · {status.in_flight} batches in flight ·"
+        f" {status.images_per_minute:.1f} images/min · {status.images} images{f' ({ended})' if ended else ''} ·"
+        f" {last} · {status.restarts} restarts"
+    )
 
 
 def _fit(lines: list[str]) -> list[str]:
@@ -250,6 +266,14 @@ class AdminCommands:
         await self.admin.log(caller.guild_id, caller.user_id, f"cancel {job.id}", self.clock())
         return outcome
 
+    def workers_text(self) -> str:
+        """Each engine: where it runs, its model, its load and what it has drawn (for the bot's owners)."""
+        now = self.clock()
+        statuses = self.dispatcher.engine_statuses(now)
+        lines = [engine_line(status) for status in statuses]
+        heading = f"**Engines on `{socket.gethostname()}`** ({len(statuses)})"
+        return heading + "\n" + "\n".join(_fit(lines))
+
     def queue_text(self, caller: Caller, everywhere: bool) -> str:
         """This server's jobs, running and waiting (every server's for the bot's owners)."""
         guild_id = caller.guild_id
@@ -359,6 +383,12 @@ def add_admin_commands(group: AdminGroup, commands: AdminCommands) -> None:
             caller, responder, everywhere, "see every server's queue; `/sdadmin queue` shows this server's"
         ):
             await responder.reply_privately(commands.queue_text(caller, everywhere), quiet=True)
+
+    @group.command(name="workers", description="The engines drawing for every server (the bot's owners only)")
+    async def workers(interaction: discord.Interaction) -> None:
+        caller, responder = caller_and_responder(interaction)
+        if await owner_allowed(caller, responder, commands.owners, "see the engines: they draw for every server"):
+            await responder.reply_privately(commands.workers_text(), quiet=True)
 
     @group.command(name="cancel", description="Cancel any job of this server by its id")
     async def cancel(interaction: discord.Interaction, job_id: app_commands.Range[str, 1, 40]) -> None:

@@ -9,11 +9,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bot.models.picker import Models
 from bot.pipeline.delivery import Delivery
 from bot.pipeline.engine_client import Engine, JobFailedError
+from bot.pipeline.engine_stats import Ending, EngineStats, EngineStatus, JobEnd
 from bot.pipeline.engines import Engines
 from bot.pipeline.estimates import Estimator
 from bot.pipeline.fair_queue import FairQueue
@@ -46,6 +47,12 @@ class _Slot:
     denoising: bool = False
     # The model the engine has on the device (as the queue's affinity names it): jobs for it may go first.
     loaded: Hashable = None
+    stats: EngineStats = field(default_factory=EngineStats)
+
+    @property
+    def device(self) -> str:
+        ready = self.engine.ready
+        return ready.device if ready is not None else "starting"
 
     @property
     def free(self) -> bool:
@@ -90,6 +97,8 @@ class Dispatcher:
         self._idle = asyncio.Event()
         self._idle.set()
         self._cancelled_by: dict[str, int] = {}
+        # Told of every job that leaves an engine (the metrics listen here).
+        self.job_ended: list[Callable[[JobEnd], object]] = []
 
     @property
     def parallel(self) -> int:
@@ -99,6 +108,23 @@ class Dispatcher:
     def batches_in_flight(self) -> list[int]:
         """Each engine's batches sent and not yet answered."""
         return [slot.in_flight for slot in self._slots]
+
+    def engine_statuses(self, now: float) -> list[EngineStatus]:
+        """Each engine as an operator sees it."""
+        return [
+            EngineStatus(
+                number=slot.number + 1,
+                device=slot.device,
+                model=slot.stats.model or (slot.engine.ready.model.name if slot.engine.ready else None),
+                in_flight=slot.in_flight,
+                images=slot.stats.images,
+                images_per_minute=slot.stats.images_per_minute(now),
+                jobs=dict(slot.stats.jobs),
+                last_batch_at=slot.stats.last_batch_at,
+                restarts=slot.engine.restarts,
+            )
+            for slot in self._slots
+        ]
 
     def running_jobs(self) -> list[tuple[Job, float]]:
         """The jobs with an engine, oldest first, and since when."""
@@ -162,6 +188,7 @@ class Dispatcher:
             self._idle.clear()
             slot.in_flight += 1
             slot.denoising = True
+            slot.stats.last_batch_at = started
             task = asyncio.create_task(self._run_batch(batch, slot), name=f"batch-{first.id}")
             self._batches.add(task)
             task.add_done_callback(self._batches.discard)
@@ -178,7 +205,7 @@ class Dispatcher:
         started = self.clock()
         try:
             await self.store.mark_running([job.id for job in batch], started)
-            await self._run(batch, slot)
+            await self._run(batch, slot, started)
         except Exception:
             log.exception("jobs %s: unexpected error in the dispatcher", ", ".join(job.id for job in batch))
             await self.handover.fail_unfinished(batch)
@@ -196,7 +223,7 @@ class Dispatcher:
         """Return once no job is with the engine."""
         await self._idle.wait()
 
-    async def _run(self, batch: list[Job], slot: _Slot) -> None:
+    async def _run(self, batch: list[Job], slot: _Slot, started: float) -> None:
         reporters = {job.id: self._reporter(job) for job in batch}
         for reporter in reporters.values():
             reporter.report(starting_text())
@@ -232,11 +259,31 @@ class Dispatcher:
             who = self._cancelled_by.pop(job.id, None)
             if isinstance(outcome, JobResult):
                 done.append((job, outcome, reporter))
+                slot.stats.model = outcome.model.name
+                self._ended(slot, job, Ending.DONE, started, outcome)
             elif who is not None:
                 await self.handover.cancelled(job, who, charged=job.id in drawn, reporter=reporter)
+                self._ended(slot, job, Ending.CANCELLED, started)
             else:
                 await self.handover.failed(job, reporter, str(outcome))
+                self._ended(slot, job, Ending.FAILED, started)
         await self.handover.done(done)
+
+    def _ended(self, slot: _Slot, job: Job, ending: Ending, started: float, result: JobResult | None = None) -> None:
+        """Count a job leaving its engine, and tell whoever listens."""
+        now = self.clock()
+        end = JobEnd(
+            engine=slot.number + 1,
+            device=slot.device,
+            ending=ending,
+            images=len(result.images) if result is not None else 0,
+            waited_s=max(0.0, started - job.created_at),
+            drawn_s=result.seconds if result is not None else max(0.0, now - started),
+            total_s=max(0.0, now - job.created_at),
+        )
+        slot.stats.ended(end, now)
+        for listener in self.job_ended:
+            listener(end)
 
     def _reporter(self, job: Job) -> ProgressReporter:
         async def edit(text: str, preview: bytes | None) -> None:

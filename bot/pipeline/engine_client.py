@@ -97,6 +97,9 @@ Outcome = JobResult | JobFailedError
 class Engine(Protocol):
     """What the bot needs from whatever draws images: start, draw batches of jobs, stop."""
 
+    # How often it was started again after dying.
+    restarts: int
+
     @property
     def ready(self) -> EngineReady | None: ...
 
@@ -215,6 +218,7 @@ class ProcessEngine:
         self._lock = asyncio.Lock()
         self._pending: dict[str, _Pending] = {}
         self._shutting_down = False
+        self.restarts = 0
 
     @property
     def ready(self) -> EngineReady | None:
@@ -341,6 +345,7 @@ class ProcessEngine:
                 log.warning("engine is not running; starting it again in %.0f s", delay)
                 await self.close()
                 await self._sleep(delay)
+                self.restarts += 1
                 await self.start()
             assert self._process is not None and self._process.stdin is not None
             batch = tuple(request.job_id for request in requests)

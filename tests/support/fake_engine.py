@@ -51,6 +51,7 @@ class FakeEngine:
         self.fail_with: str | None = None
         self.cancelled: set[str] = set()
         self.reloads = 0
+        self.restarts = 0
         # Noise does not compress: PNGs as large as real ones, for the upload-limit tests.
         self.noise = noise
         # As a loaded safety checker would: images of these seeds are flagged in jobs that ask for a check.
@@ -65,6 +66,8 @@ class FakeEngine:
         self.results_gate.set()
         self.in_flight = 0
         self.most_in_flight = 0
+        # Told of each batch as it arrives.
+        self.on_batch: Callable[[Sequence[GenerateRequest]], object] | None = None
 
     @property
     def ready(self) -> EngineReady | None:
@@ -78,6 +81,8 @@ class FakeEngine:
 
     async def generate_batch(self, requests: Sequence[GenerateRequest], on_progress: ProgressCallback) -> list[Outcome]:
         self.batches.append([request.job_id for request in requests])
+        if self.on_batch is not None:
+            self.on_batch(requests)
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         try:
