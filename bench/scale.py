@@ -30,7 +30,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.burst import BURST_TIMEOUT_S, PROMPTS  # noqa: E402
+from bench.burst import BURST_TIMEOUT_S, PROMPTS, Timing  # noqa: E402
 from bot.pipeline.database import Database  # noqa: E402
 from bot.pipeline.dispatch import Dispatcher  # noqa: E402
 from bot.pipeline.engine_client import Engine, EngineCommand, Outcome, ProcessEngine, ProgressCallback  # noqa: E402
@@ -98,28 +98,6 @@ class SimulatedGpu:
     def begin_shutdown(self) -> None: ...
 
     async def close(self) -> None: ...
-
-
-class Timing:
-    """Stands in for Discord: notes when each result would be posted."""
-
-    def __init__(self) -> None:
-        self.start = time.perf_counter()
-        self.done: dict[str, float] = {}
-        self.all_done = asyncio.Event()
-        self.expected = 0
-
-    async def edit_status(self, job: Job, text: str, **options: object) -> None:
-        """Progress edits cost nothing here."""
-
-    async def post_result(self, job: Job, result: JobResult) -> object:
-        self.done[job.id] = time.perf_counter() - self.start
-        if len(self.done) >= self.expected:
-            self.all_done.set()
-        return type("Posted", (), {"id": 1})()
-
-    async def post_failure(self, job: Job, sentence: str) -> None:
-        raise RuntimeError(f"job {job.id} failed: {sentence}")
 
 
 def jobs_of(count: int, members: int, size: int, steps: int) -> list[tuple[int, GenerationParams]]:

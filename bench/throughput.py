@@ -26,7 +26,7 @@ from diffusers import StableDiffusionPipeline
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.burst import BURST_TIMEOUT_S, PROMPTS  # noqa: E402
+from bench.burst import BURST_TIMEOUT_S, PROMPTS, Timing  # noqa: E402
 from bench.sd15_shapes import save_sd15_shaped  # noqa: E402
 from bot.pipeline.database import Database  # noqa: E402
 from bot.pipeline.dispatch import Dispatcher  # noqa: E402
@@ -39,7 +39,6 @@ from bot.pipeline.source_images import SourceImages  # noqa: E402
 from bot.pipeline.store import JobStore  # noqa: E402
 from core.jobs import Job, new_job_id  # noqa: E402
 from core.params import GenerationParams  # noqa: E402
-from core.wire import JobResult  # noqa: E402
 from engine.samplers import make_scheduler  # noqa: E402
 from tests.support.tiny_model import save_tiny_model  # noqa: E402
 
@@ -79,28 +78,6 @@ def burst(jobs: int, members: int, size: int, steps: int) -> list[tuple[int, Gen
         )
         for i in range(jobs)
     ]
-
-
-class Timing:
-    """Stands in for Discord: notes when each result would be posted (PNGs already made and on disk)."""
-
-    def __init__(self, start: float) -> None:
-        self.start = start
-        self.done: dict[str, float] = {}
-        self.all_done = asyncio.Event()
-        self.expected = 0
-
-    async def edit_status(self, job: Job, text: str, **options: object) -> None:
-        """Progress edits cost nothing here."""
-
-    async def post_result(self, job: Job, result: JobResult) -> object:
-        self.done[job.id] = time.perf_counter() - self.start
-        if len(self.done) >= self.expected:
-            self.all_done.set()
-        return type("Posted", (), {"id": 1})()
-
-    async def post_failure(self, job: Job, sentence: str) -> None:
-        raise RuntimeError(f"job {job.id} failed: {sentence}")
 
 
 async def through_the_bot(

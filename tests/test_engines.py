@@ -95,21 +95,26 @@ async def imagine(fake: FakeDiscord, member: int, prompt: str) -> None:
     ).wait_response()
 
 
+async def both_drawing(fake: FakeDiscord, first: FakeEngine, second: FakeEngine) -> None:
+    """A job on each engine, held there until the test opens their gates."""
+    first.gate.clear()
+    second.gate.clear()
+    await imagine(fake, 1, "one")
+    await first.wait_calls(1)
+    await imagine(fake, 2, "two")
+    await second.wait_calls(1)
+
+
 async def test_two_engines_draw_at_once_and_every_job_is_posted_once(
     fake: FakeDiscord, two: tuple[SdBot, FakeEngine, FakeEngine]
 ) -> None:
     _, first, second = two
-    first.gate.clear()
-    second.gate.clear()
-    await imagine(fake, 1, "a fox")
-    await imagine(fake, 2, "an owl")
     # Both are drawing before either is let go: one job each.
-    await first.wait_calls(1)
-    await second.wait_calls(1)
+    await both_drawing(fake, first, second)
     first.gate.set()
     second.gate.set()
     posted = await fake.wait_for(lambda: results(fake) if len(results(fake)) == 2 else None)
-    assert sorted(m.embeds[0]["description"] for m in posted) == ["a fox", "an owl"]
+    assert sorted(m.embeds[0]["description"] for m in posted) == ["one", "two"]
     assert (first.batches, second.batches) == ([[first.calls[0][0]]], [[second.calls[0][0]]])
 
 
@@ -117,12 +122,7 @@ async def test_each_batch_is_built_for_the_engine_that_takes_it(
     fake: FakeDiscord, two: tuple[SdBot, FakeEngine, FakeEngine]
 ) -> None:
     bot, first, second = two
-    first.gate.clear()
-    second.gate.clear()
-    await imagine(fake, 1, "one")
-    await first.wait_calls(1)
-    await imagine(fake, 2, "two")
-    await second.wait_calls(1)
+    await both_drawing(fake, first, second)
     # Both engines busy: four more members wait in the queue.
     for member in range(3, 7):
         await imagine(fake, member, f"job {member}")
@@ -156,12 +156,7 @@ async def test_a_cancel_reaches_the_engine_drawing_the_job(
     fake: FakeDiscord, two: tuple[SdBot, FakeEngine, FakeEngine]
 ) -> None:
     bot, first, second = two
-    first.gate.clear()
-    second.gate.clear()
-    await imagine(fake, 1, "one")
-    await first.wait_calls(1)
-    await imagine(fake, 2, "two")
-    await second.wait_calls(1)
+    await both_drawing(fake, first, second)
     job = await bot.store.get(second.calls[0][0])
     assert job is not None
     assert await bot.dispatcher.cancel(job, USER_ID + 2) == "Stopping it after the current step."
