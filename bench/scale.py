@@ -23,7 +23,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 
 from PIL import Image
@@ -108,12 +108,33 @@ def jobs_of(count: int, members: int, size: int, steps: int) -> list[tuple[int, 
     ]
 
 
-async def serve(engines: Sequence[Engine], jobs: list[tuple[int, GenerationParams]], work: Path) -> float:
+class TimedQueue(FairQueue[Job]):
+    """The fair queue, timing the dispatcher's choice of each batch: the next job, then its companions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.choices: list[float] = []
+        self._began = 0.0
+
+    async def get(self, prefer: Hashable = None) -> Job:
+        job = await super().get(prefer)
+        self._began = time.perf_counter()
+        return job
+
+    def take_more(self, can_join: Callable[[Job], bool]) -> list[Job]:
+        more = super().take_more(can_join)
+        self.choices.append(time.perf_counter() - self._began)
+        return more
+
+
+async def serve(
+    engines: Sequence[Engine], jobs: list[tuple[int, GenerationParams]], work: Path, queue: FairQueue[Job] | None = None
+) -> float:
     """Queue every job at once, run the dispatcher over the engines until all are posted; the seconds it took."""
     database = Database(work / f"bench-{new_job_id()}.sqlite3")
     await database.open()
     store = JobStore(database)
-    queue: FairQueue[Job] = FairQueue()
+    queue = queue if queue is not None else FairQueue()
     timing = Timing()
     pool = Engines(engines)
     await pool.start()
@@ -177,14 +198,17 @@ async def simulated(args: argparse.Namespace, work: Path) -> list[str]:
     # The dispatcher alone: engines that take no time, 1,000 jobs from 200 members waiting.
     engines = [SimulatedGpu(0.0, png) for _ in range(4)]
     jobs = jobs_of(1000, 200, 512, 30)
-    await serve(engines, jobs, work)
+    timed = TimedQueue()
+    await serve(engines, jobs, work, timed)
+    choices = [seconds * 1000 for seconds in timed.choices]
     starts = sorted(start for engine in engines for start in engine.batch_started)
     gaps = [(later - earlier) * 1000 for earlier, later in zip(starts, starts[1:], strict=False)]
     lines += [
         "",
         f"Dispatcher time per batch, 1,000 jobs from 200 members on 4 engines that take no time"
         f" ({len(starts)} batches): p50 {percentile(gaps, 0.5):.2f} ms, p99 {percentile(gaps, 0.99):.2f} ms,"
-        f" max {max(gaps):.2f} ms (target: p99 under 20 ms)",
+        f" max {max(gaps):.2f} ms (target: p99 under 20 ms); of which choosing each batch from the queue:"
+        f" p50 {percentile(choices, 0.5):.2f} ms, p99 {percentile(choices, 0.99):.2f} ms",
     ]
     return lines
 

@@ -11,7 +11,7 @@ import pytest
 
 from bot.limits.admin_store import AdminStore
 from bot.pipeline.database import Database
-from bot.pipeline.store import JobStore
+from bot.pipeline.store import Done, JobStore
 from bot.policy.commands import describe_policy
 from bot.policy.rules import AGE_BLOCKLIST, AGE_FLAGGED, FLAGGED, GuildPolicy, ScopePolicy
 from bot.policy.store import PolicyStore, TooManyEntries
@@ -99,7 +99,7 @@ async def test_jobs_keep_what_to_do_with_flagged_images_and_which_were_flagged(t
     job = await jobs.get("a")
     assert job is not None and (job.on_flagged, job.flagged, job.withheld) == (Flagged.POST, (), ())
     await jobs.add(replace(make_job("b", 2.0), on_flagged=Flagged.WITHHOLD))
-    await jobs.mark_done("b", 3.0, 1.0, ModelInfo(name="m", hash=""), flagged=(2,))
+    await jobs.mark_done([Done("b", 1.0, ModelInfo(name="m", hash=""), flagged=(2,))], 3.0)
     await jobs_db.close()
     reopened_db = Database(tmp_path / "sdbot.sqlite3")
     reopened = JobStore(reopened_db)

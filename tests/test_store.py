@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bot.pipeline.database import LEGACY_VERSIONS, PER_FEATURE, Database, Schema, StoreError
-from bot.pipeline.store import JobStore
+from bot.pipeline.store import Done, JobStore
 from bot.schema import SCHEMAS
 from core.infotext import ModelInfo
 from core.jobs import Job, JobState
@@ -37,7 +37,7 @@ async def test_jobs_and_their_states_survive_reopening(tmp_path: Path) -> None:
     await store.add(make_job("c", 3.0))
     await store.set_message("a", 555)
     await store.mark_running(["a"], 4.0)
-    await store.mark_done("b", 5.0, seconds=2.5, model=ModelInfo(name="deliberate_v2", hash="9aba26abdf"))
+    await store.mark_done([Done("b", 2.5, ModelInfo(name="deliberate_v2", hash="9aba26abdf"))], 5.0)
     await store.mark_failed("c", "The GPU ran out of memory.", 6.0)
     await database.close()
 

@@ -16,7 +16,7 @@ from bot.pipeline.delivery import Delivery
 from bot.pipeline.estimates import Estimator
 from bot.pipeline.images import ImageStore
 from bot.pipeline.progress import Clock, ProgressReporter
-from bot.pipeline.store import JobStore
+from bot.pipeline.store import Done, JobStore
 from bot.results.presses import IMAGE_GONE
 from bot.results.render import cancelled_text
 from core.jobs import Job, JobState
@@ -46,12 +46,16 @@ class Handover:
         if not drawn:
             return
         await self.estimator.observe_batch([job.params for job, _, _ in drawn], drawn[0][1].seconds)
+        # On disk before "done", so the results' buttons have their images whatever happens next; the batch's files
+        # in one trip to a thread and its records in one transaction, so the next batch's writes queue behind less.
+        await asyncio.to_thread(self._save, drawn)
+        await self.store.mark_done([_done(job, result) for job, result, _ in drawn], self.clock())
         for job, result, reporter in drawn:
-            # On disk before "done", so the result's buttons have their images whatever happens next.
-            await asyncio.to_thread(self.images.save, job.id, [image.png for image in result.images])
-            flagged = tuple(i for i, image in enumerate(result.images, start=1) if image.flagged)
-            await self.store.mark_done(job.id, self.clock(), result.seconds, result.model, flagged)
             self._upload(job, result, reporter)
+
+    def _save(self, drawn: Sequence[tuple[Job, JobResult, ProgressReporter]]) -> None:
+        for job, result, _ in drawn:
+            self.images.save(job.id, [image.png for image in result.images])
 
     async def failed(self, job: Job, reporter: ProgressReporter, sentence: str) -> None:
         """A job that produced nothing: recorded with its sentence, and its member told."""
@@ -126,3 +130,9 @@ class Handover:
         """Wait for the uploads in flight."""
         if self._uploads:
             await asyncio.gather(*self._uploads, return_exceptions=True)
+
+
+def _done(job: Job, result: JobResult) -> Done:
+    """A drawn job as the log keeps it."""
+    flagged = tuple(number for number, image in enumerate(result.images, start=1) if image.flagged)
+    return Done(job.id, result.seconds, result.model, flagged)

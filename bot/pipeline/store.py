@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import aiosqlite
@@ -78,6 +79,17 @@ _COUNTED = f"(state NOT IN ({_states(JobState.FAILED, JobState.CANCELLED)}) OR c
 _ACTIVE = f"state IN ({_states(JobState.QUEUED, JobState.RUNNING)})"
 
 
+@dataclass(frozen=True)
+class Done:
+    """A drawn job as the log keeps it: the engine's seconds, the model, and the images the checker flagged (by
+    number, from 1)."""
+
+    job_id: str
+    seconds: float
+    model: ModelInfo
+    flagged: tuple[int, ...] = ()
+
+
 class JobStore:
     """Every job is written here before its member is acknowledged; its state follows it to the end."""
 
@@ -149,22 +161,24 @@ class JobStore:
         )
         await self.db.commit()
 
-    async def mark_done(
-        self, job_id: str, now: float, seconds: float, model: ModelInfo, flagged: tuple[int, ...] = ()
-    ) -> None:
-        """The images are on disk; what delivery needs besides them is kept here, to deliver after a crash.
-
-        `flagged`: the numbers (from 1) of the images the safety checker flagged.
-        """
-        await self._update(
-            job_id,
-            state=JobState.DONE.value,
-            finished_at=now,
-            seconds=seconds,
-            model_name=model.name,
-            model_hash=model.hash,
-            flagged=json.dumps(list(flagged)),
-        )
+    async def mark_done(self, done: Sequence[Done], now: float) -> None:
+        """Jobs drawn together whose images are on disk: what delivery needs besides them is kept here, to deliver
+        after a crash; one transaction for the batch."""
+        for job in done:
+            await self.db.execute(
+                "UPDATE jobs SET state = ?, finished_at = ?, seconds = ?, model_name = ?, model_hash = ?, flagged = ?"
+                " WHERE id = ?",
+                (
+                    JobState.DONE.value,
+                    now,
+                    job.seconds,
+                    job.model.name,
+                    job.model.hash,
+                    json.dumps(list(job.flagged)),
+                    job.job_id,
+                ),
+            )
+        await self.db.commit()
 
     async def done_details(self, job_id: str) -> tuple[float, ModelInfo] | None:
         """The engine seconds and model of a finished job."""

@@ -26,7 +26,7 @@ from bot.pipeline.engines import Engines
 from bot.pipeline.fair_queue import FairQueue
 from bot.pipeline.images import ImageStore
 from bot.pipeline.intake import Intake
-from bot.pipeline.store import JobStore
+from bot.pipeline.store import Done, JobStore
 from bot.policy.store import PolicyStore
 from core.jobs import Job, new_job_id
 from core.params import GenerationParams
@@ -127,7 +127,7 @@ class Kit:
         """`job` as the dispatcher leaves it once its result is posted: stored, drawn (its images `kept` on disk,
         those in `flagged` flagged by the checker), delivered."""
         await self.store.add(job)
-        await self.store.mark_done(job.id, self.clock(), 1.0, MODEL, flagged)
+        await self.store.mark_done([Done(job.id, 1.0, MODEL, flagged)], self.clock())
         await self.store.mark_delivered(job.id, result_message_id)
         if kept:
             self.images.save(job.id, [png(job.params.width, job.params.height)] * job.params.count)
