@@ -16,6 +16,7 @@ import discord
 
 from bot.app import SdBot
 from bot.imagine.command import ImagineOptions
+from bot.metrics import MetricsUnavailable
 from bot.models.picker import Models
 from bot.pipeline.database import Database, StoreError
 from bot.pipeline.engine_client import EngineCommand, EngineStartError, JobFailedError, ProcessEngine
@@ -96,7 +97,7 @@ async def run_bot(settings: Settings) -> None:
         raise Fatal(
             "DISCORD_TOKEN was refused by Discord: reset the token in the Developer Portal and update .env"
         ) from None
-    except EngineStartError as exc:
+    except (EngineStartError, MetricsUnavailable) as exc:
         raise Fatal(str(exc)) from None
     except (StoreError, sqlite3.Error) as exc:
         raise Fatal(f"SDBOT_DB {settings.db_path} cannot be used: {exc}") from None

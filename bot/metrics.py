@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 LATENCY_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 900)
 
 
+class MetricsUnavailable(RuntimeError):
+    """SDBOT_METRICS_PORT cannot be listened on; the message is one line for the operator."""
+
+
 class _Live(Collector):
     """What is read at each scrape: jobs waiting and running, batches in flight, engine restarts."""
 
@@ -100,7 +104,12 @@ class Metrics:
 
     def serve(self, listen: Listen) -> int:
         """Serve /metrics over HTTP on a thread of its own; the port it listens on (0 picks a free one)."""
-        self._server, self._thread = start_http_server(listen.port, addr=listen.host, registry=self.registry)
+        try:
+            self._server, self._thread = start_http_server(listen.port, addr=listen.host, registry=self.registry)
+        except OSError as exc:
+            raise MetricsUnavailable(
+                f"SDBOT_METRICS_PORT {listen.host}:{listen.port} cannot be listened on: {exc.strerror or exc}"
+            ) from None
         port = int(self._server.server_port)
         log.info("metrics on http://%s:%d/metrics", listen.host, port)
         return port

@@ -4,12 +4,14 @@ would, after jobs that were drawn and one that failed."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import urllib.request
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bot.metrics import MetricsUnavailable
 from bot.pipeline.engine_stats import Ending, EngineStatus
 from bot.pipeline.engines import Engines
 from bot.settings import Listen, SettingError, load_settings
@@ -90,3 +92,13 @@ def test_the_metrics_port_is_off_a_port_or_host_and_port(tmp_path: Path, value: 
 def test_a_bad_metrics_port_is_one_line_naming_it(tmp_path: Path, value: str) -> None:
     with pytest.raises(SettingError, match="^SDBOT_METRICS_PORT must be a port"):
         load_settings({"DISCORD_TOKEN": TOKEN, "SDBOT_METRICS_PORT": value}, cwd=tmp_path)
+
+
+async def test_a_port_already_taken_is_one_line_naming_the_setting(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        bot = make_bot(tmp_path, FakeEngine())
+        with pytest.raises(MetricsUnavailable, match=f"^SDBOT_METRICS_PORT 127.0.0.1:{port} cannot be listened on"):
+            bot.metrics.serve(Listen("127.0.0.1", port))
