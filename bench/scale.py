@@ -222,7 +222,9 @@ async def tiny_cpu(args: argparse.Namespace, work: Path) -> list[str]:
     lines += ["| engines | images/s | × one engine |", "|---|---|---|"]
     single = 0.0
     for count in (1, 2):
-        engines = [ProcessEngine(EngineCommand(str(folder), "cpu", max_batch=4)) for _ in range(count)]
+        # As the bot starts them: engines on the CPU split its cores.
+        threads = max(1, (os.cpu_count() or 1) // count) if count > 1 else None
+        engines = [ProcessEngine(EngineCommand(str(folder), "cpu", max_batch=4, threads=threads)) for _ in range(count)]
         seconds = await serve(engines, jobs, work)
         rate = len(jobs) / seconds
         single = single or rate

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import random
 import signal
 import sqlite3
@@ -44,7 +45,7 @@ def _models(settings: Settings) -> Models:
     )
 
 
-def _engine(settings: Settings, device: str) -> ProcessEngine:
+def _engine(settings: Settings, device: str, threads: int | None = None) -> ProcessEngine:
     inpaint = settings.inpaint_model.location if settings.inpaint_model else None
     safety = str(settings.safety_model) if settings.safety_model else None
     command = EngineCommand(
@@ -61,8 +62,16 @@ def _engine(settings: Settings, device: str) -> ProcessEngine:
         compile=settings.compile,
         preview_model=str(settings.preview_model) if settings.preview_model else None,
         safety_model=safety,
+        threads=threads,
     )
     return ProcessEngine(command)
+
+
+def _engines(settings: Settings, devices: tuple[str, ...]) -> Engines:
+    """One engine per device; engines on the CPU split its cores between them."""
+    on_cpu = devices.count("cpu")
+    threads = max(1, (os.cpu_count() or 1) // on_cpu) if on_cpu > 1 else None
+    return Engines([_engine(settings, device, threads if device == "cpu" else None) for device in devices])
 
 
 async def run_bot(settings: Settings) -> None:
@@ -73,7 +82,7 @@ async def run_bot(settings: Settings) -> None:
         raise Fatal(str(exc)) from None
     bot = SdBot(
         database=Database(settings.db_path),
-        engines=Engines([_engine(settings, device) for device in devices]),
+        engines=_engines(settings, devices),
         images=ImageStore(settings.data_dir, settings.keep_days),
         limits=settings.limits,
         guild_ids=settings.guild_ids,

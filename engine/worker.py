@@ -335,6 +335,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--preview-model", default=None, help="tiny autoencoder folder for previews (optional)")
     parser.add_argument("--safety-model", default=None, help="local safety checker folder (optional)")
     parser.add_argument("--niceness", type=int, default=NICENESS, help="nice levels below the bot's CPU priority")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: every core)")
     return parser.parse_args(argv)
 
 
@@ -364,6 +365,10 @@ def main(argv: list[str] | None = None) -> int:
         lower_priority(args.niceness)
     except OSError as exc:
         log.warning("could not lower the engine's CPU priority (%s): the bot may answer late while it draws", exc)
+    if args.threads > 0:
+        # Several engines on the CPU share its cores rather than each taking all of them.
+        torch.set_num_threads(args.threads)
+        log.info("using %d CPU threads", torch.get_num_threads())
     diffusers_logging.disable_progress_bar()
     channel.send(EngineStarting("loading the model"))
     try:

@@ -205,6 +205,9 @@ async def test_two_cpu_engines_start_side_by_side_and_draw_every_job(
         assert await asyncio.wait_for(bot.wait(), 60) == 0
     lines = log.read_text().splitlines()
     assert sum("engine ready" in line for line in lines) == 2, "\n".join(lines)
+    # The two share the cores rather than each taking all of them.
+    threads = max(1, (os.cpu_count() or 1) // 2)
+    assert sum(f"using {threads} CPU threads" in line for line in lines) == 2, "\n".join(lines)
     assert len(results(fake)) == 3
 
 

@@ -141,6 +141,7 @@ class EngineCommand:
     allow_pickle: bool = False
     safety_model: str | None = None
     niceness: int | None = None  # None: the engine's own choice, 10 levels below the bot
+    threads: int | None = None  # CPU threads for torch; None: torch's own choice (every core)
 
     def argv(self) -> list[str]:
         args = [self.python, "-m", "engine", "--model", self.model, "--device", self.device]
@@ -166,6 +167,8 @@ class EngineCommand:
             args += ["--safety-model", self.safety_model]
         if self.niceness is not None:
             args += ["--niceness", str(self.niceness)]
+        if self.threads is not None:
+            args += ["--threads", str(self.threads)]
         return args
 
 
