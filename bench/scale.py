@@ -34,7 +34,7 @@ from bench.burst import BURST_TIMEOUT_S, PROMPTS, Timing  # noqa: E402
 from bot.pipeline.database import Database  # noqa: E402
 from bot.pipeline.dispatch import Dispatcher  # noqa: E402
 from bot.pipeline.engine_client import Engine, EngineCommand, Outcome, ProcessEngine, ProgressCallback  # noqa: E402
-from bot.pipeline.engines import Engines  # noqa: E402
+from bot.pipeline.engines import Engines, cpu_threads  # noqa: E402
 from bot.pipeline.estimates import Estimator  # noqa: E402
 from bot.pipeline.fair_queue import FairQueue  # noqa: E402
 from bot.pipeline.images import ImageStore  # noqa: E402
@@ -223,8 +223,8 @@ async def tiny_cpu(args: argparse.Namespace, work: Path) -> list[str]:
     single = 0.0
     for count in (1, 2):
         # As the bot starts them: engines on the CPU split its cores.
-        threads = max(1, (os.cpu_count() or 1) // count) if count > 1 else None
-        engines = [ProcessEngine(EngineCommand(str(folder), "cpu", max_batch=4, threads=threads)) for _ in range(count)]
+        command = EngineCommand(str(folder), "cpu", max_batch=4, threads=cpu_threads(count))
+        engines = [ProcessEngine(command) for _ in range(count)]
         seconds = await serve(engines, jobs, work)
         rate = len(jobs) / seconds
         single = single or rate

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import random
 import signal
 import sqlite3
@@ -21,7 +20,7 @@ from bot.metrics import MetricsUnavailable
 from bot.models.picker import Models
 from bot.pipeline.database import Database, StoreError
 from bot.pipeline.engine_client import EngineCommand, EngineStartError, JobFailedError, ProcessEngine
-from bot.pipeline.engines import Engines, resolve_devices
+from bot.pipeline.engines import Engines, cpu_threads, resolve_devices
 from bot.pipeline.images import ImageStore
 from bot.settings import SettingError, Settings, configure_logging, load_settings, read_environment
 from core.params import SAMPLERS, InvalidParams
@@ -69,8 +68,7 @@ def _engine(settings: Settings, device: str, threads: int | None = None) -> Proc
 
 def _engines(settings: Settings, devices: tuple[str, ...]) -> Engines:
     """One engine per device; engines on the CPU split its cores between them."""
-    on_cpu = devices.count("cpu")
-    threads = max(1, (os.cpu_count() or 1) // on_cpu) if on_cpu > 1 else None
+    threads = cpu_threads(devices.count("cpu"))
     return Engines([_engine(settings, device, threads if device == "cpu" else None) for device in devices])
 
 

@@ -7,7 +7,6 @@ Prometheus scrapes, so nothing can drift from what the bot holds.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterable
 from wsgiref.simple_server import WSGIServer
 
@@ -92,7 +91,6 @@ class Metrics:
         self.registry.register(_Live(dispatcher, queue, clock))
         dispatcher.job_ended.append(self.observe)
         self._server: WSGIServer | None = None
-        self._thread: threading.Thread | None = None
 
     def observe(self, end: JobEnd) -> None:
         labels = (str(end.engine), end.device)
@@ -105,7 +103,8 @@ class Metrics:
     def serve(self, listen: Listen) -> int:
         """Serve /metrics over HTTP on a thread of its own; the port it listens on (0 picks a free one)."""
         try:
-            self._server, self._thread = start_http_server(listen.port, addr=listen.host, registry=self.registry)
+            # Its thread is a daemon that ends with the server.
+            self._server, _ = start_http_server(listen.port, addr=listen.host, registry=self.registry)
         except OSError as exc:
             raise MetricsUnavailable(
                 f"SDBOT_METRICS_PORT {listen.host}:{listen.port} cannot be listened on: {exc.strerror or exc}"

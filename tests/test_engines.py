@@ -146,7 +146,7 @@ async def test_an_engine_holds_at_most_two_batches(fake: FakeDiscord, tmp_path: 
         await fake.wait_for(
             lambda: len(engine.batches) == MAX_IN_FLIGHT and len(bot.queue) + MAX_IN_FLIGHT == 4 or None
         )
-        assert bot.dispatcher.batches_in_flight() == [MAX_IN_FLIGHT]
+        assert [status.in_flight for status in bot.dispatcher.engine_statuses(0)] == [MAX_IN_FLIGHT]
         engine.results_gate.set()
         await fake.wait_for(lambda: len(results(fake)) == 4 or None)
     assert engine.most_in_flight == MAX_IN_FLIGHT and len(engine.batches) == 4

@@ -100,15 +100,6 @@ class Dispatcher:
         # Told of every job that leaves an engine (the metrics listen here).
         self.job_ended: list[Callable[[JobEnd], object]] = []
 
-    @property
-    def parallel(self) -> int:
-        """How many engines draw at once."""
-        return len(self._slots)
-
-    def batches_in_flight(self) -> list[int]:
-        """Each engine's batches sent and not yet answered."""
-        return [slot.in_flight for slot in self._slots]
-
     def engine_statuses(self, now: float) -> list[EngineStatus]:
         """Each engine as an operator sees it."""
         return [

@@ -7,6 +7,7 @@ drawn at all, rescan the models folder, stop) is asked of all of them here.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -76,6 +77,12 @@ class Engines:
 
     async def close(self) -> None:
         await asyncio.gather(*(engine.close() for engine in self.members))
+
+
+def cpu_threads(on_cpu: int) -> int | None:
+    """Torch threads for each of `on_cpu` engines on the CPU: several split its cores; one alone keeps torch's own
+    choice (every core)."""
+    return max(1, (os.cpu_count() or 1) // on_cpu) if on_cpu > 1 else None
 
 
 async def count_gpus(python: str = sys.executable) -> int:
