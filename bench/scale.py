@@ -64,12 +64,21 @@ class SimulatedGpu:
         self.batch_started: list[float] = []
         self._ready: EngineReady | None = None
         self.restarts = 0
+        self.host = "local"
+        self.last_heartbeat: float | None = None
         # One GPU denoises one batch at a time; a second one sent waits for it, as in the engine process.
         self._gpu = asyncio.Lock()
 
     @property
     def ready(self) -> EngineReady | None:
         return self._ready
+
+    @property
+    def available(self) -> bool:
+        return True
+
+    def draws(self, model: str) -> bool:
+        return True
 
     async def start(self, on_starting: Callable[[str], object] | None = None) -> EngineReady:
         self._ready = EngineReady(MODEL, "simulated", 512, 512, max_pixels=BATCH_IMAGES * 512 * 512, max_batch=4)

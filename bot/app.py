@@ -13,6 +13,7 @@ from discord import app_commands
 from bot.community import feature as community_feature
 from bot.errors import answer_command_error
 from bot.features import Options, Registry, build_shared
+from bot.fleet.hub import Hub
 from bot.imagine import feature as imagine_feature
 from bot.interactions.adapter import caller_and_responder
 from bot.limits import feature as limits_feature
@@ -71,6 +72,8 @@ class SdBot(discord.Client):
         max_loras: int = DEFAULT_MAX_LORAS,
         chunks: ChunkCounter | None = None,
         metrics: Listen | None = None,
+        redis_url: str | None = None,
+        fleet_poll: float = 1.0,
     ) -> None:
         # No privileged intents: slash commands and buttons arrive as interactions regardless.
         super().__init__(intents=discord.Intents(guilds=True), guild_ready_timeout=guild_ready_timeout)
@@ -106,6 +109,8 @@ class SdBot(discord.Client):
         self.shutdown_grace = shutdown_grace
         self.metrics_at = metrics
         self.metrics = Metrics(self.dispatcher, self.queue, clock)
+        # The workers' engines, through Redis (SDBOT_REDIS_URL); None: the local engines alone.
+        self.hub = Hub(redis_url, self.dispatcher, self.store, poll=fleet_poll, clock=clock) if redis_url else None
         # The port the metrics are served on, once they are (SDBOT_METRICS_PORT may ask for any free one).
         self.metrics_port: int | None = None
         self.closing = False
@@ -163,6 +168,9 @@ class SdBot(discord.Client):
         self.add_dynamic_items(*BUTTON_ITEMS)
         await self.sync_commands()
         await self.dispatcher.handover.deliver_pending()
+        if self.hub is not None:
+            # After the re-queue: a result a worker posted before the bot stopped takes its job out of the queue.
+            await self.hub.start()
         if self.metrics_at is not None:
             self.metrics_port = self.metrics.serve(self.metrics_at)
         self._tasks = [
@@ -251,6 +259,8 @@ class SdBot(discord.Client):
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.dispatcher.stop()
         await self.dispatcher.handover.drain()
+        if self.hub is not None:
+            await self.hub.close()
         await super().close()
         await self.engines.close()
         self.metrics.close()

@@ -1,4 +1,5 @@
-"""`sdbot`: run the bot, or `sdbot generate` one image through the same engine without Discord."""
+"""`sdbot`: run the bot, `sdbot worker` to serve this machine's GPUs to a bot through Redis, or `sdbot generate` one
+image through the same engine without Discord."""
 
 from __future__ import annotations
 
@@ -13,8 +14,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import discord
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from bot.app import SdBot
+from bot.fleet.hub import redacted
+from bot.fleet.streams import worker_key
+from bot.fleet.worker import Heartbeat, Worker, WorkerRefused, default_name, name_taken
 from bot.imagine.command import ImagineOptions
 from bot.metrics import MetricsUnavailable
 from bot.models.picker import Models
@@ -23,6 +29,7 @@ from bot.pipeline.engine_client import EngineCommand, EngineStartError, JobFaile
 from bot.pipeline.engines import Engines, cpu_threads, resolve_devices
 from bot.pipeline.images import ImageStore
 from bot.settings import SettingError, Settings, configure_logging, load_settings, read_environment
+from bot.systemd import notify, starting, watchdog_interval
 from core.params import SAMPLERS, InvalidParams
 from core.wire import Progress
 
@@ -91,6 +98,7 @@ async def run_bot(settings: Settings) -> None:
         allow_dms=settings.allow_dms,
         max_loras=settings.max_loras,
         metrics=settings.metrics,
+        redis_url=settings.redis_url,
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -110,12 +118,75 @@ async def run_bot(settings: Settings) -> None:
         raise Fatal(f"SDBOT_DB {settings.db_path} cannot be used: {exc}") from None
 
 
+async def run_worker(settings: Settings) -> None:
+    """Start this machine's engines and serve them to the bot through SDBOT_REDIS_URL until SIGTERM or SIGINT."""
+    if settings.redis_url is None:
+        raise Fatal("SDBOT_REDIS_URL is not set: a worker serves the bot through the Redis the bot reads")
+    try:
+        devices = await resolve_devices(settings.devices)
+    except EngineStartError as exc:
+        raise Fatal(str(exc)) from None
+    if not devices:
+        raise Fatal("SDBOT_DEVICE is none: a worker needs a device to draw on")
+    redis = Redis.from_url(settings.redis_url, socket_connect_timeout=5.0, socket_timeout=30.0)
+    name = settings.worker_name or default_name(devices)
+    engines = _engines(settings, devices)
+    try:
+        try:
+            # Before the model loads (minutes on a GPU): a wrong URL or a taken name is told at once.
+            if await redis.exists(worker_key(name)):
+                raise Fatal(name_taken(name))
+        except (RedisError, OSError) as exc:
+            raise Fatal(f"SDBOT_REDIS_URL {redacted(settings.redis_url)} cannot be reached: {exc}") from None
+        try:
+            await engines.start(on_starting=starting)
+        except EngineStartError as exc:
+            raise Fatal(str(exc)) from None
+        worker = Worker(
+            redis,
+            name,
+            engines,
+            heartbeat=Heartbeat(settings.heartbeat_ttl),
+            models=lambda: tuple(settings.catalog.names()),
+        )
+        try:
+            await worker.register()
+        except WorkerRefused as exc:
+            raise Fatal(str(exc)) from None
+        notify(f"READY=1\nSTATUS=serving as worker {name}")
+        await _serve_until_signal(worker, settings.shutdown_grace)
+    finally:
+        await engines.close()
+        await redis.aclose()
+
+
+async def _serve_until_signal(worker: Worker, grace: float) -> None:
+    """Serve until SIGTERM or SIGINT, pinging systemd's watchdog from the event loop; then stop within `grace`."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    serving = asyncio.create_task(worker.serve(), name="worker")
+    stopping = asyncio.create_task(stop.wait(), name="stop-signal")
+    interval = watchdog_interval()
+    while not (serving.done() or stopping.done()):
+        notify("WATCHDOG=1")
+        await asyncio.wait({serving, stopping}, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
+    notify("STOPPING=1")
+    stopping.cancel()
+    await worker.stop(grace)
+    await asyncio.gather(serving, return_exceptions=True)
+
+
 async def generate_once(settings: Settings, args: argparse.Namespace) -> None:
     """Load the model in the engine process, draw the images, write them as PNGs with infotext."""
     try:
         model = _models(settings).pick(args.model, None)
+        devices = await resolve_devices(settings.devices)
+        if not devices:
+            raise Fatal("SDBOT_DEVICE is none: sdbot generate draws here, so it needs a device")
         # One image needs one engine: the first device.
-        engine = _engine(settings, (await resolve_devices(settings.devices))[0])
+        engine = _engine(settings, devices[0])
     except (InvalidParams, EngineStartError) as exc:
         raise Fatal(str(exc)) from None
     try:
@@ -162,6 +233,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sdbot", description="Stable Diffusion for your Discord server.")
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("run", help="connect to Discord and serve /imagine (the default)")
+    commands.add_parser("worker", help="serve this machine's GPUs to the bot through SDBOT_REDIS_URL")
     gen = commands.add_parser("generate", help="draw one image without Discord, to check the model and GPU")
     gen.add_argument("prompt")
     gen.add_argument("-o", "--output", type=Path, default=Path("sdbot.png"), help="PNG to write (default sdbot.png)")
@@ -183,12 +255,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     cwd = Path.cwd()
     try:
-        settings = load_settings(read_environment(cwd), cwd=cwd, require_token=args.command != "generate")
+        settings = load_settings(read_environment(cwd), cwd=cwd, require_token=args.command in (None, "run"))
         configure_logging(settings.log_level)
         for skipped in settings.catalog.skipped:
             log.warning("SDBOT_MODELS_DIR: skipped %s", skipped)
         if args.command == "generate":
             asyncio.run(generate_once(settings, args))
+        elif args.command == "worker":
+            asyncio.run(run_worker(settings))
         else:
             asyncio.run(run_bot(settings))
     except (SettingError, Fatal) as exc:

@@ -126,7 +126,7 @@ def build_shared(
     queue: FairQueue[Job] = FairQueue(affinity=lambda job: models.key(job.params.model))
     jobs = JobStore(database)
     admin = AdminStore(database)
-    estimator = Estimator(database, parallel=len(engines.members))
+    estimator = Estimator(database, parallel=max(1, len(engines.members)))
     quota = Quota(
         store=jobs, admin=admin, defaults=options.limits, clock=clock, guild_ids=lambda: [g.id for g in client.guilds]
     )
@@ -154,6 +154,7 @@ def build_shared(
         policy=policy,
         installed=Installed(models, NetworkFolder(options.lora_dir), options.max_loras, chunks),
         allow_dms=options.allow_dms,
+        stalled=lambda: engines.stalled,
     )
     return Shared(
         client=client,

@@ -8,6 +8,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
@@ -23,6 +24,7 @@ DEFAULT_KEEP_DAYS = 30.0
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # Three dot-separated base64url parts; catches a placeholder or a pasted client secret early.
 _TOKEN = re.compile(r"^[\w-]{20,}\.[\w-]{4,}\.[\w-]{20,}$")
+WORKER_NAME = re.compile(r"[\w.-]{1,64}", re.ASCII)
 
 
 class SettingError(ValueError):
@@ -67,6 +69,9 @@ class Settings:
     allow_dms: bool = False
     max_loras: int = DEFAULT_MAX_LORAS
     metrics: Listen | None = None
+    redis_url: str | None = None  # None: no workers, only the local engines
+    worker_name: str | None = None  # None: the host, its devices and a suffix unique to each start
+    heartbeat_ttl: float = 15.0
 
 
 def read_environment(cwd: Path) -> dict[str, str]:
@@ -132,6 +137,39 @@ def _metrics(env: Mapping[str, str]) -> Listen | None:
             f"SDBOT_METRICS_PORT must be a port (1 to 65535) or host:port such as 0.0.0.0:9108, not {value!r}"
         )
     return Listen(host, int(port))
+
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _redis_url(env: Mapping[str, str]) -> str | None:
+    """A Redis URL (`redis://:password@host:6379/0`, `rediss://…` for TLS, `unix:///path`), or None when unset."""
+    value = env.get("SDBOT_REDIS_URL", "").strip()
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in REDIS_SCHEMES or not (parts.hostname or parts.path):
+        raise SettingError(
+            "SDBOT_REDIS_URL must be a Redis URL such as redis://:password@host:6379/0 (rediss:// for TLS), not"
+            f" {value.split('@')[-1]!r}"
+        )
+    return value
+
+
+def _worker_name(env: Mapping[str, str]) -> str | None:
+    value = env.get("SDBOT_WORKER_NAME", "").strip()
+    if value and not WORKER_NAME.fullmatch(value):
+        raise SettingError(
+            f"SDBOT_WORKER_NAME must be 1 to 64 letters, digits, dots, dashes or underscores, not {value[:80]!r}"
+        )
+    return value or None
+
+
+def _heartbeat(env: Mapping[str, str]) -> float:
+    value = _seconds(env, "SDBOT_HEARTBEAT_S", 15.0)
+    if not 1 <= value <= 3600:
+        raise SettingError(f"SDBOT_HEARTBEAT_S must be between 1 and 3600 seconds, not {value:g}")
+    return value
 
 
 def _devices(env: Mapping[str, str]) -> Devices:
@@ -280,11 +318,15 @@ def load_settings(env: Mapping[str, str], *, cwd: Path, require_token: bool = Tr
     if not db_path.parent.is_dir():
         raise SettingError(f"SDBOT_DB must be a file in an existing folder, but {db_path.parent} does not exist")
     guild_ids = _ids(env, "SDBOT_GUILD_IDS", "server")
+    devices = _devices(env)
+    redis_url = _redis_url(env)
+    if devices.none and redis_url is None:
+        raise SettingError("SDBOT_DEVICE is none, so no engine runs here: set SDBOT_REDIS_URL for workers to draw")
     return Settings(
         discord_token=_token(env, require_token),
         model=model,
         db_path=db_path,
-        devices=_devices(env),
+        devices=devices,
         guild_ids=guild_ids,
         log_level=_choice(env, "SDBOT_LOG_LEVEL", "INFO", LOG_LEVELS, upper=True),
         max_megapixels=_positive(env, "SDBOT_MAX_MEGAPIXELS", "2.5"),
@@ -312,6 +354,9 @@ def load_settings(env: Mapping[str, str], *, cwd: Path, require_token: bool = Tr
         allow_dms=_allow_dms(env, guild_ids),
         max_loras=_max_loras(env),
         metrics=_metrics(env),
+        redis_url=redis_url,
+        worker_name=_worker_name(env),
+        heartbeat_ttl=_heartbeat(env),
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +12,7 @@ from bot.app import SdBot
 from tests.support.bots import make_bot
 from tests.support.fake_discord import FakeDiscord
 from tests.support.fake_engine import FakeEngine
+from tests.support.redis_server import RedisServer
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_VERBOSITY"] = "error"
@@ -45,3 +46,11 @@ async def bot(fake: FakeDiscord, engine: FakeEngine, tmp_path: Path) -> AsyncIte
     client = make_bot(tmp_path, engine)
     async with fake.connected(client):
         yield client
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server of its own, stopped after the test."""
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()

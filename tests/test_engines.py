@@ -176,7 +176,7 @@ async def test_the_bots_owners_see_each_engine(fake: FakeDiscord, two: tuple[SdB
     await second.wait_calls(1)
     text = await answer(await fake.slash("sdadmin", {}, subcommand="workers", user_id=OWNER_ID))
     heading, engine_1, engine_2 = text.splitlines()
-    assert heading.startswith("**Engines on `") and heading.endswith("(2)")
+    assert heading.startswith("**Engines** (2; the local ones on `")
     assert engine_1.startswith("**1.** `fake` — `fake-model` · 0 batches in flight · 0.1 images/min · 1 images ·")
     assert engine_2.startswith("**2.** `fake` — `fake-model` · 1 batches in flight · 0.0 images/min · 0 images ·")
     assert engine_1.endswith(" · 0 restarts") and "last batch <t:" in engine_1

@@ -90,10 +90,12 @@ def engine_line(status: EngineStatus) -> str:
     if status.last_batch_at is not None:
         last = f"last batch <t:{math.floor(status.last_batch_at)}:R>"
     model = f"`{status.model[:60]}`" if status.model else "no model yet"
+    where = f"`{status.device}`" if status.host == "local" else f"`{status.host[:60]}` `{status.device}`"
+    beat = f" · heartbeat <t:{math.floor(status.last_heartbeat)}:R>" if status.last_heartbeat is not None else ""
     return (
-        f"**{status.number}.** `{status.device}` — {model} · {status.in_flight} batches in flight ·"
+        f"**{status.number}.** {where} — {model} · {status.in_flight} batches in flight ·"
         f" {status.images_per_minute:.1f} images/min · {status.images} images{f' ({ended})' if ended else ''} ·"
-        f" {last} · {status.restarts} restarts"
+        f" {last} · {status.restarts} restarts{beat}"
     )
 
 
@@ -271,7 +273,7 @@ class AdminCommands:
         now = self.clock()
         statuses = self.dispatcher.engine_statuses(now)
         lines = [engine_line(status) for status in statuses]
-        heading = f"**Engines on `{socket.gethostname()}`** ({len(statuses)})"
+        heading = f"**Engines** ({len(statuses)}; the local ones on `{socket.gethostname()}`)"
         return heading + "\n" + "\n".join(_fit(lines))
 
     def queue_text(self, caller: Caller, everywhere: bool) -> str:

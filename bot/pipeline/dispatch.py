@@ -20,7 +20,7 @@ from bot.pipeline.estimates import Estimator
 from bot.pipeline.fair_queue import FairQueue
 from bot.pipeline.handover import Handover
 from bot.pipeline.progress import Clock, ProgressReporter
-from bot.pipeline.retries import Retries
+from bot.pipeline.retries import Reroute, Retries
 from bot.pipeline.source_images import SourceImages
 from bot.pipeline.store import JobStore
 from bot.results.presses import IMAGE_GONE
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 # Batches one engine holds at once: one denoising, and the one before it still being encoded and checked.
 MAX_IN_FLIGHT = 2
+REROUTED = "The GPU worker drawing this went away: it is back at the front of the queue for another one."
 
 
 @dataclass(eq=False)
@@ -56,8 +57,16 @@ class _Slot:
 
     @property
     def free(self) -> bool:
-        """Whether it may take the next batch: nothing denoising, and room for one more in flight."""
-        return not self.denoising and self.in_flight < MAX_IN_FLIGHT
+        """Whether it may take the next batch: reachable, nothing denoising, and room for one more in flight."""
+        return self.engine.available and not self.denoising and self.in_flight < MAX_IN_FLIGHT
+
+    def accepts(self, job: Job) -> bool:
+        """Whether its engine has the job's model (a worker may lack some of the bot's)."""
+        return self.engine.draws(job.params.model)
+
+
+def _least_busy(slot: _Slot) -> tuple[int, float, int]:
+    return slot.in_flight, slot.stats.last_batch_at or float("-inf"), slot.number
 
 
 class Dispatcher:
@@ -87,6 +96,7 @@ class Dispatcher:
         self.clock = clock
         self.progress_interval = progress_interval
         self._slots = [_Slot(number, engine, Retries(engine, store)) for number, engine in enumerate(engines.members)]
+        self._numbers = len(self._slots)
         self._slot_changed = asyncio.Event()
         self.handover = Handover(
             store=store, delivery=delivery, images=sources.images, estimator=estimator, clock=clock
@@ -94,11 +104,50 @@ class Dispatcher:
         self._batches: set[asyncio.Task[None]] = set()
         self._running: dict[str, tuple[Job, float]] = {}
         self._drawn_by: dict[str, _Slot] = {}
+        self._reporters: dict[str, ProgressReporter] = {}
         self._idle = asyncio.Event()
         self._idle.set()
         self._cancelled_by: dict[str, int] = {}
         # Told of every job that leaves an engine (the metrics listen here).
         self.job_ended: list[Callable[[JobEnd], object]] = []
+
+    def attach(self, engine: Engine) -> None:
+        """Feed one more engine (a worker's, as it announces itself) from the next batch on."""
+        self._slots.append(_Slot(self._numbers, engine, Retries(engine, self.store)))
+        self._numbers += 1
+        self.engines.add_remote(engine)
+        self.handover.estimator.parallel = max(1, len(self._slots))
+        self._slot_changed.set()
+
+    def detach(self, engine: Engine) -> None:
+        """Feed an engine no more (its worker is gone); its batches in flight end with it lost, and go elsewhere."""
+        self._slots = [slot for slot in self._slots if slot.engine is not engine]
+        self.engines.remove_remote(engine)
+        self.handover.estimator.parallel = max(1, len(self._slots))
+        self._slot_changed.set()
+
+    def engines_changed(self) -> None:
+        """An engine became reachable again (or stopped being so): look again for a free one."""
+        self._slot_changed.set()
+
+    def tell_drawing(self, engine: Engine, text: str) -> None:
+        """Show `text` on the status of each job `engine` holds (its worker cannot be reached, say)."""
+        for job_id, slot in self._drawn_by.items():
+            reporter = self._reporters.get(job_id)
+            if slot.engine is engine and reporter is not None:
+                reporter.report(text)
+
+    def is_running(self, job_id: str) -> bool:
+        return job_id in self._running
+
+    def take_waiting(self, job_id: str) -> Job | None:
+        """Take a waiting job out of the queue, to be finished by a result that came in without its batch (a worker's
+        result the bot had not recorded before it restarted); None when it is not waiting."""
+        return self.queue.remove(lambda queued: queued.id == job_id)
+
+    async def finish_recovered(self, job: Job, result: JobResult) -> None:
+        """Record and deliver a result for `job` drawn before the bot last stopped."""
+        await self.handover.done([(job, result, self._reporter(job))])
 
     def engine_statuses(self, now: float) -> list[EngineStatus]:
         """Each engine as an operator sees it."""
@@ -113,6 +162,8 @@ class Dispatcher:
                 jobs=dict(slot.stats.jobs),
                 last_batch_at=slot.stats.last_batch_at,
                 restarts=slot.engine.restarts,
+                host=slot.engine.host,
+                last_heartbeat=slot.engine.last_heartbeat,
             )
             for slot in self._slots
         ]
@@ -150,25 +201,42 @@ class Dispatcher:
         def can_join(job: Job) -> bool:
             if not compatible(first.params, job.params) or not fits([*batch, job.params], max_images, max_pixels):
                 return False
+            if not engine.draws(job.params.model):
+                return False
             batch.append(job.params)
             return True
 
         return can_join
 
-    async def _free_slot(self) -> _Slot:
-        """The engine to build the next batch for: a free one, the least busy first."""
-        while True:
-            free = [slot for slot in self._slots if slot.free]
-            if free:
-                return min(free, key=lambda slot: (slot.in_flight, slot.number))
-            self._slot_changed.clear()
-            await self._slot_changed.wait()
+    def _next(self) -> tuple[_Slot, Job] | None:
+        """The engine to build the next batch for (a free one: the least busy, then the one idle longest) and the
+        batch's first job: the next in fair order that the engine has the model for; None when no free engine can take
+        any waiting job."""
+        for slot in sorted((slot for slot in self._slots if slot.free), key=_least_busy):
+            taken = self.queue.take(prefer=slot.loaded, accept=slot.accepts)
+            if taken is not None:
+                return slot, taken[0]
+        return None
+
+    async def _changed(self) -> None:
+        """Wait until a job joins the queue or an engine may take a batch."""
+        waits = [asyncio.ensure_future(self.queue.changed.wait()), asyncio.ensure_future(self._slot_changed.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
 
     async def run(self) -> None:
         """Serve the queue until cancelled."""
         while True:
-            slot = await self._free_slot()
-            first = await self.queue.get(prefer=slot.loaded)
+            self.queue.changed.clear()
+            self._slot_changed.clear()
+            chosen = self._next()
+            if chosen is None:
+                await self._changed()
+                continue
+            slot, first = chosen
             slot.loaded = self.queue.affinity(first)
             batch = [first, *self.queue.take_more(self._joiner(first, slot.engine))]
             # Running from the moment they leave the queue, so a cancel before the batch starts still finds them.
@@ -195,7 +263,7 @@ class Dispatcher:
         for the upload."""
         started = self.clock()
         try:
-            await self.store.mark_running([job.id for job in batch], started)
+            await self.store.mark_running([job.id for job in batch], started, slot.engine.host)
             await self._run(batch, slot, started)
         except Exception:
             log.exception("jobs %s: unexpected error in the dispatcher", ", ".join(job.id for job in batch))
@@ -207,6 +275,7 @@ class Dispatcher:
             for job in batch:
                 self._running.pop(job.id, None)
                 self._drawn_by.pop(job.id, None)
+                self._reporters.pop(job.id, None)
             if not self._running:
                 self._idle.set()
 
@@ -216,6 +285,7 @@ class Dispatcher:
 
     async def _run(self, batch: list[Job], slot: _Slot, started: float) -> None:
         reporters = {job.id: self._reporter(job) for job in batch}
+        self._reporters.update(reporters)
         for reporter in reporters.values():
             reporter.report(starting_text())
 
@@ -252,6 +322,8 @@ class Dispatcher:
                 done.append((job, outcome, reporter))
                 slot.stats.model = outcome.model.name
                 self._ended(slot, job, Ending.DONE, started, outcome)
+            elif isinstance(outcome, Reroute) and who is None:
+                await self._reroute(job, reporter, outcome)
             elif who is not None:
                 await self.handover.cancelled(job, who, charged=job.id in drawn, reporter=reporter)
                 self._ended(slot, job, Ending.CANCELLED, started)
@@ -259,6 +331,15 @@ class Dispatcher:
                 await self.handover.failed(job, reporter, str(outcome))
                 self._ended(slot, job, Ending.FAILED, started)
         await self.handover.done(done)
+
+    async def _reroute(self, job: Job, reporter: ProgressReporter, reroute: Reroute) -> None:
+        """A job whose engine was lost before it was drawn to the end: back to the front of its turn, for another
+        engine (the attempt stays counted if it was drawing, so a job that kills every worker is given up)."""
+        log.warning("job %s goes back to the queue: %s", job.id, reroute.reason)
+        await self.store.requeue([job.id])
+        reporter.report(REROUTED)
+        await reporter.finish()
+        await self.queue.put_back(job.user_id, job, job.guild_id)
 
     def _ended(self, slot: _Slot, job: Job, ending: Ending, started: float, result: JobResult | None = None) -> None:
         """Count a job leaving its engine, and tell whoever listens."""

@@ -37,11 +37,23 @@ class EngineStartError(RuntimeError):
 
 
 class EngineCrashed(RuntimeError):
-    """The engine process died while jobs were running; `finished` holds the answers that came before."""
+    """The engine process died while jobs were running; `finished` holds the answers that came before, `drawing`
+    (when the engine knows) the jobs it was denoising, which bear the crash."""
 
-    def __init__(self, message: str, finished: Mapping[str, JobResult | JobFailedError] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        finished: Mapping[str, JobResult | JobFailedError] | None = None,
+        drawing: frozenset[str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.finished = dict(finished or {})
+        self.drawing = drawing
+
+
+class EngineLost(EngineCrashed):
+    """The engine is gone for good (its worker stopped answering, or could not be reached): its unanswered jobs go
+    to another engine."""
 
 
 class EngineGarbled(EngineCrashed):
@@ -99,6 +111,19 @@ class Engine(Protocol):
 
     # How often it was started again after dying.
     restarts: int
+    # Where it runs, for operators: "local", or the name of the worker serving it.
+    host: str
+    # When its worker last said it was alive (None: a local engine, which the bot watches itself).
+    last_heartbeat: float | None
+
+    @property
+    def available(self) -> bool:
+        """Whether it may be given a batch now (a remote one is not while its worker is unreachable)."""
+        ...
+
+    def draws(self, model: str) -> bool:
+        """Whether it has the model a job names ("" the default model)."""
+        ...
 
     @property
     def ready(self) -> EngineReady | None: ...
@@ -222,10 +247,20 @@ class ProcessEngine:
         self._pending: dict[str, _Pending] = {}
         self._shutting_down = False
         self.restarts = 0
+        self.host = "local"
+        self.last_heartbeat: float | None = None
 
     @property
     def ready(self) -> EngineReady | None:
         return self._ready
+
+    @property
+    def available(self) -> bool:
+        return True
+
+    def draws(self, model: str) -> bool:
+        """A local engine reads the bot's own models folder: what intake lets through, it has."""
+        return True
 
     @property
     def pid(self) -> int | None:

@@ -44,6 +44,8 @@ class EngineStatus:
     jobs: dict[Ending, int]
     last_batch_at: float | None
     restarts: int
+    host: str = "local"
+    last_heartbeat: float | None = None
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Every engine the bot feeds, one per device (SDBOT_DEVICE): started, asked and stopped together.
+"""Every engine the bot feeds: one per local device (SDBOT_DEVICE), started, asked and stopped together, and those
+its workers serve through Redis, which come and go.
 
 The dispatcher gives each engine batches of its own; what the rest of the bot asks of "the engine" (may this job be
 drawn at all, rescan the models folder, stop) is asked of all of them here.
@@ -32,31 +33,50 @@ def combined(readies: Sequence[EngineReady]) -> EngineReady:
 
 
 class Engines:
-    """The engines, in the order of their devices."""
+    """The local engines, in the order of their devices (none with SDBOT_DEVICE=none), then the remote ones."""
 
     def __init__(self, members: Sequence[Engine]) -> None:
-        if not members:
-            raise ValueError("no engines")
-        self.members = tuple(members)
+        self.local = tuple(members)
+        self.remote: list[Engine] = []
+        # Set while Redis cannot be reached: the remote engines wait for it.
+        self.broker_down = False
+
+    @property
+    def stalled(self) -> bool:
+        """Whether no job can start because Redis cannot be reached and there is no local engine to go on with."""
+        return self.broker_down and not self.local
+
+    @property
+    def members(self) -> tuple[Engine, ...]:
+        return (*self.local, *self.remote)
+
+    def add_remote(self, engine: Engine) -> None:
+        self.remote.append(engine)
+
+    def remove_remote(self, engine: Engine) -> None:
+        if engine in self.remote:
+            self.remote.remove(engine)
 
     @property
     def ready(self) -> EngineReady | None:
-        """What every started engine can draw; None before any has started."""
+        """What every started engine can draw; None before any has started (or while no worker is connected)."""
         readies = [engine.ready for engine in self.members if engine.ready is not None]
         return combined(readies) if readies else None
 
-    async def start(self, on_starting: Callable[[str], object] | None = None) -> EngineReady:
-        """Start every engine at once; if one cannot start, stop the others and raise its EngineStartError."""
-        many = len(self.members) > 1
+    async def start(self, on_starting: Callable[[str], object] | None = None) -> EngineReady | None:
+        """Start every local engine at once; if one cannot start, stop the others and raise its EngineStartError."""
+        if not self.local:
+            return None
+        many = len(self.local) > 1
 
         def stages(number: int) -> Callable[[str], object] | None:
             if on_starting is None or not many:
                 return on_starting
             report = on_starting
-            return lambda stage: report(f"engine {number} of {len(self.members)}: {stage}")
+            return lambda stage: report(f"engine {number} of {len(self.local)}: {stage}")
 
         outcomes = await asyncio.gather(
-            *(engine.start(stages(number)) for number, engine in enumerate(self.members, 1)), return_exceptions=True
+            *(engine.start(stages(number)) for number, engine in enumerate(self.local, 1)), return_exceptions=True
         )
         failure = next((outcome for outcome in outcomes if isinstance(outcome, BaseException)), None)
         if failure is not None:
@@ -72,11 +92,11 @@ class Engines:
 
     def begin_shutdown(self) -> None:
         """Start no engine again from now on; running ones finish their batches."""
-        for engine in self.members:
+        for engine in self.local:
             engine.begin_shutdown()
 
     async def close(self) -> None:
-        await asyncio.gather(*(engine.close() for engine in self.members))
+        await asyncio.gather(*(engine.close() for engine in self.local))
 
 
 def cpu_threads(on_cpu: int) -> int | None:

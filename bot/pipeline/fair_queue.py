@@ -55,6 +55,8 @@ class FairQueue(Generic[T]):
         self._seq = itertools.count()
         self._ticks = itertools.count()
         self._ready = asyncio.Condition()
+        # Set whenever an item joins or the queue is resumed: a consumer that found nothing it could take waits here.
+        self.changed = asyncio.Event()
         self._paused = False
         self._held: set[Hashable] = set()
 
@@ -71,6 +73,7 @@ class FairQueue(Generic[T]):
         return self._paused or group in self._held
 
     async def _notify(self) -> None:
+        self.changed.set()
         async with self._ready:
             self._ready.notify_all()
 
@@ -107,6 +110,14 @@ class FairQueue(Generic[T]):
         await self._notify()
         return self.order().index(item) + 1
 
+    async def put_back(self, owner: Hashable, item: T, group: Hashable = None) -> None:
+        """Return a taken item to the front of its guild's turn (the engine it went to was lost before drawing it):
+        it was served once already, so it goes first again rather than behind its owner's later items."""
+        lane = self._group(group)
+        lane.entries.append(_Entry(min([lane.round, *(e.round for e in lane.entries)]), -next(self._seq), owner, item))
+        lane.entries.sort()
+        await self._notify()
+
     def affinity(self, item: T) -> Hashable:
         """What `get(prefer=...)` compares: the item's affinity (None without grouping)."""
         return self._affinity(item) if self._affinity is not None else None
@@ -116,20 +127,39 @@ class FairQueue(Generic[T]):
         one of its round whose affinity is `prefer` (see the module's docstring for the bound)."""
         async with self._ready:
             await self._ready.wait_for(lambda: bool(self._runnable()))
-        lane, entry = self._choose(prefer)
+        taken = self.take(prefer)
+        assert taken is not None
+        return taken[0]
+
+    def take(self, prefer: Hashable = None, accept: Callable[[T], bool] | None = None) -> tuple[T] | None:
+        """Take the next item that `accept`s (every one without it) as `get` would, without waiting; None when no
+        runnable item does. (A tuple, so that a falsy item is still told from none.)"""
+        chosen = self._choose(prefer, accept)
+        if chosen is None:
+            return None
+        lane, entry = chosen
         lane.entries.remove(entry)
         self._passed.pop(entry.seq, None)
         lane.round = entry.round
         # Guilds are kept when empty, so one that comes back waits its turn behind those served less lately.
         lane.last_served = next(self._ticks)
-        return entry.item
+        return (entry.item,)
 
-    def _choose(self, prefer: Hashable) -> tuple[_Group[T], _Entry[T]]:
+    def _choose(
+        self, prefer: Hashable, accept: Callable[[T], bool] | None = None
+    ) -> tuple[_Group[T], _Entry[T]] | None:
         fair = _interleave([[(lane, e) for e in lane.entries] for _, lane in self._runnable()])
+        if accept is not None:
+            fair = [(lane, e) for lane, e in fair if accept(e.item)]
+        if not fair:
+            return None
         if self._affinity is None or prefer is None:
             return fair[0]
-        # The current round: each guild's waiting jobs of the round its first waiting job is in.
-        candidates = [(lane, e) for lane, e in fair if e.round == lane.entries[0].round]
+        # The current round: each guild's waiting jobs of the round its first waiting (and accepted) job is in.
+        firsts: dict[int, int] = {}
+        for lane, entry in fair:
+            firsts.setdefault(id(lane), entry.round)
+        candidates = [(lane, e) for lane, e in fair if e.round == firsts[id(lane)]]
         chosen = 0
         for index, (_, entry) in enumerate(candidates):
             passed, limit = self._passed.get(entry.seq, (0, len(candidates) - 1))

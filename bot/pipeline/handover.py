@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import discord
 
@@ -40,6 +40,12 @@ class Handover:
         self.estimator = estimator
         self.clock = clock
         self._uploads: set[asyncio.Task[None]] = set()
+        # Told of the jobs whose end is in the job log (a worker's results may be let go of from then on).
+        self.recorded: list[Callable[[Sequence[str]], object]] = []
+
+    def _recorded(self, job_ids: Sequence[str]) -> None:
+        for listener in self.recorded:
+            listener(job_ids)
 
     async def done(self, drawn: Sequence[tuple[Job, JobResult, ProgressReporter]]) -> None:
         """Jobs drawn together: learn the device's speed, keep the images, record them done, upload them."""
@@ -50,6 +56,7 @@ class Handover:
         # in one trip to a thread and its records in one transaction, so the next batch's writes queue behind less.
         await asyncio.to_thread(self._save, drawn)
         await self.store.mark_done([_done(job, result) for job, result, _ in drawn], self.clock())
+        self._recorded([job.id for job, _, _ in drawn])
         for job, result, reporter in drawn:
             self._upload(job, result, reporter)
 
@@ -61,6 +68,7 @@ class Handover:
         """A job that produced nothing: recorded with its sentence, and its member told."""
         await reporter.finish()
         await self.store.mark_failed(job.id, sentence, self.clock())
+        self._recorded([job.id])
         await self.delivery.post_failure(job, sentence)
 
     async def cancelled(
@@ -71,6 +79,7 @@ class Handover:
         if reporter is not None:
             await reporter.finish()
         await self.store.mark_cancelled(job.id, f"cancelled by {by_id}", self.clock(), charged=charged)
+        self._recorded([job.id])
         await self.delivery.edit_status(job, cancelled_text(by_id, charged), final=True)
 
     async def fail_unfinished(self, jobs: Sequence[Job]) -> None:

@@ -18,7 +18,7 @@ from bot.pipeline.store import JobStore
 from bot.policy.rules import blocked_sentence
 from bot.policy.store import PolicyStore
 from bot.results.buttons import cancel_view
-from bot.results.render import queued_text
+from bot.results.render import WORKERS_UNREACHABLE, queued_text
 from core.jobs import Job, new_job_id
 from core.params import GenerationParams, InvalidParams
 from core.wire import EngineReady
@@ -86,7 +86,10 @@ class Intake:
         policy: PolicyStore,
         installed: Installed | None = None,
         allow_dms: bool = False,
+        stalled: Callable[[], bool] = lambda: False,
     ) -> None:
+        # Whether no job can start now for want of a reachable engine (Redis is down and all engines are remote).
+        self.stalled = stalled
         self.installed = installed or Installed()
         self.store = store
         self.queue = queue
@@ -119,6 +122,8 @@ class Intake:
         ahead = [queued.params for queued in self.queue.order()[: position - 1]]
         now = self.clock()
         held = hold_reason(self.queue, job.guild_id)
+        if held is None and self.stalled():
+            return WORKERS_UNREACHABLE
         return queued_text(position, self.estimator.start_at(ahead, self.running(), now), now, held)
 
     async def _admit(self, caller: Caller, job: Job) -> Job:

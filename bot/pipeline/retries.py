@@ -1,4 +1,5 @@
-"""The crash-retry policy: a batch the engine dies drawing is drawn once more on a fresh engine, then given up.
+"""The crash-retry policy: a batch the engine dies drawing is drawn once more on a fresh engine, then given up; a batch
+whose engine is lost for good (a worker that stopped answering) goes back to the queue for another engine.
 
 Each hand-over of a job to an engine is counted in SQLite, so a job that takes the engine (or the whole bot) down with
 it is given up across restarts too. A job that was only waiting in the engine, or already denoised, is not to blame.
@@ -15,6 +16,7 @@ from bot.pipeline.engine_client import (
     Engine,
     EngineCrashed,
     EngineGarbled,
+    EngineLost,
     EngineStartError,
     JobFailedError,
     Outcome,
@@ -39,6 +41,13 @@ CANCELLED = "Cancelled."
 CRASH_ATTEMPTS = 2
 
 
+@dataclass(frozen=True)
+class Reroute:
+    """A job's outcome when its engine was lost before answering: draw it on another engine."""
+
+    reason: str
+
+
 class Retries:
     """Draws batches on the engine, each job's attempts counted in the job log."""
 
@@ -48,10 +57,10 @@ class Retries:
 
     async def draw(
         self, requests: Sequence[GenerateRequest], on_progress: ProgressCallback, cancelled: Callable[[str], bool]
-    ) -> list[Outcome]:
-        """Each job's result or the sentence it failed with, in the order asked; a job `cancelled` while the engine
-        was down is not sent to the next one."""
-        outcomes: dict[str, Outcome] = {}
+    ) -> list[Outcome | Reroute]:
+        """Each job's result, the sentence it failed with, or Reroute, in the order asked; a job `cancelled` while
+        the engine was down is not sent to the next one."""
+        outcomes: dict[str, Outcome | Reroute] = {}
         tries = 0
         while True:
             for request in requests:
@@ -75,10 +84,17 @@ class Retries:
                 outcomes.update(exc.finished)
                 log.error("jobs %s: %s", ", ".join(request.job_id for request in sent), exc)
                 outcomes.update((request.job_id, JobFailedError(ENGINE_GARBLED)) for request in sent)
+            except EngineLost as exc:
+                outcomes.update(exc.finished)
+                unanswered = [request.job_id for request in sent if request.job_id not in outcomes]
+                drawing = _drawing(unanswered, last, exc)
+                await self.store.forgive_attempt([job_id for job_id in unanswered if job_id not in drawing])
+                log.error("jobs %s: %s (drawing %s)", ", ".join(unanswered), exc, ", ".join(drawing) or "none of them")
+                outcomes.update((job_id, Reroute(str(exc))) for job_id in unanswered)
             except EngineCrashed as exc:
                 outcomes.update(exc.finished)
                 unanswered = [request.job_id for request in sent if request.job_id not in outcomes]
-                drawing = [job_id for job_id in unanswered if job_id in last and last[job_id].step < last[job_id].total]
+                drawing = _drawing(unanswered, last, exc)
                 await self.store.forgive_attempt([job_id for job_id in unanswered if job_id not in drawing])
                 tries += 1
                 log.error("jobs %s: %s (drawing %s)", ", ".join(unanswered), exc, ", ".join(drawing) or "none of them")
@@ -104,6 +120,14 @@ class Retries:
                 log.error("job %s: given up after %d engine crashes", request.job_id, CRASH_ATTEMPTS)
                 given_up[request.job_id] = JobFailedError(ENGINE_CRASHED)
         return _HandOver([request for request in requests if request.job_id not in given_up], given_up)
+
+
+def _drawing(unanswered: list[str], last: dict[str, Progress], crash: EngineCrashed) -> list[str]:
+    """The unanswered jobs the engine was denoising when it died (as it said, or as its last steps showed): they bear
+    the attempt; those waiting behind them or already denoised do not."""
+    if crash.drawing is not None:
+        return [job_id for job_id in unanswered if job_id in crash.drawing]
+    return [job_id for job_id in unanswered if job_id in last and last[job_id].step < last[job_id].total]
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,9 @@ SCHEMA = Schema(
         ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
         ALTER TABLE jobs ADD COLUMN charged INTEGER NOT NULL DEFAULT 0;
         """,
+        """
+        ALTER TABLE jobs ADD COLUMN engine TEXT;
+        """,
     ),
 )
 
@@ -153,13 +156,27 @@ class JobStore:
         """Remember the message that shows the job's progress."""
         await self._update(job_id, message_id=message_id)
 
-    async def mark_running(self, job_ids: Sequence[str], now: float) -> None:
-        """Jobs handed to an engine together: one statement and one commit for the batch."""
+    async def mark_running(self, job_ids: Sequence[str], now: float, engine: str = "local") -> None:
+        """Jobs handed to an engine together (`engine`: "local", or the worker's name): one statement and one commit
+        for the batch."""
         await self.db.execute(
-            f"UPDATE jobs SET state = ?, started_at = ? WHERE id IN ({_marks(job_ids)})",
-            (JobState.RUNNING.value, now, *job_ids),
+            f"UPDATE jobs SET state = ?, started_at = ?, engine = ? WHERE id IN ({_marks(job_ids)})",
+            (JobState.RUNNING.value, now, engine, *job_ids),
         )
         await self.db.commit()
+
+    async def requeue(self, job_ids: Sequence[str]) -> None:
+        """Jobs back in the queue: their engine was lost before it drew them."""
+        await self.db.execute(
+            f"UPDATE jobs SET state = ? WHERE id IN ({_marks(job_ids)})", (JobState.QUEUED.value, *job_ids)
+        )
+        await self.db.commit()
+
+    async def handed_to(self, job_id: str) -> str | None:
+        """The engine a job was last handed to ("local", or a worker's name); None if it never was."""
+        cursor = await self.db.execute("SELECT engine FROM jobs WHERE id = ?", (job_id,))
+        row = await cursor.fetchone()
+        return None if row is None or row["engine"] is None else str(row["engine"])
 
     async def mark_done(self, done: Sequence[Done], now: float) -> None:
         """Jobs drawn together whose images are on disk: what delivery needs besides them is kept here, to deliver

@@ -36,6 +36,11 @@ def queued_text(position: int, start_at: float | None = None, now: float = 0.0, 
     return text + "."
 
 
+WORKERS_UNREACHABLE = (
+    "⏸ The GPU workers are unreachable at the moment: your job is kept, and goes on once they are back."
+)
+
+
 def cancelled_text(by_id: int, charged: bool = False) -> str:
     """The status of a cancelled job; one cancelled while drawing still counts against its member's limits."""
     text = f"❌ Cancelled by <@{by_id}>."

@@ -52,6 +52,12 @@ class FakeEngine:
         self.cancelled: set[str] = set()
         self.reloads = 0
         self.restarts = 0
+        self.host = "local"
+        self.last_heartbeat: float | None = None
+        # The models it has (None: every one), as a remote worker reports them.
+        self.models: set[str] | None = None
+        # Cleared: it is not to be given batches (as a remote engine whose worker is unreachable).
+        self.reachable = True
         # Noise does not compress: PNGs as large as real ones, for the upload-limit tests.
         self.noise = noise
         # As a loaded safety checker would: images of these seeds are flagged in jobs that ask for a check.
@@ -72,6 +78,13 @@ class FakeEngine:
     @property
     def ready(self) -> EngineReady | None:
         return self._ready if self.started else None
+
+    @property
+    def available(self) -> bool:
+        return self.reachable
+
+    def draws(self, model: str) -> bool:
+        return self.models is None or model in self.models
 
     async def start(self, on_starting: Callable[[str], object] | None = None) -> EngineReady:
         if on_starting is not None:

@@ -1,0 +1,149 @@
+"""What the bot and its workers write to Redis: the keys, the stream entries, and each worker's card.
+
+- `sdbot:worker:<name>`: the worker's card (JSON), with a time-to-live it renews: while it exists, the worker lives.
+- `sdbot:batches:<name>`: the bot's batches, cancels and rescans for that worker, read by it alone.
+- `sdbot:results`: every worker's results and failures, read by the bot's consumer group and acknowledged only once
+  the job log has them, so a result survives the bot dying before it recorded it.
+- `sdbot:progress`: steps and previews, capped: losing an old one costs nothing.
+
+Entries carry the engine's own wire frames (core.wire), so a worker speaks to the bot as an engine process does.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from core.wire import EngineReady, Message, WireError, encode, read_message
+
+PREFIX = "sdbot"
+RESULTS = f"{PREFIX}:results"
+PROGRESS = f"{PREFIX}:progress"
+GROUP = "bot"
+CONSUMER = "bot"
+# Progress entries kept: a few seconds of every engine's steps; older ones are of no use to anyone.
+PROGRESS_KEPT = 2000
+# The largest entry the bot reads: a result's PNGs (a batch job of 8 images at 2048², well within) and its header.
+MAX_RESULT_BYTES = 96 * 1024 * 1024
+# Steps carry at most a small preview.
+MAX_PROGRESS_BYTES = 2 * 1024 * 1024
+MAX_CARD_BYTES = 256 * 1024
+
+
+def worker_key(name: str) -> str:
+    return f"{PREFIX}:worker:{name}"
+
+
+def batches_key(name: str) -> str:
+    return f"{PREFIX}:batches:{name}"
+
+
+WORKER_KEYS = worker_key("*")
+
+
+class Kind(str, Enum):
+    """What an entry asks or tells."""
+
+    BATCH = "batch"  # bot → worker: draw these jobs on engine N
+    CANCEL = "cancel"  # bot → worker: stop a job between two steps
+    RELOAD = "reload"  # bot → worker: rescan the models folder
+    OUTCOME = "outcome"  # worker → bot: one job's result or failure
+    CRASHED = "crashed"  # worker → bot: the engine died drawing a batch
+
+
+class BadEntry(ValueError):
+    """An entry the reader cannot use; the message says why, for the log."""
+
+
+def frame_bytes(message: Message) -> bytes:
+    return encode(message)
+
+
+def read_frame(raw: bytes, limit: int) -> Message:
+    """The wire message in an entry's frame; BadEntry when it is too large or garbled."""
+    if len(raw) > limit:
+        raise BadEntry(f"frame of {len(raw)} bytes is over the {limit} allowed")
+    try:
+        message = read_message(io.BytesIO(raw))
+    except WireError as exc:
+        raise BadEntry(str(exc)) from None
+    if message is None:
+        raise BadEntry("empty frame")
+    return message
+
+
+def text(fields: Mapping[bytes, bytes], name: str, limit: int = 200) -> str:
+    """A short text field of an entry; BadEntry when it is missing or not short UTF-8."""
+    raw = fields.get(name.encode())
+    if raw is None or len(raw) > limit:
+        raise BadEntry(f"no usable {name} field")
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        raise BadEntry(f"{name} field is not UTF-8") from None
+
+
+def entry_size(fields: Mapping[bytes, bytes]) -> int:
+    return sum(len(key) + len(value) for key, value in fields.items())
+
+
+@dataclass(frozen=True)
+class WorkerCard:
+    """What a worker announces with each heartbeat: who it is, its engines, its models, and how long it is
+    trusted without a heartbeat."""
+
+    name: str
+    host: str
+    engines: tuple[EngineReady, ...]
+    ttl: float
+    models: tuple[str, ...] = ()
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "name": self.name,
+                "host": self.host,
+                "ttl": self.ttl,
+                "engines": [ready.to_header()[0] for ready in self.engines],
+                "models": list(self.models),
+            }
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> WorkerCard:
+        """The card as written by `to_json`; BadEntry for anything else."""
+        if len(raw) > MAX_CARD_BYTES:
+            raise BadEntry(f"worker card of {len(raw)} bytes")
+        try:
+            data: Any = json.loads(raw)
+            engines = tuple(EngineReady.from_header(header, []) for header in data["engines"])
+            card = cls(
+                name=str(data["name"]),
+                host=str(data["host"]),
+                engines=engines,
+                ttl=float(data["ttl"]),
+                models=tuple(str(name) for name in data.get("models", [])),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BadEntry(f"unreadable worker card: {exc!r}") from None
+        if not card.engines or not card.ttl > 0:
+            raise BadEntry("worker card without engines or time-to-live")
+        return card
+
+
+def outcome_fields(worker: str, batch: str, frame: bytes) -> dict[str, bytes]:
+    return {"kind": Kind.OUTCOME.value.encode(), "worker": worker.encode(), "batch": batch.encode(), "frame": frame}
+
+
+def crashed_fields(worker: str, batch: str, message: str, drawing: Sequence[str]) -> dict[str, bytes]:
+    return {
+        "kind": Kind.CRASHED.value.encode(),
+        "worker": worker.encode(),
+        "batch": batch.encode(),
+        "message": message.encode()[:1000],
+        "drawing": ",".join(drawing).encode(),
+    }

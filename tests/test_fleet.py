@@ -1,0 +1,197 @@
+"""Engines on other machines, through a real redis-server: workers join and die, Redis dies, frames lie; nothing is
+lost or posted twice."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from bot.app import SdBot
+from bot.fleet.streams import RESULTS, worker_key
+from bot.pipeline.dispatch import MAX_IN_FLIGHT
+from bot.pipeline.engines import Engines
+from bot.pipeline.retries import ENGINE_CRASHED
+from tests.support.bots import answer, make_bot, results
+from tests.support.fake_discord import CHANNEL_ID, OWNER_ID, USER_ID, FakeDiscord
+from tests.support.fake_engine import FakeEngine
+from tests.support.fleet import POLL, RunningWorker, start_worker
+from tests.support.redis_server import RedisServer
+
+
+def remote_bot(folder: Path, url: str, local: list[FakeEngine] | None = None) -> SdBot:
+    """A bot with no engine of its own (SDBOT_DEVICE=none) unless `local` ones, fed by the workers on `url`."""
+    folder.mkdir(exist_ok=True)
+    return make_bot(folder, Engines(local or []), redis_url=url, fleet_poll=POLL)
+
+
+async def imagine(fake: FakeDiscord, member: int, prompt: str, steps: int = 2) -> str:
+    inter = await fake.slash("imagine", {"prompt": prompt, "steps": steps, "seed": 1}, user_id=USER_ID + member)
+    return await answer(inter)
+
+
+async def workers_joined(fake: FakeDiscord, bot: SdBot, count: int) -> None:
+    await fake.wait_for(lambda: len(bot.engines.members) == count or None)
+
+
+@pytest.fixture
+async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_server.url)
+    yield client
+    await client.aclose()
+
+
+async def test_a_worker_draws_for_a_bot_without_engines(
+    fake: FakeDiscord, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    worker = await start_worker(redis_server.url, "gpu-box-1")
+    async with fake.connected(remote_bot(tmp_path, redis_server.url)) as bot:
+        await workers_joined(fake, bot, 1)
+        await imagine(fake, 1, "a lighthouse")
+        posted = await fake.wait_for(lambda: results(fake) or None)
+        assert posted[0].embeds[0]["description"] == "a lighthouse"
+        assert len(worker.engine.calls) == 1
+        text = await answer(await fake.slash("sdadmin", {}, subcommand="workers", user_id=OWNER_ID))
+        heading, line = text.splitlines()
+        assert heading.startswith("**Engines** (1;")
+        assert line.startswith("**1.** `gpu-box-1` `fake` — `fake-model` · 0 batches in flight ·")
+        assert "heartbeat <t:" in line
+    await worker.leave()
+
+
+async def drawn_order(fake: FakeDiscord, bot: SdBot) -> list[str]:
+    """Fifty jobs from ten members, queued before any engine may start, then drawn: the prompts in the order the
+    dispatcher handed them out, once every result is posted."""
+    order: list[str] = []
+    mark_running = bot.store.mark_running
+
+    async def recording(job_ids: list[str], now: float, engine: str = "local") -> None:
+        order.extend([(await bot.store.get(job_id)).params.prompt for job_id in job_ids])  # type: ignore[union-attr]
+        await mark_running(job_ids, now, engine)
+
+    bot.store.mark_running = recording  # type: ignore[method-assign]
+    await bot.queue.pause()
+    for job in range(50):
+        await imagine(fake, job % 10, f"job {job}")
+    await fake.wait_for(lambda: len(bot.queue) == 50 or None)
+    await bot.queue.resume()
+    posted = await fake.wait_for(lambda: results(fake) if len(results(fake)) == 50 else None, timeout=60)
+    assert sorted(m.embeds[0]["description"] for m in posted) == sorted(f"job {job}" for job in range(50))
+    return order
+
+
+async def test_fifty_jobs_from_ten_members_on_three_workers_keep_the_fair_order_of_one_engine(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    async with FakeDiscord() as fake:
+        (tmp_path / "one").mkdir()
+        async with fake.connected(make_bot(tmp_path / "one", FakeEngine(max_batch=4))) as bot:
+            alone = await drawn_order(fake, bot)
+    workers = [await start_worker(redis_server.url, f"w{n}", FakeEngine(max_batch=4)) for n in range(3)]
+    async with FakeDiscord() as fake:
+        async with fake.connected(remote_bot(tmp_path / "three", redis_server.url)) as bot:
+            await workers_joined(fake, bot, 3)
+            shared = await drawn_order(fake, bot)
+            # Each result once: the results stream is empty, every entry acknowledged after the job log had it.
+            await fake.wait_for(lambda: not bot.hub._held or None)  # type: ignore[union-attr]
+    assert sorted(shared) == sorted(alone) and len(alone) == 50, "every job drawn once"
+    assert max(abs(shared.index(prompt) - alone.index(prompt)) for prompt in alone) <= 4
+    assert all(worker.engine.batches for worker in workers), "every worker drew"
+    assert all(worker.engine.most_in_flight <= MAX_IN_FLIGHT for worker in workers)
+    client = Redis.from_url(redis_server.url)
+    assert await client.xlen(RESULTS) == 0
+    await client.aclose()
+    for worker in workers:
+        await worker.leave()
+
+
+class SlowEngine(FakeEngine):
+    """A GPU `factor` times slower than the others: each batch takes that many ticks of the shared clock."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(max_batch=2)
+        self.seconds = seconds
+
+    async def generate_batch(self, requests, on_progress):  # type: ignore[no-untyped-def]
+        # Simulated GPU time: the batch occupies this engine for its duration, as a real denoising loop would.
+        await asyncio.sleep(self.seconds)
+        return await super().generate_batch(requests, on_progress)
+
+
+async def test_a_worker_three_times_slower_takes_proportionally_fewer_batches(
+    fake: FakeDiscord, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    fast = [await start_worker(redis_server.url, f"fast{n}", SlowEngine(0.05)) for n in range(2)]
+    slow = await start_worker(redis_server.url, "slow", SlowEngine(0.15))
+    async with fake.connected(remote_bot(tmp_path, redis_server.url)) as bot:
+        await workers_joined(fake, bot, 3)
+        await bot.queue.pause()
+        for job in range(60):
+            await imagine(fake, job % 12, f"job {job}")
+        await bot.queue.resume()
+        await fake.wait_for(lambda: len(results(fake)) == 60 or None, timeout=60)
+    batches = [len(worker.engine.batches) for worker in fast]
+    # The ideal share is 1/7 of the batches (rates 1, 1 and 1/3); it must be well under the fast ones' third each.
+    assert len(slow.engine.batches) / (sum(batches) + len(slow.engine.batches)) < 0.25
+    assert all(len(slow.engine.batches) < count for count in batches)
+    for worker in [*fast, slow]:
+        await worker.leave()
+
+
+async def held_on(fake: FakeDiscord, worker: RunningWorker, member: int, prompt: str) -> None:
+    """A job that `worker` has begun (one step drawn) and holds there."""
+    worker.engine.hold_after_step = 1
+    await imagine(fake, member, prompt, steps=4)
+    await asyncio.wait_for(worker.engine.holding.wait(), 10)
+
+
+async def attempts(bot: SdBot) -> list[int]:
+    rows = await bot.database.db.execute_fetchall("SELECT attempts FROM jobs")
+    return [int(row[0]) for row in rows]
+
+
+async def test_a_dead_workers_batch_is_drawn_again_on_another_engine(
+    fake: FakeDiscord, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    first = await start_worker(redis_server.url, "first")
+    async with fake.connected(remote_bot(tmp_path, redis_server.url)) as bot:
+        await workers_joined(fake, bot, 1)
+        await held_on(fake, first, 1, "a harbour")
+        second = await start_worker(redis_server.url, "second")
+        await workers_joined(fake, bot, 2)
+        await first.die()
+        # Declared dead when its heartbeat key expires: its job goes to the other worker, and is posted once.
+        posted = await fake.wait_for(lambda: results(fake) or None, timeout=10)
+        assert [m.embeds[0]["description"] for m in posted] == ["a harbour"]
+        assert [engine.host for engine in bot.engines.members] == ["second"]
+        # The dead worker was drawing it: that attempt counts, and so does the second one.
+        assert await attempts(bot) == [2]
+        assert not await Redis.from_url(redis_server.url).exists(worker_key("first"))
+    await second.leave()
+
+
+async def test_a_job_that_kills_two_workers_is_failed_with_a_sentence(
+    fake: FakeDiscord, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    first = await start_worker(redis_server.url, "first")
+    async with fake.connected(remote_bot(tmp_path, redis_server.url)) as bot:
+        await workers_joined(fake, bot, 1)
+        await held_on(fake, first, 1, "the cursed prompt")
+        second = await start_worker(redis_server.url, "second")
+        second.engine.hold_after_step = 1
+        await workers_joined(fake, bot, 2)
+        await first.die()
+        await asyncio.wait_for(second.engine.holding.wait(), 10)
+        third = await start_worker(redis_server.url, "third")
+        await workers_joined(fake, bot, 2)
+        await second.die()
+        failure = await fake.wait_for(
+            lambda: [m for m in fake.messages(CHANNEL_ID) if ENGINE_CRASHED in m.content] or None, timeout=10
+        )
+        assert len(failure) == 1
+        assert third.engine.calls == [], "given up, not handed to a third worker"
+        assert await attempts(bot) == [3]
+    await third.leave()
