@@ -110,7 +110,11 @@ class SdBot(discord.Client):
         self.metrics_at = metrics
         self.metrics = Metrics(self.dispatcher, self.queue, clock)
         # The workers' engines, through Redis (SDBOT_REDIS_URL); None: the local engines alone.
-        self.hub = Hub(redis_url, self.dispatcher, self.store, poll=fleet_poll, clock=clock) if redis_url else None
+        self.hub = (
+            Hub(redis_url, self.dispatcher, self.store, poll=fleet_poll, retry=2 * fleet_poll, clock=clock)
+            if redis_url
+            else None
+        )
         # The port the metrics are served on, once they are (SDBOT_METRICS_PORT may ask for any free one).
         self.metrics_port: int | None = None
         self.closing = False

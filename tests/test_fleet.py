@@ -4,21 +4,24 @@ lost or posted twice."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
 
 from bot.app import SdBot
-from bot.fleet.streams import RESULTS, worker_key
+from bot.fleet.streams import GROUP, RESULTS, worker_key
 from bot.pipeline.dispatch import MAX_IN_FLIGHT
 from bot.pipeline.engines import Engines
 from bot.pipeline.retries import ENGINE_CRASHED
+from bot.results.render import WORKERS_UNREACHABLE
+from core.jobs import JobState
 from tests.support.bots import answer, make_bot, results
 from tests.support.fake_discord import CHANNEL_ID, OWNER_ID, USER_ID, FakeDiscord
 from tests.support.fake_engine import FakeEngine
-from tests.support.fleet import POLL, RunningWorker, start_worker
+from tests.support.fleet import POLL, TTL, RunningWorker, start_worker
 from tests.support.redis_server import RedisServer
 
 
@@ -195,3 +198,132 @@ async def test_a_job_that_kills_two_workers_is_failed_with_a_sentence(
         assert third.engine.calls == [], "given up, not handed to a third worker"
         assert await attempts(bot) == [3]
     await third.leave()
+
+
+async def eventually(check: Callable[[], Awaitable[bool] | bool], timeout: float = 10.0) -> None:
+    """Until `check` holds (it asks Redis, which has no event to wait on)."""
+
+    async def holds() -> None:
+        while not await _value(check()):
+            await asyncio.sleep(POLL)
+
+    await asyncio.wait_for(holds(), timeout)
+
+
+async def _value(outcome: Awaitable[bool] | bool) -> bool:
+    return await outcome if inspect.isawaitable(outcome) else outcome
+
+
+async def stream_empty(url: str) -> None:
+    """Until every result entry has been acknowledged and let go of."""
+    client = Redis.from_url(url)
+
+    async def empty() -> bool:
+        return await client.xlen(RESULTS) == 0
+
+    try:
+        await eventually(empty)
+    finally:
+        await client.aclose()
+
+
+async def test_a_partitioned_worker_that_comes_back_late_has_its_result_dropped(
+    fake: FakeDiscord, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    first = await start_worker(redis_server.url, "first")
+    async with fake.connected(remote_bot(tmp_path, redis_server.url)) as bot:
+        await workers_joined(fake, bot, 1)
+        await held_on(fake, first, 1, "a lighthouse")
+        second = await start_worker(redis_server.url, "second")
+        await workers_joined(fake, bot, 2)
+        first.lose_heartbeat()
+        await fake.wait_for(lambda: results(fake) or None, timeout=10)
+        # The first worker was only cut off: it finishes, and posts its result after the job was delivered.
+        first.engine.go_on.set()
+        await eventually(lambda: not first.worker._batches)
+        await stream_empty(redis_server.url)
+        assert [m.embeds[0]["description"] for m in results(fake)] == ["a lighthouse"]
+        assert len(first.engine.calls) == len(second.engine.calls) == 1
+    await first.leave()
+    await second.leave()
+
+
+async def test_a_result_read_but_not_recorded_when_the_bot_died_is_posted_once_after_its_restart(
+    fake: FakeDiscord, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    worker = await start_worker(redis_server.url, "w")
+    client = Redis.from_url(redis_server.url)
+    first = remote_bot(tmp_path, redis_server.url)
+    async with fake.connected(first):
+        await workers_joined(fake, first, 1)
+        dying = asyncio.Event()
+
+        async def never_recorded(*args: object) -> None:
+            # The bot is killed here: it has read the result from Redis, but the job log never gets it.
+            await dying.wait()
+
+        first.store.mark_done = never_recorded  # type: ignore[method-assign,assignment]
+        await imagine(fake, 1, "a harbour at dawn")
+        await eventually(lambda: one_pending(client))
+    assert results(fake) == []
+    async with fake.connected(remote_bot(tmp_path, redis_server.url)) as bot:
+        posted = await fake.wait_for(lambda: results(fake) or None)
+        await stream_empty(redis_server.url)
+        assert [m.embeds[0]["description"] for m in posted] == ["a harbour at dawn"]
+        assert [job.state for job in await bot.store.in_states(JobState.QUEUED, JobState.RUNNING)] == []
+    assert len(worker.engine.calls) == 1, "posted from the result, not drawn again"
+    await client.aclose()
+    await worker.leave()
+
+
+async def one_pending(client: Redis) -> bool:
+    """Whether the bot has read one result it has not acknowledged."""
+    return (await client.xpending(RESULTS, GROUP))["pending"] == 1
+
+
+async def test_redis_killed_and_restarted_on_its_data_loses_nothing_and_posts_nothing_twice(
+    fake: FakeDiscord, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    worker = await start_worker(redis_server.url, "w")
+    async with fake.connected(remote_bot(tmp_path, redis_server.url)) as bot:
+        await workers_joined(fake, bot, 1)
+        worker.engine.results_gate.clear()
+        await imagine(fake, 1, "drawn across the crash")
+        await worker.engine.wait_calls(1)
+        redis_server.kill()
+        redis_server.start()
+        worker.engine.results_gate.set()
+        await imagine(fake, 2, "asked after the crash")
+        posted = await fake.wait_for(lambda: results(fake) if len(results(fake)) == 2 else None, timeout=20)
+        await stream_empty(redis_server.url)
+        assert sorted(m.embeds[0]["description"] for m in posted) == ["asked after the crash", "drawn across the crash"]
+        assert len(worker.engine.calls) == 2
+    await worker.leave()
+
+
+async def test_while_redis_is_down_longer_than_the_heartbeat_jobs_wait_and_no_worker_is_declared_dead(
+    fake: FakeDiscord, redis_server: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    worker = await start_worker(redis_server.url, "w")
+    async with fake.connected(remote_bot(tmp_path, redis_server.url)) as bot:
+        await workers_joined(fake, bot, 1)
+        engine = bot.engines.members[0]
+        worker.engine.results_gate.clear()
+        await imagine(fake, 1, "drawn while Redis is away")
+        await worker.engine.wait_calls(1)
+        redis_server.kill()
+        # The member whose job the worker holds is told, and so is one who asks now.
+        await fake.wait_for(lambda: [m for m in fake.messages(CHANNEL_ID) if WORKERS_UNREACHABLE in m.content] or None)
+        assert await imagine(fake, 2, "asked while Redis is away") == WORKERS_UNREACHABLE
+        # The outage outlasts the workers' heartbeat time-to-live.
+        await asyncio.sleep(TTL * 1.5)
+        redis_server.start()
+        worker.engine.results_gate.set()
+        posted = await fake.wait_for(lambda: results(fake) if len(results(fake)) == 2 else None, timeout=20)
+        assert sorted(m.embeds[0]["description"] for m in posted) == [
+            "asked while Redis is away",
+            "drawn while Redis is away",
+        ]
+        assert bot.engines.members == (engine,), "the same worker, never declared dead"
+    assert "is dead" not in caplog.text
+    await worker.leave()

@@ -144,6 +144,8 @@ class Hub:
             )
             self.warned = True
         self.connected = False
+        if self.dispatcher.engines.broker_down:
+            return
         self.dispatcher.engines.broker_down = True
         for engine in self.engines:
             engine.reachable = False
@@ -174,7 +176,11 @@ class Hub:
         finally:
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            _, stuck = await asyncio.wait(tasks, timeout=self.poll)
+            # A read blocked on a connection Redis dropped may not notice its cancel: closing every connection (the
+            # next command opens a fresh one) frees it.
+            await self.redis.connection_pool.disconnect(inuse_connections=True)
+            await asyncio.gather(*stuck, return_exceptions=True)
 
     # Workers
 
