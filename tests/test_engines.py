@@ -38,7 +38,8 @@ def test_a_list_of_devices_is_one_engine_each(text: str, listed: tuple[str, ...]
         ("cuda:0,", "has an empty entry"),
         ("cuda,cuda:0", "names a GPU twice"),
         ("auto,cpu", "names a GPU twice"),
-        ("all,cuda:0", "takes all alone"),
+        ("all,cuda:0", "takes all or none alone"),
+        ("none,cpu", "takes all or none alone"),
         ("cuda:01", "takes auto, cpu, cuda, cuda:N or all"),
     ],
 )

@@ -12,12 +12,14 @@ import pytest
 from redis.asyncio import Redis
 
 from bot.app import SdBot
-from bot.fleet.streams import GROUP, RESULTS, worker_key
+from bot.fleet import hub as hub_module
+from bot.fleet.streams import GROUP, RESULTS, outcome_fields, worker_key
 from bot.pipeline.dispatch import MAX_IN_FLIGHT
 from bot.pipeline.engines import Engines
 from bot.pipeline.retries import ENGINE_CRASHED
 from bot.results.render import WORKERS_UNREACHABLE
 from core.jobs import JobState
+from core.wire import encode
 from tests.support.bots import answer, make_bot, results
 from tests.support.fake_discord import CHANNEL_ID, OWNER_ID, USER_ID, FakeDiscord
 from tests.support.fake_engine import FakeEngine
@@ -326,4 +328,55 @@ async def test_while_redis_is_down_longer_than_the_heartbeat_jobs_wait_and_no_wo
         ]
         assert bot.engines.members == (engine,), "the same worker, never declared dead"
     assert "is dead" not in caplog.text
+    await worker.leave()
+
+
+async def test_frames_for_jobs_a_worker_was_not_given_and_oversized_frames_are_refused(
+    fake: FakeDiscord,
+    redis_server: RedisServer,
+    redis: Redis,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(hub_module, "MAX_RESULT_BYTES", 64 * 1024)
+    worker = await start_worker(redis_server.url, "honest")
+    worker.engine.gate.clear()
+    async with fake.connected(remote_bot(tmp_path, redis_server.url)) as bot:
+        await workers_joined(fake, bot, 1)
+        await imagine(fake, 1, "the real one")
+        await worker.engine.wait_calls(1)
+        job = (await bot.store.in_states(JobState.RUNNING))[0]
+        forged = await FakeEngine().generate(job.id, job.params, lambda _: None)
+        frame = encode(forged)
+        await redis.xadd(RESULTS, outcome_fields("mallory", "a-guessed-batch", frame))  # type: ignore[arg-type]
+        await redis.xadd(RESULTS, outcome_fields("honest", "a-guessed-batch", frame))  # type: ignore[arg-type]
+        await redis.xadd(RESULTS, outcome_fields("honest", "garbled", b"\x00\x00\x00\x05junk!"))  # type: ignore[arg-type]
+        await redis.xadd(RESULTS, outcome_fields("honest", "huge", b"x" * 65 * 1024))  # type: ignore[arg-type]
+        await redis.xadd(RESULTS, {"kind": "batch", "worker": "honest", "batch": "b", "frame": frame})  # type: ignore[arg-type]
+        await stream_empty(redis_server.url)
+        assert results(fake) == [], "nothing delivered from a frame that answers no batch of its worker"
+        assert caplog.text.count("dropped a result for job") == 2
+        assert caplog.text.count("refused entry") == 3
+        worker.engine.gate.set()
+        posted = await fake.wait_for(lambda: results(fake) or None)
+        assert [m.embeds[0]["description"] for m in posted] == ["the real one"]
+    await worker.leave()
+
+
+async def test_a_cancel_reaches_a_remote_worker_between_two_steps(
+    fake: FakeDiscord, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    worker = await start_worker(redis_server.url, "w")
+    async with fake.connected(remote_bot(tmp_path, redis_server.url)) as bot:
+        await workers_joined(fake, bot, 1)
+        await held_on(fake, worker, 1, "changed my mind")
+        job = (await bot.store.in_states(JobState.RUNNING))[0]
+        assert await bot.dispatcher.cancel(job, USER_ID + 1) == "Stopping it after the current step."
+        await eventually(lambda: job.id in worker.engine.cancelled)
+        worker.engine.go_on.set()
+        await fake.wait_for(lambda: [m for m in fake.messages(CHANNEL_ID) if "Cancelled" in m.content] or None)
+        stored = await bot.store.get(job.id)
+        assert stored is not None and stored.state is JobState.CANCELLED
+        assert results(fake) == []
     await worker.leave()

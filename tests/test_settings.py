@@ -59,7 +59,11 @@ def test_every_setting_parsed(tmp_path: Path) -> None:
         ({"DISCORD_TOKEN": "paste-your-token-here"}, "DISCORD_TOKEN does not look like a bot token"),
         ({"SDBOT_DEVICE": "gpu"}, "SDBOT_DEVICE takes auto, cpu, cuda, cuda:N or all (or a list such as"),
         ({"SDBOT_DEVICE": "cuda:0,cuda:0"}, "SDBOT_DEVICE names a GPU twice (cuda:0,cuda:0): each engine plans for"),
-        ({"SDBOT_DEVICE": "all,cpu"}, "SDBOT_DEVICE takes all alone: every CUDA GPU, one engine each"),
+        ({"SDBOT_DEVICE": "all,cpu"}, "SDBOT_DEVICE takes all or none alone: every CUDA GPU, one engine each"),
+        ({"SDBOT_DEVICE": "none"}, "SDBOT_DEVICE is none, so no engine runs here: set SDBOT_REDIS_URL for workers"),
+        ({"SDBOT_REDIS_URL": "http://:secret@redis:6379"}, "SDBOT_REDIS_URL must be a Redis URL such as redis://"),
+        ({"SDBOT_WORKER_NAME": "gpu box"}, "SDBOT_WORKER_NAME must be 1 to 64 letters, digits, dots, dashes"),
+        ({"SDBOT_HEARTBEAT_S": "0.5"}, "SDBOT_HEARTBEAT_S must be between 1 and 3600 seconds, not 0.5"),
         ({"SDBOT_GUILD_IDS": "123,my-server"}, "SDBOT_GUILD_IDS must be comma-separated server ids"),
         ({"SDBOT_LOG_LEVEL": "loud"}, "SDBOT_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR"),
         ({"SDBOT_MAX_MEGAPIXELS": "-1"}, "SDBOT_MAX_MEGAPIXELS must be a positive number"),
@@ -202,3 +206,26 @@ def test_throughput_settings(tmp_path: Path) -> None:
 def test_bad_throughput_settings_name_the_variable(tmp_path: Path, env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingError, match=f"^{message}"):
         load_settings({"DISCORD_TOKEN": TOKEN, **env}, cwd=tmp_path)
+
+
+def test_workers_settings(tmp_path: Path) -> None:
+    url = "rediss://:s3cret@redis.example:6380/2"
+    env = {
+        "SDBOT_DEVICE": "none",
+        "SDBOT_REDIS_URL": url,
+        "SDBOT_WORKER_NAME": "box-2.gpu_a",
+        "SDBOT_HEARTBEAT_S": "30",
+    }
+    settings = load_settings({"DISCORD_TOKEN": TOKEN, **env}, cwd=tmp_path)
+    assert (settings.devices.none, settings.redis_url, settings.worker_name, settings.heartbeat_ttl) == (
+        True,
+        url,
+        "box-2.gpu_a",
+        30.0,
+    )
+    defaults = load_settings({"DISCORD_TOKEN": TOKEN}, cwd=tmp_path)
+    assert (defaults.redis_url, defaults.worker_name, defaults.heartbeat_ttl) == (None, None, 15.0)
+    # A mistyped URL is named without its password.
+    with pytest.raises(SettingError) as caught:
+        load_settings({"DISCORD_TOKEN": TOKEN, "SDBOT_REDIS_URL": "redis//:s3cret@host"}, cwd=tmp_path)
+    assert "s3cret" not in str(caught.value)

@@ -137,7 +137,7 @@ class Hub:
         """Redis is out of reach: pause the remote engines (their workers are not dead), and tell their members."""
         if not self.warned:
             log.warning(
-                "SDBOT_REDIS_URL %s cannot be reached (%s): the remote engines wait; trying again every %.0f s",
+                "SDBOT_REDIS_URL %s cannot be reached (%s): the remote engines wait; trying again every %g s",
                 redacted(self.url),
                 exc,
                 self.retry,
