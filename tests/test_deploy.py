@@ -14,14 +14,19 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def unit_text() -> str:
-    return (ROOT / "deploy" / "sdbot.service").read_text()
+BOT_UNIT = "sdbot.service"
+WORKER_UNIT = "sdbot-worker.service"
+UNITS = (BOT_UNIT, WORKER_UNIT)
 
 
-def unit_lines() -> dict[str, list[str]]:
+def unit_text(name: str = BOT_UNIT) -> str:
+    return (ROOT / "deploy" / name).read_text()
+
+
+def unit_lines(name: str = BOT_UNIT) -> dict[str, list[str]]:
     """Each key of the unit with all its values (keys like DeviceAllow= repeat)."""
     lines: dict[str, list[str]] = {}
-    for line in unit_text().splitlines():
+    for line in unit_text(name).splitlines():
         if "=" in line and not line.startswith("#"):
             key, value = line.split("=", 1)
             lines.setdefault(key, []).append(value)
@@ -117,10 +122,20 @@ def test_the_unit_creates_the_uvm_device_before_the_bot_starts() -> None:
     assert "modprobe@nvidia_uvm.service" in unit["After"] and "modprobe@nvidia_uvm.service" in unit["Wants"]
 
 
-def _runnable_unit(tmp_path: Path) -> Path:
+def test_the_worker_unit_is_the_bots_hardened_unit_running_sdbot_worker_on_every_gpu() -> None:
+    bot, worker = unit_lines(BOT_UNIT), unit_lines(WORKER_UNIT)
+    assert worker["ExecStart"] == ["/opt/sdbot/.venv/bin/sdbot worker"]
+    assert "SDBOT_DEVICE=all" in worker["Environment"]
+    differ = {"Description", "ExecStart", "Environment"}
+    assert {key: values for key, values in worker.items() if key not in differ} == {
+        key: values for key, values in bot.items() if key not in differ
+    }
+
+
+def _runnable_unit(tmp_path: Path, name: str = BOT_UNIT) -> Path:
     """The unit with its paths pointed at ones that exist, as `verify` checks ExecStart is executable."""
-    text = unit_text().replace("/opt/sdbot/.venv/bin/sdbot", shutil.which("true") or "/bin/true")
-    unit = tmp_path / "sdbot.service"
+    text = unit_text(name).replace("/opt/sdbot/.venv/bin/sdbot", shutil.which("true") or "/bin/true")
+    unit = tmp_path / name
     unit.write_text(text.replace("/opt/sdbot", str(tmp_path)))
     return unit
 
@@ -134,14 +149,16 @@ def _systemd_analyze() -> str:
     return found
 
 
-def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
-    unit = _runnable_unit(tmp_path)
+@pytest.mark.parametrize("name", UNITS)
+def test_unit_passes_systemd_analyze_verify(tmp_path: Path, name: str) -> None:
+    unit = _runnable_unit(tmp_path, name)
     done = subprocess.run([_systemd_analyze(), "verify", str(unit)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stderr.strip() == "" and done.stdout.strip() == "", done.stderr
 
 
-def test_unit_exposure_is_at_most_2_5(tmp_path: Path) -> None:
-    unit = _runnable_unit(tmp_path)
+@pytest.mark.parametrize("name", UNITS)
+def test_unit_exposure_is_at_most_2_5(tmp_path: Path, name: str) -> None:
+    unit = _runnable_unit(tmp_path, name)
     done = subprocess.run(
         [_systemd_analyze(), "security", "--offline=true", "--threshold=25", str(unit)],
         capture_output=True,
@@ -170,5 +187,7 @@ def test_ci_runs_the_readme_test_command() -> None:
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
     command = ci.strip().splitlines()[-1]
-    assert command.startswith("python3 -m venv .venv && .venv/bin/pip install -q torch==2.13.0")
+    # The distributed tests need a real redis-server: installed first where it is missing.
+    assert command.startswith("(command -v redis-server >/dev/null || apt-get install -y -q redis-server")
+    assert "python3 -m venv .venv && .venv/bin/pip install -q torch==2.13.0 &&" in command
     assert command in readme
