@@ -5,7 +5,8 @@
 
 1. Throughput with N = 1, 2, 4 and 8 simulated GPUs, each drawing a batch of up to 4 images in a fixed time, against
    N × one engine's rate (target: at least 0.9 × N). Everything but the GPU is real: SQLite job log, attempts,
-   kept images, handover.
+   kept images, handover. Then the same with each GPU on a worker of its own, through a real redis-server (the
+   Debian package) on this machine: batches, results and progress through Redis Streams.
 2. The dispatcher's time per batch with 1,000 jobs from 200 members queued, on engines that take no time: the gap
    between one batch reaching an engine and the next (target: p99 under 20 ms).
 3. Two engine processes on the CPU with the tiny test model against one, in the same run.
@@ -20,6 +21,7 @@ import asyncio
 import io
 import logging
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +32,11 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from redis.asyncio import Redis  # noqa: E402
+
 from bench.burst import BURST_TIMEOUT_S, PROMPTS, Timing  # noqa: E402
+from bot.fleet.hub import Hub  # noqa: E402
+from bot.fleet.worker import Heartbeat, Worker  # noqa: E402
 from bot.pipeline.database import Database  # noqa: E402
 from bot.pipeline.dispatch import Dispatcher  # noqa: E402
 from bot.pipeline.engine_client import Engine, EngineCommand, Outcome, ProcessEngine, ProgressCallback  # noqa: E402
@@ -44,9 +50,15 @@ from core.infotext import ModelInfo  # noqa: E402
 from core.jobs import Job, new_job_id  # noqa: E402
 from core.params import GenerationParams  # noqa: E402
 from core.wire import EngineReady, GeneratedImage, GenerateRequest, JobResult, Progress  # noqa: E402
+from tests.support.redis_server import RedisServer  # noqa: E402
 
 MODEL = ModelInfo(name="simulated", hash="0000000000")
 BATCH_IMAGES = 4
+
+
+def redis_version() -> str:
+    out = subprocess.run(["redis-server", "--version"], capture_output=True, text=True, check=True).stdout
+    return out.split("v=")[1].split()[0]
 
 
 def tiny_png() -> bytes:
@@ -125,10 +137,9 @@ class TimedQueue(FairQueue[Job]):
         self.choices: list[float] = []
         self._began = 0.0
 
-    async def get(self, prefer: Hashable = None) -> Job:
-        job = await super().get(prefer)
+    def take(self, prefer: Hashable = None, accept: Callable[[Job], bool] | None = None) -> tuple[Job] | None:
         self._began = time.perf_counter()
-        return job
+        return super().take(prefer, accept)
 
     def take_more(self, can_join: Callable[[Job], bool]) -> list[Job]:
         more = super().take_more(can_join)
@@ -137,9 +148,15 @@ class TimedQueue(FairQueue[Job]):
 
 
 async def serve(
-    engines: Sequence[Engine], jobs: list[tuple[int, GenerationParams]], work: Path, queue: FairQueue[Job] | None = None
+    engines: Sequence[Engine],
+    jobs: list[tuple[int, GenerationParams]],
+    work: Path,
+    queue: FairQueue[Job] | None = None,
+    redis_url: str | None = None,
+    workers: int = 0,
 ) -> float:
-    """Queue every job at once, run the dispatcher over the engines until all are posted; the seconds it took."""
+    """Queue every job at once, run the dispatcher over the engines (and, with `redis_url`, the `workers`' engines)
+    until all are posted; the seconds it took."""
     database = Database(work / f"bench-{new_job_id()}.sqlite3")
     await database.open()
     store = JobStore(database)
@@ -156,6 +173,11 @@ async def serve(
         estimator=Estimator(database, parallel=len(engines)),
         progress_interval=60.0,
     )
+    hub = Hub(redis_url, dispatcher, store, poll=0.05) if redis_url else None
+    if hub is not None:
+        await hub.start()
+        while len(pool.members) < workers:
+            await hub.check_workers()
     for member, params in jobs:
         job = Job(new_job_id(), params, member, f"member{member}", 1, 1, time.time())
         await store.add(job)
@@ -167,9 +189,36 @@ async def serve(
     seconds = time.perf_counter() - timing.start
     serving.cancel()
     await dispatcher.handover.drain()
+    if hub is not None:
+        await hub.close()
     await pool.close()
     await database.close()
     return seconds
+
+
+async def serve_remote(
+    gpus: Sequence[SimulatedGpu], jobs: list[tuple[int, GenerationParams]], work: Path, url: str
+) -> float:
+    """As `serve`, with each GPU on a worker of its own, reached through Redis."""
+    client = Redis.from_url(url)
+    await client.flushall()
+    workers: list[Worker] = []
+    serving: list[asyncio.Task[None]] = []
+    for number, gpu in enumerate(gpus):
+        engines = Engines([gpu])
+        await engines.start()
+        worker = Worker(Redis.from_url(url), f"bench-{number}", engines, heartbeat=Heartbeat(10.0), block=0.05)
+        await worker.register()
+        workers.append(worker)
+        serving.append(asyncio.create_task(worker.serve()))
+    try:
+        return await serve([], jobs, work, redis_url=url, workers=len(gpus))
+    finally:
+        for worker in workers:
+            await worker.stop(grace=1.0)
+            await worker.redis.aclose()
+        await asyncio.gather(*serving, return_exceptions=True)
+        await client.aclose()
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -194,6 +243,26 @@ async def simulated(args: argparse.Namespace, work: Path) -> list[str]:
         single_rate = single_rate or rate
         ideal = count * BATCH_IMAGES / args.batch_seconds
         lines.append(f"| {count} | {rate:.1f} | {rate / single_rate:.2f} | ≥ {0.9 * count:.1f} | {ideal:g} |")
+    server = RedisServer(work / "redis").start()
+    lines += [
+        "",
+        f"The same GPUs, each on a worker of its own, through redis-server {redis_version()} on this machine"
+        " (appendfsync always):",
+        "",
+        "| workers | images/s | × one worker | × one local GPU | target |",
+        "|---|---|---|---|---|",
+    ]
+    single_remote = 0.0
+    try:
+        for count in (1, 2, 4, 8):
+            jobs = jobs_of(args.batches * BATCH_IMAGES * count, args.members, 512, 30)
+            gpus = [SimulatedGpu(args.batch_seconds, png) for _ in range(count)]
+            rate = len(jobs) / await serve_remote(gpus, jobs, work, server.url)
+            single_remote = single_remote or rate
+            ratios = f"{rate / single_remote:.2f} | {rate / single_rate:.2f}"
+            lines.append(f"| {count} | {rate:.1f} | {ratios} | ≥ {0.9 * count:.1f} |")
+    finally:
+        server.stop()
     # One GPU three times slower than the other two: its share of the batches should be a third of theirs.
     mixed = [SimulatedGpu(args.batch_seconds, png), SimulatedGpu(args.batch_seconds, png)]
     mixed.append(SimulatedGpu(3 * args.batch_seconds, png))

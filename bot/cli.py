@@ -51,7 +51,7 @@ def _models(settings: Settings) -> Models:
     )
 
 
-def _engine(settings: Settings, device: str, threads: int | None = None) -> ProcessEngine:
+def _engine(settings: Settings, device: str, threads: int | None = None, models: Models | None = None) -> ProcessEngine:
     inpaint = settings.inpaint_model.location if settings.inpaint_model else None
     safety = str(settings.safety_model) if settings.safety_model else None
     command = EngineCommand(
@@ -70,13 +70,13 @@ def _engine(settings: Settings, device: str, threads: int | None = None) -> Proc
         safety_model=safety,
         threads=threads,
     )
-    return ProcessEngine(command)
+    return ProcessEngine(command, has_model=models.has_locally) if models is not None else ProcessEngine(command)
 
 
-def _engines(settings: Settings, devices: tuple[str, ...]) -> Engines:
-    """One engine per device; engines on the CPU split its cores between them."""
+def _engines(settings: Settings, devices: tuple[str, ...], models: Models | None = None) -> Engines:
+    """One engine per device (drawing the models of `models`' own folder); engines on the CPU split its cores."""
     threads = cpu_threads(devices.count("cpu"))
-    return Engines([_engine(settings, device, threads if device == "cpu" else None) for device in devices])
+    return Engines([_engine(settings, device, threads if device == "cpu" else None, models) for device in devices])
 
 
 async def run_bot(settings: Settings) -> None:
@@ -85,15 +85,16 @@ async def run_bot(settings: Settings) -> None:
         devices = await resolve_devices(settings.devices)
     except EngineStartError as exc:
         raise Fatal(str(exc)) from None
+    models = _models(settings)
     bot = SdBot(
         database=Database(settings.db_path),
-        engines=_engines(settings, devices),
+        engines=_engines(settings, devices, models),
         images=ImageStore(settings.data_dir, settings.keep_days),
         limits=settings.limits,
         guild_ids=settings.guild_ids,
         shutdown_grace=settings.shutdown_grace,
         lora_dir=settings.lora_dir,
-        models=_models(settings),
+        models=models,
         owner_ids=settings.owner_ids,
         allow_dms=settings.allow_dms,
         max_loras=settings.max_loras,
@@ -147,7 +148,7 @@ async def run_worker(settings: Settings) -> None:
             name,
             engines,
             heartbeat=Heartbeat(settings.heartbeat_ttl),
-            models=lambda: tuple(settings.catalog.names()),
+            models=_models(settings),
         )
         try:
             await worker.register()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from dataclasses import dataclass
@@ -50,26 +51,26 @@ class ModelDefaults:
     prediction: str | None = None  # SD 2.x only: "v" (768-v) or "epsilon" (512-base), when the header cannot tell
 
 
-def _whole(path: Path, key: str, value: Any, low: int, high: int, multiple: int = 1) -> int:
+def _whole(path: Path | str, key: str, value: Any, low: int, high: int, multiple: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high or value % multiple:
         also = f", a multiple of {multiple}" if multiple > 1 else ""
         raise SidecarError(f"{path}: {key} must be a whole number from {low} to {high}{also}, not {value!r}")
     return value
 
 
-def _number(path: Path, key: str, value: Any, low: float, high: float) -> float:
+def _number(path: Path | str, key: str, value: Any, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
         raise SidecarError(f"{path}: {key} must be a number from {low:g} to {high:g}, not {value!r}")
     return float(value)
 
 
-def _text(path: Path, key: str, value: Any, longest: int) -> str:
+def _text(path: Path | str, key: str, value: Any, longest: int) -> str:
     if not isinstance(value, str) or len(value) > longest or (key == "description" and "\n" in value):
         raise SidecarError(f"{path}: {key} must be one line of text of at most {longest} characters")
     return value.strip()
 
 
-def _choice(path: Path, key: str, value: Any, choices: tuple[str, ...]) -> str:
+def _choice(path: Path | str, key: str, value: Any, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise SidecarError(f"{path}: {key} must be one of {', '.join(choices)}, not {value!r}")
     return str(value)
@@ -91,9 +92,19 @@ def _parse(path: Path) -> dict[str, Any]:
 
 def read_sidecar(path: Path) -> ModelDefaults:
     """Parse and check one sidecar; SidecarError names the file and the first key at fault."""
-    data = _parse(path)
+    return check_defaults(_parse(path), path)
+
+
+def defaults_data(defaults: ModelDefaults) -> dict[str, Any]:
+    """What a sidecar would hold to give these defaults (as a worker reports them to the bot)."""
+    return {key: value for key, value in dataclasses.asdict(defaults).items() if value not in (None, "")}
+
+
+def check_defaults(data: dict[str, Any], path: Path | str) -> ModelDefaults:
+    """Check a sidecar's settings as read (`path` names where they came from); SidecarError names the first key at
+    fault."""
     known = {"width", "height", "steps", "cfg", "sampler", "clip_skip", "negative_prompt", "description", "prediction"}
-    unknown = sorted(set(data) - known)
+    unknown = sorted(set(map(str, data)) - known)
     if unknown:
         raise SidecarError(f"{path}: unknown key {unknown[0]!r}; the keys are {', '.join(sorted(known))}")
     values: dict[str, Any] = {}

@@ -18,7 +18,11 @@ from bot.pipeline.dispatch import MAX_IN_FLIGHT
 from bot.pipeline.engines import Engines
 from bot.pipeline.retries import ENGINE_CRASHED
 from bot.results.render import WORKERS_UNREACHABLE
+from bot.models.picker import Models
+from core.catalog import Catalog, CatalogEntry
+from core.checkpoint_header import Family
 from core.jobs import JobState
+from core.sidecar import ModelDefaults
 from core.wire import encode
 from tests.support.bots import answer, make_bot, results
 from tests.support.fake_discord import CHANNEL_ID, OWNER_ID, USER_ID, FakeDiscord
@@ -380,3 +384,46 @@ async def test_a_cancel_reaches_a_remote_worker_between_two_steps(
         assert stored is not None and stored.state is JobState.CANCELLED
         assert results(fake) == []
     await worker.leave()
+
+
+async def choices(fake: FakeDiscord, typed: str) -> list[str]:
+    inter = await fake.autocomplete("imagine", {"prompt": "x", "model": typed}, "model")
+    callback = await inter.wait_response()
+    assert callback.data is not None
+    return [choice["name"] for choice in callback.data["choices"]]
+
+
+async def test_imagine_offers_the_models_a_worker_has_and_sends_their_jobs_only_to_it(
+    fake: FakeDiscord, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    dreamy = CatalogEntry(
+        "dreamshaper_8",
+        Path("/srv/models/dreamshaper_8.safetensors"),
+        Family.SD1,
+        512,
+        ModelDefaults(steps=3, description="dreamy"),
+    )
+    worker = await start_worker(redis_server.url, "w", models=Models(catalog=Catalog({dreamy.name: dreamy})))
+    local = FakeEngine()
+    local.models = {""}  # as the bot's own engine: its folder has no dreamshaper
+    async with fake.connected(remote_bot(tmp_path, redis_server.url, [local])) as bot:
+        await workers_joined(fake, bot, 2)
+        assert await choices(fake, "dream") == ["dreamshaper_8 — dreamy"]
+        for member in range(4):
+            inter = await fake.slash(
+                "imagine", {"prompt": f"dream {member}", "model": "dreamshaper_8"}, user_id=USER_ID + member
+            )
+            await inter.wait_response()
+        await fake.wait_for(lambda: len(results(fake)) == 4 or None)
+        assert local.calls == [] and len(worker.engine.calls) == 4
+        # The sidecar's defaults came with the card: 3 steps.
+        assert {params.steps for _, params in worker.engine.calls} == {3}
+        await worker.die()
+        await workers_joined(fake, bot, 1)
+        assert await choices(fake, "dream") == []
+        refused = await imagine_with(fake, {"prompt": "dream on", "model": "dreamshaper_8"})
+        assert refused.startswith("There is no model called `dreamshaper_8`")
+
+
+async def imagine_with(fake: FakeDiscord, options: dict[str, object]) -> str:
+    return await answer(await fake.slash("imagine", options, user_id=USER_ID))

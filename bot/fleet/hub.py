@@ -215,7 +215,12 @@ class Hub:
                 alive[card.name] = (card, now - max(0.0, card.ttl - max(0, left) / 1000))
         for name, (card, beat) in alive.items():
             worker = self._workers.get(name) or self._attach(card)
+            if card.models != worker.card.models:
+                # Its folder was rescanned (/sdadmin models reload).
+                worker.card = card
+                self._offer_models()
             for engine in worker.engines:
+                engine.models = card.model_names
                 engine.last_heartbeat = beat
                 if not engine.reachable:
                     engine.reachable = True
@@ -226,17 +231,25 @@ class Hub:
                 await self._declare_dead(name)
 
     def _attach(self, card: WorkerCard) -> _Worker:
-        models = frozenset(card.models) if card.models else None
+        models = card.model_names
         engines = [RemoteEngine(self.redis, card.name, i, ready, models) for i, ready in enumerate(card.engines)]
         worker = self._workers[card.name] = _Worker(card, engines)
         for engine in engines:
             self.dispatcher.attach(engine)
+        self._offer_models()
         devices = ", ".join(ready.device for ready in card.engines)
         log.info("worker %s on %s joined with %d engines (%s)", card.name, card.host, len(engines), devices)
         return worker
 
+    def _offer_models(self) -> None:
+        """/imagine offers every model some connected worker has (a job for one goes only to a worker with it)."""
+        self.dispatcher.models.use_remote(
+            {entry.name: entry for worker in self._workers.values() for entry in worker.card.models}
+        )
+
     async def _declare_dead(self, name: str) -> None:
         worker = self._workers.pop(name)
+        self._offer_models()
         log.warning(
             "worker %s is dead: no heartbeat for %.0f s; its batches go to other engines", name, worker.card.ttl
         )

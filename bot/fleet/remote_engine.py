@@ -41,14 +41,12 @@ class _Batch:
 class RemoteEngine:
     """Engine `index` of worker `worker`: what it draws with and which models it has come from the worker's card."""
 
-    def __init__(
-        self, redis: Redis, worker: str, index: int, ready: EngineReady, models: frozenset[str] | None = None
-    ) -> None:
+    def __init__(self, redis: Redis, worker: str, index: int, ready: EngineReady, models: frozenset[str]) -> None:
         self.redis = redis
         self.host = worker
         self.index = index
         self._ready = ready
-        # The models of the worker's folder by name; None: it did not say, so it is given what the bot has.
+        # The models of the worker's folder, by name.
         self.models = models
         self.restarts = 0
         self.last_heartbeat: float | None = None
@@ -65,7 +63,7 @@ class RemoteEngine:
         return self.reachable
 
     def draws(self, model: str) -> bool:
-        return not model or self.models is None or model in self.models
+        return not model or model in self.models
 
     async def start(self, on_starting: Callable[[str], object] | None = None) -> EngineReady:
         """Its worker started it before announcing it."""

@@ -16,8 +16,12 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
+from core.catalog import CatalogEntry
+from core.checkpoint_header import Family
+from core.sidecar import SidecarError, check_defaults, defaults_data
 from core.wire import EngineReady, Message, WireError, encode, read_message
 
 PREFIX = "sdbot"
@@ -91,6 +95,36 @@ def entry_size(fields: Mapping[bytes, bytes]) -> int:
     return sum(len(key) + len(value) for key, value in fields.items())
 
 
+# Where a model only a worker has lives, as the bot's catalog names it (it never opens the path).
+REMOTE_MODELS = Path("remote-models")
+
+
+def model_data(entry: CatalogEntry) -> dict[str, Any]:
+    """One model of a worker's folder, as its card tells the bot."""
+    return {
+        "name": entry.name,
+        "family": entry.family.value,
+        "native": entry.native,
+        "pickle": entry.pickle,
+        "defaults": defaults_data(entry.defaults),
+    }
+
+
+def model_entry(data: Any) -> CatalogEntry:
+    """A worker's model as the bot's catalog keeps it; BadEntry for anything a sidecar could not say."""
+    try:
+        name = str(data["name"])
+        if not 0 < len(name) <= 200 or "/" in name:
+            raise ValueError(f"model name {name[:80]!r}")
+        defaults = check_defaults(dict(data.get("defaults", {})), f"model {name} of a worker")
+        native = int(data["native"])
+        if not 64 <= native <= 4096:
+            raise ValueError(f"native size {native}")
+        return CatalogEntry(name, REMOTE_MODELS / name, Family(data["family"]), native, defaults, bool(data["pickle"]))
+    except (KeyError, TypeError, ValueError, SidecarError) as exc:
+        raise BadEntry(f"unusable model in a worker card: {exc}") from None
+
+
 @dataclass(frozen=True)
 class WorkerCard:
     """What a worker announces with each heartbeat: who it is, its engines, its models, and how long it is
@@ -100,7 +134,11 @@ class WorkerCard:
     host: str
     engines: tuple[EngineReady, ...]
     ttl: float
-    models: tuple[str, ...] = ()
+    models: tuple[CatalogEntry, ...] = ()
+
+    @property
+    def model_names(self) -> frozenset[str]:
+        return frozenset(entry.name for entry in self.models)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -109,7 +147,7 @@ class WorkerCard:
                 "host": self.host,
                 "ttl": self.ttl,
                 "engines": [ready.to_header()[0] for ready in self.engines],
-                "models": list(self.models),
+                "models": [model_data(entry) for entry in self.models],
             }
         )
 
@@ -126,7 +164,7 @@ class WorkerCard:
                 host=str(data["host"]),
                 engines=engines,
                 ttl=float(data["ttl"]),
-                models=tuple(str(name) for name in data.get("models", [])),
+                models=tuple(model_entry(model) for model in data.get("models", [])),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise BadEntry(f"unreadable worker card: {exc!r}") from None

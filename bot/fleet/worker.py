@@ -10,7 +10,7 @@ import asyncio
 import logging
 import socket
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -31,6 +31,7 @@ from bot.fleet.streams import (
     text,
     worker_key,
 )
+from bot.models.picker import Models
 from bot.pipeline.engine_client import Engine, EngineCrashed, EngineStartError, JobFailedError
 from bot.pipeline.engines import Engines
 from core.wire import CancelRequest, GenerateBatch, JobFailed, JobResult, Progress, encode
@@ -74,7 +75,7 @@ class Worker:
         engines: Engines,
         *,
         heartbeat: Heartbeat = Heartbeat(),
-        models: Callable[[], Sequence[str]] = tuple,
+        models: Models | None = None,
         retry: float = 1.0,
         block: float = 1.0,
     ) -> None:
@@ -92,7 +93,8 @@ class Worker:
 
     def card(self) -> WorkerCard:
         readies = tuple(engine.ready for engine in self.engines.local if engine.ready is not None)
-        return WorkerCard(self.name, socket.gethostname(), readies, self.heartbeat.ttl, tuple(self.models()))
+        models = tuple(self.models.local.entries.values()) if self.models is not None else ()
+        return WorkerCard(self.name, socket.gethostname(), readies, self.heartbeat.ttl, models)
 
     async def register(self) -> None:
         """Announce this worker; WorkerRefused when Redis cannot be reached or a live worker has its name."""
@@ -198,6 +200,9 @@ class Worker:
             kind = Kind(text(fields, "kind"))
             engine = self._engine(fields)
             if kind is Kind.RELOAD:
+                # The next heartbeat's card tells the bot what the folder holds now.
+                if self.models is not None:
+                    await self.models.rescan()
                 await engine.reload_models()
                 return
             message = read_frame(fields.get(b"frame", b""), MAX_RESULT_BYTES)

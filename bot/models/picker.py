@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +24,8 @@ class ModelPick:
 
 
 class Models:
-    """SDBOT_MODELS_DIR as last scanned, SDBOT_MODEL, and the admins' per-channel defaults."""
+    """SDBOT_MODELS_DIR as last scanned, the models only workers have, SDBOT_MODEL, and the admins' per-channel
+    defaults."""
 
     def __init__(
         self,
@@ -39,12 +40,24 @@ class Models:
         self.default_location = default_location
         self.allow_pickle = allow_pickle
         self.channels = channels
+        self._remote: dict[str, CatalogEntry] = {}
         self._use(catalog or Catalog())
 
     def _use(self, catalog: Catalog) -> None:
-        self.catalog = catalog
+        self.local = catalog
+        # What members may name: this folder's models, and those only a worker has (the folder's win a name).
+        self.catalog = Catalog({**self._remote, **catalog.entries}, catalog.skipped)
         # SDBOT_MODEL's entry when it is (or points into) the models folder; the queue asks for every job.
         self.default_entry = catalog.by_path(self.default_location) if self.default_location else None
+
+    def use_remote(self, entries: Mapping[str, CatalogEntry]) -> None:
+        """The models the connected workers have besides (by name); offered and accepted as long as one has it."""
+        self._remote = dict(entries)
+        self._use(self.local)
+
+    def has_locally(self, name: str) -> bool:
+        """Whether the bot's own engines can draw a job naming `name` ("" the default model)."""
+        return not name or name in self.local.entries
 
     async def rescan(self) -> Catalog:
         """Scan the folder again (off the event loop) and use what it finds; CatalogError keeps what there was."""

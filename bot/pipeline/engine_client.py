@@ -235,8 +235,11 @@ class ProcessEngine:
         command: EngineCommand,
         backoff: Backoff = Backoff(),
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        has_model: Callable[[str], bool] = lambda name: True,
     ) -> None:
         self.command = command
+        # Whether the bot's own models folder has a model (not one only a worker has).
+        self.has_model = has_model
         self.backoff = backoff
         self._sleep = sleep
         self._crashes = 0
@@ -259,8 +262,8 @@ class ProcessEngine:
         return True
 
     def draws(self, model: str) -> bool:
-        """A local engine reads the bot's own models folder: what intake lets through, it has."""
-        return True
+        """A local engine reads the bot's own models folder."""
+        return self.has_model(model)
 
     @property
     def pid(self) -> int | None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from bot.fleet.worker import Heartbeat, Worker
+from bot.models.picker import Models
 from bot.pipeline.engines import Engines
 from tests.support.fake_engine import FakeEngine
 
@@ -45,12 +46,14 @@ class RunningWorker:
         await self.redis.aclose()
 
 
-async def start_worker(url: str, name: str, engine: FakeEngine | None = None, ttl: float = TTL) -> RunningWorker:
+async def start_worker(
+    url: str, name: str, engine: FakeEngine | None = None, ttl: float = TTL, models: Models | None = None
+) -> RunningWorker:
     engine = engine or FakeEngine()
     engines = Engines([engine])
     await engines.start()
     redis = Redis.from_url(url)
-    worker = Worker(redis, name, engines, heartbeat=Heartbeat(ttl), retry=POLL, block=POLL)
+    worker = Worker(redis, name, engines, heartbeat=Heartbeat(ttl), retry=POLL, block=POLL, models=models)
     await worker.register()
     running = RunningWorker(worker, engine, redis, asyncio.create_task(worker.serve(), name=f"worker-{name}"))
     await asyncio.sleep(0)  # serve() has started its tasks
