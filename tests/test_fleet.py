@@ -14,11 +14,11 @@ from redis.asyncio import Redis
 from bot.app import SdBot
 from bot.fleet import hub as hub_module
 from bot.fleet.streams import GROUP, RESULTS, outcome_fields, worker_key
+from bot.models.picker import Models
 from bot.pipeline.dispatch import MAX_IN_FLIGHT
 from bot.pipeline.engines import Engines
 from bot.pipeline.retries import ENGINE_CRASHED
 from bot.results.render import WORKERS_UNREACHABLE
-from bot.models.picker import Models
 from core.catalog import Catalog, CatalogEntry
 from core.checkpoint_header import Family
 from core.jobs import JobState
