@@ -47,13 +47,15 @@ class _Live(Collector):
         in_flight = GaugeMetricFamily(
             "sdbot_engine_batches_in_flight",
             "Batches sent to an engine and not yet answered",
-            labels=["engine", "device"],
+            labels=["engine", "device", "worker"],
         )
         restarts = CounterMetricFamily(
-            "sdbot_engine_restarts", "Times an engine was started again after dying", labels=["engine", "device"]
+            "sdbot_engine_restarts",
+            "Times an engine was started again after dying",
+            labels=["engine", "device", "worker"],
         )
         for status in self.dispatcher.engine_statuses(self.clock()):
-            labels = [str(status.number), status.device]
+            labels = [str(status.number), status.device, status.host]
             in_flight.add_metric(labels, status.in_flight)
             restarts.add_metric(labels, status.restarts)
         yield in_flight
@@ -65,7 +67,7 @@ class Metrics:
 
     def __init__(self, dispatcher: Dispatcher, queue: FairQueue[Job], clock: Clock) -> None:
         self.registry = CollectorRegistry()
-        labels = ["engine", "device"]
+        labels = ["engine", "device", "worker"]
         self.jobs = Counter(
             "sdbot_jobs", "Jobs that left an engine, by how they ended", [*labels, "ending"], registry=self.registry
         )
@@ -93,7 +95,7 @@ class Metrics:
         self._server: WSGIServer | None = None
 
     def observe(self, end: JobEnd) -> None:
-        labels = (str(end.engine), end.device)
+        labels = (str(end.engine), end.device, end.worker)
         self.jobs.labels(*labels, end.ending.value).inc()
         self.images.labels(*labels).inc(end.images)
         self.waited.observe(end.waited_s)

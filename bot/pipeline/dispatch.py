@@ -352,6 +352,7 @@ class Dispatcher:
             waited_s=max(0.0, started - job.created_at),
             drawn_s=result.seconds if result is not None else max(0.0, now - started),
             total_s=max(0.0, now - job.created_at),
+            worker=slot.engine.host,
         )
         slot.stats.ended(end, now)
         for listener in self.job_ended:

@@ -29,6 +29,7 @@ class JobEnd:
     waited_s: float
     drawn_s: float
     total_s: float
+    worker: str = "local"  # the worker serving the engine, or "local"
 
 
 @dataclass(frozen=True)
