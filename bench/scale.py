@@ -44,6 +44,7 @@ from bot.pipeline.engines import Engines, cpu_threads  # noqa: E402
 from bot.pipeline.estimates import Estimator  # noqa: E402
 from bot.pipeline.fair_queue import FairQueue  # noqa: E402
 from bot.pipeline.images import ImageStore  # noqa: E402
+from bot.pipeline.networks import Networks  # noqa: E402
 from bot.pipeline.source_images import SourceImages  # noqa: E402
 from bot.pipeline.store import JobStore  # noqa: E402
 from core.infotext import ModelInfo  # noqa: E402
@@ -89,7 +90,7 @@ class SimulatedGpu:
     def available(self) -> bool:
         return True
 
-    def draws(self, model: str) -> bool:
+    def draws(self, params: GenerationParams) -> bool:
         return True
 
     async def start(self, on_starting: Callable[[str], object] | None = None) -> EngineReady:
@@ -173,7 +174,7 @@ async def serve(
         estimator=Estimator(database, parallel=len(engines)),
         progress_interval=60.0,
     )
-    hub = Hub(redis_url, dispatcher, store, poll=0.05) if redis_url else None
+    hub = Hub(redis_url, dispatcher, store, Networks(), poll=0.05) if redis_url else None
     if hub is not None:
         await hub.start()
         while len(pool.members) < workers:

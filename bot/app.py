@@ -28,6 +28,7 @@ from bot.pipeline.engines import Engines
 from bot.pipeline.fair_queue import FairQueue
 from bot.pipeline.images import ImageStore
 from bot.pipeline.intake import Intake
+from bot.pipeline.networks import Networks
 from bot.pipeline.progress import Clock
 from bot.pipeline.store import JobStore
 from bot.policy import feature as policy_feature
@@ -72,6 +73,7 @@ class SdBot(discord.Client):
         max_loras: int = DEFAULT_MAX_LORAS,
         chunks: ChunkCounter | None = None,
         metrics: Listen | None = None,
+        loras: Networks | None = None,
         redis_url: str | None = None,
         fleet_poll: float = 1.0,
     ) -> None:
@@ -95,6 +97,7 @@ class SdBot(discord.Client):
             options=options,
             closing=lambda: self.closing,
             chunks=chunks or ChunkCounter(),
+            loras=loras,
         )
         self.registry = Registry(admin_group=admin_group())
         limits_feature.setup(self.shared, self.registry)
@@ -111,7 +114,15 @@ class SdBot(discord.Client):
         self.metrics = Metrics(self.dispatcher, self.queue, clock)
         # The workers' engines, through Redis (SDBOT_REDIS_URL); None: the local engines alone.
         self.hub = (
-            Hub(redis_url, self.dispatcher, self.store, poll=fleet_poll, retry=2 * fleet_poll, clock=clock)
+            Hub(
+                redis_url,
+                self.dispatcher,
+                self.store,
+                self.shared.loras,
+                poll=fleet_poll,
+                retry=2 * fleet_poll,
+                clock=clock,
+            )
             if redis_url
             else None
         )

@@ -28,8 +28,10 @@ from bot.pipeline.database import Database, StoreError
 from bot.pipeline.engine_client import EngineCommand, EngineStartError, JobFailedError, ProcessEngine
 from bot.pipeline.engines import Engines, cpu_threads, resolve_devices
 from bot.pipeline.images import ImageStore
+from bot.pipeline.networks import Networks
 from bot.settings import SettingError, Settings, configure_logging, load_settings, read_environment
 from bot.systemd import notify, starting, watchdog_interval
+from core.network_files import NetworkFolder
 from core.params import SAMPLERS, InvalidParams
 from core.wire import Progress
 
@@ -51,7 +53,9 @@ def _models(settings: Settings) -> Models:
     )
 
 
-def _engine(settings: Settings, device: str, threads: int | None = None, models: Models | None = None) -> ProcessEngine:
+def _engine(
+    settings: Settings, device: str, threads: int | None = None, local: tuple[Models, Networks] | None = None
+) -> ProcessEngine:
     inpaint = settings.inpaint_model.location if settings.inpaint_model else None
     safety = str(settings.safety_model) if settings.safety_model else None
     command = EngineCommand(
@@ -70,13 +74,16 @@ def _engine(settings: Settings, device: str, threads: int | None = None, models:
         safety_model=safety,
         threads=threads,
     )
-    return ProcessEngine(command, has_model=models.has_locally) if models is not None else ProcessEngine(command)
+    if local is None:
+        return ProcessEngine(command)
+    models, loras = local
+    return ProcessEngine(command, has=lambda params: models.has_locally(params.model) and loras.local_has(params))
 
 
-def _engines(settings: Settings, devices: tuple[str, ...], models: Models | None = None) -> Engines:
-    """One engine per device (drawing the models of `models`' own folder); engines on the CPU split its cores."""
+def _engines(settings: Settings, devices: tuple[str, ...], local: tuple[Models, Networks] | None = None) -> Engines:
+    """One engine per device (drawing what the bot's own folders hold, of `local`); CPU engines split its cores."""
     threads = cpu_threads(devices.count("cpu"))
-    return Engines([_engine(settings, device, threads if device == "cpu" else None, models) for device in devices])
+    return Engines([_engine(settings, device, threads if device == "cpu" else None, local) for device in devices])
 
 
 async def run_bot(settings: Settings) -> None:
@@ -86,9 +93,10 @@ async def run_bot(settings: Settings) -> None:
     except EngineStartError as exc:
         raise Fatal(str(exc)) from None
     models = _models(settings)
+    loras = Networks(NetworkFolder(settings.lora_dir))
     bot = SdBot(
         database=Database(settings.db_path),
-        engines=_engines(settings, devices, models),
+        engines=_engines(settings, devices, (models, loras)),
         images=ImageStore(settings.data_dir, settings.keep_days),
         limits=settings.limits,
         guild_ids=settings.guild_ids,
@@ -99,6 +107,7 @@ async def run_bot(settings: Settings) -> None:
         allow_dms=settings.allow_dms,
         max_loras=settings.max_loras,
         metrics=settings.metrics,
+        loras=loras,
         redis_url=settings.redis_url,
     )
     loop = asyncio.get_running_loop()
@@ -149,6 +158,8 @@ async def run_worker(settings: Settings) -> None:
             engines,
             heartbeat=Heartbeat(settings.heartbeat_ttl),
             models=_models(settings),
+            loras=NetworkFolder(settings.lora_dir),
+            embeddings=NetworkFolder(settings.embeddings_dir),
         )
         try:
             await worker.register()

@@ -30,6 +30,7 @@ from bot.pipeline.fair_queue import FairQueue
 from bot.pipeline.images import ImageStore
 from bot.pipeline.installed import Installed
 from bot.pipeline.intake import Intake
+from bot.pipeline.networks import Networks
 from bot.pipeline.progress import Clock
 from bot.pipeline.source_images import SourceImages
 from bot.pipeline.store import JobStore
@@ -70,6 +71,7 @@ class Shared:
     quota: Quota
     policy: PolicyStore
     models: Models
+    loras: Networks
     channel_models: ChannelModels
     owners: Owners
     pauses: Pauses
@@ -116,10 +118,12 @@ def build_shared(
     options: Options,
     closing: Callable[[], bool],
     chunks: ChunkCounter,
+    loras: Networks | None = None,
 ) -> Shared:
     """The pipeline (queue, dispatcher, intake) over the database, the engines and the stores it consults; `chunks`
     counts prompts' chunks with the shipped tokenizer (one loaded counter may serve several bots in one process)."""
     clock = options.clock
+    loras = loras or Networks(NetworkFolder(options.lora_dir))
     channel_models = ChannelModels(database)
     models.channels = channel_models
     # Jobs are grouped by the model they need, so the engine does not switch back and forth.
@@ -152,7 +156,7 @@ def build_shared(
         closing=closing,
         clock=clock,
         policy=policy,
-        installed=Installed(models, NetworkFolder(options.lora_dir), options.max_loras, chunks),
+        installed=Installed(models, loras, options.max_loras, chunks),
         allow_dms=options.allow_dms,
         stalled=lambda: engines.stalled,
     )
@@ -170,6 +174,7 @@ def build_shared(
         quota=quota,
         policy=policy,
         models=models,
+        loras=loras,
         channel_models=channel_models,
         owners=Owners(configured=frozenset(options.owner_ids), fetch=client.application_info, clock=clock),
         pauses=Pauses(admin=admin, queue=queue),

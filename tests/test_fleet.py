@@ -22,6 +22,7 @@ from bot.results.render import WORKERS_UNREACHABLE
 from core.catalog import Catalog, CatalogEntry
 from core.checkpoint_header import Family
 from core.jobs import JobState
+from core.network_files import NetworkFolder
 from core.sidecar import ModelDefaults
 from core.wire import encode
 from tests.support.bots import answer, make_bot, results
@@ -78,7 +79,8 @@ async def drawn_order(fake: FakeDiscord, bot: SdBot) -> list[str]:
     mark_running = bot.store.mark_running
 
     async def recording(job_ids: list[str], now: float, engine: str = "local") -> None:
-        order.extend([(await bot.store.get(job_id)).params.prompt for job_id in job_ids])  # type: ignore[union-attr]
+        # Before any await: the batches' tasks begin in the order the dispatcher formed them.
+        order.extend(job_ids)
         await mark_running(job_ids, now, engine)
 
     bot.store.mark_running = recording  # type: ignore[method-assign]
@@ -89,7 +91,7 @@ async def drawn_order(fake: FakeDiscord, bot: SdBot) -> list[str]:
     await bot.queue.resume()
     posted = await fake.wait_for(lambda: results(fake) if len(results(fake)) == 50 else None, timeout=60)
     assert sorted(m.embeds[0]["description"] for m in posted) == sorted(f"job {job}" for job in range(50))
-    return order
+    return [(await bot.store.get(job_id)).params.prompt for job_id in order]  # type: ignore[union-attr]
 
 
 async def test_fifty_jobs_from_ten_members_on_three_workers_keep_the_fair_order_of_one_engine(
@@ -133,8 +135,8 @@ class SlowEngine(FakeEngine):
 async def test_a_worker_three_times_slower_takes_proportionally_fewer_batches(
     fake: FakeDiscord, redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    fast = [await start_worker(redis_server.url, f"fast{n}", SlowEngine(0.05)) for n in range(2)]
-    slow = await start_worker(redis_server.url, "slow", SlowEngine(0.15))
+    fast = [await start_worker(redis_server.url, f"fast{n}", SlowEngine(0.1)) for n in range(2)]
+    slow = await start_worker(redis_server.url, "slow", SlowEngine(0.3))
     async with fake.connected(remote_bot(tmp_path, redis_server.url)) as bot:
         await workers_joined(fake, bot, 3)
         await bot.queue.pause()
@@ -393,7 +395,7 @@ async def choices(fake: FakeDiscord, typed: str) -> list[str]:
     return [choice["name"] for choice in callback.data["choices"]]
 
 
-async def test_imagine_offers_the_models_a_worker_has_and_sends_their_jobs_only_to_it(
+async def test_imagine_offers_the_models_and_loras_a_worker_has_and_sends_their_jobs_only_to_it(
     fake: FakeDiscord, redis_server: RedisServer, tmp_path: Path
 ) -> None:
     dreamy = CatalogEntry(
@@ -403,26 +405,42 @@ async def test_imagine_offers_the_models_a_worker_has_and_sends_their_jobs_only_
         512,
         ModelDefaults(steps=3, description="dreamy"),
     )
-    worker = await start_worker(redis_server.url, "w", models=Models(catalog=Catalog({dreamy.name: dreamy})))
+    (tmp_path / "worker-loras" / "styles").mkdir(parents=True)
+    (tmp_path / "worker-loras" / "styles" / "pixel_art.safetensors").write_bytes(b"")
+    worker = await start_worker(
+        redis_server.url,
+        "w",
+        models=Models(catalog=Catalog({dreamy.name: dreamy})),
+        loras=NetworkFolder(tmp_path / "worker-loras"),
+    )
     local = FakeEngine()
-    local.models = {""}  # as the bot's own engine: its folder has no dreamshaper
-    async with fake.connected(remote_bot(tmp_path, redis_server.url, [local])) as bot:
+    bot = remote_bot(tmp_path, redis_server.url, [local])
+    # As the bot's own engine process: it draws what the bot's folders hold, and they have no dreamshaper nor LoRA.
+    local.draws = lambda params: bot.models.has_locally(params.model) and bot.shared.loras.local_has(params)  # type: ignore[method-assign]
+    async with fake.connected(bot):
         await workers_joined(fake, bot, 2)
+        await imagine(fake, 5, "a castle <lora:pixel_art:0.8>")
+        await fake.wait_for(lambda: results(fake) or None)
+        assert local.calls == [] and [params.prompt for _, params in worker.engine.calls] == [
+            "a castle <lora:pixel_art:0.8>"
+        ]
         assert await choices(fake, "dream") == ["dreamshaper_8 — dreamy"]
         for member in range(4):
             inter = await fake.slash(
                 "imagine", {"prompt": f"dream {member}", "model": "dreamshaper_8"}, user_id=USER_ID + member
             )
             await inter.wait_response()
-        await fake.wait_for(lambda: len(results(fake)) == 4 or None)
-        assert local.calls == [] and len(worker.engine.calls) == 4
+        await fake.wait_for(lambda: len(results(fake)) == 5 or None)
+        assert local.calls == [] and len(worker.engine.calls) == 5
         # The sidecar's defaults came with the card: 3 steps.
-        assert {params.steps for _, params in worker.engine.calls} == {3}
+        assert {params.steps for _, params in worker.engine.calls[1:]} == {3}
         await worker.die()
         await workers_joined(fake, bot, 1)
         assert await choices(fake, "dream") == []
         refused = await imagine_with(fake, {"prompt": "dream on", "model": "dreamshaper_8"})
         assert refused.startswith("There is no model called `dreamshaper_8`")
+        refused = await imagine_with(fake, {"prompt": "a castle <lora:pixel_art:0.8>"})
+        assert refused.startswith("This bot has no LoRAs installed")
 
 
 async def imagine_with(fake: FakeDiscord, options: dict[str, object]) -> str:

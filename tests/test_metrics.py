@@ -57,7 +57,9 @@ async def test_jobs_images_latencies_and_the_queue_are_served(fake: FakeDiscord,
 
     def per_engine(name: str, **labels: str) -> list[float]:
         """Each engine's sample (a counter's series starts at its first count)."""
-        keys = [tuple(sorted({**labels, "engine": engine, "device": "fake", "worker": "local"}.items())) for engine in "12"]
+        keys = [
+            tuple(sorted({**labels, "engine": engine, "device": "fake", "worker": "local"}.items())) for engine in "12"
+        ]
         return [samples.get((name, key), 0.0) for key in keys]
 
     # Each job went to whichever engine was free: the engines' counts add up.

@@ -38,6 +38,7 @@ from bot.fleet.streams import (
 )
 from bot.pipeline.dispatch import Dispatcher
 from bot.pipeline.engine_client import UnusableFrame, check_result
+from bot.pipeline.networks import Networks
 from bot.pipeline.progress import Clock
 from bot.pipeline.store import JobStore
 from bot.results.render import WORKERS_UNREACHABLE
@@ -73,6 +74,7 @@ class Hub:
         url: str,
         dispatcher: Dispatcher,
         store: JobStore,
+        loras: Networks,
         *,
         poll: float = 1.0,
         retry: float = 2.0,
@@ -81,6 +83,7 @@ class Hub:
         self.url = url
         self.dispatcher = dispatcher
         self.store = store
+        self.loras = loras
         self.poll = poll
         self.retry = retry
         self.clock = clock
@@ -215,12 +218,12 @@ class Hub:
                 alive[card.name] = (card, now - max(0.0, card.ttl - max(0, left) / 1000))
         for name, (card, beat) in alive.items():
             worker = self._workers.get(name) or self._attach(card)
-            if card.models != worker.card.models:
-                # Its folder was rescanned (/sdadmin models reload).
+            if (card.models, card.loras) != (worker.card.models, worker.card.loras):
+                # Its folders were rescanned (/sdadmin models reload).
                 worker.card = card
                 self._offer_models()
             for engine in worker.engines:
-                engine.models = card.model_names
+                engine.models, engine.loras = card.model_names, card.loras
                 engine.last_heartbeat = beat
                 if not engine.reachable:
                     engine.reachable = True
@@ -232,7 +235,9 @@ class Hub:
 
     def _attach(self, card: WorkerCard) -> _Worker:
         models = card.model_names
-        engines = [RemoteEngine(self.redis, card.name, i, ready, models) for i, ready in enumerate(card.engines)]
+        engines = [
+            RemoteEngine(self.redis, card.name, i, ready, models, card.loras) for i, ready in enumerate(card.engines)
+        ]
         worker = self._workers[card.name] = _Worker(card, engines)
         for engine in engines:
             self.dispatcher.attach(engine)
@@ -242,10 +247,12 @@ class Hub:
         return worker
 
     def _offer_models(self) -> None:
-        """/imagine offers every model some connected worker has (a job for one goes only to a worker with it)."""
+        """/imagine offers every model some connected worker has, and takes its LoRAs (a job for one goes only to a
+        worker with it)."""
         self.dispatcher.models.use_remote(
             {entry.name: entry for worker in self._workers.values() for entry in worker.card.models}
         )
+        self.loras.use_remote(name for worker in self._workers.values() for name in worker.card.loras)
 
     async def _declare_dead(self, name: str) -> None:
         worker = self._workers.pop(name)

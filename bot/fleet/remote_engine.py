@@ -24,6 +24,8 @@ from bot.pipeline.engine_client import (
     check_progress,
     check_result,
 )
+from core.params import GenerationParams
+from core.prompt_syntax import split_loras
 from core.wire import CancelRequest, EngineReady, GenerateBatch, GenerateRequest, JobFailed, JobResult, Progress, encode
 
 log = logging.getLogger(__name__)
@@ -41,13 +43,22 @@ class _Batch:
 class RemoteEngine:
     """Engine `index` of worker `worker`: what it draws with and which models it has come from the worker's card."""
 
-    def __init__(self, redis: Redis, worker: str, index: int, ready: EngineReady, models: frozenset[str]) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        worker: str,
+        index: int,
+        ready: EngineReady,
+        models: frozenset[str],
+        loras: frozenset[str] = frozenset(),
+    ) -> None:
         self.redis = redis
         self.host = worker
         self.index = index
         self._ready = ready
-        # The models of the worker's folder, by name.
+        # The models and LoRAs of the worker's folders, by name.
         self.models = models
+        self.loras = loras
         self.restarts = 0
         self.last_heartbeat: float | None = None
         # Whether its worker can be reached now (Redis is up and the worker's heartbeat lives).
@@ -62,8 +73,10 @@ class RemoteEngine:
     def available(self) -> bool:
         return self.reachable
 
-    def draws(self, model: str) -> bool:
-        return not model or model in self.models
+    def draws(self, params: GenerationParams) -> bool:
+        if params.model and params.model not in self.models:
+            return False
+        return all(tag.name in self.loras for tag in split_loras(params.prompt)[1])
 
     async def start(self, on_starting: Callable[[str], object] | None = None) -> EngineReady:
         """Its worker started it before announcing it."""

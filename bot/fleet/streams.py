@@ -125,6 +125,13 @@ def model_entry(data: Any) -> CatalogEntry:
         raise BadEntry(f"unusable model in a worker card: {exc}") from None
 
 
+def _names(values: Any) -> frozenset[str]:
+    """LoRA or embedding names as a card lists them."""
+    if not isinstance(values, list) or not all(isinstance(value, str) and 0 < len(value) <= 200 for value in values):
+        raise ValueError("LoRA or embedding names that are not short texts")
+    return frozenset(values)
+
+
 @dataclass(frozen=True)
 class WorkerCard:
     """What a worker announces with each heartbeat: who it is, its engines, its models, and how long it is
@@ -135,6 +142,8 @@ class WorkerCard:
     engines: tuple[EngineReady, ...]
     ttl: float
     models: tuple[CatalogEntry, ...] = ()
+    loras: frozenset[str] = frozenset()
+    embeddings: frozenset[str] = frozenset()
 
     @property
     def model_names(self) -> frozenset[str]:
@@ -148,6 +157,8 @@ class WorkerCard:
                 "ttl": self.ttl,
                 "engines": [ready.to_header()[0] for ready in self.engines],
                 "models": [model_data(entry) for entry in self.models],
+                "loras": sorted(self.loras),
+                "embeddings": sorted(self.embeddings),
             }
         )
 
@@ -165,6 +176,8 @@ class WorkerCard:
                 engines=engines,
                 ttl=float(data["ttl"]),
                 models=tuple(model_entry(model) for model in data.get("models", [])),
+                loras=_names(data.get("loras", [])),
+                embeddings=_names(data.get("embeddings", [])),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise BadEntry(f"unreadable worker card: {exc!r}") from None

@@ -34,6 +34,7 @@ from bot.fleet.streams import (
 from bot.models.picker import Models
 from bot.pipeline.engine_client import Engine, EngineCrashed, EngineStartError, JobFailedError
 from bot.pipeline.engines import Engines
+from core.network_files import NetworkFolder
 from core.wire import CancelRequest, GenerateBatch, JobFailed, JobResult, Progress, encode
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,8 @@ class Worker:
         *,
         heartbeat: Heartbeat = Heartbeat(),
         models: Models | None = None,
+        loras: NetworkFolder | None = None,
+        embeddings: NetworkFolder | None = None,
         retry: float = 1.0,
         block: float = 1.0,
     ) -> None:
@@ -84,6 +87,9 @@ class Worker:
         self.engines = engines
         self.heartbeat = heartbeat
         self.models = models
+        self.folders = (loras or NetworkFolder(None), embeddings or NetworkFolder(None))
+        # The LoRAs and embeddings its card lists, read at start and at each rescan.
+        self.networks: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
         self.retry = retry
         self.block = block
         self._batches: set[asyncio.Task[None]] = set()
@@ -94,10 +100,17 @@ class Worker:
     def card(self) -> WorkerCard:
         readies = tuple(engine.ready for engine in self.engines.local if engine.ready is not None)
         models = tuple(self.models.local.entries.values()) if self.models is not None else ()
-        return WorkerCard(self.name, socket.gethostname(), readies, self.heartbeat.ttl, models)
+        loras, embeddings = self.networks
+        return WorkerCard(self.name, socket.gethostname(), readies, self.heartbeat.ttl, models, loras, embeddings)
+
+    async def scan(self) -> None:
+        """Read the LoRA and embedding folders again (off the event loop)."""
+        loras, embeddings = await asyncio.gather(*(asyncio.to_thread(folder.names) for folder in self.folders))
+        self.networks = (frozenset(loras), frozenset(embeddings))
 
     async def register(self) -> None:
         """Announce this worker; WorkerRefused when Redis cannot be reached or a live worker has its name."""
+        await self.scan()
         try:
             taken = not await self.redis.set(worker_key(self.name), self.card().to_json(), nx=True, px=self._ttl_ms)
             if not taken:
@@ -203,6 +216,7 @@ class Worker:
                 # The next heartbeat's card tells the bot what the folder holds now.
                 if self.models is not None:
                     await self.models.rescan()
+                await self.scan()
                 await engine.reload_models()
                 return
             message = read_frame(fields.get(b"frame", b""), MAX_RESULT_BYTES)

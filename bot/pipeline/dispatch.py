@@ -62,7 +62,7 @@ class _Slot:
 
     def accepts(self, job: Job) -> bool:
         """Whether its engine has the job's model (a worker may lack some of the bot's)."""
-        return self.engine.draws(job.params.model)
+        return self.engine.draws(job.params)
 
 
 def _least_busy(slot: _Slot) -> tuple[int, float, int]:
@@ -201,7 +201,7 @@ class Dispatcher:
         def can_join(job: Job) -> bool:
             if not compatible(first.params, job.params) or not fits([*batch, job.params], max_images, max_pixels):
                 return False
-            if not engine.draws(job.params.model):
+            if not engine.draws(job.params):
                 return False
             batch.append(job.params)
             return True

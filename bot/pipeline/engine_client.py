@@ -121,8 +121,8 @@ class Engine(Protocol):
         """Whether it may be given a batch now (a remote one is not while its worker is unreachable)."""
         ...
 
-    def draws(self, model: str) -> bool:
-        """Whether it has the model a job names ("" the default model)."""
+    def draws(self, params: GenerationParams) -> bool:
+        """Whether it has the model ("" the default model) and the LoRAs a job names."""
         ...
 
     @property
@@ -235,11 +235,11 @@ class ProcessEngine:
         command: EngineCommand,
         backoff: Backoff = Backoff(),
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        has_model: Callable[[str], bool] = lambda name: True,
+        has: Callable[[GenerationParams], bool] = lambda params: True,
     ) -> None:
         self.command = command
-        # Whether the bot's own models folder has a model (not one only a worker has).
-        self.has_model = has_model
+        # Whether the bot's own folders have a job's model and LoRAs (not ones only a worker has).
+        self.has = has
         self.backoff = backoff
         self._sleep = sleep
         self._crashes = 0
@@ -261,9 +261,9 @@ class ProcessEngine:
     def available(self) -> bool:
         return True
 
-    def draws(self, model: str) -> bool:
-        """A local engine reads the bot's own models folder."""
-        return self.has_model(model)
+    def draws(self, params: GenerationParams) -> bool:
+        """A local engine reads the bot's own folders."""
+        return self.has(params)
 
     @property
     def pid(self) -> int | None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from bot.models.picker import Models
+from bot.pipeline.networks import Networks
 from core.chunking import ChunkCounter, check_chunk_count
-from core.network_files import NetworkFolder
 from core.params import DEFAULT_MAX_LORAS, GenerationParams
 from core.prompt_syntax import check_lora_count, check_lora_names, check_network_kinds, split_loras
 
@@ -18,7 +18,7 @@ class Installed:
     model or LoRA that was removed since, or a pasted infotext one that was never here), and the prompt bounds."""
 
     models: Models = field(default_factory=Models)
-    loras: NetworkFolder = field(default_factory=lambda: NetworkFolder(None))
+    loras: Networks = field(default_factory=Networks)
     max_loras: int = DEFAULT_MAX_LORAS
     chunks: ChunkCounter = field(default_factory=ChunkCounter)
 
@@ -39,6 +39,6 @@ class Installed:
         text, tags = split_loras(params.prompt)
         check_lora_count(tags, self.max_loras)
         if tags:
-            check_lora_names(tags, self.loras.names())
+            check_lora_names(tags, self.loras.lora_names())
         for what, words in (("prompt", text), ("negative prompt", params.negative_prompt)):
             check_chunk_count(what, self.chunks.count(words))

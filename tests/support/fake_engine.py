@@ -83,8 +83,8 @@ class FakeEngine:
     def available(self) -> bool:
         return self.reachable
 
-    def draws(self, model: str) -> bool:
-        return self.models is None or model in self.models
+    def draws(self, params: GenerationParams) -> bool:
+        return self.models is None or params.model in self.models
 
     async def start(self, on_starting: Callable[[str], object] | None = None) -> EngineReady:
         if on_starting is not None:

@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 from bot.fleet.worker import Heartbeat, Worker
 from bot.models.picker import Models
 from bot.pipeline.engines import Engines
+from core.network_files import NetworkFolder
 from tests.support.fake_engine import FakeEngine
 
 # Short enough that a test sees a worker die in a couple of seconds, long enough that a loaded test machine never
@@ -47,13 +48,18 @@ class RunningWorker:
 
 
 async def start_worker(
-    url: str, name: str, engine: FakeEngine | None = None, ttl: float = TTL, models: Models | None = None
+    url: str,
+    name: str,
+    engine: FakeEngine | None = None,
+    ttl: float = TTL,
+    models: Models | None = None,
+    loras: NetworkFolder | None = None,
 ) -> RunningWorker:
     engine = engine or FakeEngine()
     engines = Engines([engine])
     await engines.start()
     redis = Redis.from_url(url)
-    worker = Worker(redis, name, engines, heartbeat=Heartbeat(ttl), retry=POLL, block=POLL, models=models)
+    worker = Worker(redis, name, engines, heartbeat=Heartbeat(ttl), retry=POLL, block=POLL, models=models, loras=loras)
     await worker.register()
     running = RunningWorker(worker, engine, redis, asyncio.create_task(worker.serve(), name=f"worker-{name}"))
     await asyncio.sleep(0)  # serve() has started its tasks
