@@ -19,8 +19,7 @@ from redis.exceptions import RedisError
 
 from bot.app import SdBot
 from bot.fleet.hub import redacted
-from bot.fleet.streams import worker_key
-from bot.fleet.worker import Heartbeat, Worker, WorkerRefused, default_name, name_taken
+from bot.fleet.worker import Heartbeat, Worker, WorkerRefused, default_name, wait_for_name
 from bot.imagine.command import ImagineOptions
 from bot.metrics import MetricsUnavailable
 from bot.models.picker import Models
@@ -144,8 +143,9 @@ async def run_worker(settings: Settings) -> None:
     try:
         try:
             # Before the model loads (minutes on a GPU): a wrong URL or a taken name is told at once.
-            if await redis.exists(worker_key(name)):
-                raise Fatal(name_taken(name))
+            await wait_for_name(redis, name)
+        except WorkerRefused as exc:
+            raise Fatal(str(exc)) from None
         except (RedisError, OSError) as exc:
             raise Fatal(f"SDBOT_REDIS_URL {redacted(settings.redis_url)} cannot be reached: {exc}") from None
         try:

@@ -18,7 +18,7 @@ from core.pngmeta import infotext_of
 from tests.support.bots import make_bot, results
 from tests.support.fake_discord import USER_ID, FakeDiscord
 from tests.support.fake_engine import FakeEngine
-from tests.support.fleet import POLL
+from tests.support.fleet import POLL, start_worker
 from tests.support.redis_server import RedisServer, free_port
 from tests.test_fleet import eventually, remote_bot
 
@@ -43,13 +43,19 @@ def test_a_worker_that_cannot_reach_redis_says_so_in_one_line(tiny_model_dir: Pa
     assert done.stderr.count("\n") == 1 and "hunter2" not in done.stderr
 
 
-def test_a_worker_named_as_a_live_one_is_refused(
+async def test_a_worker_named_as_a_live_one_is_refused(
     tiny_model_dir: Path, tmp_path: Path, redis_server: RedisServer
 ) -> None:
-    subprocess.run(["redis-cli", "-p", str(redis_server.port), "SET", worker_key("twin"), "{}", "EX", "60"], check=True)
-    done = run_worker(worker_env(tiny_model_dir, redis_server.url, SDBOT_WORKER_NAME="twin"), tmp_path)
-    assert done.returncode == 2
-    assert done.stderr == (
+    # A live worker renews its heartbeat: the second one waits out the key's time-to-live, sees it renewed, and stops.
+    twin = await start_worker(redis_server.url, "twin", ttl=1.0)
+    env = worker_env(tiny_model_dir, redis_server.url, SDBOT_WORKER_NAME="twin")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "worker", cwd=tmp_path, env=env, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await asyncio.wait_for(process.communicate(), 60)
+    await twin.leave()
+    assert process.returncode == 2
+    assert err.decode() == (
         "sdbot: SDBOT_WORKER_NAME twin is taken by a worker that is still running: give this one another name\n"
     )
 
@@ -58,6 +64,9 @@ async def test_a_worker_process_draws_with_the_tiny_model_for_a_bot_without_engi
     tiny_model_dir: Path, tmp_path: Path, redis_server: RedisServer, fake: FakeDiscord
 ) -> None:
     env = worker_env(tiny_model_dir, redis_server.url, SDBOT_WORKER_NAME="tiny", SDBOT_HEARTBEAT_S="2")
+    # The key of a worker of this name that died a moment ago (as systemd restarts it): it is waited out, not refused.
+    client = Redis.from_url(redis_server.url)
+    await client.set(worker_key("tiny"), "{}", px=1500)
     process = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", "worker", cwd=tmp_path, env=env)
     try:
         async with fake.connected(remote_bot(tmp_path / "bot", redis_server.url)) as bot:
@@ -70,10 +79,9 @@ async def test_a_worker_process_draws_with_the_tiny_model_for_a_bot_without_engi
             assert "a tiny fox" in infotext_of(png) and "Seed: 7" in infotext_of(png)
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 60) == 0
-        client = Redis.from_url(redis_server.url)
         assert not await client.exists(worker_key("tiny")), "it signed off"
-        await client.aclose()
     finally:
+        await client.aclose()
         if process.returncode is None:
             process.kill()
             await process.wait()

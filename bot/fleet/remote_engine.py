@@ -110,6 +110,8 @@ class RemoteEngine:
             await self.redis.xadd(batches_key(self.host), fields)  # type: ignore[arg-type]
             outcomes = await asyncio.gather(*batch.futures.values(), return_exceptions=True)
         except RedisError as exc:
+            # Given nothing more until the hub sees its heartbeat again (or Redis back).
+            self.reachable = False
             raise EngineLost(f"the batch could not be sent to {self.host}: {exc}") from None
         finally:
             del self._batches[batch_id]

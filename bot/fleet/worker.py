@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -48,6 +49,20 @@ class WorkerRefused(Exception):
 
 def name_taken(name: str) -> str:
     return f"SDBOT_WORKER_NAME {name} is taken by a worker that is still running: give this one another name"
+
+
+async def wait_for_name(redis: Redis, name: str, clock: Callable[[], float] = time.monotonic) -> None:
+    """Return once `name` is free: at once if no worker has it, or when the heartbeat of one that died expires;
+    WorkerRefused if its worker keeps renewing it (it is alive). A restarted worker with a fixed name thus waits for
+    its dead self's key instead of being refused."""
+    key = worker_key(name)
+    left = await redis.pttl(key)
+    deadline = clock() + max(0, left) / 1000 + 1.0
+    while left != -2:
+        if clock() > deadline:
+            raise WorkerRefused(name_taken(name))
+        await asyncio.sleep(0.2)
+        left = await redis.pttl(key)
 
 
 def default_name(devices: Sequence[str]) -> str:
