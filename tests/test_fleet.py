@@ -76,14 +76,14 @@ async def drawn_order(fake: FakeDiscord, bot: SdBot) -> list[str]:
     """Fifty jobs from ten members, queued before any engine may start, then drawn: the prompts in the order the
     dispatcher handed them out, once every result is posted."""
     order: list[str] = []
-    mark_running = bot.store.mark_running
+    hand_over = bot.store.hand_over
 
-    async def recording(job_ids: list[str], now: float, engine: str = "local") -> None:
-        # Before any await: the batches' tasks begin in the order the dispatcher formed them.
+    async def recording(job_ids: list[str], now: float, engine: str = "local") -> dict[str, int]:
+        # Before any await: the batches' tasks reach it in the order the dispatcher formed them.
         order.extend(job_ids)
-        await mark_running(job_ids, now, engine)
+        return await hand_over(job_ids, now, engine)
 
-    bot.store.mark_running = recording  # type: ignore[method-assign]
+    bot.store.hand_over = recording  # type: ignore[method-assign]
     await bot.queue.pause()
     for job in range(50):
         await imagine(fake, job % 10, f"job {job}")

@@ -32,6 +32,7 @@ class ScriptedEngine:
     def __init__(self, script: list[tuple[int, Sequence[str]] | None]) -> None:
         self.script = script  # per call: (steps drawn, jobs answered) before dying, or None to finish
         self.calls: list[list[str]] = []
+        self.host = "local"
 
     async def generate_batch(self, requests: Sequence[GenerateRequest], on_progress: ProgressCallback) -> list[Outcome]:
         self.calls.append([r.job_id for r in requests])
@@ -96,7 +97,7 @@ async def test_a_batch_the_engine_died_drawing_twice_is_given_up(store: JobStore
 
 async def test_a_job_that_took_the_engine_down_before_a_restart_is_given_up_after_one_more(store: JobStore) -> None:
     # Before the restart: the bot died with the engine while drawing `a` (its attempt was never given back).
-    await store.begin_attempt(["a"])
+    await store.hand_over(["a"], 1.0)
     retries, engine = retries_over([(1, ()), None], store)
     outcomes = await retries.draw(REQUESTS, ignore, never)
     assert str(outcomes[0]) == ENGINE_CRASHED and isinstance(outcomes[1], JobResult)
@@ -105,7 +106,7 @@ async def test_a_job_that_took_the_engine_down_before_a_restart_is_given_up_afte
 
 async def test_a_job_whose_attempts_are_spent_is_not_sent_at_all(store: JobStore) -> None:
     for _ in range(CRASH_ATTEMPTS):
-        await store.begin_attempt(["a"])
+        await store.hand_over(["a"], 1.0)
     retries, engine = retries_over([None], store)
     outcomes = await retries.draw(REQUESTS, ignore, never)
     assert str(outcomes[0]) == ENGINE_CRASHED and isinstance(outcomes[1], JobResult)

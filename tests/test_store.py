@@ -36,7 +36,7 @@ async def test_jobs_and_their_states_survive_reopening(tmp_path: Path) -> None:
     await store.add(make_job("b", 2.0))
     await store.add(make_job("c", 3.0))
     await store.set_message("a", 555)
-    await store.mark_running(["a"], 4.0)
+    await store.hand_over(["a"], 4.0)
     await store.mark_done([Done("b", 2.5, ModelInfo(name="deliberate_v2", hash="9aba26abdf"))], 5.0)
     await store.mark_failed("c", "The GPU ran out of memory.", 6.0)
     await database.close()
@@ -182,12 +182,12 @@ async def test_many_batches_at_once_count_and_forgive_their_attempts(tmp_path: P
         for job_id in ids:
             await store.add(make_job(job_id, 1.0))
         batches = [ids[start : start + 4] for start in range(0, len(ids), 4)]
-        counted = await asyncio.gather(*(store.begin_attempt(batch) for batch in batches))
+        counted = await asyncio.gather(*(store.hand_over(batch, 2.0) for batch in batches))
         assert all(attempts == dict.fromkeys(batch, 1) for attempts, batch in zip(counted, batches, strict=True))
         await asyncio.gather(*(store.forgive_attempt(batch) for batch in batches))
-        await asyncio.gather(*(store.mark_running(batch, 2.0) for batch in batches))
-        again = await store.begin_attempt(ids)
+        again = await store.hand_over(ids, 3.0, "worker-1")
         assert again == dict.fromkeys(ids, 1)
+        assert await store.handed_to(ids[0]) == "worker-1"
         assert {job.state for job in await store.in_states(JobState.RUNNING)} == {JobState.RUNNING}
         assert len(await store.in_states(JobState.RUNNING)) == len(ids)
     finally:

@@ -95,7 +95,9 @@ class Dispatcher:
         self.models = models or Models()
         self.clock = clock
         self.progress_interval = progress_interval
-        self._slots = [_Slot(number, engine, Retries(engine, store)) for number, engine in enumerate(engines.members)]
+        self._slots = [
+            _Slot(number, engine, Retries(engine, store, clock)) for number, engine in enumerate(engines.members)
+        ]
         self._numbers = len(self._slots)
         self._slot_changed = asyncio.Event()
         self.handover = Handover(
@@ -113,7 +115,7 @@ class Dispatcher:
 
     def attach(self, engine: Engine) -> None:
         """Feed one more engine (a worker's, as it announces itself) from the next batch on."""
-        self._slots.append(_Slot(self._numbers, engine, Retries(engine, self.store)))
+        self._slots.append(_Slot(self._numbers, engine, Retries(engine, self.store, self.clock)))
         self._numbers += 1
         self.engines.add_remote(engine)
         self.handover.estimator.parallel = max(1, len(self._slots))
@@ -263,7 +265,6 @@ class Dispatcher:
         for the upload."""
         started = self.clock()
         try:
-            await self.store.mark_running([job.id for job in batch], started, slot.engine.host)
             await self._run(batch, slot, started)
         except Exception:
             log.exception("jobs %s: unexpected error in the dispatcher", ", ".join(job.id for job in batch))

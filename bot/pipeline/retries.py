@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -51,9 +52,10 @@ class Reroute:
 class Retries:
     """Draws batches on the engine, each job's attempts counted in the job log."""
 
-    def __init__(self, engine: Engine, store: JobStore) -> None:
+    def __init__(self, engine: Engine, store: JobStore, clock: Callable[[], float] = time.time) -> None:
         self.engine = engine
         self.store = store
+        self.clock = clock
 
     async def draw(
         self, requests: Sequence[GenerateRequest], on_progress: ProgressCallback, cancelled: Callable[[str], bool]
@@ -113,7 +115,8 @@ class Retries:
         """Count an attempt for each job; those whose attempts are spent are given up instead of sent."""
         if not requests:
             return _HandOver([], {})
-        attempts = await self.store.begin_attempt([request.job_id for request in requests])
+        job_ids = [request.job_id for request in requests]
+        attempts = await self.store.hand_over(job_ids, self.clock(), self.engine.host)
         given_up: dict[str, Outcome] = {}
         for request in requests:
             if attempts[request.job_id] > CRASH_ATTEMPTS:

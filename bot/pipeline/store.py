@@ -156,15 +156,6 @@ class JobStore:
         """Remember the message that shows the job's progress."""
         await self._update(job_id, message_id=message_id)
 
-    async def mark_running(self, job_ids: Sequence[str], now: float, engine: str = "local") -> None:
-        """Jobs handed to an engine together (`engine`: "local", or the worker's name): one statement and one commit
-        for the batch."""
-        await self.db.execute(
-            f"UPDATE jobs SET state = ?, started_at = ?, engine = ? WHERE id IN ({_marks(job_ids)})",
-            (JobState.RUNNING.value, now, engine, *job_ids),
-        )
-        await self.db.commit()
-
     async def requeue(self, job_ids: Sequence[str]) -> None:
         """Jobs back in the queue: their engine was lost before it drew them."""
         await self.db.execute(
@@ -215,13 +206,19 @@ class JobStore:
         """A job stopped by its member or an admin; `charged` when the engine had begun drawing it."""
         await self._update(job_id, state=JobState.CANCELLED.value, error=reason, finished_at=now, charged=int(charged))
 
-    async def begin_attempt(self, job_ids: Sequence[str]) -> dict[str, int]:
-        """Count one more hand-over of each job to an engine; return each one's attempts, this one included."""
-        await self.db.execute(f"UPDATE jobs SET attempts = attempts + 1 WHERE id IN ({_marks(job_ids)})", job_ids)
-        await self.db.commit()
+    async def hand_over(self, job_ids: Sequence[str], now: float, engine: str = "local") -> dict[str, int]:
+        """Jobs handed to an engine together (`engine`: "local", or the worker's name): running from `now`, one
+        more attempt each; return each one's attempts, this one included. One transaction for the batch, so the next
+        batch's hand-over waits behind as little as possible."""
+        await self.db.execute(
+            f"UPDATE jobs SET state = ?, started_at = ?, engine = ?, attempts = attempts + 1"
+            f" WHERE id IN ({_marks(job_ids)})",
+            (JobState.RUNNING.value, now, engine, *job_ids),
+        )
         rows = await self.db.execute_fetchall(
             f"SELECT id, attempts FROM jobs WHERE id IN ({_marks(job_ids)})", list(job_ids)
         )
+        await self.db.commit()
         return {str(job_id): int(attempts) for job_id, attempts in rows}
 
     async def forgive_attempt(self, job_ids: Sequence[str]) -> None:
