@@ -142,8 +142,8 @@ class TimedQueue(FairQueue[Job]):
         self._began = time.perf_counter()
         return super().take(prefer, accept)
 
-    def take_more(self, can_join: Callable[[Job], bool]) -> list[Job]:
-        more = super().take_more(can_join)
+    def take_more(self, can_join: Callable[[Job], bool], limit: int | None = None) -> list[Job]:
+        more = super().take_more(can_join, limit)
         self.choices.append(time.perf_counter() - self._began)
         return more
 

@@ -240,7 +240,8 @@ class Dispatcher:
                 continue
             slot, first = chosen
             slot.loaded = self.queue.affinity(first)
-            batch = [first, *self.queue.take_more(self._joiner(first, slot.engine))]
+            limit = slot.engine.ready.max_batch - 1 if slot.engine.ready is not None else 0
+            batch = [first, *self.queue.take_more(self._joiner(first, slot.engine), limit)]
             # Running from the moment they leave the queue, so a cancel before the batch starts still finds them.
             started = self.clock()
             for job in batch:

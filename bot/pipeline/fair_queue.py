@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -148,18 +148,26 @@ class FairQueue(Generic[T]):
     def _choose(
         self, prefer: Hashable, accept: Callable[[T], bool] | None = None
     ) -> tuple[_Group[T], _Entry[T]] | None:
-        fair = _interleave([[(lane, e) for e in lane.entries] for _, lane in self._runnable()])
-        if accept is not None:
-            fair = [(lane, e) for lane, e in fair if accept(e.item)]
-        if not fair:
+        # The current round, in serving order: each guild's waiting (and accepted) jobs of the round its first one is
+        # in. Only those are read, not the whole queue: a batch is chosen in time that grows with the members
+        # waiting, not with their jobs.
+        found: list[tuple[int, int, _Group[T], _Entry[T]]] = []
+        for turn, (_, lane) in enumerate(self._runnable()):
+            first_round: int | None = None
+            for depth, entry in enumerate(lane.entries):
+                if first_round is not None and entry.round != first_round:
+                    break
+                if accept is None or accept(entry.item):
+                    first_round = entry.round
+                    found.append((depth, turn, lane, entry))
+                    if self._affinity is None or prefer is None:
+                        break
+        if not found:
             return None
+        found.sort(key=lambda candidate: candidate[:2])
+        candidates = [(lane, entry) for _, _, lane, entry in found]
         if self._affinity is None or prefer is None:
-            return fair[0]
-        # The current round: each guild's waiting jobs of the round its first waiting (and accepted) job is in.
-        firsts: dict[int, int] = {}
-        for lane, entry in fair:
-            firsts.setdefault(id(lane), entry.round)
-        candidates = [(lane, e) for lane, e in fair if e.round == firsts[id(lane)]]
+            return candidates[0]
         chosen = 0
         for index, (_, entry) in enumerate(candidates):
             passed, limit = self._passed.get(entry.seq, (0, len(candidates) - 1))
@@ -171,15 +179,15 @@ class FairQueue(Generic[T]):
             self._passed[entry.seq] = (passed + 1, limit)
         return candidates[chosen]
 
-    def take_more(self, can_join: Callable[[T], bool]) -> list[T]:
+    def take_more(self, can_join: Callable[[T], bool], limit: int | None = None) -> list[T]:
         """Also take the waiting items, in serving order, that `can_join` accepts (it is asked in that order,
-        so it may count what it took); an item never jumps ahead of its own owner's earlier waiting items."""
+        so it may count what it took), at most `limit` of them; an item never jumps ahead of its own owner's earlier
+        waiting items."""
         taken: list[T] = []
-        lanes = self._runnable()
         passed_over: set[tuple[Hashable, Hashable]] = set()
-        lane_of = {id(entry): (key, lane) for key, lane in lanes for entry in lane.entries}
-        for entry in _interleave([lane.entries for _, lane in lanes]):
-            key, lane = lane_of[id(entry)]
+        for key, lane, entry in _serving(self._runnable()):
+            if limit is not None and len(taken) >= limit:
+                break
             if (key, entry.owner) in passed_over or not can_join(entry.item):
                 passed_over.add((key, entry.owner))
                 continue
@@ -231,6 +239,16 @@ class FairQueue(Generic[T]):
             else:
                 lanes.append((key, lane.entries))
         return [e.item for e in self._in_order(lanes)].index(sentinel) + 1
+
+
+def _serving(lanes: list[tuple[Hashable, _Group[T]]]) -> Iterator[tuple[Hashable, _Group[T], _Entry[T]]]:
+    """The lanes' entries in serving order (the first of each in turn, then the second, …), read as they are asked
+    for; the lanes may lose entries meanwhile (what was read was copied)."""
+    snapshots = [(key, lane, list(lane.entries)) for key, lane in lanes]
+    for depth in range(max((len(entries) for _, _, entries in snapshots), default=0)):
+        for key, lane, entries in snapshots:
+            if depth < len(entries):
+                yield key, lane, entries[depth]
 
 
 def _interleave(lanes: list[list[E]]) -> list[E]:
