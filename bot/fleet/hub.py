@@ -273,7 +273,7 @@ class Hub:
         and not held by a batch now: each is handed on again."""
         last = b"0"
         while True:
-            reply = await self.redis.xreadgroup(GROUP, CONSUMER, {RESULTS: last}, count=64)
+            reply = await self.redis.xreadgroup(GROUP, CONSUMER, {RESULTS: last}, count=4)
             entries: list[Entry] = reply[0][1] if reply else []
             if not entries:
                 return
@@ -286,7 +286,12 @@ class Hub:
     async def _read_results(self) -> None:
         while True:
             reply = await self.redis.xreadgroup(
-                GROUP, CONSUMER, {RESULTS: ">"}, count=16, block=max(1, int(self.poll * 1000))
+                # A few at a time: each may hold a batch job's PNGs (up to MAX_RESULT_BYTES).
+                GROUP,
+                CONSUMER,
+                {RESULTS: ">"},
+                count=4,
+                block=max(1, int(self.poll * 1000)),
             )
             for _, entries in reply or []:
                 for entry_id, fields in entries:

@@ -31,8 +31,8 @@ GROUP = "bot"
 CONSUMER = "bot"
 # Progress entries kept: a few seconds of every engine's steps; older ones are of no use to anyone.
 PROGRESS_KEPT = 2000
-# The largest entry the bot reads: a result's PNGs (a batch job of 8 images at 2048², well within) and its header.
-MAX_RESULT_BYTES = 96 * 1024 * 1024
+# The largest entry the bot reads: a result's PNGs (a job of 8 images at 2048², well within) and its header.
+MAX_RESULT_BYTES = 64 * 1024 * 1024
 # Steps carry at most a small preview.
 MAX_PROGRESS_BYTES = 2 * 1024 * 1024
 MAX_CARD_BYTES = 256 * 1024
