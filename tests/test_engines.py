@@ -13,7 +13,7 @@ from bot.pipeline.dispatch import MAX_IN_FLIGHT
 from bot.pipeline.engine_client import EngineStartError
 from bot.pipeline.engines import Engines, combined, resolve_devices
 from core.devices import Devices, InvalidDevices
-from tests.support.bots import answer, make_bot, results
+from tests.support.bots import answer, drawn_order, make_bot, results
 from tests.support.fake_discord import OWNER_ID, USER_ID, FakeDiscord
 from tests.support.fake_engine import FakeEngine
 
@@ -190,31 +190,20 @@ async def test_the_bots_owners_see_each_engine(fake: FakeDiscord, two: tuple[SdB
     await fake.wait_for(lambda: len(results(fake)) == 2 or None)
 
 
-async def drawn_order(fake: FakeDiscord, folder: Path, engines: list[FakeEngine]) -> list[str]:
-    """Fifty jobs from ten members, queued before any engine may start, then drawn: the prompts in the order the
-    engines were handed them, once every result is posted."""
-    order: list[str] = []
+async def fair_order(fake: FakeDiscord, folder: Path, engines: list[FakeEngine]) -> list[str]:
     folder.mkdir()
-    for engine in engines:
-        engine.on_batch = lambda requests: order.extend(r.params.prompt for r in requests)
     async with fake.connected(make_bot(folder, Engines(engines))) as bot:
-        await bot.queue.pause()
-        for job in range(50):
-            await imagine(fake, job % 10, f"job {job}")
-        await fake.wait_for(lambda: len(bot.queue) == 50 or None)
-        await bot.queue.resume()
-        posted = await fake.wait_for(lambda: results(fake) if len(results(fake)) == 50 else None, timeout=30)
-    assert sorted(m.embeds[0]["description"] for m in posted) == sorted(f"job {job}" for job in range(50))
+        order = await drawn_order(fake, bot)
     assert all(engine.most_in_flight <= MAX_IN_FLIGHT for engine in engines)
     return order
 
 
 async def test_fifty_jobs_on_three_engines_keep_the_fair_order_of_one(tmp_path: Path) -> None:
     async with FakeDiscord() as fake:
-        alone = await drawn_order(fake, tmp_path / "one", [FakeEngine(max_batch=4)])
+        alone = await fair_order(fake, tmp_path / "one", [FakeEngine(max_batch=4)])
     async with FakeDiscord() as fake:
         three = [FakeEngine(max_batch=4) for _ in range(3)]
-        shared = await drawn_order(fake, tmp_path / "three", three)
+        shared = await fair_order(fake, tmp_path / "three", three)
     assert sorted(shared) == sorted(alone) and len(alone) == 50, "every job drawn once"
     # The same fair queue feeds them: each job leaves it within one batch of where it would with one engine.
     assert max(abs(shared.index(prompt) - alone.index(prompt)) for prompt in alone) <= 4

@@ -25,7 +25,7 @@ from core.jobs import JobState
 from core.network_files import NetworkFolder
 from core.sidecar import ModelDefaults
 from core.wire import encode
-from tests.support.bots import answer, make_bot, results
+from tests.support.bots import answer, drawn_order, make_bot, results
 from tests.support.fake_discord import CHANNEL_ID, OWNER_ID, USER_ID, FakeDiscord
 from tests.support.fake_engine import FakeEngine
 from tests.support.fleet import POLL, TTL, RunningWorker, start_worker
@@ -70,28 +70,6 @@ async def test_a_worker_draws_for_a_bot_without_engines(
         assert line.startswith("**1.** `gpu-box-1` `fake` — `fake-model` · 0 batches in flight ·")
         assert "heartbeat <t:" in line
     await worker.leave()
-
-
-async def drawn_order(fake: FakeDiscord, bot: SdBot) -> list[str]:
-    """Fifty jobs from ten members, queued before any engine may start, then drawn: the prompts in the order the
-    dispatcher handed them out, once every result is posted."""
-    order: list[str] = []
-    hand_over = bot.store.hand_over
-
-    async def recording(job_ids: list[str], now: float, engine: str = "local") -> dict[str, int]:
-        # Before any await: the batches' tasks reach it in the order the dispatcher formed them.
-        order.extend(job_ids)
-        return await hand_over(job_ids, now, engine)
-
-    bot.store.hand_over = recording  # type: ignore[method-assign]
-    await bot.queue.pause()
-    for job in range(50):
-        await imagine(fake, job % 10, f"job {job}")
-    await fake.wait_for(lambda: len(bot.queue) == 50 or None)
-    await bot.queue.resume()
-    posted = await fake.wait_for(lambda: results(fake) if len(results(fake)) == 50 else None, timeout=60)
-    assert sorted(m.embeds[0]["description"] for m in posted) == sorted(f"job {job}" for job in range(50))
-    return [(await bot.store.get(job_id)).params.prompt for job_id in order]  # type: ignore[union-attr]
 
 
 async def test_fifty_jobs_from_ten_members_on_three_workers_keep_the_fair_order_of_one_engine(

@@ -15,7 +15,7 @@ from bot.pipeline.engines import Engines
 from bot.pipeline.images import ImageStore
 from bot.pipeline.progress import Clock
 from core.chunking import ChunkCounter
-from tests.support.fake_discord import CHANNEL_ID, GUILD_ID, FakeDiscord, FakeInteraction, FakeMessage
+from tests.support.fake_discord import CHANNEL_ID, GUILD_ID, USER_ID, FakeDiscord, FakeInteraction, FakeMessage
 
 # Loading CLIP's shipped tokenizer takes about 0.1 s; a bot process does it once, and so does the test session: every
 # bot the tests build shares this counter (it loads on first use and serialises its callers).
@@ -67,3 +67,28 @@ async def answer(inter: FakeInteraction) -> str:
     callback = await inter.wait_response()
     assert callback.data is not None
     return str(callback.data["content"])
+
+
+async def drawn_order(fake: FakeDiscord, bot: SdBot, jobs: int = 50, members: int = 10) -> list[str]:
+    """Jobs from several members, queued before any engine may start, then drawn: the prompts in the order the
+    dispatcher handed them to engines, once every result is posted."""
+    order: list[str] = []
+    hand_over = bot.store.hand_over
+
+    async def recording(job_ids: list[str], now: float, engine: str = "local") -> dict[str, int]:
+        # Before any await: the batches' tasks reach it in the order the dispatcher formed them.
+        order.extend(job_ids)
+        return await hand_over(job_ids, now, engine)
+
+    bot.store.hand_over = recording  # type: ignore[method-assign]
+    await bot.queue.pause()
+    for job in range(jobs):
+        inter = await fake.slash(
+            "imagine", {"prompt": f"job {job}", "steps": 2, "seed": 1}, user_id=USER_ID + job % members
+        )
+        await inter.wait_response()
+    await fake.wait_for(lambda: len(bot.queue) == jobs or None)
+    await bot.queue.resume()
+    posted = await fake.wait_for(lambda: results(fake) if len(results(fake)) == jobs else None, timeout=60)
+    assert sorted(m.embeds[0]["description"] for m in posted) == sorted(f"job {job}" for job in range(jobs))
+    return [(await bot.store.get(job_id)).params.prompt for job_id in order]  # type: ignore[union-attr]
