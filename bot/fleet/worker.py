@@ -252,7 +252,7 @@ class Worker:
 
         def on_progress(progress: Progress) -> None:
             steps[progress.job_id] = progress
-            entry = {"worker": self.name, "batch": batch, "frame": encode(progress)}
+            entry: dict[str, str | bytes] = {"worker": self.name, "batch": batch, "frame": encode(progress)}
             if not self._progress.full():
                 self._progress.put_nowait(entry)
 
