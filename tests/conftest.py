@@ -1,4 +1,4 @@
-"""Shared pytest set-up: every test runs offline; the tiny model is built once per session."""
+"""Shared pytest set-up: every test runs offline; the tiny model is built once per session (per xdist worker)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,10 @@ from tests.support.redis_server import RedisServer
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
+    # Torch takes a thread per core in every worker and every engine process it starts; on a small machine
+    # they then spin against each other, and a step takes many times as long. Each worker gets its share.
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
 
 
 @pytest.fixture(scope="session")
