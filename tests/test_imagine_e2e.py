@@ -49,6 +49,7 @@ async def test_imagine_is_synced_with_discord_side_constraints(fake: FakeDiscord
         "model",
         "image",
         "strength",
+        "ar",
     ]
     assert all(o["description"] for o in options.values())
     assert options["prompt"]["required"] and options["prompt"]["max_length"] == 1500
@@ -62,6 +63,7 @@ async def test_imagine_is_synced_with_discord_side_constraints(fake: FakeDiscord
     assert bounds["image"] == (11, None, None)
     assert bounds["strength"] == (10, 0.05, 1.0)
     assert [c["value"] for c in options["sampler"]["choices"]] == list(SAMPLERS)
+    assert [c["value"] for c in options["ar"]["choices"]] == ["1:1", "4:5", "2:3", "9:16", "5:4", "3:2", "16:9", "21:9"]
 
 
 async def test_imagine_acknowledges_stores_and_posts_pngs_with_metadata(
@@ -129,6 +131,7 @@ async def test_imagine_acknowledges_stores_and_posts_pngs_with_metadata(
         ({"prompt": "   "}, "The prompt is empty: describe what you want to see."),
         ({"prompt": "fox", "width": 500}, "The width must be a multiple of 8: try 496 or 504 instead of 500."),
         ({"prompt": "fox", "width": 1536, "height": 1536, "count": 4}, "1536×1536 × 4 images is more than this GPU"),
+        ({"prompt": "fox", "ar": "16:9", "width": 512}, "Give an aspect ratio or a width and height, not both"),
     ],
 )
 async def test_input_discord_cannot_check_gets_an_ephemeral_sentence_and_queues_nothing(
@@ -141,6 +144,16 @@ async def test_input_discord_cannot_check_gets_an_ephemeral_sentence_and_queues_
     assert inter.ephemeral
     assert await bot.store.in_states(*JobState) == []
     assert len(bot.queue) == 0 and engine.calls == []
+
+
+async def test_an_aspect_ratio_draws_that_shape_at_the_native_pixel_count(
+    fake: FakeDiscord, bot: SdBot, engine: FakeEngine
+) -> None:
+    await completed_slash(fake, bot, {"prompt": "a wide valley", "ar": "16:9", "seed": 3, "steps": 2})
+    (posted,) = await fake.wait_for(lambda: results(fake) or None)
+    png = Image.open(io.BytesIO(posted.attachments[0].data))
+    assert png.size == (680, 384)
+    assert "Seed: 3, Size: 680x384" in png.text["parameters"]
 
 
 async def test_missing_channel_permissions_are_named(fake: FakeDiscord, bot: SdBot) -> None:

@@ -171,6 +171,8 @@ async def test_a_remix_left_as_it_was_keeps_the_sampler_and_its_schedule(
         ({"settings": "Steps: 4, Seed: " + "9" * 30}, "Seed must be a number of at most 20 characters"),
         ({"settings": "Steps: 4, Clip skip: 2"}, "I don't know the setting 'Clip skip'"),
         ({"prompt": "   "}, "The prompt is empty"),
+        ({"prompt": "a green fox --ar 5:1"}, "An aspect ratio must lie between 1:4 and 4:1, not 5:1."),
+        ({"prompt": "a green fox --ar 2:3", "size": "320x256"}, "Give `--ar W:H` or a new size, not both"),
     ],
 )
 async def test_a_bad_remix_gets_a_sentence_and_the_edit_back(
@@ -185,6 +187,21 @@ async def test_a_bad_remix_gets_a_sentence_and_the_edit_back(
     assert submitted.ephemeral and answer.startswith(sentence)
     assert f"```\n{values['prompt']}\n" in answer and all(v in answer for v in edit.values())
     assert len(engine.calls) == 1, "nothing queued"
+
+
+async def test_a_remix_with_ar_in_its_prompt_takes_that_shape_at_the_models_pixel_count(
+    fake: FakeDiscord, bot: SdBot, engine: FakeEngine
+) -> None:
+    single = await first_result(fake, {"prompt": "fox", "steps": 3, "seed": 9})
+    press = await fake.press(single, f"sdbot:remix:{job_id_of(single)}")
+    opened = await press.wait_response()
+    assert opened.data is not None
+    prefilled = {c["custom_id"]: c.get("value") or "" for c in text_inputs(opened.data["components"])}
+    submitted = await fake.submit_modal(press, {**prefilled, "prompt": "a tall fox --ar 9:16, moonlight"})
+    assert content(await submitted.wait_response()).startswith("⏳ Queued")
+    await engine.wait_calls(2)
+    _, params = engine.calls[-1]
+    assert (params.prompt, params.width, params.height) == ("a tall fox, moonlight", 384, 680)
 
 
 async def test_weekly_digest_posts_the_most_reacted_shares(

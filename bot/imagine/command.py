@@ -17,6 +17,8 @@ from bot.interactions.port import Caller, Responder
 from bot.models.picker import ModelPick, Models
 from bot.pipeline.images import ImageStore
 from bot.pipeline.intake import Intake, check_channel, check_fits, ready_engine
+from core.aspect import CHOICES as ASPECT_CHOICES
+from core.aspect import AspectRatio
 from core.jobs import Job, new_job_id
 from core.params import (
     DEFAULT_CFG,
@@ -63,6 +65,7 @@ class ImagineOptions:
     clip_skip: int | None = None
     model: str | None = None
     strength: float | None = None
+    ar: str | None = None
 
     def to_params(
         self,
@@ -84,6 +87,12 @@ class ImagineOptions:
             (model.native, model.native) if model.native else (engine.native_width, engine.native_height)
         )
         width, height = self.width or wanted.width or native_width, self.height or wanted.height or native_height
+        if self.ar is not None:
+            if self.width or self.height:
+                raise InvalidParams("Give an aspect ratio or a width and height, not both: leave one of them out.")
+            if source is not None:
+                raise InvalidParams("An image prompt keeps its image's shape: leave the aspect ratio out.")
+            width, height = AspectRatio.parse(self.ar).size(native_width * native_height, max_side)
         mode, strength = JobMode.TXT2IMG, 1.0
         if source is not None:
             box = (min(self.width or max_side, max_side), min(self.height or max_side, max_side))
@@ -147,7 +156,7 @@ class ImagineService:
         return [app_commands.Choice(name=e.label(), value=e.name) for e in self.models.catalog.matching(typed)]
 
     async def _max_side(self, caller: Caller) -> int:
-        """The largest side this member may ask for, which an image prompt's size must fit."""
+        """The largest side this member may ask for, which an image prompt's or an aspect ratio's size must fit."""
         limits = await self.intake.quota.limits(caller.guild_id, caller.user_id, caller.role_ids)
         return min(MAX_SIZE, limits.max_size or MAX_SIZE)
 
@@ -162,7 +171,9 @@ class ImagineService:
         job_id = new_job_id()
         try:
             if image is None:
-                channel_id, params = self.check(caller, options)
+                # A ratio's size keeps within the member's largest side.
+                max_side = await self._max_side(caller) if options.ar is not None else MAX_SIZE
+                channel_id, params = self.check(caller, options, max_side=max_side)
             else:
                 check_image(image)
                 assert image.width is not None and image.height is not None
@@ -206,13 +217,17 @@ def build_imagine_command(service: ImagineService) -> app_commands.Command:  # t
         sampler=f"Sampler, as A1111 names them (default {DEFAULT_SAMPLER})",
         clip_skip=f"Text encoder layers to skip, as A1111 counts (1–{MAX_CLIP_SKIP}; 2 for anime models)",
         model="Which model draws it (default: this channel's, else the bot's); its own defaults apply",
+        ar="Aspect ratio, width:height, at the model's native pixel count (instead of width and height)",
         image="An image to start from (PNG, JPEG or WebP): the result keeps its aspect",
         strength=(
             f"With an image: how much of it to redraw ({MIN_IMAGE_STRENGTH:g}–{MAX_IMAGE_STRENGTH:g},"
             f" default {DEFAULT_IMAGE_STRENGTH:g})"
         ),
     )
-    @app_commands.choices(sampler=[app_commands.Choice(name=s, value=s) for s in SAMPLERS])
+    @app_commands.choices(
+        sampler=[app_commands.Choice(name=s, value=s) for s in SAMPLERS],
+        ar=[app_commands.Choice(name=ratio, value=ratio) for ratio in ASPECT_CHOICES],
+    )
     async def imagine(
         interaction: discord.Interaction,
         prompt: app_commands.Range[str, 1, MAX_PROMPT_CHARS],
@@ -228,6 +243,7 @@ def build_imagine_command(service: ImagineService) -> app_commands.Command:  # t
         model: app_commands.Range[str, 1, 100] | None = None,
         image: discord.Attachment | None = None,
         strength: app_commands.Range[float, MIN_IMAGE_STRENGTH, MAX_IMAGE_STRENGTH] | None = None,
+        ar: app_commands.Choice[str] | None = None,
     ) -> None:
         options = ImagineOptions(
             prompt=prompt,
@@ -242,6 +258,7 @@ def build_imagine_command(service: ImagineService) -> app_commands.Command:  # t
             clip_skip=clip_skip,
             model=model,
             strength=strength,
+            ar=ar.value if ar else None,
         )
         caller, responder = caller_and_responder(interaction)
         await service.submit(caller, responder, options, AttachmentInfo.of(image) if image is not None else None)

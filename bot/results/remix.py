@@ -18,9 +18,10 @@ from bot.pipeline.intake import Intake, ready_engine
 from bot.results.buttons import Press
 from bot.results.presses import UNKNOWN_JOB, requester_for
 from core.a1111_samplers import sampler_pairs
+from core.aspect import take_ar_flag
 from core.infotext import parse_pairs, quote, settings_changes
 from core.jobs import Job
-from core.params import MAX_PROMPT_CHARS, MAX_SEED, GenerationParams, InvalidParams
+from core.params import MAX_PROMPT_CHARS, MAX_SEED, MAX_SIZE, GenerationParams, InvalidParams
 from core.wire import EngineReady
 
 MODAL_ID = re.compile(r"^sdbot:remix:(?P<job>[0-9a-f]{4,32})$")
@@ -84,8 +85,11 @@ def remix_modal(job: Job) -> discord.ui.Modal:
     return modal
 
 
-def remixed_params(params: GenerationParams, values: Mapping[str, str], seed_source: random.Random) -> GenerationParams:
-    """`params` with the modal's edits, checked; InvalidParams with a sentence saying what to change."""
+def remixed_params(
+    params: GenerationParams, values: Mapping[str, str], seed_source: random.Random, area: int
+) -> GenerationParams:
+    """`params` with the modal's edits, checked; InvalidParams with a sentence saying what to change. A `--ar W:H` in
+    the prompt sizes the job at `area` pixels (its model's native count) in that shape."""
     pairs = parse_pairs(values.get("settings", ""))
     if values.get("settings", "").strip() and not pairs:
         raise InvalidParams(f"Write the settings as A1111 does, e.g. `{settings_line(params)}`.")
@@ -96,12 +100,21 @@ def remixed_params(params: GenerationParams, values: Mapping[str, str], seed_sou
         )
     if dict(pairs).get("Seed", "").strip() == "-1":
         pairs = tuple((k, str(seed_source.randrange(MAX_SEED + 1)) if k == "Seed" else v) for k, v in pairs)
-    if "size" in values:
-        pairs += (("Size", values["size"].strip().lower().replace(" ", "").replace("×", "x")),)
+    prompt, ratio = take_ar_flag(values.get("prompt", params.prompt))
+    size = values.get("size", "").strip().lower().replace(" ", "").replace("×", "x")
+    if ratio is not None:
+        if size and size != f"{params.width}x{params.height}":
+            raise InvalidParams("Give `--ar W:H` or a new size, not both: put the size back, or take the --ar out.")
+        if params.mode.sized_by_source:
+            raise InvalidParams("This job's size follows the image it works from: take the --ar out.")
+        width, height = ratio.size(area, MAX_SIZE)
+        pairs += (("Size", f"{width}x{height}"),)
+    elif "size" in values:
+        pairs += (("Size", size),)
     changes = settings_changes(pairs)
     edited = replace(
         params,
-        prompt=values.get("prompt", params.prompt).strip(),
+        prompt=prompt.strip(),
         negative_prompt=values.get("negative", "").strip(),
         **changes,  # type: ignore[arg-type]
     )
@@ -148,7 +161,9 @@ class RemixService:
         values = caller.values
         try:
             ready = ready_engine(self.engine_ready)
-            params = remixed_params(job.params, values, self.seed_source)
+            native = self.intake.installed.models.pick(job.params.model or None, None).native
+            area = native * native if native else ready.native_width * ready.native_height
+            params = remixed_params(job.params, values, self.seed_source, area)
             self.intake.check_fits(params, ready)
             child = job.remixed(requester_for(caller, job, self.intake.clock()), params)
         except InvalidParams as exc:
