@@ -16,6 +16,7 @@ from bot.fleet import hub as hub_module
 from bot.fleet.streams import GROUP, RESULTS, outcome_fields, worker_key
 from bot.models.picker import Models
 from bot.pipeline.dispatch import MAX_IN_FLIGHT
+from bot.pipeline.engine_client import EngineCrashed
 from bot.pipeline.engines import Engines
 from bot.pipeline.retries import ENGINE_CRASHED
 from bot.results.render import WORKERS_UNREACHABLE
@@ -24,8 +25,9 @@ from core.checkpoint_header import Family
 from core.jobs import JobState
 from core.network_files import NetworkFolder
 from core.sidecar import ModelDefaults
-from core.wire import encode
+from core.wire import Progress, encode
 from tests.support.bots import answer, drawn_order, make_bot, results
+from tests.support.checkpoint_headers import SD1_KEYS, write_header_only
 from tests.support.fake_discord import CHANNEL_ID, OWNER_ID, USER_ID, FakeDiscord
 from tests.support.fake_engine import FakeEngine
 from tests.support.fleet import POLL, TTL, RunningWorker, start_worker
@@ -423,3 +425,47 @@ async def test_imagine_offers_the_models_and_loras_a_worker_has_and_sends_their_
 
 async def imagine_with(fake: FakeDiscord, options: dict[str, object]) -> str:
     return await answer(await fake.slash("imagine", options, user_id=USER_ID))
+
+
+class CrashingOnce(FakeEngine):
+    """An engine process that dies drawing its first batch (after a step), and is started again for the next."""
+
+    async def generate_batch(self, requests, on_progress):  # type: ignore[no-untyped-def]
+        if not self.batches:
+            self.batches.append([request.job_id for request in requests])
+            on_progress(Progress(requests[0].job_id, 1, requests[0].params.steps))
+            raise EngineCrashed("the engine process exited with code -9")
+        return await super().generate_batch(requests, on_progress)
+
+
+async def test_a_workers_engine_that_dies_drawing_is_started_again_and_the_job_drawn_there(
+    fake: FakeDiscord, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    worker = await start_worker(redis_server.url, "w", CrashingOnce())
+    async with fake.connected(remote_bot(tmp_path, redis_server.url)) as bot:
+        await workers_joined(fake, bot, 1)
+        await imagine(fake, 1, "drawn on the second try")
+        posted = await fake.wait_for(lambda: results(fake) or None)
+        assert [m.embeds[0]["description"] for m in posted] == ["drawn on the second try"]
+        assert len(worker.engine.batches) == 2, "the worker said which job it was drawing; the bot sent it again"
+        # It was drawing when the engine died: that attempt counts.
+        assert await attempts(bot) == [2]
+    await worker.leave()
+
+
+async def test_a_model_rescan_reaches_the_workers_and_what_they_now_have_is_offered(
+    fake: FakeDiscord, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    folder = tmp_path / "worker-models"
+    folder.mkdir()
+    worker = await start_worker(redis_server.url, "w", models=Models(folder=folder))
+    async with fake.connected(remote_bot(tmp_path, redis_server.url)) as bot:
+        await workers_joined(fake, bot, 1)
+        assert await choices(fake, "real") == []
+        write_header_only(folder / "realisticVision_v51.safetensors", SD1_KEYS)
+        reply = await answer(await fake.slash("sdadmin", {}, subcommand="models reload", user_id=OWNER_ID))
+        assert reply.startswith("Rescanned the models folder")
+        await eventually(lambda: worker.engine.reloads == 1)
+        await eventually(lambda: bool(bot.models.catalog.get("realisticVision_v51")))
+        assert await choices(fake, "real") == ["realisticVision_v51"]
+    await worker.leave()
