@@ -35,6 +35,7 @@ from bot.policy import feature as policy_feature
 from bot.results import feature as results_feature
 from bot.results.buttons import BUTTON_ITEMS
 from bot.settings import Listen
+from bot.styles import feature as styles_feature
 from bot.systemd import notify, starting, watchdog_interval
 from core.chunking import ChunkCounter
 from core.jobs import Job, JobState
@@ -103,6 +104,7 @@ class SdBot(discord.Client):
         limits_feature.setup(self.shared, self.registry)
         policy_feature.setup(self.shared, self.registry)
         models_feature.setup(self.shared, self.registry)
+        styles_feature.setup(self.shared, self.registry)
         self.community = community_feature.setup(self.shared, self.registry)
         imagine_feature.setup(self.shared, self.registry)
         # Last: a press may go to any feature's handler.

@@ -37,6 +37,7 @@ from bot.pipeline.store import JobStore
 from bot.policy.store import PolicyStore
 from bot.results.buttons import Action
 from bot.results.presses import PressHandler
+from bot.styles.store import Styles
 from core.chunking import ChunkCounter
 from core.jobs import Job
 from core.network_files import NetworkFolder
@@ -72,6 +73,7 @@ class Shared:
     policy: PolicyStore
     models: Models
     loras: Networks
+    styles: Styles
     channel_models: ChannelModels
     owners: Owners
     pauses: Pauses
@@ -175,6 +177,7 @@ def build_shared(
         policy=policy,
         models=models,
         loras=loras,
+        styles=Styles(database),
         channel_models=channel_models,
         owners=Owners(configured=frozenset(options.owner_ids), fetch=client.application_info, clock=clock),
         pauses=Pauses(admin=admin, queue=queue),

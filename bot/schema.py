@@ -8,5 +8,6 @@ from bot.models.channel_defaults import SCHEMA as MODELS
 from bot.pipeline.database import Schema
 from bot.pipeline.store import SCHEMA as JOBS
 from bot.policy.store import SCHEMA as POLICY
+from bot.styles.store import SCHEMA as STYLES
 
-SCHEMAS: tuple[Schema, ...] = (JOBS, LIMITS, MODELS, POLICY, COMMUNITY)
+SCHEMAS: tuple[Schema, ...] = (JOBS, LIMITS, MODELS, POLICY, COMMUNITY, STYLES)

@@ -50,6 +50,7 @@ async def test_imagine_is_synced_with_discord_side_constraints(fake: FakeDiscord
         "image",
         "strength",
         "ar",
+        "style",
     ]
     assert all(o["description"] for o in options.values())
     assert options["prompt"]["required"] and options["prompt"]["max_length"] == 1500

@@ -17,6 +17,8 @@ from bot.interactions.port import Caller, Responder
 from bot.models.picker import ModelPick, Models
 from bot.pipeline.images import ImageStore
 from bot.pipeline.intake import Intake, check_channel, check_fits, ready_engine
+from bot.styles.commands import style_choices
+from bot.styles.store import Styles
 from core.aspect import CHOICES as ASPECT_CHOICES
 from core.aspect import AspectRatio
 from core.jobs import Job, new_job_id
@@ -44,6 +46,7 @@ from core.params import (
     JobMode,
     fit_aspect,
 )
+from core.styles import apply_styles
 from core.wire import EngineReady
 
 log = logging.getLogger(__name__)
@@ -66,6 +69,7 @@ class ImagineOptions:
     model: str | None = None
     strength: float | None = None
     ar: str | None = None
+    style: str | None = None  # style names, comma-separated
 
     def to_params(
         self,
@@ -131,8 +135,10 @@ class ImagineService:
         models: Models | None = None,
         images: ImageStore,
         seed_source: random.Random | None = None,
+        styles: Styles | None = None,
     ) -> None:
         self.intake = intake
+        self.styles = styles
         self.engine_ready = engine_ready
         self.models = models or Models()
         self.images = images
@@ -149,7 +155,15 @@ class ImagineService:
         ready = ready_engine(self.engine_ready)
         channel_id = check_channel(caller)
         model = self.models.pick(options.model, channel_id)
-        return channel_id, options.to_params(ready, self.seed_source, model, source, max_side)
+        params = options.to_params(ready, self.seed_source, model, source, max_side)
+        if options.style and options.style.strip():
+            # As A1111 does, the job keeps the prompts as expanded: its infotext and Remix show what was drawn.
+            picked = self.styles.pick(caller.guild_id, options.style) if self.styles else []
+            if not picked:
+                raise InvalidParams("This server has no styles: leave style out.")
+            prompt, negative = apply_styles(params.prompt, params.negative_prompt, picked)
+            params = replace(params, prompt=prompt, negative_prompt=negative).validate()
+        return channel_id, params
 
     def model_choices(self, typed: str) -> list[app_commands.Choice[str]]:
         """Autocomplete for `model:`: catalog names (with their descriptions) matching what was typed."""
@@ -218,6 +232,7 @@ def build_imagine_command(service: ImagineService) -> app_commands.Command:  # t
         clip_skip=f"Text encoder layers to skip, as A1111 counts (1–{MAX_CLIP_SKIP}; 2 for anime models)",
         model="Which model draws it (default: this channel's, else the bot's); its own defaults apply",
         ar="Aspect ratio, width:height, at the model's native pixel count (instead of width and height)",
+        style="This server's styles to apply, comma-separated (see /sdadmin styles list)",
         image="An image to start from (PNG, JPEG or WebP): the result keeps its aspect",
         strength=(
             f"With an image: how much of it to redraw ({MIN_IMAGE_STRENGTH:g}–{MAX_IMAGE_STRENGTH:g},"
@@ -244,6 +259,7 @@ def build_imagine_command(service: ImagineService) -> app_commands.Command:  # t
         image: discord.Attachment | None = None,
         strength: app_commands.Range[float, MIN_IMAGE_STRENGTH, MAX_IMAGE_STRENGTH] | None = None,
         ar: app_commands.Choice[str] | None = None,
+        style: app_commands.Range[str, 1, 200] | None = None,
     ) -> None:
         options = ImagineOptions(
             prompt=prompt,
@@ -259,9 +275,14 @@ def build_imagine_command(service: ImagineService) -> app_commands.Command:  # t
             model=model,
             strength=strength,
             ar=ar.value if ar else None,
+            style=style,
         )
         caller, responder = caller_and_responder(interaction)
         await service.submit(caller, responder, options, AttachmentInfo.of(image) if image is not None else None)
+
+    @imagine.autocomplete("style")
+    async def style_autocomplete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        return style_choices(service.styles, interaction.guild_id, current) if service.styles else []
 
     @imagine.autocomplete("model")
     async def model_autocomplete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:

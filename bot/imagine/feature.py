@@ -9,7 +9,11 @@ from bot.imagine.command import ImagineService, build_imagine_command
 def setup(shared: Shared, registry: Registry) -> ImagineService:
     """Add /imagine; returns its service."""
     service = ImagineService(
-        intake=shared.intake, engine_ready=shared.engine_ready, models=shared.models, images=shared.images
+        intake=shared.intake,
+        engine_ready=shared.engine_ready,
+        models=shared.models,
+        images=shared.images,
+        styles=shared.styles,
     )
     registry.commands.append(build_imagine_command(service))
     return service

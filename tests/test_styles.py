@@ -1,0 +1,69 @@
+"""Style presets as A1111 applies them, and its styles.csv as it writes it."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+
+from core.styles import MAX_STYLES, Style, StyleError, apply_styles, merge, parse_styles_csv
+
+
+def test_a_style_with_the_placeholder_puts_the_prompt_there_and_one_without_follows_it() -> None:
+    # A1111's merge_prompts: "{prompt}" replaced, else ", ".join of the non-empty prompt and style.
+    assert merge("oil painting of {prompt}, masterpiece", "a cat") == "oil painting of a cat, masterpiece"
+    assert merge("golden hour", "a cat") == "a cat, golden hour"
+    assert merge("golden hour", "") == "golden hour"
+    assert merge("", "a cat") == "a cat"
+
+
+def test_styles_apply_in_turn_to_the_prompt_and_the_negative_prompt() -> None:
+    styles = [Style("frame", "{prompt}, in a gilded frame", "lowres"), Style("warm", "golden hour", "")]
+    assert apply_styles("a cat", "blurry", styles) == ("a cat, in a gilded frame, golden hour", "blurry, lowres")
+
+
+def a1111_csv(rows: list[tuple[str, str, str]]) -> str:
+    """A styles.csv as A1111 saves it (csv.DictWriter, every field quoted as needed)."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=["name", "prompt", "negative_prompt"])
+    writer.writeheader()
+    for name, prompt, negative in rows:
+        writer.writerow({"name": name, "prompt": prompt, "negative_prompt": negative})
+    return out.getvalue()
+
+
+def test_a1111_styles_csv_with_quotes_commas_and_newlines() -> None:
+    rows = [
+        ("Cinematic", '{prompt}, film still, "anamorphic", bokeh', "cartoon, 3d"),
+        ("Two lines", "first line\nsecond line", ""),
+        ("Plain", "watercolor", "photo"),
+    ]
+    styles = parse_styles_csv(a1111_csv(rows))
+    assert styles == [Style(*row) for row in rows]
+
+
+def test_the_old_text_column_is_read_as_the_prompt() -> None:
+    assert parse_styles_csv("name,text\nOld,sepia tone\n") == [Style("Old", "sepia tone", "")]
+
+
+@pytest.mark.parametrize(
+    ("text", "sentence"),
+    [
+        ("prompt,negative_prompt\nsepia,blurry\n", "Line 1 of styles.csv must be its header"),
+        ("name,prompt\n,sepia\n", "Line 2 of styles.csv, column name: A style's name is 1 to 50 characters"),
+        ('name,prompt\nok,fine\n"a, b",sepia\n', "Line 3 of styles.csv, column name:"),
+        ("name,prompt\nok,fine,extra\n", "Line 2 of styles.csv has more fields than its header names."),
+        ("name,prompt\nlong," + "x" * 1501 + "\n", "Line 2 of styles.csv, column prompt: longer than 1500 characters."),
+        ('name,prompt\nok,"never closed\n', "Line 2 of styles.csv cannot be read"),
+    ],
+)
+def test_a_malformed_styles_csv_names_the_line_and_column(text: str, sentence: str) -> None:
+    with pytest.raises(StyleError) as caught:
+        parse_styles_csv(text)
+    assert str(caught.value).startswith(sentence)
+
+
+def test_too_many_styles_are_refused() -> None:
+    with pytest.raises(StyleError, match=f"at most {MAX_STYLES}"):
+        parse_styles_csv(a1111_csv([(f"s{n}", "x", "") for n in range(MAX_STYLES + 1)]))
