@@ -87,11 +87,19 @@ async def test_limits_are_set_in_whole_numbers_and_shown_for_a_member_with_their
     assert await commands.set_limit(admin, "images_per_hour", 7, ROLE_ID, None) == (
         f"Set images per hour for <@&{ROLE_ID}> to 7."
     )
+    # A share of the queue is never lifted: 0 turns would starve the role, so it is refused like 6.
+    for refused in (0, 6):
+        assert await commands.set_limit(admin, "turns", refused, ROLE_ID, None) == (
+            f"Turns per round of the queue must be a whole number from 1 to 5, not {refused}."
+        )
+    assert await commands.set_limit(admin, "turns", 2, ROLE_ID, None) == (
+        f"Set turns per round of the queue for <@&{ROLE_ID}> to 2."
+    )
     shown = await commands.show_limits(admin, None, MemberOption(USER_ID, (ROLE_ID,)))
     assert shown.endswith(
         f"**What applies to <@{USER_ID}>:**\n• images per hour: 7\n• images per day: no limit\n"
         "• jobs waiting or running at once: no limit\n• seconds between commands: 2.5\n"
-        "• pixels a side at most: no limit\n• steps at most: no limit"
+        "• pixels a side at most: no limit\n• steps at most: no limit\n• turns per round of the queue: 2"
     )
     without_the_role = await commands.show_limits(admin, None, MemberOption(USER_ID))
     assert "• images per hour: no limit" in without_the_role and kit.quota.defaults == NO_LIMITS

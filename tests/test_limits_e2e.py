@@ -212,3 +212,18 @@ async def test_pause_holds_the_queue_and_resume_lets_it_run(fake: FakeDiscord, b
     assert engine.calls == [] and len(bot.queue) == 1
     assert await admin(fake, "resume") == "The queue runs again."
     await fake.wait_for(lambda: len(results(fake)) == 1)
+
+
+async def test_a_role_with_two_turns_gets_two_jobs_each_round_of_the_queue(
+    fake: FakeDiscord, bot: SdBot, engine: FakeEngine
+) -> None:
+    text = await admin(fake, "limits set", {"setting": "turns", "value": 2, "role": PATRON_ROLE})
+    assert text == f"Set turns per round of the queue for <@&{PATRON_ROLE}> to 2."
+    await admin(fake, "limits set", {"setting": "images_per_hour", "value": 0, "role": PATRON_ROLE})
+    await bot.queue.pause()
+    for member in (PATRON, PATRON, PATRON, OTHER, OTHER):
+        await imagine(fake, member, bot=bot, count=1)
+    # The patron's first two jobs fill their turns of the first round; the other member's first job closes it.
+    assert [job.user_id for job in bot.queue.order()] == [PATRON, PATRON, OTHER, PATRON, OTHER]
+    await bot.queue.resume()
+    await fake.wait_for(lambda: len(results(fake)) == 5 or None)

@@ -45,8 +45,8 @@ async def store(tmp_path: Path) -> AsyncIterator[JobStore]:
 async def reserved(quota: Quota, jobs: list[Job]) -> int:
     """How many of these jobs, reserved all at once, got in (the others were refused)."""
     outcomes = await asyncio.gather(*(quota.reserve(one, []) for one in jobs), return_exceptions=True)
-    assert all(outcome is None or isinstance(outcome, Refused) for outcome in outcomes)
-    return outcomes.count(None)
+    assert all(isinstance(outcome, Limits | Refused) for outcome in outcomes)
+    return sum(isinstance(outcome, Limits) for outcome in outcomes)
 
 
 def quota_of(store: JobStore, limits: Limits) -> Quota:

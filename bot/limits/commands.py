@@ -238,6 +238,9 @@ class AdminCommands:
         spec = SPECS[setting]
         if value is not None and not spec.wait and value != int(value):
             return f"{spec.label.capitalize()} must be a whole number, not {value:g}."
+        if value is not None and spec.bounds is not None and not spec.bounds[0] <= value <= spec.bounds[1]:
+            low, high = spec.bounds
+            return f"{spec.label.capitalize()} must be a whole number from {low} to {high}, not {value:g}."
         await self.admin.set_override(caller.guild_id, scope, target, setting, value, caller.user_id, self.clock())
         who = {Scope.GUILD: "this server", Scope.ROLE: f"<@&{target}>", Scope.MEMBER: f"<@{target}>"}[scope]
         if value is None:

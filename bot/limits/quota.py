@@ -48,9 +48,10 @@ class Quota:
     async def usage(self, user_id: int) -> Usage:
         return await self.store.usage(user_id, self.clock())
 
-    async def check(self, job: Job, role_ids: Sequence[int]) -> None:
-        """Refused with the reason (and when the member can go again) unless they may run the job now; a ban is one
-        reason. Stores nothing: work a job needs before it is reserved (downloading its image) waits for this."""
+    async def check(self, job: Job, role_ids: Sequence[int]) -> Limits:
+        """The member's limits, or Refused with the reason (and when the member can go again) unless they may run the
+        job now; a ban is one reason. Stores nothing: work a job needs before it is reserved (downloading its image)
+        waits for this."""
         if job.guild_id is None:
             # No server's admins can ban anyone from a DM: a ban in any server the bot is still in counts there.
             banned = await self.admin.ban_in_any(self.guild_ids(), job.user_id)
@@ -65,13 +66,16 @@ class Quota:
         verdict = refusal(job.params, limits, await self.store.usage(job.user_id, now), now)
         if verdict is not None:
             raise Refused(verdict.sentence())
+        return limits
 
-    async def reserve(self, job: Job, role_ids: Sequence[int]) -> None:
-        """Store the job if the member may run it now; else raise Refused with the reason and when.
+    async def reserve(self, job: Job, role_ids: Sequence[int]) -> Limits:
+        """Store the job if the member may run it now (and return their limits); else raise Refused with the reason
+        and when.
 
         The check and the insert hold one lock, and this process is the job log's only writer, so the limits are
         checked in one place (`refusal`) and a burst of presses cannot overshoot them.
         """
         async with self._reserving:
-            await self.check(job, role_ids)
+            limits = await self.check(job, role_ids)
             await self.store.add(job)
+        return limits

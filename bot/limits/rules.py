@@ -10,6 +10,8 @@ from enum import Enum
 
 from core.params import GenerationParams, JobMode
 
+# The most turns a role may have per round of the fair queue: more would let it crowd everyone else out.
+MAX_TURNS = 5
 HOUR = 3600.0
 DAY = 86400.0
 # An upscale costs its pixels in units of one 512×512 image.
@@ -26,6 +28,7 @@ class Limits:
     cooldown_s: float
     max_size: int | None = None
     max_steps: int | None = None
+    turns: int = 1  # jobs per round of the fair queue (a role's priority)
 
 
 class Scope(str, Enum):
@@ -49,6 +52,7 @@ class Override:
     cooldown_s: float | None = None
     max_size: int | None = None
     max_steps: int | None = None
+    turns: int | None = None
 
 
 @dataclass(frozen=True)
@@ -62,10 +66,12 @@ class LimitSpec:
     name: str
     label: str
     wait: bool = False
+    # The values it takes (None: any count, 0 lifting it); a share of the queue is never lifted, 0 would starve.
+    bounds: tuple[int, int] | None = None
 
     def lifts(self, value: float) -> bool:
         """Whether an override's value lifts the limit altogether (None in full limits)."""
-        return value == 0 and not self.wait
+        return value == 0 and not self.wait and self.bounds is None
 
     def generosity(self, value: float) -> float:
         """How generous a value is, to compare roles' overrides."""
@@ -89,6 +95,7 @@ LIMIT_SPECS: tuple[LimitSpec, ...] = (
     LimitSpec("cooldown_s", "seconds between commands", wait=True),
     LimitSpec("max_size", "pixels a side at most"),
     LimitSpec("max_steps", "steps at most"),
+    LimitSpec("turns", "turns per round of the queue", bounds=(1, MAX_TURNS)),
 )
 SPECS: dict[str, LimitSpec] = {spec.name: spec for spec in LIMIT_SPECS}
 LIMIT_NAMES: tuple[str, ...] = tuple(spec.name for spec in LIMIT_SPECS)

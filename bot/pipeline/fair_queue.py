@@ -37,11 +37,14 @@ class _Group(Generic[T]):
     round: int = 0  # the round of the job served last
     last_served: int = -1  # when this guild was last served (-1: not yet), for the turn between guilds
 
-    def next_round(self, owner: Hashable) -> int:
-        # A member's n-th waiting job is served in round n; a newcomer joins the current round, so one
-        # member's burst never holds back everyone else.
+    def next_round(self, owner: Hashable, turns: int = 1) -> int:
+        # A member's waiting jobs fill their turns of each round in order (one turn each, unless their role has more);
+        # a newcomer joins the current round, so one member's burst never holds back everyone else.
         mine = [e.round for e in self.entries if e.owner == owner]
-        return max(mine) + 1 if mine else self.round
+        if not mine:
+            return self.round
+        last = max(mine)
+        return last if mine.count(last) < turns else last + 1
 
 
 class FairQueue(Generic[T]):
@@ -102,10 +105,11 @@ class FairQueue(Generic[T]):
             self._groups[group] = _Group(created=next(self._seq))
         return self._groups[group]
 
-    async def put(self, owner: Hashable, item: T, group: Hashable = None) -> int:
-        """Queue `item` for `owner` in `group` (a guild); return its 1-based position in serving order."""
+    async def put(self, owner: Hashable, item: T, group: Hashable = None, turns: int = 1) -> int:
+        """Queue `item` for `owner` in `group` (a guild), who has `turns` jobs per round; return its 1-based position
+        in serving order."""
         lane = self._group(group)
-        lane.entries.append(_Entry(lane.next_round(owner), next(self._seq), owner, item))
+        lane.entries.append(_Entry(lane.next_round(owner, turns), next(self._seq), owner, item))
         lane.entries.sort()
         await self._notify()
         return self.order().index(item) + 1
@@ -227,14 +231,16 @@ class FairQueue(Generic[T]):
         """Every queued item in the order it will be served (held ones last)."""
         return [e.item for e in self._in_order([(key, lane.entries) for key, lane in self._rotation()])]
 
-    def next_position(self, owner: Hashable, group: Hashable = None) -> int:
+    def next_position(self, owner: Hashable, group: Hashable = None, turns: int = 1) -> int:
         """The position `owner`'s next item in `group` would get if it were put now."""
         sentinel: Any = object()
         self._group(group)
         lanes = []
         for key, lane in self._rotation(also=group):
             if key == group:
-                entries = sorted([*lane.entries, _Entry(lane.next_round(owner), next(self._seq), owner, sentinel)])
+                entries = sorted(
+                    [*lane.entries, _Entry(lane.next_round(owner, turns), next(self._seq), owner, sentinel)]
+                )
                 lanes.append((key, entries))
             else:
                 lanes.append((key, lane.entries))

@@ -117,8 +117,8 @@ class Intake:
             created_at=self.clock(),
         )
 
-    def _queued_text(self, job: Job) -> str:
-        position = self.queue.next_position(job.user_id, job.guild_id)
+    def _queued_text(self, job: Job, turns: int) -> str:
+        position = self.queue.next_position(job.user_id, job.guild_id, turns)
         ahead = [queued.params for queued in self.queue.order()[: position - 1]]
         now = self.clock()
         held = hold_reason(self.queue, job.guild_id)
@@ -160,12 +160,12 @@ class Intake:
         The public acknowledgement replaces a public "thinking…" when the caller of `accept` deferred."""
         try:
             job = await self._admit(caller, job)
-            await self.quota.reserve(job, caller.role_ids)
+            limits = await self.quota.reserve(job, caller.role_ids)
         except InvalidParams as exc:
             await responder.reply_privately(str(exc))
             return None
         try:
-            message_id = await responder.acknowledge(self._queued_text(job), cancel_view(job))
+            message_id = await responder.acknowledge(self._queued_text(job, limits.turns), cancel_view(job))
         except ResponseFailed as exc:
             # The member saw "interaction failed" and will likely ask again: running this one too would double it.
             log.warning("job %s: could not acknowledge, dropping it: %s", job.id, exc)
@@ -173,6 +173,6 @@ class Intake:
             return None
         await self.store.set_message(job.id, message_id)
         job = job.with_message(message_id)
-        await self.queue.put(job.user_id, job, job.guild_id)
+        await self.queue.put(job.user_id, job, job.guild_id, turns=limits.turns)
         log.info("job %s queued for %s (%s): %s", job.id, job.user_name, job.user_id, job.params)
         return job
