@@ -26,7 +26,7 @@ from core.jobs import JobState
 from core.network_files import NetworkFolder
 from core.sidecar import ModelDefaults
 from core.wire import Progress, encode
-from tests.support.bots import answer, drawn_order, make_bot, results
+from tests.support.bots import answer, autocomplete, drawn_order, make_bot, results
 from tests.support.checkpoint_headers import SD1_KEYS, write_header_only
 from tests.support.fake_discord import CHANNEL_ID, OWNER_ID, USER_ID, FakeDiscord
 from tests.support.fake_engine import FakeEngine
@@ -369,10 +369,7 @@ async def test_a_cancel_reaches_a_remote_worker_between_two_steps(
 
 
 async def choices(fake: FakeDiscord, typed: str) -> list[str]:
-    inter = await fake.autocomplete("imagine", {"prompt": "x", "model": typed}, "model")
-    callback = await inter.wait_response()
-    assert callback.data is not None
-    return [choice["name"] for choice in callback.data["choices"]]
+    return [choice["name"] for choice in await autocomplete(fake, "imagine", {"prompt": "x", "model": typed}, "model")]
 
 
 async def test_imagine_offers_the_models_and_loras_a_worker_has_and_sends_their_jobs_only_to_it(

@@ -12,7 +12,7 @@ import pytest
 from bot.app import SdBot
 from bot.models.picker import Models
 from core.catalog import scan
-from tests.support.bots import answer, make_bot, results
+from tests.support.bots import answer, autocomplete, make_bot, results
 from tests.support.checkpoint_headers import SD1_KEYS, SDXL_KEYS, write_header_only
 from tests.support.fake_discord import CHANNEL_ID, GUILD_ID, OWNER_ID, USER_ID, FakeDiscord, FakeInteraction
 from tests.support.fake_engine import FakeEngine
@@ -57,10 +57,7 @@ async def admin(fake: FakeDiscord, subcommand: str, options: dict[str, Any] | No
 
 async def choices(fake: FakeDiscord, typed: str, command: str = "imagine", **how: Any) -> list[dict[str, str]]:
     options = {"prompt": "x", "model": typed} if command == "imagine" else {"model": typed}
-    inter = await fake.autocomplete(command, options, "model", **how)
-    callback = await inter.wait_response()
-    assert callback.type == 8 and callback.data is not None
-    return list(callback.data["choices"])
+    return await autocomplete(fake, command, options, "model", **how)
 
 
 async def test_model_option_autocompletes_names_and_descriptions(fake: FakeDiscord, bot: SdBot) -> None:

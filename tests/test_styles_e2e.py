@@ -8,7 +8,7 @@ import io
 from PIL import Image
 
 from bot.app import SdBot
-from tests.support.bots import answer, results
+from tests.support.bots import answer, autocomplete, results
 from tests.support.fake_discord import GUILD_ID, OWNER_ID, USER_ID, FakeDiscord
 from tests.support.fake_discord.config import FakeFile
 from tests.support.fake_engine import FakeEngine
@@ -25,10 +25,7 @@ async def styles(fake: FakeDiscord, subcommand: str, **options: object) -> str:
 
 
 async def choices(fake: FakeDiscord, typed: str) -> list[str]:
-    inter = await fake.autocomplete("imagine", {"prompt": "x", "style": typed}, "style")
-    callback = await inter.wait_response()
-    assert callback.data is not None
-    return [choice["value"] for choice in callback.data["choices"]]
+    return [choice["value"] for choice in await autocomplete(fake, "imagine", {"prompt": "x", "style": typed}, "style")]
 
 
 async def test_styles_with_and_without_the_placeholder_are_applied_and_kept_in_the_infotext(

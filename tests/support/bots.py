@@ -92,3 +92,13 @@ async def drawn_order(fake: FakeDiscord, bot: SdBot, jobs: int = 50, members: in
     posted = await fake.wait_for(lambda: results(fake) if len(results(fake)) == jobs else None, timeout=60)
     assert sorted(m.embeds[0]["description"] for m in posted) == sorted(f"job {job}" for job in range(jobs))
     return [(await bot.store.get(job_id)).params.prompt for job_id in order]  # type: ignore[union-attr]
+
+
+async def autocomplete(
+    fake: FakeDiscord, command: str, options: dict[str, Any], focused: str, **how: Any
+) -> list[dict[str, str]]:
+    """The choices the bot offers for the `focused` option, as Discord gets them."""
+    inter = await fake.autocomplete(command, options, focused, **how)
+    callback = await inter.wait_response()
+    assert callback.type == 8 and callback.data is not None
+    return list(callback.data["choices"])
