@@ -90,6 +90,8 @@ class Hub:
         self.redis: Redis = Redis.from_url(url, socket_timeout=max(10.0, 5 * poll), socket_connect_timeout=5.0)
         self.connected = False
         self._workers: dict[str, _Worker] = {}
+        # Each heartbeat key's card as last read (None: unusable), by the raw text it was read from.
+        self._cards: dict[bytes, tuple[bytes, WorkerCard | None]] = {}
         # When Redis was last reached after being out of reach: no worker is dead before its time-to-live after it.
         self._reachable_since = 0.0
         # Results handed to their batches, acknowledged once the job log has them.
@@ -205,25 +207,19 @@ class Hub:
                 replies = await pipe.execute()
             now = self.clock()
             for key, raw, left in zip(keys, replies[::2], replies[1::2], strict=True):
-                if raw is None:
-                    continue
-                try:
-                    card = WorkerCard.from_json(raw)
-                except BadEntry as exc:
-                    log.warning("ignoring %s: %s", key.decode(errors="replace"), exc)
-                    continue
-                if worker_key(card.name).encode() != key:
-                    log.warning("ignoring %s: its card names the worker %s", key.decode(errors="replace"), card.name)
-                    continue
-                alive[card.name] = (card, now - max(0.0, card.ttl - max(0, left) / 1000))
+                card = self._card(key, raw) if raw is not None else None
+                if card is not None:
+                    alive[card.name] = (card, now - max(0.0, card.ttl - max(0, left) / 1000))
+        self._cards = {key: self._cards[key] for key in keys if key in self._cards}
         for name, (card, beat) in alive.items():
             worker = self._workers.get(name) or self._attach(card)
-            if (card.models, card.loras) != (worker.card.models, worker.card.loras):
+            if card is not worker.card:
                 # Its folders were rescanned (/sdadmin models reload).
                 worker.card = card
+                for engine in worker.engines:
+                    engine.models, engine.loras = card.model_names, card.loras
                 self._offer_models()
             for engine in worker.engines:
-                engine.models, engine.loras = card.model_names, card.loras
                 engine.last_heartbeat = beat
                 if not engine.reachable:
                     engine.reachable = True
@@ -232,6 +228,23 @@ class Hub:
         for name in [name for name in self._workers if name not in alive]:
             if now - self._reachable_since >= self._workers[name].card.ttl:
                 await self._declare_dead(name)
+
+    def _card(self, key: bytes, raw: bytes) -> WorkerCard | None:
+        """The card a heartbeat key holds; None (said once) for one the bot cannot use. A card is read again only
+        when its worker changed it: most heartbeats renew the same one."""
+        known = self._cards.get(key)
+        if known is not None and known[0] == raw:
+            return known[1]
+        card: WorkerCard | None = None
+        try:
+            card = WorkerCard.from_json(raw)
+            if worker_key(card.name).encode() != key:
+                log.warning("ignoring %s: its card names the worker %s", key.decode(errors="replace"), card.name)
+                card = None
+        except BadEntry as exc:
+            log.warning("ignoring %s: %s", key.decode(errors="replace"), exc)
+        self._cards[key] = (raw, card)
+        return card
 
     def _attach(self, card: WorkerCard) -> _Worker:
         models = card.model_names
