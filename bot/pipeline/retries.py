@@ -86,20 +86,17 @@ class Retries:
                 outcomes.update(exc.finished)
                 log.error("jobs %s: %s", ", ".join(request.job_id for request in sent), exc)
                 outcomes.update((request.job_id, JobFailedError(ENGINE_GARBLED)) for request in sent)
-            except EngineLost as exc:
-                outcomes.update(exc.finished)
-                unanswered = [request.job_id for request in sent if request.job_id not in outcomes]
-                drawing = _drawing(unanswered, last, exc)
-                await self.store.forgive_attempt([job_id for job_id in unanswered if job_id not in drawing])
-                log.error("jobs %s: %s (drawing %s)", ", ".join(unanswered), exc, ", ".join(drawing) or "none of them")
-                outcomes.update((job_id, Reroute(str(exc))) for job_id in unanswered)
             except EngineCrashed as exc:
                 outcomes.update(exc.finished)
                 unanswered = [request.job_id for request in sent if request.job_id not in outcomes]
                 drawing = _drawing(unanswered, last, exc)
                 await self.store.forgive_attempt([job_id for job_id in unanswered if job_id not in drawing])
-                tries += 1
                 log.error("jobs %s: %s (drawing %s)", ", ".join(unanswered), exc, ", ".join(drawing) or "none of them")
+                if isinstance(exc, EngineLost):
+                    # Gone for good: another engine draws them (those it was drawing keep this attempt).
+                    outcomes.update((job_id, Reroute(str(exc))) for job_id in unanswered)
+                    continue
+                tries += 1
                 if tries > CRASH_ATTEMPTS + 1:
                     # The engine dies before drawing anything: no job is to blame, but none gets drawn either.
                     outcomes.update((job_id, JobFailedError(ENGINE_CRASHED)) for job_id in unanswered)
