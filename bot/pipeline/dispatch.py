@@ -61,7 +61,8 @@ class _Slot:
         return self.engine.available and not self.denoising and self.in_flight < MAX_IN_FLIGHT
 
     def accepts(self, job: Job) -> bool:
-        """Whether its engine has the job's model (a worker may lack some of the bot's)."""
+        """Whether its engine has the job's model and LoRAs (a worker may lack some of the bot's, and the bot some of a
+        worker's)."""
         return self.engine.draws(job.params)
 
 
@@ -118,13 +119,16 @@ class Dispatcher:
         self._slots.append(_Slot(self._numbers, engine, Retries(engine, self.store, self.clock)))
         self._numbers += 1
         self.engines.add_remote(engine)
-        self.handover.estimator.parallel = max(1, len(self._slots))
-        self._slot_changed.set()
+        self._engines_counted()
 
     def detach(self, engine: Engine) -> None:
         """Feed an engine no more (its worker is gone); its batches in flight end with it lost, and go elsewhere."""
         self._slots = [slot for slot in self._slots if slot.engine is not engine]
         self.engines.remove_remote(engine)
+        self._engines_counted()
+
+    def _engines_counted(self) -> None:
+        """Engines came or went: estimates share the queue among as many, and a free one may now take a batch."""
         self.handover.estimator.parallel = max(1, len(self._slots))
         self._slot_changed.set()
 
