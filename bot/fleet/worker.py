@@ -208,13 +208,10 @@ class Worker:
                     await self._take(fields)
                 if entries:
                     # Taken: the stream need not keep them.
-                    await self._quietly(self.redis.xtrim(batches_key(self.name), minid=last))
-
-    async def _quietly(self, call: object) -> None:
-        try:
-            await call  # type: ignore[misc]
-        except (RedisError, OSError) as exc:
-            self._lost_redis(exc)
+                    try:
+                        await self.redis.xtrim(batches_key(self.name), minid=last)
+                    except (RedisError, OSError) as exc:
+                        self._lost_redis(exc)
 
     def _engine(self, fields: dict[bytes, bytes]) -> Engine:
         number = text(fields, "engine", 8)
