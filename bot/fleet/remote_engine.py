@@ -21,6 +21,7 @@ from bot.pipeline.engine_client import (
     Outcome,
     ProgressCallback,
     UnusableFrame,
+    batch_outcomes,
     check_progress,
     check_result,
 )
@@ -115,18 +116,7 @@ class RemoteEngine:
             raise EngineLost(f"the batch could not be sent to {self.host}: {exc}") from None
         finally:
             del self._batches[batch_id]
-        results: dict[str, Outcome] = {}
-        crash: BaseException | None = None
-        for job_id, outcome in zip(batch.futures, outcomes, strict=True):
-            if isinstance(outcome, JobResult | JobFailedError):
-                results[job_id] = outcome
-            else:
-                crash = outcome
-        if isinstance(crash, EngineCrashed):
-            raise type(crash)(str(crash), results, crash.drawing)
-        if crash is not None:
-            raise crash
-        return [results[request.job_id] for request in requests]
+        return batch_outcomes(requests, outcomes)
 
     def answer(self, batch_id: str, message: JobResult | JobFailed) -> bool:
         """A job's result or failure for a batch sent here; False (nothing done) when it answers none of them.

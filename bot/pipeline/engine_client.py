@@ -106,6 +106,23 @@ def check_progress(progress: Progress) -> None:
 Outcome = JobResult | JobFailedError
 
 
+def batch_outcomes(requests: Sequence[GenerateRequest], gathered: Sequence[object]) -> list[Outcome]:
+    """Each job's outcome, in the order asked, from what its future gave; if the engine died (or was lost) before
+    answering some, its EngineCrashed again, carrying the answers that came before."""
+    results: dict[str, Outcome] = {}
+    crash: BaseException | None = None
+    for request, outcome in zip(requests, gathered, strict=True):
+        if isinstance(outcome, JobResult | JobFailedError):
+            results[request.job_id] = outcome
+        elif isinstance(outcome, BaseException):
+            crash = outcome
+    if isinstance(crash, EngineCrashed):
+        raise type(crash)(str(crash), results, crash.drawing)
+    if crash is not None:
+        raise crash
+    return [results[request.job_id] for request in requests]
+
+
 class Engine(Protocol):
     """What the bot needs from whatever draws images: start, draw batches of jobs, stop."""
 
@@ -403,19 +420,9 @@ class ProcessEngine:
         finally:
             for request in requests:
                 self._pending.pop(request.job_id, None)
-        results: dict[str, Outcome] = {}
-        crash: BaseException | None = None
-        for request, outcome in zip(requests, outcomes, strict=True):
-            if isinstance(outcome, JobResult | JobFailedError):
-                results[request.job_id] = outcome
-            else:
-                crash = outcome
-        if isinstance(crash, EngineCrashed):
-            raise type(crash)(str(crash), results)
-        if crash is not None:
-            raise crash
+        answered = batch_outcomes(requests, outcomes)
         self._crashes = 0
-        return [results[request.job_id] for request in requests]
+        return answered
 
     async def _send(self, message: CancelRequest | ReloadModels) -> bool:
         """Write a message beside the running job; False when there is no engine to take it."""
