@@ -87,9 +87,7 @@ class ImagineOptions:
         """
         model = model or ModelPick()
         wanted = model.defaults
-        native_width, native_height = (
-            (model.native, model.native) if model.native else (engine.native_width, engine.native_height)
-        )
+        native_width, native_height = model.native_size(engine)
         width, height = self.width or wanted.width or native_width, self.height or wanted.height or native_height
         if self.ar is not None:
             if self.width or self.height:
@@ -156,11 +154,9 @@ class ImagineService:
         channel_id = check_channel(caller)
         model = self.models.pick(options.model, channel_id)
         params = options.to_params(ready, self.seed_source, model, source, max_side)
-        if options.style and options.style.strip():
+        if options.style and options.style.strip() and self.styles is not None:
             # As A1111 does, the job keeps the prompts as expanded: its infotext and Remix show what was drawn.
-            picked = self.styles.pick(caller.guild_id, options.style) if self.styles else []
-            if not picked:
-                raise InvalidParams("This server has no styles: leave style out.")
+            picked = self.styles.pick(caller.guild_id, options.style)
             prompt, negative = apply_styles(params.prompt, params.negative_prompt, picked)
             params = replace(params, prompt=prompt, negative_prompt=negative).validate()
         return channel_id, params

@@ -11,6 +11,7 @@ from bot.models.channel_defaults import ChannelModels
 from core.catalog import Catalog, CatalogEntry, UnknownModel, pickle_refusal, scan
 from core.params import InvalidParams
 from core.sidecar import ModelDefaults
+from core.wire import EngineReady
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,10 @@ class ModelPick:
     defaults: ModelDefaults = field(default_factory=ModelDefaults)
     native: int | None = None  # None: the engine's loaded default model's size
     family: str | None = None  # None: the default model's, whose memory budget the engine reports itself
+
+    def native_size(self, engine: EngineReady) -> tuple[int, int]:
+        """The width and height the model was trained at (the engine reports its default model's)."""
+        return (self.native, self.native) if self.native else (engine.native_width, engine.native_height)
 
 
 class Models:

@@ -161,8 +161,8 @@ class RemixService:
         values = caller.values
         try:
             ready = ready_engine(self.engine_ready)
-            native = self.intake.installed.models.pick(job.params.model or None, None).native
-            area = native * native if native else ready.native_width * ready.native_height
+            width, height = self.intake.installed.models.pick(job.params.model or None, None).native_size(ready)
+            area = width * height
             params = remixed_params(job.params, values, self.seed_source, area)
             self.intake.check_fits(params, ready)
             child = job.remixed(requester_for(caller, job, self.intake.clock()), params)

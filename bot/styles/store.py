@@ -57,6 +57,8 @@ class Styles:
                 )
             if styles[name.lower()] not in picked:
                 picked.append(styles[name.lower()])
+        if not picked:
+            raise InvalidParams("Name one of this server's styles, or leave style out.")
         return picked
 
     async def put(self, guild_id: int, styles: Sequence[Style]) -> None:
