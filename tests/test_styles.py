@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+from pathlib import Path
 
 import pytest
 
+from bot.pipeline.database import Database
+from bot.styles.store import Styles
 from core.styles import MAX_STYLES, Style, StyleError, apply_styles, merge, parse_styles_csv
 
 
@@ -67,3 +71,21 @@ def test_a_malformed_styles_csv_names_the_line_and_column(text: str, sentence: s
 def test_too_many_styles_are_refused() -> None:
     with pytest.raises(StyleError, match=f"at most {MAX_STYLES}"):
         parse_styles_csv(a1111_csv([(f"s{n}", "x", "") for n in range(MAX_STYLES + 1)]))
+
+
+async def test_styles_added_at_once_are_all_kept_in_memory_as_in_sqlite(tmp_path: Path) -> None:
+    # Fifty admins' presses at once: each adds its own style, and none may be lost from what /imagine reads.
+    database = Database(tmp_path / "sdbot.sqlite3")
+    await database.open()
+    try:
+        styles = Styles(database)
+        await asyncio.gather(*(styles.put(1, [Style(f"s{n}", f"style {n}")]) for n in range(50)))
+        kept = {style.name for style in styles.in_guild(1)}
+        again = Styles(database)
+        await again.load()
+        assert kept == {style.name for style in again.in_guild(1)} == {f"s{n}" for n in range(50)}
+        # The server's limit holds under the same race.
+        await asyncio.gather(*(styles.put(1, [Style(f"t{n}", "x")]) for n in range(MAX_STYLES)), return_exceptions=True)
+        assert len(styles.in_guild(1)) == MAX_STYLES
+    finally:
+        await database.close()

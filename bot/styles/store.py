@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 from bot.pipeline.database import Database, Schema
@@ -31,6 +32,8 @@ class Styles:
     def __init__(self, database: Database) -> None:
         self.database = database
         self._by_guild: dict[int, dict[str, Style]] = {}
+        # Changes one at a time: each reads the mirror, awaits SQLite, then writes the mirror back.
+        self._changing = asyncio.Lock()
 
     async def load(self) -> None:
         """Read every server's styles once the store is open."""
@@ -63,26 +66,30 @@ class Styles:
 
     async def put(self, guild_id: int, styles: Sequence[Style]) -> None:
         """Add styles to a server, replacing those of the same names; StyleError past a server's limit."""
-        kept = {style.name: style for style in self.in_guild(guild_id)}
-        kept.update((style.name, style) for style in styles)
-        if len(kept) > MAX_STYLES:
-            raise StyleError(f"A server keeps at most {MAX_STYLES} styles: remove some first.")
-        # One statement per style (not executemany: the shared connection refuses concurrent ones), one commit.
-        for style in styles:
-            await self.database.db.execute(
-                "INSERT INTO styles (guild_id, name, prompt, negative_prompt) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (guild_id, name) DO UPDATE SET prompt = excluded.prompt,"
-                " negative_prompt = excluded.negative_prompt",
-                (guild_id, style.name, style.prompt, style.negative_prompt),
-            )
-        await self.database.db.commit()
-        self._by_guild[guild_id] = kept
+        async with self._changing:
+            kept = {style.name: style for style in self.in_guild(guild_id)}
+            kept.update((style.name, style) for style in styles)
+            if len(kept) > MAX_STYLES:
+                raise StyleError(f"A server keeps at most {MAX_STYLES} styles: remove some first.")
+            # One statement per style (not executemany: the shared connection refuses concurrent ones), one commit.
+            for style in styles:
+                await self.database.db.execute(
+                    "INSERT INTO styles (guild_id, name, prompt, negative_prompt) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (guild_id, name) DO UPDATE SET prompt = excluded.prompt,"
+                    " negative_prompt = excluded.negative_prompt",
+                    (guild_id, style.name, style.prompt, style.negative_prompt),
+                )
+            await self.database.db.commit()
+            self._by_guild[guild_id] = kept
 
     async def remove(self, guild_id: int, name: str) -> Style | None:
         """Remove a server's style by name (any case); the style removed, or None."""
-        found = next((s for s in self.in_guild(guild_id) if s.name.lower() == name.strip().lower()), None)
-        if found is not None:
-            await self.database.db.execute("DELETE FROM styles WHERE guild_id = ? AND name = ?", (guild_id, found.name))
-            await self.database.db.commit()
-            del self._by_guild[guild_id][found.name]
-        return found
+        async with self._changing:
+            found = next((s for s in self.in_guild(guild_id) if s.name.lower() == name.strip().lower()), None)
+            if found is not None:
+                await self.database.db.execute(
+                    "DELETE FROM styles WHERE guild_id = ? AND name = ?", (guild_id, found.name)
+                )
+                await self.database.db.commit()
+                del self._by_guild[guild_id][found.name]
+            return found
