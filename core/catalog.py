@@ -15,6 +15,7 @@ from core.sidecar import ModelDefaults, SidecarError, read_sidecar, sidecar_for
 from core.source import PICKLE_SUFFIXES, SAFE_SUFFIXES
 
 MAX_CHOICES = 25  # Discord shows at most 25 autocomplete choices
+MAX_CHOICE_VALUE = 100  # and refuses the whole answer if one choice's value is longer
 
 
 class CatalogError(ValueError):
@@ -130,7 +131,7 @@ class Catalog:
     def matching(self, typed: str) -> list[CatalogEntry]:
         """Autocomplete: names starting with what was typed first, then those containing it (or its description)."""
         needle = typed.strip().lower()
-        ordered = [self.entries[n] for n in self.names()]
+        ordered = [self.entries[n] for n in self.names() if len(n) <= MAX_CHOICE_VALUE]
         starts = [e for e in ordered if e.name.lower().startswith(needle)]
         contains = [e for e in ordered if e not in starts and needle in e.label().lower()]
         return (starts + contains)[:MAX_CHOICES]

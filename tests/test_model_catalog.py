@@ -208,3 +208,12 @@ def test_autocomplete_matches_prefix_then_substring_and_description(models: Path
     assert [e.name for e in catalog.matching("")] == catalog.names()
     assert [e.name for e in catalog.matching("v2")] == ["v2-1_768-ema-pruned", "deliberate_v2"]
     assert [e.name for e in catalog.matching("ANIME")] == ["anything-v3"]
+
+
+def test_a_name_too_long_for_a_choice_is_not_offered(tmp_path: Path) -> None:
+    # Discord refuses a whole autocomplete answer holding a value over 100 characters (a file name, or a worker's
+    # model, may be longer): such a model is left out of the choices, the others are still offered.
+    long_name = "realistic_" + "v" * 95
+    write_header_only(tmp_path / f"{long_name}.safetensors", SD1_KEYS)
+    write_header_only(tmp_path / "realisticVision_v51.safetensors", SD1_KEYS)
+    assert [e.name for e in scan(tmp_path).matching("real")] == ["realisticVision_v51"]

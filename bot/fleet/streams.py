@@ -19,7 +19,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from core.catalog import CatalogEntry
+from core.catalog import MAX_CHOICE_VALUE, CatalogEntry
 from core.checkpoint_header import Family
 from core.sidecar import SidecarError, check_defaults, defaults_data
 from core.wire import EngineReady, Message, WireError, encode, read_message
@@ -114,7 +114,7 @@ def model_entry(data: Any) -> CatalogEntry:
     """A worker's model as the bot's catalog keeps it; BadEntry for anything a sidecar could not say."""
     try:
         name = str(data["name"])
-        if not 0 < len(name) <= 200 or "/" in name:
+        if not 0 < len(name) <= MAX_CHOICE_VALUE or "/" in name:
             raise ValueError(f"model name {name[:80]!r}")
         defaults = check_defaults(dict(data.get("defaults", {})), f"model {name} of a worker")
         native = int(data["native"])
