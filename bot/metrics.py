@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 # Seconds: a few for a small job on a fast GPU, up to the quarter hour a long queue may take.
 LATENCY_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 900)
+# Each engine's series: its number, its device, and the worker serving it ("local" for the bot's own).
+ENGINE_LABELS = ["engine", "device", "worker"]
 
 
 class MetricsUnavailable(RuntimeError):
@@ -47,12 +49,12 @@ class _Live(Collector):
         in_flight = GaugeMetricFamily(
             "sdbot_engine_batches_in_flight",
             "Batches sent to an engine and not yet answered",
-            labels=["engine", "device", "worker"],
+            labels=ENGINE_LABELS,
         )
         restarts = CounterMetricFamily(
             "sdbot_engine_restarts",
             "Times an engine was started again after dying",
-            labels=["engine", "device", "worker"],
+            labels=ENGINE_LABELS,
         )
         for status in self.dispatcher.engine_statuses(self.clock()):
             labels = [str(status.number), status.device, status.host]
@@ -67,7 +69,7 @@ class Metrics:
 
     def __init__(self, dispatcher: Dispatcher, queue: FairQueue[Job], clock: Clock) -> None:
         self.registry = CollectorRegistry()
-        labels = ["engine", "device", "worker"]
+        labels = ENGINE_LABELS
         self.jobs = Counter(
             "sdbot_jobs", "Jobs that left an engine, by how they ended", [*labels, "ending"], registry=self.registry
         )

@@ -22,7 +22,7 @@ from typing import Any
 from core.catalog import MAX_CHOICE_VALUE, CatalogEntry
 from core.checkpoint_header import Family
 from core.sidecar import SidecarError, check_defaults, defaults_data
-from core.wire import EngineReady, Message, WireError, encode, read_message
+from core.wire import EngineReady, Message, WireError, read_message
 
 PREFIX = "sdbot"
 RESULTS = f"{PREFIX}:results"
@@ -61,10 +61,6 @@ class Kind(str, Enum):
 
 class BadEntry(ValueError):
     """An entry the reader cannot use; the message says why, for the log."""
-
-
-def frame_bytes(message: Message) -> bytes:
-    return encode(message)
 
 
 def read_frame(raw: bytes, limit: int) -> Message:
