@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from bot.limits.admin_store import AdminStore
 from bot.pipeline.database import Database
+from bot.styles.commands import StyleAdmin
 from bot.styles.store import Styles
 from core.styles import MAX_STYLES, Style, StyleError, apply_styles, merge, parse_styles_csv
 
@@ -87,5 +89,19 @@ async def test_styles_added_at_once_are_all_kept_in_memory_as_in_sqlite(tmp_path
         # The server's limit holds under the same race.
         await asyncio.gather(*(styles.put(1, [Style(f"t{n}", "x")]) for n in range(MAX_STYLES)), return_exceptions=True)
         assert len(styles.in_guild(1)) == MAX_STYLES
+    finally:
+        await database.close()
+
+
+async def test_a_long_list_of_styles_fits_in_one_message(tmp_path: Path) -> None:
+    database = Database(tmp_path / "sdbot.sqlite3")
+    await database.open()
+    try:
+        styles = Styles(database)
+        await styles.put(1, [Style(f"style {n:03}", "a long prompt, " * 20) for n in range(MAX_STYLES)])
+        text = StyleAdmin(styles=styles, admin=AdminStore(database), clock=lambda: 0.0).describe(1)
+        assert len(text) <= 2000 and text.startswith("**Styles** (200)\n`style 000` — a long prompt")
+        shown = text.count("\n`style ")
+        assert text.endswith(f"\n… and {MAX_STYLES - shown} more")
     finally:
         await database.close()

@@ -15,6 +15,17 @@ if TYPE_CHECKING:
 MESSAGE_MAX = 2000
 
 
+def fit_lines(lines: list[str], max_chars: int, max_lines: int | None = None) -> list[str]:
+    """The first lines, up to `max_lines` and `max_chars` joined by newlines, and a last one saying how many more
+    there are."""
+    kept: list[str] = []
+    for line in lines:
+        if len(kept) == max_lines or sum(len(k) + 1 for k in kept) + len(line) > max_chars:
+            return [*kept, f"… and {len(lines) - len(kept)} more"]
+        kept.append(line)
+    return kept
+
+
 @dataclass(frozen=True)
 class Caller:
     """Who asks and where, read once from the interaction: all that services know of it."""

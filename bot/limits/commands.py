@@ -11,7 +11,7 @@ import discord
 from discord import app_commands
 
 from bot.interactions.adapter import caller_and_responder, member_option
-from bot.interactions.port import Caller, MemberOption, Responder
+from bot.interactions.port import Caller, MemberOption, Responder, fit_lines
 from bot.limits.admin_group import AdminGroup
 from bot.limits.admin_store import AdminStore
 from bot.limits.owners import Owners, owner_allowed
@@ -101,12 +101,7 @@ def engine_line(status: EngineStatus) -> str:
 
 def _fit(lines: list[str]) -> list[str]:
     """The first lines, up to _MAX_LINES and _LINES_CHARS, and how many more there are."""
-    kept: list[str] = []
-    for line in lines:
-        if len(kept) == _MAX_LINES or sum(len(k) + 1 for k in kept) + len(line) > _LINES_CHARS:
-            return [*kept, f"… and {len(lines) - len(kept)} more"]
-        kept.append(line)
-    return kept
+    return fit_lines(lines, _LINES_CHARS, _MAX_LINES)
 
 
 def _short(job: Job) -> str:

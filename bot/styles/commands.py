@@ -7,7 +7,7 @@ from discord import app_commands
 
 from bot.imagine.attachments import AttachmentInfo, download
 from bot.interactions.adapter import caller_and_responder
-from bot.interactions.port import MESSAGE_MAX, Caller, Responder
+from bot.interactions.port import MESSAGE_MAX, Caller, Responder, fit_lines
 from bot.limits.admin_group import AdminGroup
 from bot.limits.admin_store import AdminStore
 from bot.pipeline.progress import Clock
@@ -57,13 +57,10 @@ class StyleAdmin:
         styles = self.styles.in_guild(guild_id)
         if not styles:
             return "This server has no styles yet: add one with `/sdadmin styles add`, or import A1111's styles.csv."
-        text = f"**Styles** ({len(styles)})"
-        for number, style in enumerate(styles):
-            line = "\n" + _line(style)
-            if len(text) + len(line) > MESSAGE_MAX - 40:
-                return text + f"\n… and {len(styles) - number} more"
-            text += line
-        return text
+        heading = f"**Styles** ({len(styles)})"
+        # Room kept for Discord's 2,000 characters: the heading, its newline, and a margin.
+        lines = fit_lines([_line(style) for style in styles], MESSAGE_MAX - 41 - len(heading))
+        return "\n".join([heading, *lines])
 
     async def import_csv(self, caller: Caller, responder: Responder, info: AttachmentInfo) -> str:
         """Add (or replace) the styles of an A1111 styles.csv."""
