@@ -285,7 +285,10 @@ async def test_redis_killed_and_restarted_on_its_data_loses_nothing_and_posts_no
         posted = await fake.wait_for(lambda: results(fake) if len(results(fake)) == 2 else None, timeout=20)
         await stream_empty(redis_server.url)
         assert sorted(m.embeds[0]["description"] for m in posted) == ["asked after the crash", "drawn across the crash"]
-        assert len(worker.engine.calls) == 2
+        # A batch sent on a connection the crash had broken may have reached the worker although the bot saw an
+        # error (Redis applied the XADD, the reply was lost): it is sent again, and drawn twice, but posted once.
+        drawn = {params.prompt for _, params in worker.engine.calls}
+        assert drawn == {"asked after the crash", "drawn across the crash"}
     await worker.leave()
 
 
