@@ -19,6 +19,7 @@ from bot.interactions.adapter import caller_and_responder
 from bot.limits import feature as limits_feature
 from bot.limits.admin_group import admin_group
 from bot.limits.rules import Limits
+from bot.member_settings import feature as member_settings_feature
 from bot.metrics import Metrics
 from bot.models import feature as models_feature
 from bot.models.picker import Models
@@ -107,6 +108,7 @@ class SdBot(discord.Client):
         styles_feature.setup(self.shared, self.registry)
         self.community = community_feature.setup(self.shared, self.registry)
         imagine_feature.setup(self.shared, self.registry)
+        member_settings_feature.setup(self.shared, self.registry)
         # Last: a press may go to any feature's handler.
         self.presses = results_feature.setup(self.shared, self.registry, allow_dms=allow_dms)
         self.registry.hourly["pruning kept images"] = lambda: asyncio.to_thread(images.prune, clock())

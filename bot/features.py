@@ -19,6 +19,7 @@ from bot.limits.owners import Owners
 from bot.limits.pauses import Pauses
 from bot.limits.quota import Quota
 from bot.limits.rules import Limits
+from bot.member_settings.store import MemberSettingsStore
 from bot.models.channel_defaults import ChannelModels
 from bot.models.picker import Models
 from bot.pipeline.database import Database
@@ -74,6 +75,7 @@ class Shared:
     models: Models
     loras: Networks
     styles: Styles
+    member_settings: MemberSettingsStore
     channel_models: ChannelModels
     owners: Owners
     pauses: Pauses
@@ -137,6 +139,7 @@ def build_shared(
         store=jobs, admin=admin, defaults=options.limits, clock=clock, guild_ids=lambda: [g.id for g in client.guilds]
     )
     policy = PolicyStore(admin)
+    member_settings = MemberSettingsStore(database)
     sources = SourceImages(images, client)
     dispatcher = Dispatcher(
         queue=queue,
@@ -161,6 +164,7 @@ def build_shared(
         installed=Installed(models, loras, options.max_loras, chunks),
         allow_dms=options.allow_dms,
         stalled=lambda: engines.stalled,
+        quiet=lambda user_id, guild_id: bool(member_settings.get(user_id, guild_id).quiet),
     )
     return Shared(
         client=client,
@@ -178,6 +182,7 @@ def build_shared(
         models=models,
         loras=loras,
         styles=Styles(database),
+        member_settings=member_settings,
         channel_models=channel_models,
         owners=Owners(configured=frozenset(options.owner_ids), fetch=client.application_info, clock=clock),
         pauses=Pauses(admin=admin, queue=queue),

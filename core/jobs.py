@@ -70,6 +70,8 @@ class Job:
     # What the channel's policy does with images the safety checker flags, and which ones it flagged (from 1).
     on_flagged: Flagged = Flagged.POST
     flagged: tuple[int, ...] = ()
+    # Posted with the member named but not pinged (their /settings).
+    quiet: bool = False
 
     @property
     def withheld(self) -> tuple[int, ...]:

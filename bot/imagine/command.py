@@ -7,6 +7,7 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import discord
 from discord import app_commands
@@ -14,6 +15,8 @@ from discord import app_commands
 from bot.imagine.attachments import AttachmentInfo, check_image, fetch_image
 from bot.interactions.adapter import caller_and_responder
 from bot.interactions.port import Caller, Responder
+from bot.member_settings.applicable import still_applicable
+from bot.member_settings.store import MemberSettingsStore
 from bot.models.picker import ModelPick, Models
 from bot.pipeline.images import ImageStore
 from bot.pipeline.intake import Intake, check_channel, check_fits, ready_engine
@@ -22,6 +25,7 @@ from bot.styles.store import Styles
 from core.aspect import CHOICES as ASPECT_CHOICES
 from core.aspect import AspectRatio
 from core.jobs import Job, new_job_id
+from core.member_settings import MemberSettings, Setting
 from core.params import (
     DEFAULT_CFG,
     DEFAULT_IMAGE_STRENGTH,
@@ -52,6 +56,10 @@ from core.wire import EngineReady
 log = logging.getLogger(__name__)
 
 
+# The member's settings /imagine's options of the same names take; the size (ar, or width and height) goes as a whole.
+_FILLED = (Setting.MODEL, Setting.STEPS, Setting.CFG, Setting.SAMPLER, Setting.NEGATIVE_PROMPT, Setting.STYLE)
+
+
 @dataclass(frozen=True)
 class ImagineOptions:
     """The options as Discord delivered them; None where the member left one out."""
@@ -70,6 +78,24 @@ class ImagineOptions:
     strength: float | None = None
     ar: str | None = None
     style: str | None = None  # style names, comma-separated
+
+    def left_to(self, member: MemberSettings, *, image: bool) -> MemberSettings:
+        """The member's settings for what these options leave out. A size goes as a whole: a ratio, width or height
+        given (or an image prompt, which keeps its image's shape) leaves the member's size out."""
+        given = [s for s in _FILLED if getattr(self, s.value) is not None]
+        if image or self.ar or self.width or self.height:
+            given.append(Setting.AR)
+        return member.without(*given)
+
+    def with_member(self, member: MemberSettings) -> ImagineOptions:
+        """These options with the member's settings where they left one out."""
+        filled: dict[str, Any] = {}
+        if not (self.ar or self.width or self.height):
+            filled.update(ar=member.ar, width=member.width, height=member.height)
+        for setting in _FILLED:
+            if getattr(self, setting.value) is None:
+                filled[setting.value] = member.value(setting)
+        return replace(self, **{name: value for name, value in filled.items() if value is not None})
 
     def to_params(
         self,
@@ -134,9 +160,11 @@ class ImagineService:
         images: ImageStore,
         seed_source: random.Random | None = None,
         styles: Styles | None = None,
+        member_settings: MemberSettingsStore | None = None,
     ) -> None:
         self.intake = intake
         self.styles = styles
+        self.member_settings = member_settings
         self.engine_ready = engine_ready
         self.models = models or Models()
         self.images = images
@@ -161,15 +189,6 @@ class ImagineService:
             params = replace(params, prompt=prompt, negative_prompt=negative).validate()
         return channel_id, params
 
-    def model_choices(self, typed: str) -> list[app_commands.Choice[str]]:
-        """Autocomplete for `model:`: catalog names (with their descriptions) matching what was typed."""
-        return [app_commands.Choice(name=e.label(), value=e.name) for e in self.models.catalog.matching(typed)]
-
-    async def _max_side(self, caller: Caller) -> int:
-        """The largest side this member may ask for, which an image prompt's or an aspect ratio's size must fit."""
-        limits = await self.intake.quota.limits(caller.guild_id, caller.user_id, caller.role_ids)
-        return min(MAX_SIZE, limits.max_size or MAX_SIZE)
-
     async def submit(
         self, caller: Caller, responder: Responder, options: ImagineOptions, image: AttachmentInfo | None = None
     ) -> Job | None:
@@ -179,15 +198,24 @@ class ImagineService:
         make are checked before it is downloaded; the download is capped, and must decode.
         """
         job_id = new_job_id()
+        limits = await self.intake.quota.limits(caller.guild_id, caller.user_id, caller.role_ids)
+        # A ratio's size, and an image prompt's, keeps within the member's largest side.
+        max_side = min(MAX_SIZE, limits.max_size or MAX_SIZE)
+        member = self.member_settings.get(caller.user_id, caller.guild_id) if self.member_settings else MemberSettings()
+        member, notes = still_applicable(
+            options.left_to(member, image=image is not None),
+            models=self.models,
+            styles=self.styles,
+            guild_id=caller.guild_id,
+            limits=limits,
+        )
+        options = options.with_member(member)
         try:
             if image is None:
-                # A ratio's size keeps within the member's largest side.
-                max_side = await self._max_side(caller) if options.ar is not None else MAX_SIZE
                 channel_id, params = self.check(caller, options, max_side=max_side)
             else:
                 check_image(image)
                 assert image.width is not None and image.height is not None
-                max_side = await self._max_side(caller)
                 channel_id, params = self.check(caller, options, (image.width, image.height), max_side)
                 # Nothing is downloaded for a member who may not run the job (banned, over a limit, too soon).
                 if not await self.intake.precheck(caller, responder, self.intake.new_job(caller, params, channel_id)):
@@ -203,11 +231,14 @@ class ImagineService:
             return None
         job = self.intake.new_job(caller, params, channel_id, job_id)
         if image is None:
-            return await self.intake.accept(caller, responder, job)
-        accepted = await self.intake.accept(caller, responder, replace(job, parent_id=job_id, source_index=0))
-        if accepted is None:
-            # Refused after all (another command of the member's came first): keep nothing of it.
-            await asyncio.to_thread(self.images.discard, job_id)
+            accepted = await self.intake.accept(caller, responder, job)
+        else:
+            accepted = await self.intake.accept(caller, responder, replace(job, parent_id=job_id, source_index=0))
+            if accepted is None:
+                # Refused after all (another command of the member's came first): keep nothing of it.
+                await asyncio.to_thread(self.images.discard, job_id)
+        if accepted is not None and notes:
+            await responder.note_privately("\n".join(notes) + "\nChange your defaults with /settings.")
         return accepted
 
 
@@ -282,6 +313,6 @@ def build_imagine_command(service: ImagineService) -> app_commands.Command:  # t
 
     @imagine.autocomplete("model")
     async def model_autocomplete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-        return service.model_choices(current)
+        return service.models.choices(current)
 
     return imagine

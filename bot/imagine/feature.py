@@ -14,6 +14,7 @@ def setup(shared: Shared, registry: Registry) -> ImagineService:
         models=shared.models,
         images=shared.images,
         styles=shared.styles,
+        member_settings=shared.member_settings,
     )
     registry.commands.append(build_imagine_command(service))
     return service

@@ -3,12 +3,15 @@ answers it as the Responder; slash commands, the result buttons' DynamicItem and
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import discord
 
 from bot.interactions.port import MESSAGE_MAX, Caller, ChannelOption, MemberOption, ResponseFailed
+
+log = logging.getLogger(__name__)
 
 # What the bot must be allowed in a channel to post results there with its own token.
 NEEDED_PERMISSIONS = {
@@ -117,6 +120,13 @@ class DiscordResponder:
             await self.interaction.delete_original_response()
         # After a private "thinking…", Discord shows the first follow-up in its place.
         await self.interaction.followup.send(**message, ephemeral=True)
+
+    async def note_privately(self, text: str) -> None:
+        """See Responder; a note Discord refuses is logged, as it changes nothing the member asked for."""
+        try:
+            await self.interaction.followup.send(text[:MESSAGE_MAX], ephemeral=True)
+        except discord.HTTPException as exc:
+            log.warning("could not send a private note: %s", exc)
 
     async def think(self, *, private: bool) -> None:
         """See Responder."""

@@ -88,6 +88,9 @@ class Responder(Protocol):
     ) -> None:
         """A message only the member sees, in place of a "thinking…" one; `quiet`: its mentions ping no one."""
 
+    async def note_privately(self, text: str) -> None:
+        """A message only the member sees, after the answer (the acknowledgement stays)."""
+
     async def think(self, *, private: bool) -> None:
         """Show "thinking…" (to the member alone when `private`) while the answer takes longer than 3 s."""
 

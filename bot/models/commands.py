@@ -121,7 +121,7 @@ def add_model_commands(group: AdminGroup, models: ModelAdmin, owners: Owners) ->
 
     @channel_model.autocomplete("model")
     async def model_autocomplete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-        return [app_commands.Choice(name=e.label(), value=e.name) for e in models.models.catalog.matching(current)]
+        return models.models.choices(current)
 
     @sub.command(name="reload", description="Rescan the models folder for every server, no restart (bot owners only)")
     async def reload(interaction: discord.Interaction) -> None:

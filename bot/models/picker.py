@@ -7,6 +7,8 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from discord import app_commands
+
 from bot.models.channel_defaults import ChannelModels
 from core.catalog import Catalog, CatalogEntry, UnknownModel, pickle_refusal, scan
 from core.params import InvalidParams
@@ -59,6 +61,10 @@ class Models:
         """The models the connected workers have besides (by name); offered and accepted as long as one has it."""
         self._remote = dict(entries)
         self._use(self.local)
+
+    def choices(self, typed: str) -> list[app_commands.Choice[str]]:
+        """Autocomplete for a `model:` option: the names matching what was typed, with their descriptions."""
+        return [app_commands.Choice(name=e.label(), value=e.name) for e in self.catalog.matching(typed)]
 
     def has_locally(self, name: str) -> bool:
         """Whether the bot's own engines can draw a job naming `name` ("" the default model)."""

@@ -22,6 +22,7 @@ from core.wire import JobResult
 log = logging.getLogger(__name__)
 
 _MENTION_MEMBER_ONLY = discord.AllowedMentions(everyone=False, roles=False, users=True, replied_user=False)
+_MENTION_NOBODY = discord.AllowedMentions.none()
 # Every server accepts files of 10 MiB; a boosted one (as the interaction tells) more.
 DEFAULT_SIZE_LIMIT = 10 * 1024 * 1024
 # Errors after which Discord will refuse every further edit of a message: unknown message, edits to
@@ -51,8 +52,9 @@ class Delivery:
         return self._channel(job).get_partial_message(job.message_id)
 
     def _reply(self, job: Job) -> dict[str, Any]:
-        """Send options that make a post a reply (to the pressed result, else the status), pinging only its member."""
-        options: dict[str, Any] = {"allowed_mentions": _MENTION_MEMBER_ONLY}
+        """Send options that make a post a reply (to the pressed result, else the status), pinging only its member
+        (nobody, for a member who asked for quiet results)."""
+        options: dict[str, Any] = {"allowed_mentions": _MENTION_NOBODY if job.quiet else _MENTION_MEMBER_ONLY}
         target = job.reply_to or job.message_id
         if target is not None:
             reply_to = self._channel(job).get_partial_message(target)

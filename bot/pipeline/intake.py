@@ -87,7 +87,10 @@ class Intake:
         installed: Installed | None = None,
         allow_dms: bool = False,
         stalled: Callable[[], bool] = lambda: False,
+        quiet: Callable[[int, int | None], bool] = lambda user_id, guild_id: False,
     ) -> None:
+        # Whether a member wants results posted without a ping, there (their /settings).
+        self.quiet = quiet
         # Whether no job can start now for want of a reachable engine (Redis is down and all engines are remote).
         self.stalled = stalled
         self.installed = installed or Installed()
@@ -142,7 +145,12 @@ class Intake:
         if found is not None:
             log.info("job %s refused for %s: blocked %r", job.id, job.user_id, found)
             raise InvalidParams(blocked_sentence(found))
-        return replace(job, size_limit=caller.upload_limit, on_flagged=rules.on_flagged)
+        return replace(
+            job,
+            size_limit=caller.upload_limit,
+            on_flagged=rules.on_flagged,
+            quiet=self.quiet(job.user_id, job.guild_id),
+        )
 
     async def precheck(self, caller: Caller, responder: Responder, job: Job) -> bool:
         """Everything `accept` checks (a ban and the limits included) without reserving: for work that must only be

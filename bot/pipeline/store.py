@@ -67,6 +67,9 @@ SCHEMA = Schema(
         """
         ALTER TABLE jobs ADD COLUMN engine TEXT;
         """,
+        """
+        ALTER TABLE jobs ADD COLUMN quiet INTEGER NOT NULL DEFAULT 0;
+        """,
     ),
 )
 
@@ -105,9 +108,9 @@ class JobStore:
 
     _INSERT = (
         "INSERT INTO jobs (id, user_id, user_name, guild_id, channel_id, message_id, params, state, created_at,"
-        " parent_id, source_index, reply_to, cost, size_limit, on_flagged)"
+        " parent_id, source_index, reply_to, cost, size_limit, on_flagged, quiet)"
     )
-    _COLUMNS = 15
+    _COLUMNS = 16
 
     @staticmethod
     def _row(job: Job) -> tuple[Any, ...]:
@@ -127,6 +130,7 @@ class JobStore:
             job_cost(job.params),
             job.size_limit,
             job.on_flagged.value,
+            int(job.quiet),
         )
 
     async def add(self, job: Job) -> None:
@@ -280,6 +284,7 @@ def _job(row: aiosqlite.Row) -> Job:
         size_limit=row["size_limit"],
         on_flagged=Flagged(row["on_flagged"]),
         flagged=tuple(json.loads(row["flagged"])) if row["flagged"] else (),
+        quiet=bool(row["quiet"]),
     )
 
 

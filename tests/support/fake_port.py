@@ -55,6 +55,7 @@ class Kind(str, Enum):
     MODAL = "modal"
     UPDATED = "updated"
     DELETED = "deleted"
+    NOTE = "note"
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,10 @@ class FakeResponder:
         assert text is not None or embed is not None, "an empty reply"
         assert Kind.ACKNOWLEDGED not in self.kinds, "a private reply would delete the acknowledgement"
         self.answers.append(Answer(Kind.PRIVATE, text, embed, view, private=True, quiet=quiet))
+
+    async def note_privately(self, text: str) -> None:
+        assert [a for a in self.answers if a.kind is not Kind.DELETED], "a note before any answer"
+        self.answers.append(Answer(Kind.NOTE, text, private=True))
 
     async def think(self, *, private: bool) -> None:
         self._initial(Kind.THINKING)
