@@ -1,0 +1,232 @@
+"""A1111's prompt editing (`[cat:dog:0.5]`) and alternation (`[cat|dog]`): the text each sampler step conditions on.
+
+A port of `get_learned_conditioning_prompt_schedules` from AUTOMATIC1111/stable-diffusion-webui's
+modules/prompt_parser.py (commit 28bd8e1, the version with `use_old_scheduling`), for one prompt and no hires pass:
+its lark grammar verbatim, its numbers (with a `.`, a fraction of the steps; without, a step; either at most the
+steps), and its answer to a prompt the grammar cannot read: the whole prompt, unchanged, at every step.
+
+Earley's time grows steeply with the brackets it is given (A1111 was still parsing `[` * 3000 after ten
+minutes), so lark gets only the bracket groups that can edit or alternate, each on its own. Where every bracket pairs
+with one of its kind, the prompt is cut where none is open: no pair reaches across such a cut, and a group parses as
+in the whole prompt (checked against A1111's own function on thousands of random prompts). Where one does not pair,
+Earley may read a stray differently in context, so lark gets the whole prompt. Past the limits below the prompt is
+used as written, like one A1111 cannot read, and `check_schedule` says so.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import lark
+
+from core.params import InvalidParams
+from core.prompt_syntax import quoted
+
+# A1111's grammar as written; Earley (lark's default) is part of its meaning, as it picks among ambiguous parses.
+_PARSER = lark.Lark(
+    r"""
+!start: (prompt | /[][():]/+)*
+prompt: (emphasized | scheduled | alternate | plain | WHITESPACE)*
+!emphasized: "(" prompt ")"
+        | "(" prompt ":" prompt ")"
+        | "[" prompt "]"
+scheduled: "[" [prompt ":"] prompt ":" [WHITESPACE] NUMBER [WHITESPACE] "]"
+alternate: "[" prompt ("|" [prompt])+ "]"
+WHITESPACE: /\s+/
+plain: /([^\\\[\]():|]|\\.)+/
+%import common.SIGNED_NUMBER -> NUMBER
+""",
+    propagate_positions=True,  # to quote a bracket back to the member
+)
+# What a group needs to hold an edit (`:` number `]`, as the grammar's NUMBER reads) or an alternation (`|`).
+_MAY_SCHEDULE = re.compile(r"\||:\s*[+-]?\.?\d[\w.+-]*\s*\]")
+_MARKS = frozenset("()[]:|")
+# Earley takes a few milliseconds a group, plus time growing faster than the square of its brackets, colons and
+# bars ("marks"): 0.1 to 0.5 s at 64. A group may hold 64, and a prompt's groups share a budget of two such groups,
+# each costing its marks squared plus 40 for the fixed part; a prompt past it is not parsed at all.
+MAX_GROUP_MARKS = 64
+_GROUP_COST = 40
+_BUDGET = 2 * MAX_GROUP_MARKS**2
+_OPENER = {")": "(", "]": "["}
+
+
+@dataclass(frozen=True)
+class ScheduledText:
+    """One entry of A1111's schedule: `text` conditions every (0-based) sampler step up to `end_step`."""
+
+    end_step: int
+    text: str
+
+
+@dataclass(frozen=True)
+class _Group:
+    """A bracket group that may edit or alternate: where it stands in the prompt, and lark's parse of it."""
+
+    start: int
+    end: int
+    tree: lark.Tree
+
+
+class _Unreadable(Exception):
+    """A prompt A1111's grammar cannot read: a `|` outside an alternation, or a backslash escaping nothing."""
+
+
+def _spans(prompt: str) -> tuple[list[tuple[int, int]], bool]:
+    """Where each top-level bracket group starts and ends, and whether every bracket pairs with one of its kind;
+    raises _Unreadable for a backslash at the end of a line."""
+    spans: list[tuple[int, int]] = []
+    open_brackets: list[str] = []
+    start = i = 0
+    while i < len(prompt):
+        char = prompt[i]
+        if char == "\\":
+            # The grammar reads a backslash only as an escape, `\\.`, and `.` takes any character but a newline.
+            if prompt[i + 1 : i + 2] in ("", "\n"):
+                raise _Unreadable
+            i += 2
+            continue
+        i += 1
+        if char in "([":
+            if not open_brackets:
+                start = i - 1
+            open_brackets.append(char)
+        elif char in ")]":
+            if not open_brackets or open_brackets[-1] != _OPENER[char]:
+                return spans, False
+            open_brackets.pop()
+            if not open_brackets:
+                spans.append((start, i))
+    return spans, not open_brackets
+
+
+@functools.lru_cache(maxsize=256)
+def _parse(prompt: str) -> tuple[_Group, ...] | None:
+    """The prompt's groups that may edit or alternate, parsed, or None where A1111 would use the prompt as written;
+    raises InvalidParams past the limits on what lark is given."""
+    try:
+        spans, paired = _spans(prompt)
+    except _Unreadable:
+        return None
+    if not paired:
+        spans = [(0, len(prompt))]
+    outside = zip([0] + [end for _, end in spans], [start for start, _ in spans] + [len(prompt)], strict=True)
+    if any("|" in prompt[start:end] for start, end in outside):
+        return None
+    spans = [(start, end) for start, end in spans if _MAY_SCHEDULE.search(prompt, start, end)]
+    marks = [sum(char in _MARKS for char in prompt[start:end]) for start, end in spans]
+    if not paired and marks and marks[0] > MAX_GROUP_MARKS:
+        raise InvalidParams(
+            "A bracket in this prompt has no pair, so prompt editing reads the whole prompt, which holds too many"
+            f" brackets, colons and bars for that (at most {MAX_GROUP_MARKS}): pair the bracket, or write it as \\["
+            " or \\( to keep it as text."
+        )
+    if any(count > MAX_GROUP_MARKS for count in marks) or sum(count**2 + _GROUP_COST for count in marks) > _BUDGET:
+        start, end = spans[marks.index(max(marks))]
+        raise InvalidParams(
+            f"`{quoted(prompt[start:end])}` holds too many brackets, colons and bars for prompt editing to read"
+            f" (at most {MAX_GROUP_MARKS} in one bracket, fewer with several large ones): simplify it."
+        )
+    try:
+        return tuple(_Group(start, end, _PARSER.parse(prompt[start:end])) for start, end in spans)
+    except lark.exceptions.LarkError:
+        return None
+
+
+def _readable(prompt: str) -> tuple[_Group, ...]:
+    """The parsed groups, or none where the prompt is used as written (A1111's reading, or past the limits)."""
+    if "[" not in prompt:
+        return ()
+    try:
+        return _parse(prompt) or ()
+    except InvalidParams:
+        return ()
+
+
+def _nodes(groups: Sequence[_Group], kind: str) -> Iterator[tuple[_Group, lark.Tree]]:
+    for group in groups:
+        for node in group.tree.iter_subtrees():
+            if node.data == kind:
+                yield group, node
+
+
+def _switch_step(number: str, steps: int) -> int:
+    """A1111's step for a bracket's number, clamped to 0..steps (A1111 clamps it above, but raises for a number
+    past float's range; below, every number under 1 acts as 0)."""
+    value = float(number) * steps if "." in number else float(number)
+    return int(min(max(value, 0.0), steps))
+
+
+def _text(node: lark.Tree | lark.Token | None, step: int, steps: int) -> str:
+    """A1111's AtStep transformer: the text of a parse at schedule step `step`."""
+    if node is None:
+        return ""
+    if isinstance(node, lark.Token):
+        return str(node)
+    if node.data == "scheduled":
+        before, after, _, number, _ = node.children
+        return _text(before if step <= _switch_step(number, steps) else after, step, steps)
+    if node.data == "alternate":
+        return _text(node.children[(step - 1) % len(node.children)], step, steps)
+    return "".join(_text(child, step, steps) for child in node.children)
+
+
+def prompt_schedule(prompt: str, steps: int) -> tuple[ScheduledText, ...]:
+    """A1111's schedule for one prompt over `steps` steps, in order of `end_step`."""
+    groups = _readable(prompt)
+    ends = {steps}
+    for _, node in _nodes(groups, "scheduled"):
+        if (step := _switch_step(node.children[-2], steps)) >= 1:
+            ends.add(step)
+    if any(True for _ in _nodes(groups, "alternate")):
+        ends.update(range(1, steps + 1))
+    schedule = []
+    for end_step in sorted(ends):
+        parts, written = [], 0
+        for group in groups:
+            parts += [prompt[written : group.start], _text(group.tree, end_step, steps)]
+            written = group.end
+        schedule.append(ScheduledText(end_step, "".join(parts) + prompt[written:]))
+    return tuple(schedule)
+
+
+def text_at(schedule: Sequence[ScheduledText], step: int) -> str:
+    """The text A1111 conditions on at 0-based sampler step `step` (its `reconstruct_cond_batch`)."""
+    return next((entry.text for entry in schedule if step <= entry.end_step), schedule[-1].text)
+
+
+def has_schedule(prompt: str) -> bool:
+    """Whether the prompt's text changes during sampling at some number of steps: it alternates, or edits at a
+    step of 1 or more or at a fraction between 0 and 1."""
+    groups = _readable(prompt)
+    if any(True for _ in _nodes(groups, "alternate")):
+        return True
+    for _, node in _nodes(groups, "scheduled"):
+        number = node.children[-2]
+        value = float(number)
+        if (0 < value < 1) if "." in number else value >= 1:
+            return True
+    return False
+
+
+def check_schedule(prompt: str, steps: int) -> None:
+    """Raise InvalidParams for a prompt-editing step past the job's end (A1111 clamps it, so the edit never
+    happens), or for brackets past what this module parses."""
+    if "[" not in prompt:
+        return
+    for group, node in _nodes(_parse(prompt) or (), "scheduled"):
+        number = node.children[-2]
+        value = float(number)
+        written = quoted(prompt[group.start + node.meta.start_pos : group.start + node.meta.end_pos])
+        if "." in number and value > 1.0:
+            raise InvalidParams(
+                f"`{written}` switches at {number} of the steps, past the end: use a fraction up to 1.0 such as"
+                f" 0.5, or a step up to {steps}."
+            )
+        if "." not in number and value > steps:
+            raise InvalidParams(
+                f"`{written}` switches at step {number}, but the job draws {steps} steps: use a step up to {steps},"
+                " or a fraction such as 0.5."
+            )
