@@ -23,6 +23,8 @@ class BatchKey:
     sampler: str
     clip_skip: int
     loras: tuple[LoraTag, ...]  # LoRAs change the weights, for the whole batch
+    # A hires fix's second pass runs for the whole batch: 0 (none), or its scale, strength, steps and upscaler.
+    hires: tuple[float, float, int, str]
 
 
 def batch_key(params: GenerationParams) -> BatchKey | None:
@@ -42,6 +44,9 @@ def batch_key(params: GenerationParams) -> BatchKey | None:
         sampler=params.sampler,
         clip_skip=params.clip_skip,
         loras=loras,
+        hires=(params.hires, params.hires_strength, params.second_pass_steps, params.hires_upscaler)
+        if params.hires
+        else (0.0, 0.0, 0, ""),
     )
 
 

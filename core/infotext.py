@@ -30,6 +30,18 @@ def quote(value: str) -> str:
     return value
 
 
+def hires_pairs(params: GenerationParams) -> list[tuple[str, str]]:
+    """A1111's keys for a hires fix (none without one): its second pass's strength, scale, steps and upscaler."""
+    if not params.hires:
+        return []
+    pairs = [("Denoising strength", f"{params.hires_strength:g}"), ("Hires upscale", f"{params.hires:g}")]
+    if params.hires_steps:
+        # A1111 writes hires steps only when they are not the job's own.
+        pairs.append(("Hires steps", str(params.hires_steps)))
+    pairs.append(("Hires upscaler", params.hires_upscaler))
+    return pairs
+
+
 def format_infotext(
     params: GenerationParams, seed: int, model: ModelInfo, extras: Sequence[tuple[str, str]] = ()
 ) -> str:
@@ -47,9 +59,13 @@ def format_infotext(
     if params.needs_source:
         # As A1111 writes img2img results: how much of the source image was redrawn.
         pairs.append(("Denoising strength", f"{params.strength:g}"))
+    hires = hires_pairs(params)
+    # A1111 writes the hires fix's strength where img2img's goes, and its other keys after clip skip.
+    pairs += hires[:1]
     if params.clip_skip > 1:
         # A1111 writes clip skip only when it is not the default of 1.
         pairs.append(("Clip skip", str(params.clip_skip)))
+    pairs += hires[1:]
     pairs += extras
     lines = [params.prompt]
     if params.negative_prompt:
@@ -69,6 +85,7 @@ _SIZE = re.compile(rf"^(\d{{1,{_NUMBER_MAX_CHARS}}})x(\d{{1,{_NUMBER_MAX_CHARS}}
 _SHOWN_MAX_CHARS = 40
 # The keys this bot runs; anything else is shown but not used.
 USED_KEYS = ("Steps", "Sampler", "Schedule type", "CFG scale", "Seed", "Size")
+HIRES_KEYS = ("Hires upscale", "Hires steps", "Hires upscaler")
 
 
 def unquote(value: str) -> str:
@@ -174,12 +191,15 @@ class Infotext:
 
     @property
     def unknown_keys(self) -> tuple[str, ...]:
-        """Keys this bot shows but does not run (Model, Hires upscale, VAE, …)."""
-        return tuple(key for key, _ in self.pairs if key not in USED_KEYS)
+        """Keys this bot shows but does not run (Model, VAE, …)."""
+        hires = self.get("Hires upscale") is not None
+        used = (*USED_KEYS, *HIRES_KEYS, "Denoising strength") if hires else USED_KEYS
+        return tuple(key for key, _ in self.pairs if key not in used)
 
     def to_params(self, base: GenerationParams) -> GenerationParams:
         """`base` with what this infotext sets; InvalidParams with a sentence for what this bot cannot run."""
-        changes: dict[str, object] = {"prompt": self.prompt, "negative_prompt": self.negative_prompt}
+        # Without A1111's hires keys the image had no hires fix, whatever `base` has.
+        changes: dict[str, object] = {"prompt": self.prompt, "negative_prompt": self.negative_prompt, "hires": 0.0}
         changes.update(settings_changes(self.pairs))
         return replace(base, **changes).validate()  # type: ignore[arg-type]
 
@@ -198,6 +218,14 @@ def settings_changes(pairs: tuple[tuple[str, str], ...]) -> dict[str, object]:
         changes["width"], changes["height"] = int(match[1]), int(match[2])
     if "Sampler" in values:
         changes["sampler"] = sampler_name(values["Sampler"], values.get("Schedule type", ""))
+    if "Hires upscale" in values:
+        # A hires fix: its strength is A1111's Denoising strength, its steps the job's unless written.
+        changes["hires"] = _number("Hires upscale", values["Hires upscale"], float)
+        changes["hires_steps"] = _number("Hires steps", values.get("Hires steps", "0"), int)
+        if "Denoising strength" in values:
+            changes["hires_strength"] = _number("Denoising strength", values["Denoising strength"], float)
+        if "Hires upscaler" in values:
+            changes["hires_upscaler"] = values["Hires upscaler"]
     return changes
 
 

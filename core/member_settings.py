@@ -9,11 +9,15 @@ from enum import Enum
 
 from core.aspect import AspectRatio
 from core.params import (
+    HIRES_SCALES,
+    HIRES_UPSCALERS,
     MAX_CFG,
+    MAX_HIRES_STRENGTH,
     MAX_PROMPT_CHARS,
     MAX_SIZE,
     MAX_STEPS,
     MIN_CFG,
+    MIN_HIRES_STRENGTH,
     MIN_SIZE,
     MIN_STEPS,
     SAMPLERS,
@@ -34,6 +38,10 @@ class Setting(str, Enum):
     SAMPLER = "sampler"
     NEGATIVE_PROMPT = "negative_prompt"
     STYLE = "style"
+    HIRES = "hires"
+    HIRES_STRENGTH = "hires_strength"
+    HIRES_STEPS = "hires_steps"
+    HIRES_UPSCALER = "hires_upscaler"
     QUIET = "quiet"
 
     @property
@@ -66,6 +74,10 @@ class MemberSettings:
     sampler: str | None = None
     negative_prompt: str | None = None
     style: str | None = None
+    hires: float | None = None  # a hires fix on every /imagine, at this scale
+    hires_strength: float | None = None
+    hires_steps: int | None = None
+    hires_upscaler: str | None = None
     quiet: bool | None = None
 
     def __post_init__(self) -> None:
@@ -90,6 +102,14 @@ class MemberSettings:
             raise InvalidParams(f"Choose a sampler from: {', '.join(SAMPLERS)}.")
         if self.negative_prompt is not None and len(self.negative_prompt) > MAX_PROMPT_CHARS:
             raise InvalidParams(f"A negative prompt is at most {MAX_PROMPT_CHARS} characters.")
+        if self.hires is not None and self.hires not in HIRES_SCALES:
+            raise InvalidParams(f"Hires fix scales by {' or '.join(f'{h:g}' for h in HIRES_SCALES)}.")
+        if self.hires_strength is not None and not MIN_HIRES_STRENGTH <= self.hires_strength <= MAX_HIRES_STRENGTH:
+            raise InvalidParams(f"Hires denoising must be from {MIN_HIRES_STRENGTH:g} to {MAX_HIRES_STRENGTH:g}.")
+        if self.hires_steps is not None and not MIN_STEPS <= self.hires_steps <= MAX_STEPS:
+            raise InvalidParams(f"Hires steps must be from {MIN_STEPS} to {MAX_STEPS}.")
+        if self.hires_upscaler is not None and self.hires_upscaler not in HIRES_UPSCALERS:
+            raise InvalidParams(f"Choose a hires upscaler from: {', '.join(HIRES_UPSCALERS)}.")
 
     def value(self, setting: Setting) -> str | int | float | bool | None:
         return getattr(self, setting.value)  # type: ignore[no-any-return]
@@ -142,9 +162,9 @@ _GROUPS: tuple[tuple[str, ...], ...] = (("width", "height"),) + tuple(
 
 
 def _parse(setting: Setting, text: str) -> str | int | float | bool:
-    if setting in (Setting.WIDTH, Setting.HEIGHT, Setting.STEPS):
+    if setting in (Setting.WIDTH, Setting.HEIGHT, Setting.STEPS, Setting.HIRES_STEPS):
         return int(text)
-    if setting is Setting.CFG:
+    if setting in (Setting.CFG, Setting.HIRES, Setting.HIRES_STRENGTH):
         return float(text)
     if setting is Setting.QUIET:
         return text == "1"

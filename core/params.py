@@ -57,9 +57,19 @@ class JobMode(str, enum.Enum):
 PAN_DIRECTIONS: tuple[str, ...] = ("left", "right", "up", "down")
 ZOOM_FACTORS: tuple[float, ...] = (1.5, 2.0)
 VARY_STRENGTHS: dict[str, float] = {"subtle": 0.35, "strong": 0.7}
-# A1111's hires fix: a clean resize, then a light img2img pass that adds detail without changing the picture.
+# The U button: a clean resize, then a light img2img pass that adds detail without changing the picture.
 UPSCALE_FACTOR = 2
 UPSCALE_STRENGTH = 0.3
+# A1111's hires fix on txt2img: drawn at the base size, upscaled by one of these, then redrawn at this strength
+# (A1111's default) over the job's steps unless hires steps are given. "Latent" upscales the latents bilinearly as
+# A1111's "Latent" does; "Lanczos" resizes the decoded image.
+HIRES_SCALES: tuple[float, ...] = (1.5, 2.0)
+DEFAULT_HIRES_STRENGTH = 0.5
+MIN_HIRES_STRENGTH, MAX_HIRES_STRENGTH = 0.05, 1.0
+HIRES_UPSCALERS: tuple[str, ...] = ("Latent", "Lanczos")
+DEFAULT_HIRES_UPSCALER = "Latent"
+# What `hires:` offers in /imagine and /settings; "off" overrides a member's own hires fix.
+HIRES_CHOICES: dict[str, float] = {"1.5×": 1.5, "2×": 2.0, "off": 0.0}
 # An image prompt (/imagine with an attachment) redraws this much of it unless the member says otherwise,
 # A1111's img2img default.
 DEFAULT_IMAGE_STRENGTH = 0.75
@@ -108,6 +118,12 @@ class GenerationParams:
     pan: str = ""
     clip_skip: int = 0
     model: str = ""  # the catalog name of the model; "" is the configured default (SDBOT_MODEL)
+    # Hires fix (txt2img only): 0 is off, else the scale. `width` and `height` stay the first pass's size, as
+    # A1111 keeps them (its infotext's Size); `output_size` is what comes out.
+    hires: float = 0.0
+    hires_strength: float = DEFAULT_HIRES_STRENGTH
+    hires_steps: int = 0  # 0: the job's steps
+    hires_upscaler: str = DEFAULT_HIRES_UPSCALER
 
     @property
     def needs_source(self) -> bool:
@@ -119,9 +135,26 @@ class GenerationParams:
         return tuple((self.seed + i) % (MAX_SEED + 1) for i in range(self.count))
 
     @property
+    def output_size(self) -> tuple[int, int]:
+        """The size of the images the job gives: with hires fix, the base size scaled as A1111 does (truncated),
+        down to the multiple of 8 latents need."""
+        if not self.hires:
+            return self.width, self.height
+        return (
+            int(self.width * self.hires) // SIZE_MULTIPLE * SIZE_MULTIPLE,
+            int(self.height * self.hires) // SIZE_MULTIPLE * SIZE_MULTIPLE,
+        )
+
+    @property
+    def second_pass_steps(self) -> int:
+        """The steps hires fix's second pass runs (0 without hires fix)."""
+        return (self.hires_steps or self.steps) if self.hires else 0
+
+    @property
     def pixels(self) -> int:
-        """Pixels drawn at once: every image of the job shares one denoising batch."""
-        return self.width * self.height * self.count
+        """Pixels drawn at once (at the output size): every image of the job shares one denoising batch."""
+        width, height = self.output_size
+        return width * height * self.count
 
     def rerolled(self, seed: int) -> GenerationParams:
         """The same job, or the same pass over the same source image, from another seed."""
@@ -144,6 +177,7 @@ class GenerationParams:
             steps=steps,
             zoom=zoom,
             pan=pan,
+            hires=0.0,
         )
 
     def variation(self, source: tuple[int, int], strength: str, seed: int) -> GenerationParams:
@@ -216,7 +250,34 @@ class GenerationParams:
             raise InvalidParams(f"Zoom out by {' or '.join(f'{z:g}' for z in ZOOM_FACTORS)}, not {self.zoom:g}.")
         if self.mode is JobMode.PAN and self.pan not in PAN_DIRECTIONS:
             raise InvalidParams(f"Pan {', '.join(PAN_DIRECTIONS)}, not {self.pan!r}.")
+        if self.hires:
+            self._validate_hires()
         return self
+
+    def _validate_hires(self) -> None:
+        if self.hires not in HIRES_SCALES:
+            raise InvalidParams(
+                f"Hires fix scales by {' or '.join(f'{h:g}' for h in HIRES_SCALES)}, not {self.hires:g}."
+            )
+        if self.needs_source:
+            raise InvalidParams("Hires fix applies to drawing from a prompt: leave it out with an image.")
+        if not MIN_HIRES_STRENGTH <= self.hires_strength <= MAX_HIRES_STRENGTH:
+            raise InvalidParams(
+                f"Hires denoising must be from {MIN_HIRES_STRENGTH:g} to {MAX_HIRES_STRENGTH:g},"
+                f" not {self.hires_strength:g}."
+            )
+        if not 0 <= self.hires_steps <= MAX_STEPS:
+            raise InvalidParams(f"Hires steps must be from 1 to {MAX_STEPS} (0 for the job's), not {self.hires_steps}.")
+        if self.hires_upscaler not in HIRES_UPSCALERS:
+            raise InvalidParams(
+                f"Unknown hires upscaler {self.hires_upscaler[:40]!r}: choose one of {', '.join(HIRES_UPSCALERS)}."
+            )
+        width, height = self.output_size
+        if max(width, height) > MAX_DERIVED_SIZE:
+            raise InvalidParams(
+                f"Hires fix would make a {width}×{height} image, more than {MAX_DERIVED_SIZE} pixels a side:"
+                " lower the width and height, or the hires scale."
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form, for SQLite and the engine wire (the mode is a str enum: JSON writes its value)."""

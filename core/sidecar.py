@@ -11,11 +11,14 @@ from typing import Any
 
 from core.errors import first_line
 from core.params import (
+    HIRES_UPSCALERS,
     MAX_CFG,
+    MAX_HIRES_STRENGTH,
     MAX_PROMPT_CHARS,
     MAX_SIZE,
     MAX_STEPS,
     MIN_CFG,
+    MIN_HIRES_STRENGTH,
     MIN_SIZE,
     MIN_STEPS,
     SAMPLERS,
@@ -49,6 +52,10 @@ class ModelDefaults:
     negative_prompt: str | None = None
     description: str = ""
     prediction: str | None = None  # SD 2.x only: "v" (768-v) or "epsilon" (512-base), when the header cannot tell
+    # A hires fix's second pass on this model, when a member asks for one.
+    hires_strength: float | None = None
+    hires_steps: int | None = None
+    hires_upscaler: str | None = None
 
 
 def _whole(path: Path | str, key: str, value: Any, low: int, high: int, multiple: int = 1) -> int:
@@ -103,7 +110,7 @@ def defaults_data(defaults: ModelDefaults) -> dict[str, Any]:
 def check_defaults(data: dict[str, Any], path: Path | str) -> ModelDefaults:
     """Check a sidecar's settings as read (`path` names where they came from); SidecarError names the first key at
     fault."""
-    known = {"width", "height", "steps", "cfg", "sampler", "clip_skip", "negative_prompt", "description", "prediction"}
+    known = {f.name for f in dataclasses.fields(ModelDefaults)}
     unknown = sorted(set(map(str, data)) - known)
     if unknown:
         raise SidecarError(f"{path}: unknown key {unknown[0]!r}; the keys are {', '.join(sorted(known))}")
@@ -125,6 +132,13 @@ def check_defaults(data: dict[str, Any], path: Path | str) -> ModelDefaults:
         values["description"] = _text(path, "description", data["description"], MAX_DESCRIPTION_CHARS)
     if "prediction" in data:
         values["prediction"] = _choice(path, "prediction", data["prediction"], PREDICTIONS)
+    if "hires_strength" in data:
+        strength = data["hires_strength"]
+        values["hires_strength"] = _number(path, "hires_strength", strength, MIN_HIRES_STRENGTH, MAX_HIRES_STRENGTH)
+    if "hires_steps" in data:
+        values["hires_steps"] = _whole(path, "hires_steps", data["hires_steps"], MIN_STEPS, MAX_STEPS)
+    if "hires_upscaler" in data:
+        values["hires_upscaler"] = _choice(path, "hires_upscaler", data["hires_upscaler"], HIRES_UPSCALERS)
     return ModelDefaults(**values)
 
 

@@ -136,9 +136,15 @@ def chunk_count(pipe: Any, text: str) -> int:
 
 
 def encode_prompts(
-    pipe: Any, prompts: Sequence[str], negatives: Sequence[str], clip_skip: int = 0, cache: ChunkCache | None = None
+    pipe: Any,
+    prompts: Sequence[str],
+    negatives: Sequence[str],
+    clip_skip: int = 0,
+    cache: ChunkCache | None = None,
+    min_chunks: int = 1,
 ) -> Conditioning:
-    """Encode one prompt and one negative per row; every row padded to the same number of chunks.
+    """Encode one prompt and one negative per row; every row padded to the same number of chunks (`min_chunks` at
+    least, so the texts of every step of a prompt-editing schedule have one length).
 
     `clip_skip` 0 means the model's default (the last layer); SDXL pipes ignore it, as A1111 does. With a
     `cache`, chunks encoded lately are taken from it.
@@ -148,7 +154,7 @@ def encode_prompts(
     texts = [*prompts, *negatives]
     chosen = encoders(pipe, clip_skip)
     per_encoder = [[_prompt_chunks(pipe, encoder, text) for text in texts] for encoder in chosen]
-    count = max(len(chunks) for rows in per_encoder for chunks in rows)
+    count = max(min_chunks, *(len(chunks) for rows in per_encoder for chunks in rows))
     hidden_parts: list[torch.Tensor] = []
     pooled: torch.Tensor | None = None
     for encoder, rows in zip(chosen, per_encoder, strict=True):

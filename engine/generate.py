@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,12 +25,19 @@ from core.params import GenerationParams, InvalidParams, JobMode
 from core.pngmeta import encode_png
 from core.prompt_syntax import check_lora_names, split_loras
 from core.wire import GeneratedImage
-from engine.conditioning import ChunkCache, chunk_count, encode_prompts
+from engine.conditioning import ChunkCache
 from engine.embeddings import Embeddings
 from engine.loading import LoadedModel
 from engine.loras import LoraLoader
 from engine.outpaint import generation_mask, pan_placement, paste_back, prefill, zoom_placement
 from engine.samplers import make_scheduler
+from engine.scheduled_conditioning import (
+    StepConditioning,
+    encode_schedules,
+    scheduled_chunk_count,
+    swap_in,
+    swapped_tensors,
+)
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +127,35 @@ def derived_pipeline(pipeline_class: Any, base: Any) -> Any:
     return pipe
 
 
+def img2img_steps(steps: int, strength: float) -> int:
+    """The `num_inference_steps` that makes diffusers' img2img run exactly `steps` steps at `strength` (it runs
+    int(n × strength)), as A1111's hires pass runs its hires steps whatever the strength."""
+    total = max(steps, math.ceil(steps / strength))
+    while int(total * strength) > steps:
+        total -= 1
+    while int(total * strength) < steps:
+        total += 1
+    return total
+
+
+@dataclass
+class _Loop:
+    """Where a batch's denoising stands, for the step-end callback: this pass's steps (as its prompt schedule counts
+    them) and conditioning, and for progress the loop iterations of the passes before it and the steps after it."""
+
+    steps: int
+    later: int
+    done: int = 0
+    ran: int = 0
+    scheduled: StepConditioning | None = None
+
+    def next_pass(self, steps: int) -> None:
+        self.done += self.ran
+        self.ran = 0
+        self.steps = steps
+        self.later -= steps
+
+
 class Painter:
     """Runs jobs on one loaded model; not thread-safe (the engine process runs one job at a time)."""
 
@@ -134,7 +171,7 @@ class Painter:
         self.inpaint_model = inpaint_model
         self.loras = loras or LoraLoader(NetworkFolder(None))
         self.embeddings = embeddings or Embeddings()
-        self._per_image_guidance: Any = None
+        self._per_image_guidance: dict[type, Any] = {}
         self._chunks = ChunkCache()
         # Each job gets a fresh scheduler built over the checkpoint's own noise schedule.
         self._base_scheduler_config = model.pipe.scheduler.config
@@ -149,15 +186,16 @@ class Painter:
         check_lora_names(loras, self.loras.folder.names())
         counts = []
         # Counted again here, though the bot counted them: embeddings add vectors only the engine's tokenizer knows.
+        # A prompt-editing schedule is as long as its longest text at any step.
         for what, words in (("prompt", text), ("negative prompt", params.negative_prompt)):
-            counts.append(chunk_count(self.model.pipe, words))
+            counts.append(scheduled_chunk_count(self.model.pipe, words, params.steps))
             check_chunk_count(what, counts[-1])
         return max(counts)
 
     def release_caches(self) -> None:
         """Let go of the device memory kept for speed (the model itself is moved by its owner)."""
         self._chunks.clear()
-        self._per_image_guidance = None
+        self._per_image_guidance = {}
 
     @property
     def img2img(self) -> Any:
@@ -271,17 +309,19 @@ class Painter:
             images += drawn
         return images, lora_hashes
 
-    def _guidance(self, jobs: Sequence[BatchJob], rows: Sequence[Row], plan: Plan) -> tuple[Any, Any]:
-        """The pipeline and guidance scale for these rows: one cfg for all, or a (rows, 1, 1, 1) tensor of them."""
+    def _guidance(self, jobs: Sequence[BatchJob], rows: Sequence[Row], pipe: Any) -> tuple[Any, Any]:
+        """The pipeline (`pipe`, or its per-image-guidance twin) and guidance scale for these rows: one cfg for all,
+        or a (rows, 1, 1, 1) tensor of them."""
         # CFG in the weights' precision either way (7.3 is 7.30078 in fp16), so an image does not depend on
         # whether its batch partners asked for the same CFG.
         scales = [float(torch.tensor(jobs[row.job].params.cfg, dtype=self.model.dtype)) for row in rows]
         if len(set(scales)) == 1:
-            return plan.pipe, scales[0]
-        if self._per_image_guidance is None:
-            self._per_image_guidance = derived_pipeline(per_image_guidance(type(self.model.pipe)), self.model.pipe)
+            return pipe, scales[0]
+        kind = type(pipe)
+        if kind not in self._per_image_guidance:
+            self._per_image_guidance[kind] = derived_pipeline(per_image_guidance(kind), pipe)
         tensor = torch.tensor(scales, device=self.model.device, dtype=self.model.dtype).view(-1, 1, 1, 1)
-        return self._per_image_guidance, tensor
+        return self._per_image_guidance[kind], tensor
 
     def _draw(
         self,
@@ -294,22 +334,31 @@ class Painter:
         """The images of `rows`, and the hashes of the LoRAs they were drawn with."""
         first = jobs[0]
         plan = self._plan(first.params, first.source)
-        pipe, guidance = self._guidance(jobs, rows, plan)
-        pipe.scheduler = make_scheduler(first.params.sampler, self._base_scheduler_config)
-        # One CPU generator per image: the same seed gives the same noise on any device and in any batch.
+        pipe, guidance = self._guidance(jobs, rows, plan.pipe)
+        # One CPU generator per image: the same seed gives the same noise on any device and in any batch (the
+        # hires pass draws its noise from the same generators, as A1111 does).
         generators = [torch.Generator("cpu").manual_seed(row.seed) for row in rows]
+        loop = _Loop(first.params.steps, later=first.params.second_pass_steps)
         owners = [row.job for row in rows]
 
         def step_end(pipeline: Any, index: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             if on_latents is not None:
                 on_latents(owners, tensors["latents"])
+            loop.ran = index + 1
             if on_step is not None:
-                on_step(index + 1, pipeline.num_timesteps)
+                on_step(loop.done + loop.ran, loop.done + pipeline.num_timesteps + loop.later)
+            if loop.scheduled is not None and loop.scheduled.changes:
+                # The next step's texts. A second-order sampler calls the UNet about twice per step, and its loop
+                # runs about twice as long: the schedule is spread over it.
+                loops = pipeline.num_timesteps
+                following = index + 1 if loops <= loop.steps else (index + 1) * loop.steps // loops
+                swap_in(pipeline, tensors, loop.scheduled.at(following))
             return tensors
 
         # The member's text stays in the infotext as written, LoRA tags included, as A1111 keeps it; jobs of
         # one batch name the same LoRAs (see core.batching).
         texts = [split_loras(jobs[row.job].params.prompt)[0] for row in rows]
+        negatives = [jobs[row.job].params.negative_prompt for row in rows]
         _text, loras = split_loras(first.params.prompt)
         vae = pipe.vae
         tiled = tiled or plan.tiled_vae
@@ -319,23 +368,54 @@ class Painter:
             # LoRA layers are made outside inference mode: they are modules, not results.
             with self.loras.applied(plan.pipe, loras) as lora_hashes, torch.inference_mode():
                 # Encoded after the LoRAs are in: they change the text encoder, so its cache is not used then.
-                negatives = [jobs[row.job].params.negative_prompt for row in rows]
                 cache = None if loras else self._chunks
-                conditioning = encode_prompts(pipe, texts, negatives, first.params.clip_skip, cache)
+                loop.scheduled = encode_schedules(pipe, texts, negatives, loop.steps, first.params.clip_skip, cache)
+                pipe.scheduler = make_scheduler(first.params.sampler, self._base_scheduler_config)
                 latents = pipe(
-                    **conditioning.arguments(),
-                    num_inference_steps=first.params.steps,
+                    **loop.scheduled.first.arguments(),
+                    num_inference_steps=loop.steps,
                     guidance_scale=guidance,
                     generator=generators,
                     output_type="latent",
                     callback_on_step_end=step_end,
+                    callback_on_step_end_tensor_inputs=swapped_tensors(pipe) if loop.scheduled.changes else ["latents"],
                     **plan.arguments,
                 ).images
+                if first.params.hires:
+                    loop.next_pass(first.params.second_pass_steps)
+                    hires = self._guidance(jobs, rows, self.img2img)[0]
+                    loop.scheduled = encode_schedules(
+                        hires, texts, negatives, loop.steps, first.params.clip_skip, cache
+                    )
+                    hires.scheduler = make_scheduler(first.params.sampler, self._base_scheduler_config)
+                    params = first.params
+                    latents = hires(
+                        **loop.scheduled.first.arguments(),
+                        image=self._upscaled(pipe, latents, params),
+                        strength=params.hires_strength,
+                        num_inference_steps=img2img_steps(loop.steps, params.hires_strength),
+                        guidance_scale=guidance,
+                        generator=generators,
+                        output_type="latent",
+                        callback_on_step_end=step_end,
+                        callback_on_step_end_tensor_inputs=swapped_tensors(hires)
+                        if loop.scheduled.changes
+                        else ["latents"],
+                    ).images
                 images = [plan.finish(image) for image in self._decode(pipe, latents)]
                 return images, lora_hashes
         finally:
             if tiled:
                 vae.disable_tiling()
+
+    def _upscaled(self, pipe: Any, latents: torch.Tensor, params: GenerationParams) -> Any:
+        """The first pass's images at the output size, as the hires pass takes them: latents upscaled bilinearly
+        as A1111's "Latent" does, or the decoded images resized with Lanczos."""
+        width, height = params.output_size
+        if params.hires_upscaler == "Latent":
+            factor = pipe.vae_scale_factor
+            return torch.nn.functional.interpolate(latents, size=(height // factor, width // factor), mode="bilinear")
+        return [image.resize((width, height), Image.Resampling.LANCZOS) for image in self._decode(pipe, latents)]
 
     def _extras(self, lora_hashes: dict[str, str], texts: tuple[str, str]) -> list[tuple[str, str]]:
         """A1111's `Lora hashes` and `TI hashes` for what the job used."""

@@ -51,6 +51,7 @@ async def test_imagine_is_synced_with_discord_side_constraints(fake: FakeDiscord
         "strength",
         "ar",
         "style",
+        "hires",
     ]
     assert all(o["description"] for o in options.values())
     assert options["prompt"]["required"] and options["prompt"]["max_length"] == 1500

@@ -39,17 +39,17 @@ def test_reads_a1111_infotext_with_unknown_keys_and_quoted_values() -> None:
     assert info.prompt == "masterpiece, a red fox in the snow\nwith two lines"
     assert info.negative_prompt == "blurry, (watermark:1.2)"
     assert info.get("Lora hashes") == "fox: 1234abcd, snow: 99ff00aa"
-    assert info.unknown_keys == (
-        "Model hash",
-        "Model",
-        "Denoising strength",
-        "Hires upscale",
-        "Lora hashes",
-        "Version",
-    )
+    # A hires fix is run (its strength is A1111's Denoising strength; its upscaler A1111's default, Latent).
+    assert info.unknown_keys == ("Model hash", "Model", "Lora hashes", "Version")
     params = info.to_params(BASE)
     assert (params.steps, params.sampler, params.cfg, params.seed) == (28, "DPM++ 2M Karras", 6.5, 3141592653)
     assert (params.width, params.height, params.mode) == (640, 448, "txt2img")
+    assert (params.hires, params.hires_strength, params.hires_upscaler, params.output_size) == (
+        2.0,
+        0.4,
+        "Latent",
+        (1280, 896),
+    )
 
 
 @pytest.mark.parametrize(

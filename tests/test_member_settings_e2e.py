@@ -173,3 +173,33 @@ async def test_quiet_results_name_the_member_without_pinging_them(
     quiet_post, loud_post = results(fake)
     assert quiet_post.content.startswith(f"<@{USER_ID}>") and quiet_post.allowed_mentions == {"parse": []}
     assert loud_post.content.startswith(f"<@{OTHER}>") and "users" in loud_post.allowed_mentions["parse"]
+
+
+async def test_a_hires_fix_from_the_option_or_the_members_settings(
+    fake: FakeDiscord, bot: SdBot, engine: FakeEngine
+) -> None:
+    _, params = await drawn(fake, bot, engine, hires="2×")
+    assert (params.hires, params.hires_strength, params.hires_steps, params.hires_upscaler) == (2.0, 0.5, 0, "Latent")
+    shown = await settings(fake, hires="1.5×", hires_strength=0.35, hires_upscaler="Lanczos")
+    assert line(shown, "Hires fix") == "**Hires fix:** 1.5× — your setting"
+    assert line(shown, "Hires steps") == "**Hires steps:** the job's steps — the bot's default"
+    _, params = await drawn(fake, bot, engine)
+    assert (params.hires, params.hires_strength, params.hires_upscaler) == (1.5, 0.35, "Lanczos")
+    _, params = await drawn(fake, bot, engine, hires="off")
+    assert params.hires == 0
+    # Over an image prompt there is no hires fix: the member's setting stays out of it rather than refuse the job.
+    assert (await drawn(fake, bot, engine, user_id=OTHER))[1].hires == 0
+
+
+async def test_a_hires_fix_over_the_members_largest_side(fake: FakeDiscord, bot: SdBot, engine: FakeEngine) -> None:
+    inter = await fake.slash(
+        "sdadmin", {"setting": "max_size", "value": 512}, subcommand="limits set", user_id=OWNER_ID
+    )
+    await answer(inter)
+    inter = await fake.slash("imagine", {"prompt": "a fox", "width": 384, "height": 384, "hires": "2×"})
+    assert await answer(inter) == "Your limit is 512 pixels a side: ask for a smaller image or hires scale."
+    await settings(fake, hires="2×", width=384, height=384)
+    inter, params = await drawn(fake, bot, engine)
+    assert (params.width, params.hires) == (384, 0)
+    (note,) = await fake.wait_for(lambda: inter.followups or None)
+    assert note.content.startswith("Your hires fix would make 768×768, over your largest side here (512)")

@@ -32,12 +32,13 @@ def history_page(jobs: list[Job], has_older: bool, has_newer: bool) -> tuple[dis
         assert job.result_message_id is not None
         link = message_link(job.guild_id, job.channel_id, job.result_message_id)
         params = job.params
+        width, height = params.output_size
         lines.append(
-            f"**{row + 1}.** <t:{math.floor(job.created_at)}:R> · {params.mode.value} · {params.width}×{params.height}"
+            f"**{row + 1}.** <t:{math.floor(job.created_at)}:R> · {params.mode.value} · {width}×{height}"
             f" · [result]({link})\n“{_short(params.prompt)}”"
         )
         buttons.append(ButtonSpec(Press(JobAction.REROLL, job.id), f"Redo {row + 1}", row=row, emoji="🔄"))
-        if max(params.width, params.height) * UPSCALE_FACTOR <= MAX_DERIVED_SIZE:
+        if max(width, height) * UPSCALE_FACTOR <= MAX_DERIVED_SIZE:
             for i in range(1, params.count + 1):
                 if i in job.withheld:
                     continue

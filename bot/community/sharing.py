@@ -177,7 +177,7 @@ class ShareService:
         fitted = await Delivery.fit(png, caller.upload_limit or DEFAULT_SIZE_LIMIT)
         filename = f"sdbot-{job.id}-{job.params.seeds()[index - 1]}.{fitted.extension}"
         details = await self.store.done_details(job.id)
-        size = (job.params.width, job.params.height)
+        size = job.params.output_size
         channel = self.client.get_partial_messageable(channel_id, guild_id=job.guild_id)
         return await channel.send(
             content=f"⭐ <@{job.user_id}>'s image, shared by <@{caller.user_id}>",

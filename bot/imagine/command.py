@@ -28,9 +28,12 @@ from core.jobs import Job, new_job_id
 from core.member_settings import MemberSettings, Setting
 from core.params import (
     DEFAULT_CFG,
+    DEFAULT_HIRES_STRENGTH,
+    DEFAULT_HIRES_UPSCALER,
     DEFAULT_IMAGE_STRENGTH,
     DEFAULT_SAMPLER,
     DEFAULT_STEPS,
+    HIRES_CHOICES,
     MAX_CFG,
     MAX_CLIP_SKIP,
     MAX_COUNT,
@@ -57,7 +60,18 @@ log = logging.getLogger(__name__)
 
 
 # The member's settings /imagine's options of the same names take; the size (ar, or width and height) goes as a whole.
-_FILLED = (Setting.MODEL, Setting.STEPS, Setting.CFG, Setting.SAMPLER, Setting.NEGATIVE_PROMPT, Setting.STYLE)
+_FILLED = (
+    Setting.MODEL,
+    Setting.STEPS,
+    Setting.CFG,
+    Setting.SAMPLER,
+    Setting.NEGATIVE_PROMPT,
+    Setting.STYLE,
+    Setting.HIRES,
+    Setting.HIRES_STRENGTH,
+    Setting.HIRES_STEPS,
+    Setting.HIRES_UPSCALER,
+)
 
 
 @dataclass(frozen=True)
@@ -78,6 +92,11 @@ class ImagineOptions:
     strength: float | None = None
     ar: str | None = None
     style: str | None = None  # style names, comma-separated
+    hires: float | None = None  # 0: off
+    # Only from the member's settings (/imagine offers the scale alone); else the model's sidecar, else the defaults.
+    hires_strength: float | None = None
+    hires_steps: int | None = None
+    hires_upscaler: str | None = None
 
     def left_to(self, member: MemberSettings, *, image: bool) -> MemberSettings:
         """The member's settings for what these options leave out. A size goes as a whole: a ratio, width or height
@@ -85,6 +104,9 @@ class ImagineOptions:
         given = [s for s in _FILLED if getattr(self, s.value) is not None]
         if image or self.ar or self.width or self.height:
             given.append(Setting.AR)
+        if image or self.hires == 0:
+            # No hires fix over an image, nor when asked for none: its settings do not apply.
+            given += [Setting.HIRES, Setting.HIRES_STRENGTH, Setting.HIRES_STEPS, Setting.HIRES_UPSCALER]
         return member.without(*given)
 
     def with_member(self, member: MemberSettings) -> ImagineOptions:
@@ -143,9 +165,18 @@ class ImagineOptions:
             count=self.count or 1,
             clip_skip=self.clip_skip or wanted.clip_skip or 0,
             model=model.name,
+            hires=self.hires or 0.0,
+            hires_strength=first(self.hires_strength, wanted.hires_strength, default=DEFAULT_HIRES_STRENGTH),
+            hires_steps=self.hires_steps or wanted.hires_steps or 0,
+            hires_upscaler=self.hires_upscaler or wanted.hires_upscaler or DEFAULT_HIRES_UPSCALER,
         ).validate()
         check_fits(params, engine, model.family)
         return params
+
+
+def first(*values: float | None, default: float) -> float:
+    """The first value given (0 counts as given), else `default`."""
+    return next((value for value in values if value is not None), default)
 
 
 class ImagineService:
@@ -209,10 +240,19 @@ class ImagineService:
             guild_id=caller.guild_id,
             limits=limits,
         )
+        hires_kept = member.hires is not None and options.hires is None
         options = options.with_member(member)
         try:
             if image is None:
                 channel_id, params = self.check(caller, options, max_side=max_side)
+                if hires_kept and max(params.output_size) > max_side:
+                    # The member's own hires fix falls back rather than fail a job they did not ask it of.
+                    width, height = params.output_size
+                    notes.append(
+                        f"Your hires fix would make {width}×{height}, over your largest side here ({max_side}):"
+                        " this one is drawn without it."
+                    )
+                    channel_id, params = self.check(caller, replace(options, hires=0.0), max_side=max_side)
             else:
                 check_image(image)
                 assert image.width is not None and image.height is not None
@@ -260,6 +300,7 @@ def build_imagine_command(service: ImagineService) -> app_commands.Command:  # t
         model="Which model draws it (default: this channel's, else the bot's); its own defaults apply",
         ar="Aspect ratio, width:height, at the model's native pixel count (instead of width and height)",
         style="This server's styles to apply, comma-separated (see /sdadmin styles list)",
+        hires="Hires fix: draw at the base size, upscale, then redraw for detail (as A1111)",
         image="An image to start from (PNG, JPEG or WebP): the result keeps its aspect",
         strength=(
             f"With an image: how much of it to redraw ({MIN_IMAGE_STRENGTH:g}–{MAX_IMAGE_STRENGTH:g},"
@@ -269,6 +310,7 @@ def build_imagine_command(service: ImagineService) -> app_commands.Command:  # t
     @app_commands.choices(
         sampler=[app_commands.Choice(name=s, value=s) for s in SAMPLERS],
         ar=[app_commands.Choice(name=ratio, value=ratio) for ratio in ASPECT_CHOICES],
+        hires=[app_commands.Choice(name=name, value=name) for name in HIRES_CHOICES],
     )
     async def imagine(
         interaction: discord.Interaction,
@@ -287,6 +329,7 @@ def build_imagine_command(service: ImagineService) -> app_commands.Command:  # t
         strength: app_commands.Range[float, MIN_IMAGE_STRENGTH, MAX_IMAGE_STRENGTH] | None = None,
         ar: app_commands.Choice[str] | None = None,
         style: app_commands.Range[str, 1, 200] | None = None,
+        hires: app_commands.Choice[str] | None = None,
     ) -> None:
         options = ImagineOptions(
             prompt=prompt,
@@ -303,6 +346,7 @@ def build_imagine_command(service: ImagineService) -> app_commands.Command:  # t
             strength=strength,
             ar=ar.value if ar else None,
             style=style,
+            hires=HIRES_CHOICES[hires.value] if hires else None,
         )
         caller, responder = caller_and_responder(interaction)
         await service.submit(caller, responder, options, AttachmentInfo.of(image) if image is not None else None)

@@ -176,8 +176,9 @@ def _window_retry(recent: Sequence[tuple[float, int]], window: float, limit: int
 
 def refusal(params: GenerationParams, limits: Limits, usage: Usage, now: float) -> Refusal | None:
     """The first limit the job would break, or None when it fits."""
-    if limits.max_size is not None and max(params.width, params.height) > limits.max_size:
-        return Refusal(f"Your limit is {limits.max_size} pixels a side: ask for a smaller image.", None)
+    if limits.max_size is not None and max(params.output_size) > limits.max_size:
+        smaller = "a smaller image or hires scale" if params.hires else "a smaller image"
+        return Refusal(f"Your limit is {limits.max_size} pixels a side: ask for {smaller}.", None)
     if limits.max_steps is not None and params.steps > limits.max_steps:
         return Refusal(f"Your limit is {limits.max_steps} steps: ask for fewer.", None)
     if usage.last_command_at is not None and now - usage.last_command_at < limits.cooldown_s:

@@ -22,13 +22,19 @@ from core.aspect import AspectRatio
 from core.member_settings import MemberSettings, Setting, Source
 from core.params import (
     DEFAULT_CFG,
+    DEFAULT_HIRES_STRENGTH,
+    DEFAULT_HIRES_UPSCALER,
     DEFAULT_SAMPLER,
     DEFAULT_STEPS,
+    HIRES_CHOICES,
+    HIRES_UPSCALERS,
     MAX_CFG,
+    MAX_HIRES_STRENGTH,
     MAX_PROMPT_CHARS,
     MAX_SIZE,
     MAX_STEPS,
     MIN_CFG,
+    MIN_HIRES_STRENGTH,
     MIN_SIZE,
     MIN_STEPS,
     SAMPLERS,
@@ -48,6 +54,7 @@ RESETTABLE = {
     "sampler": (Setting.SAMPLER,),
     "negative prompt": (Setting.NEGATIVE_PROMPT,),
     "style": (Setting.STYLE,),
+    "hires fix": (Setting.HIRES, Setting.HIRES_STRENGTH, Setting.HIRES_STEPS, Setting.HIRES_UPSCALER),
     "quiet": (Setting.QUIET,),
 }
 
@@ -65,6 +72,10 @@ class SettingsChange:
     sampler: str | None = None
     negative_prompt: str | None = None
     style: str | None = None
+    hires: float | None = None  # 0: off
+    hires_strength: float | None = None
+    hires_steps: int | None = None
+    hires_upscaler: str | None = None
     quiet: bool | None = None
     reset: str | None = None
 
@@ -153,6 +164,11 @@ class SettingsService:
             if self.styles is None:
                 raise InvalidParams("This bot keeps no styles.")
             values["style"] = ", ".join(style.name for style in self.styles.pick(caller.guild_id, change.style))
+        if change.hires is not None:
+            values["hires"] = change.hires or None
+        for name in ("hires_strength", "hires_steps", "hires_upscaler"):
+            if getattr(change, name) is not None:
+                values[name] = getattr(change, name)
         if change.quiet is not None:
             values["quiet"] = change.quiet or None
         return dataclasses.replace(updated, **values)  # type: ignore[arg-type]
@@ -193,6 +209,7 @@ class SettingsService:
             size = Shown("Size", f"{wanted.width or native[0]}×{wanted.height or native[1]}", Source.MODEL)
         else:
             size = Shown("Size", "the model's native size", Source.MODEL)
+        hires_source = Source.MEMBER if member.hires else Source.BOT
         quiet = Shown("Results", "posted quietly (no ping)" if member.quiet else "ping you", Source.BOT)
         if member.quiet:
             quiet = dataclasses.replace(quiet, source=Source.MEMBER)
@@ -204,6 +221,10 @@ class SettingsService:
             _first("Sampler", member.sampler, wanted.sampler, DEFAULT_SAMPLER),
             _first("Negative prompt", member.negative_prompt, wanted.negative_prompt, None, quote=True),
             _first("Style", member.style, None, None, quote=True),
+            Shown("Hires fix", f"{member.hires:g}×" if member.hires else "off", hires_source),
+            _first("Hires denoising", member.hires_strength, wanted.hires_strength, DEFAULT_HIRES_STRENGTH),
+            _first("Hires steps", member.hires_steps, wanted.hires_steps, "the job's steps"),
+            _first("Hires upscaler", member.hires_upscaler, wanted.hires_upscaler, DEFAULT_HIRES_UPSCALER),
             quiet,
         ]
 
@@ -232,6 +253,10 @@ def build_settings_command(service: SettingsService) -> app_commands.Command:  #
         sampler="Your default sampler",
         negative_prompt="Your default negative prompt (used when you give none)",
         style="Your default styles here, comma-separated",
+        hires="A hires fix on every /imagine of yours (1.5× or 2×), or off",
+        hires_strength=f"How much the hires pass redraws ({MIN_HIRES_STRENGTH:g}–{MAX_HIRES_STRENGTH:g})",
+        hires_steps=f"Steps of the hires pass ({MIN_STEPS}–{MAX_STEPS}; default the job's)",
+        hires_upscaler="How the hires fix upscales before redrawing",
         quiet="Post your results without pinging you",
         reset="Clear one of your settings, or all of them",
     )
@@ -239,6 +264,8 @@ def build_settings_command(service: SettingsService) -> app_commands.Command:  #
         sampler=[app_commands.Choice(name=s, value=s) for s in SAMPLERS],
         ar=[app_commands.Choice(name=ratio, value=ratio) for ratio in ASPECT_CHOICES],
         reset=[app_commands.Choice(name=name, value=name) for name in RESETTABLE],
+        hires=[app_commands.Choice(name=name, value=name) for name in HIRES_CHOICES],
+        hires_upscaler=[app_commands.Choice(name=name, value=name) for name in HIRES_UPSCALERS],
     )
     async def settings(
         interaction: discord.Interaction,
@@ -251,6 +278,10 @@ def build_settings_command(service: SettingsService) -> app_commands.Command:  #
         sampler: app_commands.Choice[str] | None = None,
         negative_prompt: app_commands.Range[str, 1, MAX_PROMPT_CHARS] | None = None,
         style: app_commands.Range[str, 1, 200] | None = None,
+        hires: app_commands.Choice[str] | None = None,
+        hires_strength: app_commands.Range[float, MIN_HIRES_STRENGTH, MAX_HIRES_STRENGTH] | None = None,
+        hires_steps: app_commands.Range[int, MIN_STEPS, MAX_STEPS] | None = None,
+        hires_upscaler: app_commands.Choice[str] | None = None,
         quiet: bool | None = None,
         reset: app_commands.Choice[str] | None = None,
     ) -> None:
@@ -264,6 +295,10 @@ def build_settings_command(service: SettingsService) -> app_commands.Command:  #
             sampler=sampler.value if sampler else None,
             negative_prompt=negative_prompt,
             style=style,
+            hires=HIRES_CHOICES[hires.value] if hires else None,
+            hires_strength=hires_strength,
+            hires_steps=hires_steps,
+            hires_upscaler=hires_upscaler.value if hires_upscaler else None,
             quiet=quiet,
             reset=reset.value if reset else None,
         )

@@ -15,9 +15,11 @@ LEARNING = 0.3
 
 
 def work(params: GenerationParams) -> float:
-    """Denoising steps × megapixels: img2img modes run only steps × strength of their steps."""
+    """Denoising steps × megapixels: img2img modes run only steps × strength of their steps, and a hires fix adds
+    its second pass at the output size."""
     steps = max(1, int(params.steps * params.strength)) if params.needs_source else params.steps
-    return steps * params.width * params.height * params.count / 1e6
+    first = steps * params.width * params.height * params.count
+    return (first + params.second_pass_steps * params.pixels) / 1e6
 
 
 class Estimator:

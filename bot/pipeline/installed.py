@@ -9,6 +9,7 @@ from bot.models.picker import Models
 from bot.pipeline.networks import Networks
 from core.chunking import ChunkCounter, check_chunk_count
 from core.params import DEFAULT_MAX_LORAS, GenerationParams
+from core.prompt_schedule import check_schedule
 from core.prompt_syntax import check_lora_count, check_lora_names, check_network_kinds, split_loras
 
 
@@ -42,3 +43,5 @@ class Installed:
             check_lora_names(tags, self.loras.lora_names())
         for what, words in (("prompt", text), ("negative prompt", params.negative_prompt)):
             check_chunk_count(what, self.chunks.count(words))
+            # A1111 would clamp an edit past the last step, so it never happens: the member is told instead.
+            check_schedule(words, params.steps)

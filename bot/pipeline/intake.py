@@ -60,8 +60,11 @@ def check_fits(params: GenerationParams, engine: EngineReady, family: str | None
         name = params.model or "the default model"
         raise InvalidParams(f"{name} needs more memory than this GPU has: pick another model.")
     if params.pixels > limit:
-        what = f"{params.width}×{params.height}" + (f" × {params.count} images" if params.count > 1 else "")
+        width, height = params.output_size
+        what = f"{width}×{height}" + (f" × {params.count} images" if params.count > 1 else "")
         fix = "work from a smaller image" if params.needs_source else "lower the width, height or count"
+        if params.hires:
+            fix = "lower the width, height, count or hires scale"
         raise InvalidParams(
             f"{what} is more than this GPU can draw at once ({limit / 1e6:.1f} megapixels at most): {fix}."
         )

@@ -142,7 +142,7 @@ def result_buttons(job: Job, count: int, hidden: frozenset[int] = frozenset()) -
     Several images: upscale or vary each. One image (also every upscale and outpaint): upscale again,
     vary, zoom out and pan, where the result would still fit the size cap.
     """
-    params = job.params
+    width, height = job.params.output_size
     buttons: list[ButtonSpec] = []
     if count > 1:
         for i in (i for i in range(1, count + 1) if i not in hidden):
@@ -152,7 +152,7 @@ def result_buttons(job: Job, count: int, hidden: frozenset[int] = frozenset()) -
             buttons.append(ButtonSpec(Press(ImageAction.VARY_SUBTLE, job.id, i), f"V{i} subtle", row=1))
             buttons.append(ButtonSpec(Press(ImageAction.VARY_STRONG, job.id, i), f"V{i} strong", row=2))
     elif 1 not in hidden:
-        if max(params.width, params.height) * UPSCALE_FACTOR <= MAX_DERIVED_SIZE:
+        if max(width, height) * UPSCALE_FACTOR <= MAX_DERIVED_SIZE:
             upscale = ButtonSpec(
                 Press(ImageAction.UPSCALE, job.id, 1), "Upscale ×2", 0, "⬆️", discord.ButtonStyle.primary
             )
@@ -161,8 +161,8 @@ def result_buttons(job: Job, count: int, hidden: frozenset[int] = frozenset()) -
         buttons.append(ButtonSpec(Press(ImageAction.VARY_STRONG, job.id, 1), "Vary (strong)", row=0, emoji="🪄"))
         buttons.append(ButtonSpec(Press(ImageAction.ZOOM_1_5, job.id, 1), "Zoom out 1.5×", row=1, emoji="🔍"))
         buttons.append(ButtonSpec(Press(ImageAction.ZOOM_2, job.id, 1), "Zoom out 2×", row=1, emoji="🔍"))
-        wide_ok = params.width + half_side(params.width) <= MAX_DERIVED_SIZE
-        tall_ok = params.height + half_side(params.height) <= MAX_DERIVED_SIZE
+        wide_ok = width + half_side(width) <= MAX_DERIVED_SIZE
+        tall_ok = height + half_side(height) <= MAX_DERIVED_SIZE
         for pan, emoji, fits in (
             (ImageAction.PAN_LEFT, "⬅️", wide_ok),
             (ImageAction.PAN_RIGHT, "➡️", wide_ok),

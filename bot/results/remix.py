@@ -19,13 +19,13 @@ from bot.results.buttons import Press
 from bot.results.presses import UNKNOWN_JOB, requester_for
 from core.a1111_samplers import sampler_pairs
 from core.aspect import take_ar_flag
-from core.infotext import parse_pairs, quote, settings_changes
+from core.infotext import HIRES_KEYS, hires_pairs, parse_pairs, quote, settings_changes
 from core.jobs import Job
 from core.params import MAX_PROMPT_CHARS, MAX_SEED, MAX_SIZE, GenerationParams, InvalidParams
 from core.wire import EngineReady
 
 MODAL_ID = re.compile(r"^sdbot:remix:(?P<job>[0-9a-f]{4,32})$")
-SETTINGS_KEYS = ("Steps", "CFG scale", "Seed", "Sampler", "Schedule type")
+SETTINGS_KEYS = ("Steps", "CFG scale", "Seed", "Sampler", "Schedule type", "Denoising strength", *HIRES_KEYS)
 
 
 def settings_line(params: GenerationParams) -> str:
@@ -35,6 +35,7 @@ def settings_line(params: GenerationParams) -> str:
         ("CFG scale", f"{params.cfg:g}"),
         ("Seed", str(params.seed)),
         *sampler_pairs(params.sampler),
+        *hires_pairs(params),
     ]
     return ", ".join(f"{key}: {quote(value)}" for key, value in pairs)
 
@@ -96,7 +97,8 @@ def remixed_params(
     unknown = [key for key, _ in pairs if key not in SETTINGS_KEYS]
     if unknown:
         raise InvalidParams(
-            f"I don't know the setting {unknown[0]!r}: use Steps, CFG scale, Seed, Sampler and Schedule type."
+            f"I don't know the setting {unknown[0]!r}: use Steps, CFG scale, Seed, Sampler and Schedule type"
+            " (and for a hires fix Hires upscale, Hires steps, Hires upscaler and Denoising strength)."
         )
     if dict(pairs).get("Seed", "").strip() == "-1":
         pairs = tuple((k, str(seed_source.randrange(MAX_SEED + 1)) if k == "Seed" else v) for k, v in pairs)
@@ -112,6 +114,8 @@ def remixed_params(
     elif "size" in values:
         pairs += (("Size", size),)
     changes = settings_changes(pairs)
+    if values.get("settings", "").strip() and "Hires upscale" not in dict(pairs):
+        changes["hires"] = 0.0  # taken out of the settings: no hires fix
     edited = replace(
         params,
         prompt=prompt.strip(),

@@ -103,7 +103,10 @@ def settings_embed(
     embed.add_field(name="Sampler", value=params.sampler)
     if params.clip_skip > 1:
         embed.add_field(name="Clip skip", value=str(params.clip_skip))
-    embed.add_field(name="Size", value=f"{params.width}×{params.height}")
+    width, height = params.output_size
+    embed.add_field(name="Size", value=f"{width}×{height}")
+    if params.hires:
+        embed.add_field(name="Hires fix", value=f"{params.hires:g}× from {params.width}×{params.height}")
     if model_name is not None:
         embed.add_field(name="Model", value=clip(model_name, _FIELD_MAX))
     if params.needs_source:
