@@ -179,7 +179,7 @@ class SdBot(discord.Client):
         await self.engines.start(on_starting=starting)
         await asyncio.to_thread(self.intake.installed.load)
         for job in await self.store.in_states(JobState.QUEUED, JobState.RUNNING):
-            await self.queue.put(job.user_id, job, job.guild_id)
+            await self.queue.put(job.user_id, job, job.guild_id, turns=job.turns)
             log.info("job %s re-queued after a restart", job.id)
         for command in [*self.registry.commands, self.registry.admin_group]:
             self.tree.add_command(command)

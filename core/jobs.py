@@ -72,6 +72,8 @@ class Job:
     flagged: tuple[int, ...] = ()
     # Posted with the member named but not pinged (their /settings).
     quiet: bool = False
+    # The member's turns per round of the fair queue when it was taken (their roles'), kept for a restart.
+    turns: int = 1
 
     @property
     def withheld(self) -> tuple[int, ...]:

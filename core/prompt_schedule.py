@@ -152,14 +152,19 @@ def _nodes(groups: Sequence[_Group], kind: str) -> Iterator[tuple[_Group, lark.T
                 yield group, node
 
 
-def _switch_step(number: str, steps: int) -> int:
+def _switch_step(number: str, steps: int, first_pass: int | None) -> int:
     """A1111's step for a bracket's number, clamped to 0..steps (A1111 clamps it above, but raises for a number
-    past float's range; below, every number under 1 acts as 0)."""
-    value = float(number) * steps if "." in number else float(number)
+    past float's range; below, every number under 1 acts as 0). In a hires pass after `first_pass` steps, A1111
+    counts step numbers on from the first pass's and fractions on from 1 (1.5 is half the hires pass)."""
+    value = float(number)
+    if first_pass is None:
+        value = value * steps if "." in number else value
+    else:
+        value = (value - 1.0) * steps if "." in number else value - first_pass
     return int(min(max(value, 0.0), steps))
 
 
-def _text(node: lark.Tree | lark.Token | None, step: int, steps: int) -> str:
+def _text(node: lark.Tree | lark.Token | None, step: int, steps: int, first_pass: int | None) -> str:
     """A1111's AtStep transformer: the text of a parse at schedule step `step`."""
     if node is None:
         return ""
@@ -167,18 +172,20 @@ def _text(node: lark.Tree | lark.Token | None, step: int, steps: int) -> str:
         return str(node)
     if node.data == "scheduled":
         before, after, _, number, _ = node.children
-        return _text(before if step <= _switch_step(number, steps) else after, step, steps)
+        chosen = before if step <= _switch_step(number, steps, first_pass) else after
+        return _text(chosen, step, steps, first_pass)
     if node.data == "alternate":
-        return _text(node.children[(step - 1) % len(node.children)], step, steps)
-    return "".join(_text(child, step, steps) for child in node.children)
+        return _text(node.children[(step - 1) % len(node.children)], step, steps, first_pass)
+    return "".join(_text(child, step, steps, first_pass) for child in node.children)
 
 
-def prompt_schedule(prompt: str, steps: int) -> tuple[ScheduledText, ...]:
-    """A1111's schedule for one prompt over `steps` steps, in order of `end_step`."""
+def prompt_schedule(prompt: str, steps: int, first_pass: int | None = None) -> tuple[ScheduledText, ...]:
+    """A1111's schedule for one prompt over `steps` steps, in order of `end_step`; for a hires pass of `steps`
+    steps, `first_pass` is the steps drawn before it (A1111's `hires_steps` call)."""
     groups = _readable(prompt)
     ends = {steps}
     for _, node in _nodes(groups, "scheduled"):
-        if (step := _switch_step(node.children[-2], steps)) >= 1:
+        if (step := _switch_step(node.children[-2], steps, first_pass)) >= 1:
             ends.add(step)
     if any(True for _ in _nodes(groups, "alternate")):
         ends.update(range(1, steps + 1))
@@ -186,7 +193,7 @@ def prompt_schedule(prompt: str, steps: int) -> tuple[ScheduledText, ...]:
     for end_step in sorted(ends):
         parts, written = [], 0
         for group in groups:
-            parts += [prompt[written : group.start], _text(group.tree, end_step, steps)]
+            parts += [prompt[written : group.start], _text(group.tree, end_step, steps, first_pass)]
             written = group.end
         schedule.append(ScheduledText(end_step, "".join(parts) + prompt[written:]))
     return tuple(schedule)
@@ -211,22 +218,24 @@ def has_schedule(prompt: str) -> bool:
     return False
 
 
-def check_schedule(prompt: str, steps: int) -> None:
+def check_schedule(prompt: str, steps: int, hires_steps: int = 0) -> None:
     """Raise InvalidParams for a prompt-editing step past the job's end (A1111 clamps it, so the edit never
-    happens), or for brackets past what this module parses."""
+    happens), or for brackets past what this module parses. With a hires pass of `hires_steps`, A1111 lets step
+    numbers run on into it, and fractions from 1 to 2 address it."""
     if "[" not in prompt:
         return
+    last_step, last_fraction = steps + hires_steps, 2.0 if hires_steps else 1.0
     for group, node in _nodes(_parse(prompt) or (), "scheduled"):
         number = node.children[-2]
         value = float(number)
         written = quoted(prompt[group.start + node.meta.start_pos : group.start + node.meta.end_pos])
-        if "." in number and value > 1.0:
+        if "." in number and value > last_fraction:
             raise InvalidParams(
-                f"`{written}` switches at {number} of the steps, past the end: use a fraction up to 1.0 such as"
-                f" 0.5, or a step up to {steps}."
+                f"`{written}` switches at {number} of the steps, past the end: use a fraction up to"
+                f" {last_fraction:.1f} such as 0.5, or a step up to {last_step}."
             )
-        if "." not in number and value > steps:
+        if "." not in number and value > last_step:
             raise InvalidParams(
-                f"`{written}` switches at step {number}, but the job draws {steps} steps: use a step up to {steps},"
-                " or a fraction such as 0.5."
+                f"`{written}` switches at step {number}, but the job draws {last_step} steps: use a step up to"
+                f" {last_step}, or a fraction such as 0.5."
             )

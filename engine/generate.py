@@ -188,7 +188,7 @@ class Painter:
         # Counted again here, though the bot counted them: embeddings add vectors only the engine's tokenizer knows.
         # A prompt-editing schedule is as long as its longest text at any step.
         for what, words in (("prompt", text), ("negative prompt", params.negative_prompt)):
-            counts.append(scheduled_chunk_count(self.model.pipe, words, params.steps))
+            counts.append(scheduled_chunk_count(self.model.pipe, words, params.steps, params.second_pass_steps))
             check_chunk_count(what, counts[-1])
         return max(counts)
 
@@ -369,7 +369,12 @@ class Painter:
             with self.loras.applied(plan.pipe, loras) as lora_hashes, torch.inference_mode():
                 # Encoded after the LoRAs are in: they change the text encoder, so its cache is not used then.
                 cache = None if loras else self._chunks
-                loop.scheduled = encode_schedules(pipe, texts, negatives, loop.steps, first.params.clip_skip, cache)
+                # Every pass padded to the chunks of the job's longest text in any pass (what `prepare` counts), so a
+                # job's pixels do not depend on its batch partners.
+                chunks = max(self.prepare(job.params) for job in jobs)
+                loop.scheduled = encode_schedules(
+                    pipe, texts, negatives, loop.steps, first.params.clip_skip, cache, min_chunks=chunks
+                )
                 pipe.scheduler = make_scheduler(first.params.sampler, self._base_scheduler_config)
                 latents = pipe(
                     **loop.scheduled.first.arguments(),
@@ -384,8 +389,9 @@ class Painter:
                 if first.params.hires:
                     loop.next_pass(first.params.second_pass_steps)
                     hires = self._guidance(jobs, rows, self.img2img)[0]
+                    # A1111's hires schedule: step numbers run on from the first pass's, fractions from 1.
                     loop.scheduled = encode_schedules(
-                        hires, texts, negatives, loop.steps, first.params.clip_skip, cache
+                        hires, texts, negatives, loop.steps, first.params.clip_skip, cache, chunks, first.params.steps
                     )
                     hires.scheduler = make_scheduler(first.params.sampler, self._base_scheduler_config)
                     params = first.params

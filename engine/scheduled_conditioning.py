@@ -13,20 +13,23 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from core.prompt_schedule import prompt_schedule, text_at
 
+from core.prompt_schedule import prompt_schedule, text_at
 from engine.conditioning import ChunkCache, Conditioning, chunk_count, encode_prompts
 
 
-def step_texts(text: str, steps: int) -> list[str]:
-    """The text the encoder sees at each of `steps` sampler steps."""
-    schedule = prompt_schedule(text, steps)
+def step_texts(text: str, steps: int, first_pass: int | None = None) -> list[str]:
+    """The text the encoder sees at each of `steps` sampler steps (of a hires pass after `first_pass` steps)."""
+    schedule = prompt_schedule(text, steps, first_pass)
     return [text_at(schedule, step) for step in range(steps)]
 
 
-def scheduled_chunk_count(pipe: Any, text: str, steps: int) -> int:
-    """How many chunks the longest text of a prompt's schedule takes."""
-    return max(chunk_count(pipe, part) for part in {entry.text for entry in prompt_schedule(text, steps)})
+def scheduled_chunk_count(pipe: Any, text: str, steps: int, hires_steps: int = 0) -> int:
+    """How many chunks the longest text of a prompt's schedule takes (in either pass, with a hires fix)."""
+    texts = {entry.text for entry in prompt_schedule(text, steps)}
+    if hires_steps:
+        texts |= {entry.text for entry in prompt_schedule(text, hires_steps, steps)}
+    return max(chunk_count(pipe, part) for part in texts)
 
 
 @dataclass(frozen=True)
@@ -56,11 +59,14 @@ def encode_schedules(
     steps: int,
     clip_skip: int = 0,
     cache: ChunkCache | None = None,
+    min_chunks: int = 1,
+    first_pass: int | None = None,
 ) -> StepConditioning:
-    """Each row's prompt and negative prompt, as A1111 schedules them over `steps`, encoded per distinct step."""
-    texts = [step_texts(text, steps) for text in [*prompts, *negatives]]
+    """Each row's prompt and negative prompt, as A1111 schedules them over `steps` (of a hires pass after
+    `first_pass` steps), encoded per distinct step and padded to `min_chunks` at least."""
+    texts = [step_texts(text, steps, first_pass) for text in [*prompts, *negatives]]
     # Every step padded to the longest text any row has at any step: the same length throughout the loop.
-    longest = max(chunk_count(pipe, text) for text in {text for row in texts for text in row})
+    longest = max(min_chunks, *(chunk_count(pipe, text) for text in {text for row in texts for text in row}))
     distinct: dict[tuple[str, ...], int] = {}
     encoded: list[Conditioning] = []
     by_step = []

@@ -206,6 +206,23 @@ async def test_an_admin_cancels_a_running_job_between_steps(fake: FakeDiscord, b
     assert (await answer(await imagine(fake, count=2))).startswith("⏳ Queued"), "not drawn yet: refunded"
 
 
+async def test_a_roles_turns_outlast_a_restart(fake: FakeDiscord, engine: FakeEngine, tmp_path: Path) -> None:
+    first = make_bot(tmp_path, engine, limits=LIMITS)
+    async with fake.connected(first):
+        await admin(fake, "limits set", {"setting": "turns", "value": 2, "role": PATRON_ROLE})
+        await admin(fake, "limits set", {"setting": "images_per_hour", "value": 0, "role": PATRON_ROLE})
+        await admin(fake, "pause")  # kept in SQLite: the restarted bot holds the queue too
+        for member in (PATRON, PATRON, PATRON, OTHER):
+            await imagine(fake, member, bot=first)
+        before = [job.id for job in first.queue.order()]
+    second = make_bot(tmp_path, engine, limits=LIMITS)
+    async with fake.connected(second):
+        # Re-queued with the turns they were taken with: the patron's two before the other member's one.
+        assert [job.id for job in second.queue.order()] == before
+        assert [job.user_id for job in second.queue.order()] == [PATRON, PATRON, OTHER, PATRON]
+    assert engine.calls == []
+
+
 async def test_pause_holds_the_queue_and_resume_lets_it_run(fake: FakeDiscord, bot: SdBot, engine: FakeEngine) -> None:
     assert (await admin(fake, "pause")).startswith("The queue is paused")
     await answer(await imagine(fake, bot=bot))

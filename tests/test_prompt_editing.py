@@ -100,3 +100,14 @@ def test_a_schedules_longest_text_sets_the_chunks_the_job_batches_by(tiny: Loade
     assert chunks > painter.prepare(replace(BASE, prompt="a cat")) == 1
     assert painter.prepare(replace(BASE, prompt=f"[a cat:{long}:0.5]")) == chunks
     assert painter.prepare(replace(BASE, prompt=f"[a cat|{long}]")) == chunks
+
+
+def test_the_hires_pass_follows_a1111s_hires_schedule(tiny: LoadedModel) -> None:
+    painter = Painter(tiny)
+    hires = {"hires": 2.0, "hires_strength": 0.6}
+    cat = drawn(painter, "a red cat", **hires)
+    # Step 4 ends the 4-step first pass: cat there, dog for the whole hires pass (A1111 counts on into it).
+    assert same(drawn(painter, "[a red cat:a blue dog:4]"), drawn(painter, "a red cat"))
+    assert differ(drawn(painter, "[a red cat:a blue dog:4]", **hires), cat)
+    # Step 8 is the hires pass's last: the switch never comes, as for a plain prompt.
+    assert same(drawn(painter, "[a red cat:a blue dog:8]", **hires), cat)

@@ -8,6 +8,10 @@ in A1111 itself), 25 hand-written edges at 5 and 20 steps, and 300 prompts from 
 edits with steps in and past range, `[a::x]`, `[:b:x]`, alternations with empty options, weights, escapes and stray
 brackets, at 1, 5, 20 or 30 steps), leaving out the few past this module's limits.
 
+tests/data/a1111_hires_prompt_schedules.json holds what the same function returns for a hires pass
+(`get_learned_conditioning_prompt_schedules(prompts, first_pass, hires_steps)`, at 20 then 10 steps and at 5 then
+8) for every pinned prompt at 10 or 20 steps.
+
 A1111 pins lark 1.1.2, whose Earley picks among ambiguous parses in hash order: on 31 of these prompts (all with
 stray brackets or colons) its answer changes with PYTHONHASHSEED. From lark 1.1.8 the pick is fixed, and pinned here.
 """
@@ -30,7 +34,9 @@ from core.prompt_schedule import (
     text_at,
 )
 
-CASES = json.loads((Path(__file__).parent / "data" / "a1111_prompt_schedules.json").read_text(encoding="utf-8"))
+DATA = Path(__file__).parent / "data"
+CASES = json.loads((DATA / "a1111_prompt_schedules.json").read_text(encoding="utf-8"))
+HIRES_CASES = json.loads((DATA / "a1111_hires_prompt_schedules.json").read_text(encoding="utf-8"))
 
 
 def test_the_pinned_cases_are_a1111s_doctests_and_enough_schedules() -> None:
@@ -43,6 +49,29 @@ def test_the_pinned_cases_are_a1111s_doctests_and_enough_schedules() -> None:
 def test_matches_a1111(case: dict) -> None:
     got = prompt_schedule(case["prompt"], case["steps"])
     assert [[entry.end_step, entry.text] for entry in got] == case["schedule"]
+
+
+@pytest.mark.parametrize("case", HIRES_CASES, ids=[str(i) for i in range(len(HIRES_CASES))])
+def test_a_hires_pass_matches_a1111(case: dict) -> None:
+    got = prompt_schedule(case["prompt"], case["steps"], case["first_pass"])
+    assert [[entry.end_step, entry.text] for entry in got] == case["schedule"]
+
+
+def test_a_hires_pass_counts_step_numbers_on_and_fractions_from_one() -> None:
+    assert sum(len(case["schedule"]) > 1 for case in HIRES_CASES) > 50
+    # After 20 steps, step 25 and fraction 1.5 are both step 5 of a 10-step hires pass; 0.5 and 12 are long past.
+    switched = (ScheduledText(5, "cat"), ScheduledText(10, "dog"))
+    assert prompt_schedule("[cat:dog:25]", 10, 20) == prompt_schedule("[cat:dog:1.5]", 10, 20) == switched
+    assert (
+        prompt_schedule("[cat:dog:0.5]", 10, 20)
+        == prompt_schedule("[cat:dog:12]", 10, 20)
+        == (ScheduledText(10, "dog"),)
+    )
+    check_schedule("[cat:dog:25] [a:b:1.5]", 20, 10)
+    with pytest.raises(InvalidParams, match="switches at step 31, but the job draws 30 steps"):
+        check_schedule("[cat:dog:31]", 20, 10)
+    with pytest.raises(InvalidParams, match="switches at 1.5 of the steps, past the end"):
+        check_schedule("[cat:dog:1.5]", 20)
 
 
 def test_an_edit_switches_after_its_step() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import replace
 
 from bot.limits.admin_store import AdminStore
 from bot.limits.rules import Limits, Usage, refusal, resolve
@@ -77,5 +78,5 @@ class Quota:
         """
         async with self._reserving:
             limits = await self.check(job, role_ids)
-            await self.store.add(job)
+            await self.store.add(replace(job, turns=limits.turns))
         return limits

@@ -44,4 +44,4 @@ class Installed:
         for what, words in (("prompt", text), ("negative prompt", params.negative_prompt)):
             check_chunk_count(what, self.chunks.count(words))
             # A1111 would clamp an edit past the last step, so it never happens: the member is told instead.
-            check_schedule(words, params.steps)
+            check_schedule(words, params.steps, params.second_pass_steps)

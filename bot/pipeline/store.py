@@ -70,6 +70,9 @@ SCHEMA = Schema(
         """
         ALTER TABLE jobs ADD COLUMN quiet INTEGER NOT NULL DEFAULT 0;
         """,
+        """
+        ALTER TABLE jobs ADD COLUMN turns INTEGER NOT NULL DEFAULT 1;
+        """,
     ),
 )
 
@@ -108,9 +111,9 @@ class JobStore:
 
     _INSERT = (
         "INSERT INTO jobs (id, user_id, user_name, guild_id, channel_id, message_id, params, state, created_at,"
-        " parent_id, source_index, reply_to, cost, size_limit, on_flagged, quiet)"
+        " parent_id, source_index, reply_to, cost, size_limit, on_flagged, quiet, turns)"
     )
-    _COLUMNS = 16
+    _COLUMNS = 17
 
     @staticmethod
     def _row(job: Job) -> tuple[Any, ...]:
@@ -131,6 +134,7 @@ class JobStore:
             job.size_limit,
             job.on_flagged.value,
             int(job.quiet),
+            job.turns,
         )
 
     async def add(self, job: Job) -> None:
@@ -285,6 +289,7 @@ def _job(row: aiosqlite.Row) -> Job:
         on_flagged=Flagged(row["on_flagged"]),
         flagged=tuple(json.loads(row["flagged"])) if row["flagged"] else (),
         quiet=bool(row["quiet"]),
+        turns=row["turns"],
     )
 
 
