@@ -204,20 +204,6 @@ def text_at(schedule: Sequence[ScheduledText], step: int) -> str:
     return next((entry.text for entry in schedule if step <= entry.end_step), schedule[-1].text)
 
 
-def has_schedule(prompt: str) -> bool:
-    """Whether the prompt's text changes during sampling at some number of steps: it alternates, or edits at a
-    step of 1 or more or at a fraction between 0 and 1."""
-    groups = _readable(prompt)
-    if any(True for _ in _nodes(groups, "alternate")):
-        return True
-    for _, node in _nodes(groups, "scheduled"):
-        number = node.children[-2]
-        value = float(number)
-        if (0 < value < 1) if "." in number else value >= 1:
-            return True
-    return False
-
-
 def check_schedule(prompt: str, steps: int, hires_steps: int = 0) -> None:
     """Raise InvalidParams for a prompt-editing step past the job's end (A1111 clamps it, so the edit never
     happens), or for brackets past what this module parses. With a hires pass of `hires_steps`, A1111 lets step

@@ -29,7 +29,6 @@ from core.prompt_schedule import (
     MAX_GROUP_MARKS,
     ScheduledText,
     check_schedule,
-    has_schedule,
     prompt_schedule,
     text_at,
 )
@@ -111,26 +110,6 @@ def test_a_number_past_floats_range_is_clamped_rather_than_raised() -> None:
     assert prompt_schedule("[cat:dog:1e999]", 20) == (ScheduledText(20, "cat"),)
 
 
-@pytest.mark.parametrize(
-    ("prompt", "expected"),
-    [
-        ("[cat|dog]", True),
-        ("[cat:dog:0.5]", True),
-        ("[cat:dog:3]", True),
-        ("[dog:3]", True),
-        ("[cat:dog:1.5]", False),
-        ("[cat:dog:0]", False),
-        ("[cat:dog:-2]", False),
-        ("a (cat:1.2) [dog]", False),
-        ("\\[cat:dog:3\\]", False),
-        ("[cat:dog:3] | bird", False),
-        ("no brackets at all", False),
-    ],
-)
-def test_has_schedule(prompt: str, expected: bool) -> None:
-    assert has_schedule(prompt) is expected
-
-
 def test_check_refuses_a_step_past_the_end() -> None:
     with pytest.raises(InvalidParams) as raised:
         check_schedule("a [cat:dog:30] b", 20)
@@ -174,7 +153,6 @@ class _NoParser:
 def test_prompts_that_cannot_edit_skip_the_parser(monkeypatch: pytest.MonkeyPatch, prompt: str) -> None:
     monkeypatch.setattr(module, "_PARSER", _NoParser())
     assert prompt_schedule(prompt, 20) == (ScheduledText(20, prompt),)
-    assert not has_schedule(prompt)
     check_schedule(prompt, 20)
 
 
@@ -228,7 +206,6 @@ NESTED_GROUP = "[" + "[x], " * (MAX_GROUP_MARKS // 2) + ":b:1]"
 )
 def test_hostile_prompts_are_drawn_as_written(prompt: str, refusal: str | None) -> None:
     assert prompt_schedule(prompt, 100) == (ScheduledText(100, prompt),)
-    assert not has_schedule(prompt)
     if refusal is None:
         check_schedule(prompt, 100)
     else:
