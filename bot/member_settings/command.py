@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import discord
 from discord import app_commands
@@ -61,27 +62,15 @@ RESETTABLE = {
 
 @dataclass(frozen=True)
 class SettingsChange:
-    """What a member asked /settings to change; None where they named nothing."""
+    """What a member asked /settings to change: the values they named (as Discord delivered them; a hires fix of
+    0 turns it off), and what to reset first."""
 
-    model: str | None = None
-    ar: str | None = None
-    width: int | None = None
-    height: int | None = None
-    steps: int | None = None
-    cfg: float | None = None
-    sampler: str | None = None
-    negative_prompt: str | None = None
-    style: str | None = None
-    hires: float | None = None  # 0: off
-    hires_strength: float | None = None
-    hires_steps: int | None = None
-    hires_upscaler: str | None = None
-    quiet: bool | None = None
+    values: Mapping[Setting, Any] = field(default_factory=dict)
     reset: str | None = None
 
     @property
     def empty(self) -> bool:
-        return all(value is None for value in dataclasses.asdict(self).values())
+        return not self.values and self.reset is None
 
 
 @dataclass(frozen=True)
@@ -135,42 +124,35 @@ class SettingsService:
                 raise InvalidParams(f"Reset one of: {', '.join(RESETTABLE)}.")
             updated = MemberSettings() if change.reset == ALL else updated.without(*RESETTABLE[change.reset])
         limits = await self.quota.limits(caller.guild_id, caller.user_id, caller.role_ids)
-        values: dict[str, object] = {}
-        if change.model is not None:
-            values["model"] = self.models.entry(change.model.strip()).name
-        if change.ar is not None or change.width is not None or change.height is not None:
-            if change.ar is not None and (change.width is not None or change.height is not None):
+        given = change.values
+        values: dict[str, Any] = {setting.value: value for setting, value in given.items()}
+        if Setting.MODEL in given:
+            values["model"] = self.models.entry(str(given[Setting.MODEL]).strip()).name
+        width, height = given.get(Setting.WIDTH), given.get(Setting.HEIGHT)
+        if Setting.AR in given:
+            if width is not None or height is not None:
                 raise InvalidParams("Set an aspect ratio or a width and height, not both.")
-            if change.ar is not None:
-                values.update(ar=str(AspectRatio.parse(change.ar)), width=None, height=None)
-            else:
-                values.update(ar=None, width=change.width, height=change.height)
-                max_side = min(MAX_SIZE, limits.max_size or MAX_SIZE)
-                if max(change.width or 0, change.height or 0) > max_side:
-                    raise InvalidParams(f"Your largest side here is {max_side} pixels: set a smaller width and height.")
-        if change.steps is not None:
-            if limits.max_steps is not None and change.steps > limits.max_steps:
-                raise InvalidParams(f"Your limit here is {limits.max_steps} steps: set at most that.")
-            values["steps"] = change.steps
-        if change.cfg is not None:
-            values["cfg"] = change.cfg
-        if change.sampler is not None:
-            values["sampler"] = change.sampler
-        if change.negative_prompt is not None:
-            negative = change.negative_prompt.strip()
+            values.update(ar=str(AspectRatio.parse(given[Setting.AR])), width=None, height=None)
+        elif width is not None or height is not None:
+            values["ar"] = None
+            max_side = min(MAX_SIZE, limits.max_size or MAX_SIZE)
+            if max(width or 0, height or 0) > max_side:
+                raise InvalidParams(f"Your largest side here is {max_side} pixels: set a smaller width and height.")
+        steps = given.get(Setting.STEPS)
+        if steps is not None and limits.max_steps is not None and steps > limits.max_steps:
+            raise InvalidParams(f"Your limit here is {limits.max_steps} steps: set at most that.")
+        if Setting.NEGATIVE_PROMPT in given:
+            negative = str(given[Setting.NEGATIVE_PROMPT]).strip()
             parse_prompt_attention(negative)
             values["negative_prompt"] = negative or None
-        if change.style is not None:
+        if Setting.STYLE in given:
             if self.styles is None:
                 raise InvalidParams("This bot keeps no styles.")
-            values["style"] = ", ".join(style.name for style in self.styles.pick(caller.guild_id, change.style))
-        if change.hires is not None:
-            values["hires"] = change.hires or None
-        for name in ("hires_strength", "hires_steps", "hires_upscaler"):
-            if getattr(change, name) is not None:
-                values[name] = getattr(change, name)
-        if change.quiet is not None:
-            values["quiet"] = change.quiet or None
+            picked = self.styles.pick(caller.guild_id, str(given[Setting.STYLE]))
+            values["style"] = ", ".join(style.name for style in picked)
+        for off in (Setting.HIRES, Setting.QUIET):
+            if off in given:
+                values[off.value] = given[off] or None  # 0 or false: none kept
         return dataclasses.replace(updated, **values)  # type: ignore[arg-type]
 
     async def describe(self, caller: Caller, member: MemberSettings, heading: str) -> str:
@@ -285,23 +267,23 @@ def build_settings_command(service: SettingsService) -> app_commands.Command:  #
         quiet: bool | None = None,
         reset: app_commands.Choice[str] | None = None,
     ) -> None:
-        change = SettingsChange(
-            model=model,
-            ar=ar.value if ar else None,
-            width=width,
-            height=height,
-            steps=steps,
-            cfg=cfg,
-            sampler=sampler.value if sampler else None,
-            negative_prompt=negative_prompt,
-            style=style,
-            hires=HIRES_CHOICES[hires.value] if hires else None,
-            hires_strength=hires_strength,
-            hires_steps=hires_steps,
-            hires_upscaler=hires_upscaler.value if hires_upscaler else None,
-            quiet=quiet,
-            reset=reset.value if reset else None,
-        )
+        named = {
+            Setting.MODEL: model,
+            Setting.AR: ar.value if ar else None,
+            Setting.WIDTH: width,
+            Setting.HEIGHT: height,
+            Setting.STEPS: steps,
+            Setting.CFG: cfg,
+            Setting.SAMPLER: sampler.value if sampler else None,
+            Setting.NEGATIVE_PROMPT: negative_prompt,
+            Setting.STYLE: style,
+            Setting.HIRES: HIRES_CHOICES[hires.value] if hires else None,
+            Setting.HIRES_STRENGTH: hires_strength,
+            Setting.HIRES_STEPS: hires_steps,
+            Setting.HIRES_UPSCALER: hires_upscaler.value if hires_upscaler else None,
+            Setting.QUIET: quiet,
+        }
+        change = SettingsChange({s: v for s, v in named.items() if v is not None}, reset.value if reset else None)
         caller, responder = caller_and_responder(interaction)
         await service.handle(caller, responder, change)
 
