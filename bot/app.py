@@ -21,6 +21,7 @@ from bot.limits.admin_group import admin_group
 from bot.limits.rules import Limits
 from bot.member_settings import feature as member_settings_feature
 from bot.metrics import Metrics
+from bot.model_files import feature as model_files_feature
 from bot.models import feature as models_feature
 from bot.models.picker import Models
 from bot.pipeline.database import Database
@@ -78,6 +79,8 @@ class SdBot(discord.Client):
         loras: Networks | None = None,
         redis_url: str | None = None,
         fleet_poll: float = 1.0,
+        upscalers_dir: Path | None = None,
+        vae_dir: Path | None = None,
     ) -> None:
         # No privileged intents: slash commands and buttons arrive as interactions regardless.
         super().__init__(intents=discord.Intents(guilds=True), guild_ready_timeout=guild_ready_timeout)
@@ -89,7 +92,9 @@ class SdBot(discord.Client):
             allowed_installs=app_commands.AppInstallationType(guild=True, user=False),
         )
         self.tree.on_error = answer_command_error  # type: ignore[assignment]
-        options = Options(limits, clock, progress_interval, lora_dir, owner_ids, allow_dms, max_loras)
+        options = Options(
+            limits, clock, progress_interval, lora_dir, owner_ids, allow_dms, max_loras, upscalers_dir, vae_dir
+        )
         self.shared = build_shared(
             self,
             database=database,
@@ -109,6 +114,7 @@ class SdBot(discord.Client):
         self.community = community_feature.setup(self.shared, self.registry)
         imagine_feature.setup(self.shared, self.registry)
         member_settings_feature.setup(self.shared, self.registry)
+        model_files_feature.setup(self.shared, self.registry)
         # Last: a press may go to any feature's handler.
         self.presses = results_feature.setup(self.shared, self.registry, allow_dms=allow_dms)
         self.registry.hourly["pruning kept images"] = lambda: asyncio.to_thread(images.prune, clock())

@@ -32,6 +32,7 @@ from bot.settings import SettingError, Settings, configure_logging, load_setting
 from bot.systemd import notify, starting, watchdog_interval
 from core.network_files import NetworkFolder
 from core.params import SAMPLERS, InvalidParams
+from core.vae_files import VaeFolder
 from core.wire import Progress
 
 log = logging.getLogger("sdbot")
@@ -49,6 +50,7 @@ def _models(settings: Settings) -> Models:
         folder=settings.models_dir,
         default_location=settings.model.location,
         allow_pickle=settings.allow_pickle,
+        vaes=VaeFolder(settings.vae_dir),
     )
 
 
@@ -64,6 +66,8 @@ def _engine(
         inpaint,
         lora_dir=str(settings.lora_dir),
         embeddings_dir=str(settings.embeddings_dir),
+        upscalers_dir=str(settings.upscalers_dir),
+        vae_dir=str(settings.vae_dir),
         models_dir=str(settings.models_dir),
         model_cache=settings.model_cache,
         allow_pickle=settings.allow_pickle,
@@ -101,6 +105,8 @@ async def run_bot(settings: Settings) -> None:
         guild_ids=settings.guild_ids,
         shutdown_grace=settings.shutdown_grace,
         lora_dir=settings.lora_dir,
+        upscalers_dir=settings.upscalers_dir,
+        vae_dir=settings.vae_dir,
         models=models,
         owner_ids=settings.owner_ids,
         allow_dms=settings.allow_dms,

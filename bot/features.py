@@ -20,8 +20,9 @@ from bot.limits.pauses import Pauses
 from bot.limits.quota import Quota
 from bot.limits.rules import Limits
 from bot.member_settings.store import MemberSettingsStore
+from bot.model_files.store import Pick, ServerPicks
 from bot.models.channel_defaults import ChannelModels
-from bot.models.picker import Models
+from bot.models.picker import ModelPick, Models
 from bot.pipeline.database import Database
 from bot.pipeline.delivery import Delivery
 from bot.pipeline.dispatch import Dispatcher
@@ -39,10 +40,13 @@ from bot.policy.store import PolicyStore
 from bot.results.buttons import Action
 from bot.results.presses import PressHandler
 from bot.styles.store import Styles
+from core.checkpoint_header import Family
 from core.chunking import ChunkCounter
 from core.jobs import Job
 from core.network_files import NetworkFolder
-from core.params import DEFAULT_MAX_LORAS
+from core.params import DEFAULT_MAX_LORAS, LANCZOS
+from core.upscaler_files import UpscalerFolder
+from core.vae_files import VaeError, VaeFolder, check_vae_for
 from core.wire import EngineReady
 
 AppCommand = app_commands.Command[Any, Any, Any] | app_commands.Group | app_commands.ContextMenu
@@ -75,6 +79,9 @@ class Shared:
     models: Models
     loras: Networks
     styles: Styles
+    picks: ServerPicks
+    upscaler_folder: UpscalerFolder
+    vae_folder: VaeFolder | None  # None: no VAE files (SDBOT_VAE_DIR unset, as in tests)
     member_settings: MemberSettingsStore
     channel_models: ChannelModels
     owners: Owners
@@ -85,6 +92,29 @@ class Shared:
     def engine_ready(self) -> EngineReady | None:
         """What every engine can draw, or None while they start."""
         return self.engines.ready
+
+    def upscaler_for(self, guild_id: int | None) -> str:
+        """What the U button runs in a server: its admins' pick while installed (Lanczos included), else the first
+        installed model, else Lanczos."""
+        installed = self.upscaler_folder.names()
+        fallback = installed[0] if installed else LANCZOS
+        return self.picks.chosen(guild_id, Pick.UPSCALER, (LANCZOS, *installed), fallback) or fallback
+
+    def vae_for(self, model: ModelPick, guild_id: int | None) -> str:
+        """The VAE a job decodes with: the model's own choice (its sidecar, or a file beside it), else the server's
+        pick where it is of the model's family, else none ("": the checkpoint's own)."""
+        if model.vae:
+            return model.vae
+        files = self.vae_folder.files() if self.vae_folder is not None else {}
+        picked = self.picks.chosen(guild_id, Pick.VAE, tuple(files), None)
+        if picked is None:
+            return ""
+        if model.family is not None:
+            try:
+                check_vae_for(files[picked], Family(model.family))
+            except VaeError:
+                return ""
+        return picked
 
 
 @dataclass
@@ -110,6 +140,8 @@ class Options:
     owner_ids: tuple[int, ...] = ()
     allow_dms: bool = False
     max_loras: int = DEFAULT_MAX_LORAS
+    upscalers_dir: Path | None = None
+    vae_dir: Path | None = None
 
 
 def build_shared(
@@ -140,6 +172,8 @@ def build_shared(
     )
     policy = PolicyStore(admin)
     member_settings = MemberSettingsStore(database)
+    upscaler_folder = UpscalerFolder(options.upscalers_dir)
+    picks = ServerPicks(database)
     sources = SourceImages(images, client)
     dispatcher = Dispatcher(
         queue=queue,
@@ -161,7 +195,7 @@ def build_shared(
         closing=closing,
         clock=clock,
         policy=policy,
-        installed=Installed(models, loras, options.max_loras, chunks),
+        installed=Installed(models, loras, options.max_loras, chunks, upscaler_folder),
         allow_dms=options.allow_dms,
         stalled=lambda: engines.stalled,
         quiet=lambda user_id, guild_id: bool(member_settings.get(user_id, guild_id).quiet),
@@ -182,6 +216,9 @@ def build_shared(
         models=models,
         loras=loras,
         styles=Styles(database),
+        picks=picks,
+        upscaler_folder=upscaler_folder,
+        vae_folder=VaeFolder(options.vae_dir) if options.vae_dir is not None else None,
         member_settings=member_settings,
         channel_models=channel_models,
         owners=Owners(configured=frozenset(options.owner_ids), fetch=client.application_info, clock=clock),

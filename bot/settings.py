@@ -18,6 +18,7 @@ from core.catalog import Catalog, CatalogError, pickle_refusal, scan
 from core.devices import Devices, InvalidDevices
 from core.params import DEFAULT_MAX_LORAS
 from core.source import InvalidSource, ModelSource, SourceKind, parse_source
+from core.vae_files import VaeFolder
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 DEFAULT_KEEP_DAYS = 30.0
@@ -57,6 +58,8 @@ class Settings:
     shutdown_grace: float
     lora_dir: Path
     embeddings_dir: Path
+    upscalers_dir: Path = Path("upscalers")
+    vae_dir: Path = Path("vae")
     models_dir: Path = Path("models")
     catalog: Catalog = field(default_factory=Catalog)
     model_cache: int = 2
@@ -193,9 +196,9 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     return raw == "1"
 
 
-def _catalog(folder: Path) -> Catalog:
+def _catalog(folder: Path, vaes: VaeFolder) -> Catalog:
     try:
-        return scan(folder)
+        return scan(folder, vaes)
     except CatalogError as exc:
         raise SettingError(f"SDBOT_MODELS_DIR: {exc}") from None
 
@@ -310,7 +313,8 @@ def load_settings(env: Mapping[str, str], *, cwd: Path, require_token: bool = Tr
     """Parse and check every setting; raise SettingError naming the first one at fault."""
     allow_pickle = _flag(env, "SDBOT_ALLOW_PICKLE")
     models_dir = _path(env, "SDBOT_MODELS_DIR", "./models", cwd)
-    catalog = _catalog(models_dir)
+    vae_dir = _folder(env, "SDBOT_VAE_DIR", "./vae", cwd)
+    catalog = _catalog(models_dir, VaeFolder(vae_dir))
     model = _model(env.get("SDBOT_MODEL", "").strip() or DEFAULT_MODEL, catalog, cwd, allow_pickle)
     model_cache = _whole(env, "SDBOT_MODEL_CACHE", 2)
     inpaint = env.get("SDBOT_INPAINT_MODEL", "").strip()
@@ -342,6 +346,8 @@ def load_settings(env: Mapping[str, str], *, cwd: Path, require_token: bool = Tr
         shutdown_grace=_seconds(env, "SDBOT_SHUTDOWN_GRACE_S", 30.0),
         lora_dir=_folder(env, "SDBOT_LORA_DIR", "./loras", cwd),
         embeddings_dir=_folder(env, "SDBOT_EMBEDDINGS_DIR", "./embeddings", cwd),
+        upscalers_dir=_folder(env, "SDBOT_UPSCALERS_DIR", "./upscalers", cwd),
+        vae_dir=vae_dir,
         models_dir=models_dir,
         catalog=catalog,
         model_cache=model_cache,

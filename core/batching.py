@@ -25,6 +25,7 @@ class BatchKey:
     loras: tuple[LoraTag, ...]  # LoRAs change the weights, for the whole batch
     # A hires fix's second pass runs for the whole batch: 0 (none), or its scale, strength, steps and upscaler.
     hires: tuple[float, float, int, str]
+    vae: str  # the VAE decodes the whole batch
 
 
 def batch_key(params: GenerationParams) -> BatchKey | None:
@@ -47,6 +48,7 @@ def batch_key(params: GenerationParams) -> BatchKey | None:
         hires=(params.hires, params.hires_strength, params.second_pass_steps, params.hires_upscaler)
         if params.hires
         else (0.0, 0.0, 0, ""),
+        vae=params.vae,
     )
 
 

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import difflib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from core.checkpoint_header import Family, HeaderError, detect_family, family_of_folder, read_header
 from core.sidecar import ModelDefaults, SidecarError, read_sidecar, sidecar_for
 from core.source import PICKLE_SUFFIXES, SAFE_SUFFIXES
+from core.vae_files import VaeError, VaeFolder, beside, check_vae_for, is_beside_vae
 
 MAX_CHOICES = 25  # Discord shows at most 25 autocomplete choices
 MAX_CHOICE_VALUE = 100  # and refuses the whole answer if one choice's value is longer
@@ -44,6 +45,7 @@ class CatalogEntry:
     native: int  # the side it was trained at: the default width and height
     defaults: ModelDefaults = field(default_factory=ModelDefaults)
     pickle: bool = False
+    vae: str = ""  # the VAE it decodes with: its sidecar's, or `<name>.vae.safetensors` beside it; "": its own
 
     @property
     def is_folder(self) -> bool:
@@ -86,12 +88,33 @@ def read_entry(path: Path) -> CatalogEntry:
     return CatalogEntry(path.stem, path, family, family.native, defaults)
 
 
+def _with_vae(entry: CatalogEntry, vaes: VaeFolder | None, skipped: list[str]) -> CatalogEntry:
+    """The entry with the VAE its sidecar names (in `vaes`), else the one beside it, when that VAE is there and of
+    the model's family; else a line for the owner, and the model keeps its own VAE."""
+    if entry.defaults.vae:
+        found = vaes.files().get(entry.defaults.vae) if vaes is not None else None
+        if found is None:
+            skipped.append(f"{entry.path.name}: its sidecar's VAE {entry.defaults.vae} is not in SDBOT_VAE_DIR")
+            return entry
+    else:
+        found = beside(entry.path)
+        if found is None:
+            return entry
+    try:
+        check_vae_for(found, entry.family)
+    except VaeError as exc:
+        skipped.append(str(exc))
+        return entry
+    return replace(entry, vae=found.name)
+
+
 def _is_model(path: Path) -> bool:
     if path.name.startswith("."):
         return False
     if path.is_dir():
         return (path / "model_index.json").is_file()
-    return path.suffix.lower() in SAFE_SUFFIXES + PICKLE_SUFFIXES
+    # A checkpoint's own VAE beside it (A1111's `<name>.vae.safetensors`) is no model.
+    return path.suffix.lower() in SAFE_SUFFIXES + PICKLE_SUFFIXES and not is_beside_vae(path)
 
 
 @dataclass(frozen=True)
@@ -137,8 +160,9 @@ class Catalog:
         return (starts + contains)[:MAX_CHOICES]
 
 
-def scan(folder: Path) -> Catalog:
-    """Read every model in `folder` (not its subfolders' files); CatalogError names the first sidecar at fault.
+def scan(folder: Path, vaes: VaeFolder | None = None) -> Catalog:
+    """Read every model in `folder` (not its subfolders' files), with the VAEs they name in `vaes`; CatalogError
+    names the first sidecar at fault.
 
     A file that is no checkpoint (half downloaded, a LoRA) is skipped and noted, so it cannot stop the bot.
     A missing folder is an empty catalog: the bot then runs on SDBOT_MODEL alone.
@@ -159,5 +183,5 @@ def scan(folder: Path) -> Catalog:
             continue
         if entry.name in entries:
             raise CatalogError(f"{path}: another model is also called {entry.name} ({entries[entry.name].path.name})")
-        entries[entry.name] = entry
+        entries[entry.name] = _with_vae(entry, vaes, skipped)
     return Catalog(entries, tuple(skipped))

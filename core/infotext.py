@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from core.a1111_samplers import from_a1111, sampler_pairs
-from core.params import SAMPLERS, GenerationParams, InvalidParams
+from core.params import SAMPLERS, UPSCALE_FACTOR, GenerationParams, InvalidParams, JobMode
 
 
 @dataclass(frozen=True)
@@ -43,9 +43,14 @@ def hires_pairs(params: GenerationParams) -> list[tuple[str, str]]:
 
 
 def format_infotext(
-    params: GenerationParams, seed: int, model: ModelInfo, extras: Sequence[tuple[str, str]] = ()
+    params: GenerationParams,
+    seed: int,
+    model: ModelInfo,
+    extras: Sequence[tuple[str, str]] = (),
+    vae: ModelInfo | None = None,
 ) -> str:
-    """The infotext of one image of `params`, drawn from `seed`; `extras` (such as `Lora hashes`) go last."""
+    """The infotext of one image of `params`, drawn from `seed`; `extras` (such as `Lora hashes`) go last, an external
+    `vae` after the model, as A1111 writes them."""
     pairs: list[tuple[str, str]] = [("Steps", str(params.steps)), *sampler_pairs(params.sampler)]
     pairs += [
         ("CFG scale", f"{params.cfg:g}"),
@@ -56,9 +61,14 @@ def format_infotext(
         # A1111 leaves out the keys it has no value for rather than writing them empty.
         pairs.append(("Model hash", model.hash))
     pairs.append(("Model", model.name))
+    if vae is not None:
+        pairs += [("VAE hash", vae.hash), ("VAE", vae.name)]
     if params.needs_source:
         # As A1111 writes img2img results: how much of the source image was redrawn.
         pairs.append(("Denoising strength", f"{params.strength:g}"))
+    if params.mode is JobMode.UPSCALE:
+        # As A1111's extras tab writes an upscale, which the U button's detail pass follows.
+        pairs += [("Postprocess upscale by", str(UPSCALE_FACTOR)), ("Postprocess upscaler", params.upscaler)]
     hires = hires_pairs(params)
     # A1111 writes the hires fix's strength where img2img's goes, and its other keys after clip skip.
     pairs += hires[:1]

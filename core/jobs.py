@@ -108,9 +108,9 @@ class Job:
         """img2img from image `index` of this job, subtle or strong."""
         return self._child(requester, self.params.variation(size, strength, seed), self.id, index)
 
-    def upscaled(self, requester: Requester, index: int, size: tuple[int, int], seed: int) -> Job:
-        """Image `index` of this job at twice its size."""
-        return self._child(requester, self.params.upscaled(size, seed), self.id, index)
+    def upscaled(self, requester: Requester, index: int, size: tuple[int, int], seed: int, upscaler: str) -> Job:
+        """Image `index` of this job at twice its size, enlarged by `upscaler` before its detail pass."""
+        return self._child(requester, self.params.upscaled(size, seed, upscaler), self.id, index)
 
     def zoomed_out(self, requester: Requester, index: int, size: tuple[int, int], factor: float, seed: int) -> Job:
         """Image `index` of this job shrunk into a canvas of its size, the border drawn."""

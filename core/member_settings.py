@@ -16,6 +16,7 @@ from core.params import (
     MAX_PROMPT_CHARS,
     MAX_SIZE,
     MAX_STEPS,
+    MAX_UPSCALER_NAME,
     MIN_CFG,
     MIN_HIRES_STRENGTH,
     MIN_SIZE,
@@ -108,8 +109,8 @@ class MemberSettings:
             raise InvalidParams(f"Hires denoising must be from {MIN_HIRES_STRENGTH:g} to {MAX_HIRES_STRENGTH:g}.")
         if self.hires_steps is not None and not MIN_STEPS <= self.hires_steps <= MAX_STEPS:
             raise InvalidParams(f"Hires steps must be from {MIN_STEPS} to {MAX_STEPS}.")
-        if self.hires_upscaler is not None and self.hires_upscaler not in HIRES_UPSCALERS:
-            raise InvalidParams(f"Choose a hires upscaler from: {', '.join(HIRES_UPSCALERS)}.")
+        if self.hires_upscaler is not None and not 0 < len(self.hires_upscaler) <= MAX_UPSCALER_NAME:
+            raise InvalidParams(f"Name a hires upscaler: {', '.join(HIRES_UPSCALERS)} or an installed model.")
 
     def value(self, setting: Setting) -> str | int | float | bool | None:
         return getattr(self, setting.value)  # type: ignore[no-any-return]

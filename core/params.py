@@ -60,14 +60,17 @@ VARY_STRENGTHS: dict[str, float] = {"subtle": 0.35, "strong": 0.7}
 # The U button: a clean resize, then a light img2img pass that adds detail without changing the picture.
 UPSCALE_FACTOR = 2
 UPSCALE_STRENGTH = 0.3
-# A1111's hires fix on txt2img: drawn at the base size, upscaled by one of these, then redrawn at this strength
-# (A1111's default) over the job's steps unless hires steps are given. "Latent" upscales the latents bilinearly as
-# A1111's "Latent" does; "Lanczos" resizes the decoded image.
+# A1111's hires fix on txt2img: drawn at the base size, upscaled, then redrawn at this strength (A1111's default)
+# over the job's steps unless hires steps are given.
 HIRES_SCALES: tuple[float, ...] = (1.5, 2.0)
 DEFAULT_HIRES_STRENGTH = 0.5
 MIN_HIRES_STRENGTH, MAX_HIRES_STRENGTH = 0.05, 1.0
-HIRES_UPSCALERS: tuple[str, ...] = ("Latent", "Lanczos")
-DEFAULT_HIRES_UPSCALER = "Latent"
+# The upscalers every engine has, as A1111 names them: "Latent" upscales the latents bilinearly (hires fix only),
+# "Lanczos" resizes the decoded image. Any other name is a model in SDBOT_UPSCALERS_DIR.
+LATENT, LANCZOS = "Latent", "Lanczos"
+HIRES_UPSCALERS: tuple[str, ...] = (LATENT, LANCZOS)
+DEFAULT_HIRES_UPSCALER = LATENT
+MAX_UPSCALER_NAME = 100  # what Discord shows of a choice
 # What `hires:` offers in /imagine and /settings; "off" overrides a member's own hires fix.
 HIRES_CHOICES: dict[str, float] = {"1.5×": 1.5, "2×": 2.0, "off": 0.0}
 # An image prompt (/imagine with an attachment) redraws this much of it unless the member says otherwise,
@@ -124,6 +127,8 @@ class GenerationParams:
     hires_strength: float = DEFAULT_HIRES_STRENGTH
     hires_steps: int = 0  # 0: the job's steps
     hires_upscaler: str = DEFAULT_HIRES_UPSCALER
+    upscaler: str = LANCZOS  # the U button's: a model in SDBOT_UPSCALERS_DIR, or Lanczos
+    vae: str = ""  # a VAE file's name (in SDBOT_VAE_DIR, or beside the checkpoint); "": the checkpoint's own
 
     @property
     def needs_source(self) -> bool:
@@ -184,10 +189,10 @@ class GenerationParams:
         """img2img from one image with the same prompt: `subtle` keeps the composition, `strong` less so."""
         return self._from_source(JobMode.VARY, source, VARY_STRENGTHS[strength], seed)
 
-    def upscaled(self, source: tuple[int, int], seed: int) -> GenerationParams:
-        """One image at twice its size, redrawn lightly for detail."""
+    def upscaled(self, source: tuple[int, int], seed: int, upscaler: str = LANCZOS) -> GenerationParams:
+        """One image at twice its size (enlarged by `upscaler`), redrawn lightly for detail."""
         size = (source[0] * UPSCALE_FACTOR, source[1] * UPSCALE_FACTOR)
-        return self._from_source(JobMode.UPSCALE, size, UPSCALE_STRENGTH, seed)
+        return replace(self._from_source(JobMode.UPSCALE, size, UPSCALE_STRENGTH, seed), upscaler=upscaler)
 
     def zoomed_out(self, source: tuple[int, int], factor: float, seed: int) -> GenerationParams:
         """The image shrunk into the centre of a canvas of its own size; the border is drawn new."""
@@ -268,10 +273,8 @@ class GenerationParams:
             )
         if not 0 <= self.hires_steps <= MAX_STEPS:
             raise InvalidParams(f"Hires steps must be from 1 to {MAX_STEPS} (0 for the job's), not {self.hires_steps}.")
-        if self.hires_upscaler not in HIRES_UPSCALERS:
-            raise InvalidParams(
-                f"Unknown hires upscaler {self.hires_upscaler[:40]!r}: choose one of {', '.join(HIRES_UPSCALERS)}."
-            )
+        if not self.hires_upscaler.strip() or len(self.hires_upscaler) > MAX_UPSCALER_NAME:
+            raise InvalidParams(f"Name a hires upscaler: {', '.join(HIRES_UPSCALERS)} or an installed model.")
         width, height = self.output_size
         if max(width, height) > MAX_DERIVED_SIZE:
             raise InvalidParams(

@@ -244,7 +244,7 @@ def check_network_kinds(prompt: str) -> None:
 _LISTED_CHARS = 600
 
 
-def _some(names: list[str]) -> str:
+def listed_names(names: list[str]) -> str:
     """The first names, within _LISTED_CHARS, and how many are left out."""
     shown: list[str] = []
     for name in names[:10]:
@@ -264,5 +264,5 @@ def check_lora_names(tags: Iterable[LoraTag], available: Iterable[str]) -> None:
         if not known:
             raise InvalidParams(f"This bot has no LoRAs installed: remove <lora:{quoted(tag.name)}:…> from the prompt.")
         close = difflib.get_close_matches(tag.name, known, n=3, cutoff=0.5)
-        hint = f"did you mean {' or '.join(close)}?" if close else f"the installed ones are {_some(known)}."
+        hint = f"did you mean {' or '.join(close)}?" if close else f"the installed ones are {listed_names(known)}."
         raise InvalidParams(f"There is no LoRA named {quoted(tag.name)!r}: {hint}")

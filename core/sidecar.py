@@ -11,12 +11,12 @@ from typing import Any
 
 from core.errors import first_line
 from core.params import (
-    HIRES_UPSCALERS,
     MAX_CFG,
     MAX_HIRES_STRENGTH,
     MAX_PROMPT_CHARS,
     MAX_SIZE,
     MAX_STEPS,
+    MAX_UPSCALER_NAME,
     MIN_CFG,
     MIN_HIRES_STRENGTH,
     MIN_SIZE,
@@ -56,6 +56,7 @@ class ModelDefaults:
     hires_strength: float | None = None
     hires_steps: int | None = None
     hires_upscaler: str | None = None
+    vae: str | None = None  # a file in SDBOT_VAE_DIR, as A1111's VAE list names it
 
 
 def _whole(path: Path | str, key: str, value: Any, low: int, high: int, multiple: int = 1) -> int:
@@ -132,13 +133,16 @@ def check_defaults(data: dict[str, Any], path: Path | str) -> ModelDefaults:
         values["description"] = _text(path, "description", data["description"], MAX_DESCRIPTION_CHARS)
     if "prediction" in data:
         values["prediction"] = _choice(path, "prediction", data["prediction"], PREDICTIONS)
+    if "vae" in data:
+        values["vae"] = _text(path, "vae", data["vae"], MAX_UPSCALER_NAME)
     if "hires_strength" in data:
         strength = data["hires_strength"]
         values["hires_strength"] = _number(path, "hires_strength", strength, MIN_HIRES_STRENGTH, MAX_HIRES_STRENGTH)
     if "hires_steps" in data:
         values["hires_steps"] = _whole(path, "hires_steps", data["hires_steps"], MIN_STEPS, MAX_STEPS)
     if "hires_upscaler" in data:
-        values["hires_upscaler"] = _choice(path, "hires_upscaler", data["hires_upscaler"], HIRES_UPSCALERS)
+        # Any name: the engines' upscaler folders are checked when a job uses it.
+        values["hires_upscaler"] = _text(path, "hires_upscaler", data["hires_upscaler"], MAX_UPSCALER_NAME)
     return ModelDefaults(**values)
 
 

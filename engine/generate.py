@@ -19,11 +19,12 @@ from PIL import Image, UnidentifiedImageError
 
 from core.batching import compatible
 from core.chunking import check_chunk_count
-from core.infotext import format_infotext
+from core.infotext import ModelInfo, format_infotext
 from core.network_files import NetworkFolder, hash_list
-from core.params import GenerationParams, InvalidParams, JobMode
+from core.params import LATENT, GenerationParams, InvalidParams, JobMode
 from core.pngmeta import encode_png
 from core.prompt_syntax import check_lora_names, split_loras
+from core.upscaler_files import UpscalerFolder
 from core.wire import GeneratedImage
 from engine.conditioning import ChunkCache
 from engine.embeddings import Embeddings
@@ -38,6 +39,8 @@ from engine.scheduled_conditioning import (
     swap_in,
     swapped_tensors,
 )
+from engine.upscaler_shelf import UpscalerShelf
+from engine.vae_switch import VaeFiles, VaeSwitch
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,7 @@ class Drawn:
     params: GenerationParams
     images: tuple[tuple[int, Image.Image], ...]
     extras: tuple[tuple[str, str], ...] = ()  # A1111's `Lora hashes` and `TI hashes` for the infotext
+    vae: ModelInfo | None = None  # the external VAE it was decoded with
 
 
 _PER_IMAGE_GUIDANCE: dict[type, type] = {}
@@ -166,8 +170,14 @@ class Painter:
         *,
         loras: LoraLoader | None = None,
         embeddings: Embeddings | None = None,
+        upscalers: UpscalerShelf | None = None,
+        vaes: VaeFiles | None = None,
     ) -> None:
         self.model = model
+        self.vae = VaeSwitch(model, vaes or VaeFiles())
+        self.upscalers = upscalers or UpscalerShelf(
+            UpscalerFolder(None), allow_pickle=False, device=model.device, dtype=model.dtype
+        )
         self.inpaint_model = inpaint_model
         self.loras = loras or LoraLoader(NetworkFolder(None))
         self.embeddings = embeddings or Embeddings()
@@ -196,6 +206,7 @@ class Painter:
         """Let go of the device memory kept for speed (the model itself is moved by its owner)."""
         self._chunks.clear()
         self._per_image_guidance = {}
+        self.upscalers.release()
 
     @property
     def img2img(self) -> Any:
@@ -219,7 +230,10 @@ class Painter:
             return Plan(self.model.pipe, {"width": params.width, "height": params.height})
         image = open_source(source)
         if params.mode in (JobMode.VARY, JobMode.UPSCALE, JobMode.IMG2IMG):
-            resized = image.resize(size, Image.Resampling.LANCZOS) if image.size != size else image
+            if params.mode is JobMode.UPSCALE:
+                resized = self.upscalers.enlarge(image, size, params.upscaler)
+            else:
+                resized = image.resize(size, Image.Resampling.LANCZOS) if image.size != size else image
             arguments = {"image": resized, "strength": params.strength}
             return Plan(self.img2img, arguments, tiled_vae=params.mode is JobMode.UPSCALE)
         if params.mode is JobMode.ZOOM:
@@ -256,6 +270,10 @@ class Painter:
             job.params.validate()
         if len(jobs) > 1 and not all(compatible(jobs[0].params, job.params) for job in jobs[1:]):
             raise ValueError("jobs that cannot share a denoising loop were batched together")
+        if self.vae.use(jobs[0].params.vae):
+            # Pipelines built over the weights hold the VAE they were built with.
+            self._img2img = self._inpaint = None
+            self._per_image_guidance = {}
         rows = [Row(index, seed) for index, job in enumerate(jobs) for seed in job.params.seeds()]
         out_of_memory = False
         try:
@@ -271,14 +289,14 @@ class Painter:
         for index, job in enumerate(jobs):
             mine = tuple((row.seed, image) for row, image in zip(rows, images, strict=True) if row.job == index)
             texts = (split_loras(job.params.prompt)[0], job.params.negative_prompt)
-            drawn.append(Drawn(job.params, mine, tuple(self._extras(lora_hashes, texts))))
+            drawn.append(Drawn(job.params, mine, tuple(self._extras(lora_hashes, texts)), self.vae.info))
         return drawn
 
     def finish(self, drawn: Drawn) -> tuple[GeneratedImage, ...]:
         """Encode a job's images as PNGs carrying their infotext (CPU work, kept off the denoising loop)."""
         results = []
         for seed, image in drawn.images:
-            infotext = format_infotext(drawn.params, seed, self.model.info, drawn.extras)
+            infotext = format_infotext(drawn.params, seed, self.model.info, drawn.extras, drawn.vae)
             results.append(GeneratedImage(seed=seed, infotext=infotext, png=encode_png(image, infotext)))
         return tuple(results)
 
@@ -416,12 +434,13 @@ class Painter:
 
     def _upscaled(self, pipe: Any, latents: torch.Tensor, params: GenerationParams) -> Any:
         """The first pass's images at the output size, as the hires pass takes them: latents upscaled bilinearly
-        as A1111's "Latent" does, or the decoded images resized with Lanczos."""
+        as A1111's "Latent" does, or the decoded images enlarged by Lanczos or an upscaler model."""
         width, height = params.output_size
-        if params.hires_upscaler == "Latent":
+        if params.hires_upscaler == LATENT:
             factor = pipe.vae_scale_factor
             return torch.nn.functional.interpolate(latents, size=(height // factor, width // factor), mode="bilinear")
-        return [image.resize((width, height), Image.Resampling.LANCZOS) for image in self._decode(pipe, latents)]
+        decoded = self._decode(pipe, latents)
+        return [self.upscalers.enlarge(image, (width, height), params.hires_upscaler) for image in decoded]
 
     def _extras(self, lora_hashes: dict[str, str], texts: tuple[str, str]) -> list[tuple[str, str]]:
         """A1111's `Lora hashes` and `TI hashes` for what the job used."""

@@ -25,6 +25,8 @@ from core.errors import first_line
 from core.network_files import NetworkFolder
 from core.params import InvalidParams
 from core.source import InvalidSource, ModelSource, parse_source
+from core.upscaler_files import UpscalerFolder
+from core.vae_files import VaeFolder
 from core.wire import (
     CancelRequest,
     EngineFatal,
@@ -50,6 +52,8 @@ from engine.loras import LoraLoader
 from engine.model_shelf import ModelShelf, catalog_loader
 from engine.preview import Previewer, PreviewError, load_tiny_autoencoder
 from engine.safety import SafetyChecker, load_safety_checker
+from engine.upscaler_shelf import UpscalerShelf
+from engine.vae_switch import VaeFiles
 
 log = logging.getLogger("engine")
 
@@ -162,9 +166,11 @@ class Worker:
         safety: SafetyChecker | None = None,
         *,
         models_dir: Path | None = None,
+        upscalers: UpscalerShelf | None = None,
         clock: Callable[[], float] = time.monotonic,
         preview_interval: float = PREVIEW_INTERVAL,
     ) -> None:
+        self.upscalers = upscalers
         self.shelf = shelf
         self.channel = channel
         self.inbox = inbox
@@ -183,6 +189,9 @@ class Worker:
                 self._sending = [future for future in self._sending if not future.done()]
                 if isinstance(requests, ReloadModels):
                     rescan(self.shelf, self.models_dir)
+                    if self.upscalers is not None:
+                        self.upscalers.release()
+                        check_upscalers(self.upscalers)
                     continue
                 for group in batch_groups(requests):
                     self.run_batch(group)
@@ -327,6 +336,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--inpaint-model", default=None, help="inpainting checkpoint for outpainting (optional)")
     parser.add_argument("--lora-dir", type=Path, default=None, help="folder of LoRAs for <lora:name:weight>")
     parser.add_argument("--embeddings-dir", type=Path, default=None, help="folder of textual-inversion embeddings")
+    parser.add_argument("--upscalers-dir", type=Path, default=None, help="folder of upscaler models (ESRGAN family)")
+    parser.add_argument("--vae-dir", type=Path, default=None, help="folder of VAE files (A1111's models/VAE)")
     parser.add_argument("--models-dir", type=Path, default=None, help="folder of models jobs may name")
     parser.add_argument("--model-cache", type=int, default=2, help="models kept in CPU RAM besides the active one")
     parser.add_argument("--allow-pickle", action="store_true", help="load .ckpt/.pt checkpoints (they can run code)")
@@ -337,6 +348,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--niceness", type=int, default=NICENESS, help="nice levels below the bot's CPU priority")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: every core)")
     return parser.parse_args(argv)
+
+
+def check_upscalers(upscalers: UpscalerShelf) -> None:
+    """Log one line for each upscaler file that cannot be used; the others keep working."""
+    for problem in upscalers.check():
+        log.warning("SDBOT_UPSCALERS_DIR: %s", problem)
 
 
 def rescan(shelf: ModelShelf, folder: Path | None) -> None:
@@ -400,13 +417,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     loras = LoraLoader(NetworkFolder(args.lora_dir))
     embeddings_folder = NetworkFolder(args.embeddings_dir)
+    upscalers = UpscalerShelf(
+        UpscalerFolder(args.upscalers_dir), allow_pickle=args.allow_pickle, device=device, dtype=model.dtype
+    )
+    check_upscalers(upscalers)
+    vaes = VaeFiles(VaeFolder(args.vae_dir) if args.vae_dir is not None else None, args.models_dir, args.allow_pickle)
     if inpaint_model is not None:
         load_embeddings(inpaint_model.pipe, embeddings_folder)
 
     def make_painter(loaded: LoadedModel, inpaint: LoadedModel | None) -> Painter:
         # Every model a job switches to gets the fast paths and the embeddings in its own text encoder.
         use_fast_paths(loaded)
-        return Painter(loaded, inpaint, loras=loras, embeddings=load_embeddings(loaded.pipe, embeddings_folder))
+        embeddings = load_embeddings(loaded.pipe, embeddings_folder)
+        return Painter(loaded, inpaint, loras=loras, embeddings=embeddings, upscalers=upscalers, vaes=vaes)
 
     shelf = ModelShelf(
         model,
@@ -453,5 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     previews = Previews(tiny_autoencoder, model.family)
     # The shelf alone holds the models from here, so switching away can free the default one.
     del model, inpaint_model
-    Worker(shelf, channel, Inbox(sys.stdin.buffer), previews, safety, models_dir=args.models_dir).serve()
+    Worker(
+        shelf, channel, Inbox(sys.stdin.buffer), previews, safety, models_dir=args.models_dir, upscalers=upscalers
+    ).serve()
     return 0

@@ -54,6 +54,7 @@ from core.params import (
     fit_aspect,
 )
 from core.styles import apply_styles
+from core.upscaler_files import UpscalerFolder
 from core.wire import EngineReady
 
 log = logging.getLogger(__name__)
@@ -192,7 +193,12 @@ class ImagineService:
         seed_source: random.Random | None = None,
         styles: Styles | None = None,
         member_settings: MemberSettingsStore | None = None,
+        vae_for: Callable[[ModelPick, int | None], str] = lambda model, guild_id: "",
+        upscalers: UpscalerFolder | None = None,
     ) -> None:
+        self.upscalers = upscalers or UpscalerFolder(None)
+        # The VAE a job on this model decodes with in this server (the model's own choice, else the server's).
+        self.vae_for = vae_for
         self.intake = intake
         self.styles = styles
         self.member_settings = member_settings
@@ -212,7 +218,10 @@ class ImagineService:
         ready = ready_engine(self.engine_ready)
         channel_id = check_channel(caller)
         model = self.models.pick(options.model, channel_id)
-        params = options.to_params(ready, self.seed_source, model, source, max_side)
+        params = replace(
+            options.to_params(ready, self.seed_source, model, source, max_side),
+            vae=self.vae_for(model, caller.guild_id),
+        )
         if options.style and options.style.strip() and self.styles is not None:
             # As A1111 does, the job keeps the prompts as expanded: its infotext and Remix show what was drawn.
             picked = self.styles.pick(caller.guild_id, options.style)
@@ -239,6 +248,7 @@ class ImagineService:
             styles=self.styles,
             guild_id=caller.guild_id,
             limits=limits,
+            upscalers=self.upscalers.names(),
         )
         hires_kept = member.hires is not None and options.hires is None
         options = options.with_member(member)

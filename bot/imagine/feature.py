@@ -15,6 +15,8 @@ def setup(shared: Shared, registry: Registry) -> ImagineService:
         images=shared.images,
         styles=shared.styles,
         member_settings=shared.member_settings,
+        vae_for=shared.vae_for,
+        upscalers=shared.upscaler_folder,
     )
     registry.commands.append(build_imagine_command(service))
     return service

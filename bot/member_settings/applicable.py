@@ -3,17 +3,24 @@ changed since, and a setting that no longer fits falls back with a note instead 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
 from bot.limits.rules import Limits
 from bot.models.picker import Models
 from bot.styles.store import Styles
 from core.member_settings import MemberSettings, Setting
-from core.params import MAX_SIZE, InvalidParams
+from core.params import HIRES_UPSCALERS, MAX_SIZE, InvalidParams
 
 
 def still_applicable(
-    member: MemberSettings, *, models: Models, styles: Styles | None, guild_id: int | None, limits: Limits
+    member: MemberSettings,
+    *,
+    models: Models,
+    styles: Styles | None,
+    guild_id: int | None,
+    limits: Limits,
+    upscalers: Sequence[str] = (),
 ) -> tuple[MemberSettings, list[str]]:
     """The member's settings that apply here, and a sentence for each left out: a model since removed, a style
     since deleted, a size or steps over the member's limits here."""
@@ -31,6 +38,9 @@ def still_applicable(
         if gone:
             notes.append(f"This server no longer has your style `{', '.join(gone)[:100]}`: it is left out.")
             member = replace(member, style=", ".join(name for name in names if name.lower() in known) or None)
+    if member.hires_upscaler is not None and member.hires_upscaler not in (*HIRES_UPSCALERS, *upscalers):
+        notes.append(f"The upscaler `{member.hires_upscaler[:60]}` is not installed now: the default applies.")
+        member = member.without(Setting.HIRES_UPSCALER)
     max_side = min(MAX_SIZE, limits.max_size or MAX_SIZE)
     if member.width is not None and member.height is not None and max(member.width, member.height) > max_side:
         notes.append(

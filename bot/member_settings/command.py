@@ -34,6 +34,7 @@ from core.params import (
     MAX_PROMPT_CHARS,
     MAX_SIZE,
     MAX_STEPS,
+    MAX_UPSCALER_NAME,
     MIN_CFG,
     MIN_HIRES_STRENGTH,
     MIN_SIZE,
@@ -42,6 +43,7 @@ from core.params import (
     InvalidParams,
 )
 from core.prompt_syntax import parse_prompt_attention, quoted
+from core.upscaler_files import UpscalerFolder
 from core.wire import EngineReady
 
 ALL = "all"
@@ -96,7 +98,9 @@ class SettingsService:
         styles: Styles | None,
         quota: Quota,
         engine_ready: Callable[[], EngineReady | None],
+        upscalers: UpscalerFolder | None = None,
     ) -> None:
+        self.upscalers = upscalers or UpscalerFolder(None)
         self.store = store
         self.models = models
         self.styles = styles
@@ -150,6 +154,12 @@ class SettingsService:
                 raise InvalidParams("This bot keeps no styles.")
             picked = self.styles.pick(caller.guild_id, str(given[Setting.STYLE]))
             values["style"] = ", ".join(style.name for style in picked)
+        upscaler = given.get(Setting.HIRES_UPSCALER)
+        if upscaler is not None:
+            known = {name.lower(): name for name in (*HIRES_UPSCALERS, *self.upscalers.names())}
+            if str(upscaler).strip().lower() not in known:
+                raise InvalidParams(f"No upscaler called `{str(upscaler)[:60]}` is installed: pick one Discord offers.")
+            values["hires_upscaler"] = known[str(upscaler).strip().lower()]
         for off in (Setting.HIRES, Setting.QUIET):
             if off in given:
                 values[off.value] = given[off] or None  # 0 or false: none kept
@@ -160,7 +170,12 @@ class SettingsService:
         that do not apply here now (with why)."""
         limits = await self.quota.limits(caller.guild_id, caller.user_id, caller.role_ids)
         applied, notes = still_applicable(
-            member, models=self.models, styles=self.styles, guild_id=caller.guild_id, limits=limits
+            member,
+            models=self.models,
+            styles=self.styles,
+            guild_id=caller.guild_id,
+            limits=limits,
+            upscalers=self.upscalers.names(),
         )
         lines = [heading, *(shown.line() for shown in self.shown(caller, applied)), *notes]
         lines.append("An option you give /imagine still wins. Change these with /settings, undo with `reset:`.")
@@ -247,7 +262,6 @@ def build_settings_command(service: SettingsService) -> app_commands.Command:  #
         ar=[app_commands.Choice(name=ratio, value=ratio) for ratio in ASPECT_CHOICES],
         reset=[app_commands.Choice(name=name, value=name) for name in RESETTABLE],
         hires=[app_commands.Choice(name=name, value=name) for name in HIRES_CHOICES],
-        hires_upscaler=[app_commands.Choice(name=name, value=name) for name in HIRES_UPSCALERS],
     )
     async def settings(
         interaction: discord.Interaction,
@@ -263,7 +277,7 @@ def build_settings_command(service: SettingsService) -> app_commands.Command:  #
         hires: app_commands.Choice[str] | None = None,
         hires_strength: app_commands.Range[float, MIN_HIRES_STRENGTH, MAX_HIRES_STRENGTH] | None = None,
         hires_steps: app_commands.Range[int, MIN_STEPS, MAX_STEPS] | None = None,
-        hires_upscaler: app_commands.Choice[str] | None = None,
+        hires_upscaler: app_commands.Range[str, 1, MAX_UPSCALER_NAME] | None = None,
         quiet: bool | None = None,
         reset: app_commands.Choice[str] | None = None,
     ) -> None:
@@ -280,7 +294,7 @@ def build_settings_command(service: SettingsService) -> app_commands.Command:  #
             Setting.HIRES: HIRES_CHOICES[hires.value] if hires else None,
             Setting.HIRES_STRENGTH: hires_strength,
             Setting.HIRES_STEPS: hires_steps,
-            Setting.HIRES_UPSCALER: hires_upscaler.value if hires_upscaler else None,
+            Setting.HIRES_UPSCALER: hires_upscaler,
             Setting.QUIET: quiet,
         }
         change = SettingsChange({s: v for s, v in named.items() if v is not None}, reset.value if reset else None)
@@ -290,6 +304,11 @@ def build_settings_command(service: SettingsService) -> app_commands.Command:  #
     @settings.autocomplete("model")
     async def model_autocomplete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         return service.models.choices(current)
+
+    @settings.autocomplete("hires_upscaler")
+    async def upscaler_autocomplete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        names = (*HIRES_UPSCALERS, *service.upscalers.names())
+        return [app_commands.Choice(name=n, value=n) for n in names if current.lower() in n.lower()][:25]
 
     @settings.autocomplete("style")
     async def style_autocomplete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:

@@ -13,6 +13,7 @@ from bot.models.channel_defaults import ChannelModels
 from core.catalog import Catalog, CatalogEntry, UnknownModel, pickle_refusal, scan
 from core.params import InvalidParams
 from core.sidecar import ModelDefaults
+from core.vae_files import VaeFolder
 from core.wire import EngineReady
 
 
@@ -24,6 +25,7 @@ class ModelPick:
     defaults: ModelDefaults = field(default_factory=ModelDefaults)
     native: int | None = None  # None: the engine's loaded default model's size
     family: str | None = None  # None: the default model's, whose memory budget the engine reports itself
+    vae: str = ""  # the VAE the model names (its sidecar's, or one beside it); "": none
 
     def native_size(self, engine: EngineReady) -> tuple[int, int]:
         """The width and height the model was trained at (the engine reports its default model's)."""
@@ -42,7 +44,9 @@ class Models:
         default_location: str = "",
         allow_pickle: bool = False,
         channels: ChannelModels | None = None,
+        vaes: VaeFolder | None = None,
     ) -> None:
+        self.vaes = vaes
         self.folder = folder
         self.default_location = default_location
         self.allow_pickle = allow_pickle
@@ -73,7 +77,7 @@ class Models:
     async def rescan(self) -> Catalog:
         """Scan the folder again (off the event loop) and use what it finds; CatalogError keeps what there was."""
         if self.folder is not None:
-            self._use(await asyncio.to_thread(scan, self.folder))
+            self._use(await asyncio.to_thread(scan, self.folder, self.vaes))
         return self.catalog
 
     def entry(self, name: str) -> CatalogEntry:
@@ -95,8 +99,12 @@ class Models:
         default = self.default_entry
         if entry is None or entry is default:
             # The engine has the default model loaded and reports its native size itself.
-            return ModelPick(entry.name if entry else "", default.defaults if default else ModelDefaults())
-        return ModelPick(entry.name, entry.defaults, entry.native, entry.family.value)
+            return ModelPick(
+                entry.name if entry else "",
+                default.defaults if default else ModelDefaults(),
+                vae=default.vae if default else "",
+            )
+        return ModelPick(entry.name, entry.defaults, entry.native, entry.family.value, entry.vae)
 
     def _other(self, name: str) -> CatalogEntry | None:
         """The installed model a job's name resolves to; None for the default model, however it is named (and for

@@ -178,6 +178,8 @@ class EngineCommand:
     python: str = sys.executable
     lora_dir: str | None = None
     embeddings_dir: str | None = None
+    upscalers_dir: str | None = None
+    vae_dir: str | None = None
     models_dir: str | None = None
     model_cache: int = 2
     allow_pickle: bool = False
@@ -195,6 +197,10 @@ class EngineCommand:
             args += ["--lora-dir", self.lora_dir]
         if self.embeddings_dir is not None:
             args += ["--embeddings-dir", self.embeddings_dir]
+        if self.upscalers_dir is not None:
+            args += ["--upscalers-dir", self.upscalers_dir]
+        if self.vae_dir is not None:
+            args += ["--vae-dir", self.vae_dir]
         if self.models_dir is not None:
             args += ["--models-dir", self.models_dir, "--model-cache", str(self.model_cache)]
         if self.allow_pickle:

@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from bot.models.picker import Models
 from bot.pipeline.networks import Networks
 from core.chunking import ChunkCounter, check_chunk_count
-from core.params import DEFAULT_MAX_LORAS, GenerationParams
+from core.params import DEFAULT_MAX_LORAS, HIRES_UPSCALERS, LANCZOS, GenerationParams, InvalidParams, JobMode
 from core.prompt_schedule import check_schedule
-from core.prompt_syntax import check_lora_count, check_lora_names, check_network_kinds, split_loras
+from core.prompt_syntax import check_lora_count, check_lora_names, check_network_kinds, listed_names, split_loras
+from core.upscaler_files import UpscalerFolder
 
 
 @dataclass(frozen=True)
@@ -22,11 +23,18 @@ class Installed:
     loras: Networks = field(default_factory=Networks)
     max_loras: int = DEFAULT_MAX_LORAS
     chunks: ChunkCounter = field(default_factory=ChunkCounter)
+    upscalers: UpscalerFolder = field(default_factory=lambda: UpscalerFolder(None))
 
     def load(self) -> None:
         """Load what the checks need and is slow to load (the tokenizer), so that no member's job waits for it: an
         interaction has 3 s to be answered. Blocking: call it off the event loop."""
         self.chunks.load()
+
+    def _check_upscaler(self, name: str, built_in: tuple[str, ...]) -> None:
+        """InvalidParams naming what is installed when `name` is neither built in nor a model in the folder."""
+        installed = (*built_in, *self.upscalers.names())
+        if name not in installed:
+            raise InvalidParams(f"No upscaler called `{name[:60]}` is installed: use {listed_names(list(installed))}.")
 
     def check(self, params: GenerationParams) -> None:
         """InvalidParams with a sentence (close matches included) when the job names what is not installed, or its
@@ -36,6 +44,10 @@ class Installed:
         """
         if params.model:
             self.models.entry(params.model)
+        if params.hires:
+            self._check_upscaler(params.hires_upscaler, HIRES_UPSCALERS)
+        if params.mode is JobMode.UPSCALE:
+            self._check_upscaler(params.upscaler, (LANCZOS,))
         check_network_kinds(params.prompt)
         text, tags = split_loras(params.prompt)
         check_lora_count(tags, self.max_loras)

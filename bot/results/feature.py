@@ -28,4 +28,5 @@ def setup(shared: Shared, registry: Registry, *, allow_dms: bool) -> PressServic
         cancel=shared.dispatcher.cancel,
         allow_dms=allow_dms,
         handlers=registry.presses,
+        upscaler_for=shared.upscaler_for,
     )

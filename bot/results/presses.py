@@ -15,7 +15,7 @@ from bot.pipeline.intake import DMS_OFF, Intake, check_channel, ready_engine
 from bot.pipeline.source_images import SourceImages
 from bot.results.buttons import Action, ImageAction, JobAction, Press
 from core.jobs import Job, Requester
-from core.params import MAX_SEED, InvalidParams
+from core.params import LANCZOS, MAX_SEED, InvalidParams
 from core.wire import EngineReady
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,10 @@ class PressService:
         seed_source: random.Random | None = None,
         handlers: Mapping[Action, PressHandler] | None = None,
         allow_dms: bool = False,
+        upscaler_for: Callable[[int | None], str] = lambda guild_id: LANCZOS,
     ) -> None:
+        # The upscaler the U button runs in a server (its admins' pick, else the first installed, else Lanczos).
+        self.upscaler_for = upscaler_for
         self.intake = intake
         self.sources = sources
         self.engine_ready = engine_ready
@@ -153,7 +156,8 @@ class PressService:
                 child = job.variation(requester, index, size, action.argument, seed)
             elif action is ImageAction.UPSCALE:
                 # The image's own seed: the detail pass starts from the noise that drew it.
-                child = job.upscaled(requester, index, size, job.params.seeds()[index - 1])
+                seed = job.params.seeds()[index - 1]
+                child = job.upscaled(requester, index, size, seed, self.upscaler_for(caller.guild_id))
             elif action.family == "zoom":
                 child = job.zoomed_out(requester, index, size, float(action.argument), seed)
             else:
