@@ -11,6 +11,7 @@ import discord
 from discord import app_commands
 
 from bot.community import feature as community_feature
+from bot.describe import feature as describe_feature
 from bot.errors import answer_command_error
 from bot.features import Options, Registry, build_shared
 from bot.fleet.hub import Hub
@@ -81,6 +82,7 @@ class SdBot(discord.Client):
         fleet_poll: float = 1.0,
         upscalers_dir: Path | None = None,
         vae_dir: Path | None = None,
+        describe_model: Path | None = None,
     ) -> None:
         # No privileged intents: slash commands and buttons arrive as interactions regardless.
         super().__init__(intents=discord.Intents(guilds=True), guild_ready_timeout=guild_ready_timeout)
@@ -112,7 +114,8 @@ class SdBot(discord.Client):
         models_feature.setup(self.shared, self.registry)
         styles_feature.setup(self.shared, self.registry)
         self.community = community_feature.setup(self.shared, self.registry)
-        imagine_feature.setup(self.shared, self.registry)
+        imagine = imagine_feature.setup(self.shared, self.registry)
+        describe_feature.setup(self.shared, self.registry, imagine=imagine, model=describe_model)
         member_settings_feature.setup(self.shared, self.registry)
         model_files_feature.setup(self.shared, self.registry)
         # Last: a press may go to any feature's handler.

@@ -67,6 +67,8 @@ class Settings:
     max_batch: int | None = None  # None: the engine chooses from the device memory
     compile: bool = False
     preview_model: Path | None = None
+    face_model: Path | None = None  # None: OpenCV's Haar cascade
+    describe_model: Path | None = None  # None: /describe says how to install one
     safety_model: Path | None = None
     owner_ids: tuple[int, ...] = ()
     allow_dms: bool = False
@@ -299,6 +301,16 @@ def _max_loras(env: Mapping[str, str]) -> int:
     return int(raw)
 
 
+def _optional_file(env: Mapping[str, str], name: str, cwd: Path, holding: str) -> Path | None:
+    """An optional local file that must exist when set."""
+    if not env.get(name, "").strip():
+        return None
+    path = _path(env, name, "", cwd)
+    if not path.is_file():
+        raise SettingError(f"{name} must be a local file holding {holding}, but {path} is not a file")
+    return path
+
+
 def _optional_folder(env: Mapping[str, str], name: str, cwd: Path, holding: str) -> Path | None:
     """An optional local folder that must exist when set; never a hub id, so nothing is downloaded."""
     if not env.get(name, "").strip():
@@ -356,6 +368,8 @@ def load_settings(env: Mapping[str, str], *, cwd: Path, require_token: bool = Tr
         compile=_flag(env, "SDBOT_COMPILE"),
         preview_model=_optional_folder(env, "SDBOT_PREVIEW_MODEL", cwd, "a tiny autoencoder (TAESD)"),
         safety_model=_optional_folder(env, "SDBOT_SAFETY_MODEL", cwd, "a Stable Diffusion safety checker"),
+        face_model=_optional_file(env, "SDBOT_FACE_MODEL", cwd, "a YuNet face detector (.onnx)"),
+        describe_model=_optional_folder(env, "SDBOT_DESCRIBE_MODEL", cwd, "a BLIP captioning model"),
         owner_ids=_ids(env, "SDBOT_OWNER_IDS", "user"),
         allow_dms=_allow_dms(env, guild_ids),
         max_loras=_max_loras(env),

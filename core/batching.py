@@ -26,6 +26,7 @@ class BatchKey:
     # A hires fix's second pass runs for the whole batch: 0 (none), or its scale, strength, steps and upscaler.
     hires: tuple[float, float, int, str]
     vae: str  # the VAE decodes the whole batch
+    face_fix: bool  # the batch's faces are redrawn after it, one image at a time
 
 
 def batch_key(params: GenerationParams) -> BatchKey | None:
@@ -49,6 +50,7 @@ def batch_key(params: GenerationParams) -> BatchKey | None:
         if params.hires
         else (0.0, 0.0, 0, ""),
         vae=params.vae,
+        face_fix=params.face_fix,
     )
 
 

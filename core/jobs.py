@@ -112,6 +112,10 @@ class Job:
         """Image `index` of this job at twice its size, enlarged by `upscaler` before its detail pass."""
         return self._child(requester, self.params.upscaled(size, seed, upscaler), self.id, index)
 
+    def faces_fixed(self, requester: Requester, index: int, size: tuple[int, int], seed: int) -> Job:
+        """Image `index` of this job with its faces redrawn."""
+        return self._child(requester, self.params.faces_fixed(size, seed), self.id, index)
+
     def zoomed_out(self, requester: Requester, index: int, size: tuple[int, int], factor: float, seed: int) -> Job:
         """Image `index` of this job shrunk into a canvas of its size, the border drawn."""
         return self._child(requester, self.params.zoomed_out(size, factor, seed), self.id, index)

@@ -43,6 +43,7 @@ class Setting(str, Enum):
     HIRES_STRENGTH = "hires_strength"
     HIRES_STEPS = "hires_steps"
     HIRES_UPSCALER = "hires_upscaler"
+    FACE_FIX = "face_fix"
     QUIET = "quiet"
 
     @property
@@ -79,6 +80,7 @@ class MemberSettings:
     hires_strength: float | None = None
     hires_steps: int | None = None
     hires_upscaler: str | None = None
+    face_fix: bool | None = None  # redraw the faces of every image drawn
     quiet: bool | None = None
 
     def __post_init__(self) -> None:
@@ -167,6 +169,6 @@ def _parse(setting: Setting, text: str) -> str | int | float | bool:
         return int(text)
     if setting in (Setting.CFG, Setting.HIRES, Setting.HIRES_STRENGTH):
         return float(text)
-    if setting is Setting.QUIET:
+    if setting in (Setting.QUIET, Setting.FACE_FIX):
         return text == "1"
     return text

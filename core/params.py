@@ -42,6 +42,7 @@ class JobMode(str, enum.Enum):
     ZOOM = "zoom"
     PAN = "pan"
     IMG2IMG = "img2img"
+    FACES = "faces"
 
     @property
     def needs_source(self) -> bool:
@@ -51,7 +52,7 @@ class JobMode(str, enum.Enum):
     @property
     def sized_by_source(self) -> bool:
         """Whether the image the job works from sets its size (a member's image prompt is fitted to the model)."""
-        return self in (JobMode.VARY, JobMode.UPSCALE, JobMode.ZOOM, JobMode.PAN)
+        return self in (JobMode.VARY, JobMode.UPSCALE, JobMode.ZOOM, JobMode.PAN, JobMode.FACES)
 
 
 PAN_DIRECTIONS: tuple[str, ...] = ("left", "right", "up", "down")
@@ -77,6 +78,8 @@ HIRES_CHOICES: dict[str, float] = {"1.5×": 1.5, "2×": 2.0, "off": 0.0}
 # A1111's img2img default.
 DEFAULT_IMAGE_STRENGTH = 0.75
 MIN_IMAGE_STRENGTH, MAX_IMAGE_STRENGTH = 0.05, 1.0
+# The face fix (the ADetailer approach) redraws each face's region at the model's native size this much.
+FACE_FIX_STRENGTH = 0.4
 # Outpainting redraws the new area almost from scratch, keeping only the colours pre-filled from the edge.
 OUTPAINT_STRENGTH = 0.95
 
@@ -128,6 +131,7 @@ class GenerationParams:
     hires_steps: int = 0  # 0: the job's steps
     hires_upscaler: str = DEFAULT_HIRES_UPSCALER
     upscaler: str = LANCZOS  # the U button's: a model in SDBOT_UPSCALERS_DIR, or Lanczos
+    face_fix: bool = False  # after drawing, redraw the faces found (the member's /settings)
     vae: str = ""  # a VAE file's name (in SDBOT_VAE_DIR, or beside the checkpoint); "": the checkpoint's own
 
     @property
@@ -193,6 +197,10 @@ class GenerationParams:
         """One image at twice its size (enlarged by `upscaler`), redrawn lightly for detail."""
         size = (source[0] * UPSCALE_FACTOR, source[1] * UPSCALE_FACTOR)
         return replace(self._from_source(JobMode.UPSCALE, size, UPSCALE_STRENGTH, seed), upscaler=upscaler)
+
+    def faces_fixed(self, source: tuple[int, int], seed: int) -> GenerationParams:
+        """The image with each face found redrawn at the model's native size, from the image's own seed."""
+        return replace(self._from_source(JobMode.FACES, source, FACE_FIX_STRENGTH, seed), face_fix=False)
 
     def zoomed_out(self, source: tuple[int, int], factor: float, seed: int) -> GenerationParams:
         """The image shrunk into the centre of a canvas of its own size; the border is drawn new."""

@@ -11,7 +11,8 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
@@ -21,7 +22,7 @@ from core.batching import compatible
 from core.chunking import check_chunk_count
 from core.infotext import ModelInfo, format_infotext
 from core.network_files import NetworkFolder, hash_list
-from core.params import LATENT, GenerationParams, InvalidParams, JobMode
+from core.params import FACE_FIX_STRENGTH, LATENT, GenerationParams, InvalidParams, JobMode
 from core.pngmeta import encode_png
 from core.prompt_syntax import check_lora_names, split_loras
 from core.upscaler_files import UpscalerFolder
@@ -41,6 +42,10 @@ from engine.scheduled_conditioning import (
 )
 from engine.upscaler_shelf import UpscalerShelf
 from engine.vae_switch import VaeFiles, VaeSwitch
+
+if TYPE_CHECKING:
+    # Imported where first used: OpenCV loads only in an engine whose jobs fix faces.
+    from engine.face_fix import FaceDetector
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +177,11 @@ class Painter:
         embeddings: Embeddings | None = None,
         upscalers: UpscalerShelf | None = None,
         vaes: VaeFiles | None = None,
+        face_model: Path | None = None,
     ) -> None:
+        # A YuNet face detector the owner installed (SDBOT_FACE_MODEL); None: OpenCV's Haar cascade.
+        self.face_model = face_model
+        self._faces: FaceDetector | None = None
         self.model = model
         self.vae = VaeSwitch(model, vaes or VaeFiles())
         self.upscalers = upscalers or UpscalerShelf(
@@ -289,7 +298,8 @@ class Painter:
         for index, job in enumerate(jobs):
             mine = tuple((row.seed, image) for row, image in zip(rows, images, strict=True) if row.job == index)
             texts = (split_loras(job.params.prompt)[0], job.params.negative_prompt)
-            drawn.append(Drawn(job.params, mine, tuple(self._extras(lora_hashes, texts)), self.vae.info))
+            extras = self._extras(lora_hashes, texts) + self._face_extras(job.params)
+            drawn.append(Drawn(job.params, mine, tuple(extras), self.vae.info))
         return drawn
 
     def finish(self, drawn: Drawn) -> tuple[GeneratedImage, ...]:
@@ -351,6 +361,9 @@ class Painter:
     ) -> tuple[list[Image.Image], dict[str, str]]:
         """The images of `rows`, and the hashes of the LoRAs they were drawn with."""
         first = jobs[0]
+        if first.params.mode is JobMode.FACES:
+            # A job of its own (it needs a source image): the faces of that image, redrawn.
+            return [self._fix_faces(open_source(first.source), first.params, rows[0].seed, required=True)], {}
         plan = self._plan(first.params, first.source)
         pipe, guidance = self._guidance(jobs, rows, plan.pipe)
         # One CPU generator per image: the same seed gives the same noise on any device and in any batch (the
@@ -427,10 +440,58 @@ class Painter:
                         else ["latents"],
                     ).images
                 images = [plan.finish(image) for image in self._decode(pipe, latents)]
-                return images, lora_hashes
         finally:
             if tiled:
                 vae.disable_tiling()
+        if first.params.face_fix:
+            # The member keeps the face fix on: each image's faces redrawn from its own seed, none found left be.
+            images = [self._fix_faces(image, first.params, row.seed) for image, row in zip(images, rows, strict=True)]
+        return images, lora_hashes
+
+    @property
+    def faces(self) -> FaceDetector:
+        """The face detector, made when a job first needs it (OpenCV's Haar cascade unless the owner set one)."""
+        if self._faces is None:
+            from engine.face_fix import FaceDetector
+
+            self._faces = FaceDetector(self.face_model)
+        return self._faces
+
+    def _fix_faces(
+        self, image: Image.Image, params: GenerationParams, seed: int, required: bool = False
+    ) -> Image.Image:
+        """`image` with each face found redrawn at the model's native size by the inpainting pipeline, with the job's
+        prompt and `seed`, at FACE_FIX_STRENGTH (ADetailer's approach); InvalidParams when `required` and none is."""
+        from engine.face_fix import NO_FACE, fix_faces
+
+        faces = self.faces.detect(image)
+        if not faces:
+            if required:
+                raise InvalidParams(NO_FACE)
+            return image
+        text, loras = split_loras(params.prompt)
+        pipe = self.inpaint
+        pipe.scheduler = make_scheduler(params.sampler, self._base_scheduler_config)
+        steps = max(params.steps, math.ceil(1 / FACE_FIX_STRENGTH))
+        native = self.model.native_size
+        with self.loras.applied(pipe, loras), torch.inference_mode():
+            cache = None if loras else self._chunks
+            scheduled = encode_schedules(pipe, [text], [params.negative_prompt], steps, params.clip_skip, cache)
+
+            def redraw(crop: Image.Image, mask: Image.Image) -> Image.Image:
+                return pipe(
+                    **scheduled.first.arguments(),
+                    image=crop,
+                    mask_image=mask,
+                    strength=FACE_FIX_STRENGTH,
+                    num_inference_steps=steps,
+                    guidance_scale=params.cfg,
+                    generator=torch.Generator("cpu").manual_seed(seed),
+                    width=native,
+                    height=native,
+                ).images[0]
+
+            return fix_faces(image, faces, redraw, native)
 
     def _upscaled(self, pipe: Any, latents: torch.Tensor, params: GenerationParams) -> Any:
         """The first pass's images at the output size, as the hires pass takes them: latents upscaled bilinearly
@@ -451,6 +512,13 @@ class Painter:
         if used:
             extras.append(("TI hashes", hash_list(used)))
         return extras
+
+    def _face_extras(self, params: GenerationParams) -> list[tuple[str, str]]:
+        """ADetailer's keys for a face fix, as civitai reads them: the detector and the denoising strength."""
+        if params.mode is not JobMode.FACES and not params.face_fix:
+            return []
+        detector = self.face_model.name if self.face_model is not None else "haarcascade_frontalface_default.xml"
+        return [("ADetailer model", detector), ("ADetailer denoising strength", f"{FACE_FIX_STRENGTH:g}")]
 
     @staticmethod
     def _decode(pipe: Any, latents: torch.Tensor) -> list[Image.Image]:

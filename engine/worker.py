@@ -46,6 +46,7 @@ from engine.acceleration import compile_model, default_max_batch, use_fast_paths
 from engine.batch_progress import PREVIEW_INTERVAL, BatchProgress, JobCancelled
 from engine.child_process import NICENESS, ignore_stop_signals, lower_priority
 from engine.embeddings import load_embeddings
+from engine.face_fix import FaceDetector, FaceDetectorError
 from engine.generate import BatchJob, Drawn, Painter
 from engine.loading import LoadedModel, ModelLoadError, load_model, pixel_budgets, resolve_device
 from engine.loras import LoraLoader
@@ -338,6 +339,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--embeddings-dir", type=Path, default=None, help="folder of textual-inversion embeddings")
     parser.add_argument("--upscalers-dir", type=Path, default=None, help="folder of upscaler models (ESRGAN family)")
     parser.add_argument("--vae-dir", type=Path, default=None, help="folder of VAE files (A1111's models/VAE)")
+    parser.add_argument("--face-model", type=Path, default=None, help="a YuNet face detector (.onnx); else Haar")
     parser.add_argument("--models-dir", type=Path, default=None, help="folder of models jobs may name")
     parser.add_argument("--model-cache", type=int, default=2, help="models kept in CPU RAM besides the active one")
     parser.add_argument("--allow-pickle", action="store_true", help="load .ckpt/.pt checkpoints (they can run code)")
@@ -409,11 +411,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.preview_model:
             tiny_autoencoder = load_tiny_autoencoder(Path(args.preview_model), device, model.dtype)
         safety = load_safety_checker(Path(args.safety_model), device) if args.safety_model else None
+        if args.face_model is not None:
+            # Checked at start, so a file that is no YuNet model is one line now rather than a failed job later.
+            FaceDetector(args.face_model)
     except CatalogError as exc:
         channel.send(EngineFatal(message=f"SDBOT_MODELS_DIR: {exc}"))
         return 2
     except (ModelLoadError, PreviewError) as exc:
         channel.send(EngineFatal(message=str(exc)))
+        return 2
+    except FaceDetectorError as exc:
+        channel.send(EngineFatal(message=f"SDBOT_FACE_MODEL: {exc}"))
         return 2
     loras = LoraLoader(NetworkFolder(args.lora_dir))
     embeddings_folder = NetworkFolder(args.embeddings_dir)
@@ -429,7 +437,15 @@ def main(argv: list[str] | None = None) -> int:
         # Every model a job switches to gets the fast paths and the embeddings in its own text encoder.
         use_fast_paths(loaded)
         embeddings = load_embeddings(loaded.pipe, embeddings_folder)
-        return Painter(loaded, inpaint, loras=loras, embeddings=embeddings, upscalers=upscalers, vaes=vaes)
+        return Painter(
+            loaded,
+            inpaint,
+            loras=loras,
+            embeddings=embeddings,
+            upscalers=upscalers,
+            vaes=vaes,
+            face_model=args.face_model,
+        )
 
     shelf = ModelShelf(
         model,

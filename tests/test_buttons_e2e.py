@@ -59,6 +59,7 @@ def test_single_images_get_outpaint_buttons_and_lose_those_that_would_pass_the_c
         "vary-strong",
         "zoom-1.5",
         "zoom-2",
+        "faces",
         "pan-left",
         "pan-right",
         "pan-up",

@@ -72,6 +72,7 @@ _FILLED = (
     Setting.HIRES_STRENGTH,
     Setting.HIRES_STEPS,
     Setting.HIRES_UPSCALER,
+    Setting.FACE_FIX,
 )
 
 
@@ -98,6 +99,7 @@ class ImagineOptions:
     hires_strength: float | None = None
     hires_steps: int | None = None
     hires_upscaler: str | None = None
+    face_fix: bool | None = None  # only from the member's settings
 
     def left_to(self, member: MemberSettings, *, image: bool) -> MemberSettings:
         """The member's settings for what these options leave out. A size goes as a whole: a ratio, width or height
@@ -170,6 +172,7 @@ class ImagineOptions:
             hires_strength=first(self.hires_strength, wanted.hires_strength, default=DEFAULT_HIRES_STRENGTH),
             hires_steps=self.hires_steps or wanted.hires_steps or 0,
             hires_upscaler=self.hires_upscaler or wanted.hires_upscaler or DEFAULT_HIRES_UPSCALER,
+            face_fix=bool(self.face_fix),
         ).validate()
         check_fits(params, engine, model.family)
         return params

@@ -58,6 +58,7 @@ RESETTABLE = {
     "negative prompt": (Setting.NEGATIVE_PROMPT,),
     "style": (Setting.STYLE,),
     "hires fix": (Setting.HIRES, Setting.HIRES_STRENGTH, Setting.HIRES_STEPS, Setting.HIRES_UPSCALER),
+    "face fix": (Setting.FACE_FIX,),
     "quiet": (Setting.QUIET,),
 }
 
@@ -160,7 +161,7 @@ class SettingsService:
             if str(upscaler).strip().lower() not in known:
                 raise InvalidParams(f"No upscaler called `{str(upscaler)[:60]}` is installed: pick one Discord offers.")
             values["hires_upscaler"] = known[str(upscaler).strip().lower()]
-        for off in (Setting.HIRES, Setting.QUIET):
+        for off in (Setting.HIRES, Setting.FACE_FIX, Setting.QUIET):
             if off in given:
                 values[off.value] = given[off] or None  # 0 or false: none kept
         return dataclasses.replace(updated, **values)  # type: ignore[arg-type]
@@ -206,10 +207,11 @@ class SettingsService:
             size = Shown("Size", f"{wanted.width or native[0]}×{wanted.height or native[1]}", Source.MODEL)
         else:
             size = Shown("Size", "the model's native size", Source.MODEL)
-        hires_source = Source.MEMBER if member.hires else Source.BOT
-        quiet = Shown("Results", "posted quietly (no ping)" if member.quiet else "ping you", Source.BOT)
-        if member.quiet:
-            quiet = dataclasses.replace(quiet, source=Source.MEMBER)
+
+        def switch(label: str, on: object, shown_on: str, shown_off: str) -> Shown:
+            # An on/off setting: the member's when on, else the bot's default (off).
+            return Shown(label, shown_on, Source.MEMBER) if on else Shown(label, shown_off, Source.BOT)
+
         return [
             model,
             size,
@@ -218,11 +220,12 @@ class SettingsService:
             _first("Sampler", member.sampler, wanted.sampler, DEFAULT_SAMPLER),
             _first("Negative prompt", member.negative_prompt, wanted.negative_prompt, None, quote=True),
             _first("Style", member.style, None, None, quote=True),
-            Shown("Hires fix", f"{member.hires:g}×" if member.hires else "off", hires_source),
+            switch("Hires fix", member.hires, f"{member.hires or 0:g}×", "off"),
             _first("Hires denoising", member.hires_strength, wanted.hires_strength, DEFAULT_HIRES_STRENGTH),
             _first("Hires steps", member.hires_steps, wanted.hires_steps, "the job's steps"),
             _first("Hires upscaler", member.hires_upscaler, wanted.hires_upscaler, DEFAULT_HIRES_UPSCALER),
-            quiet,
+            switch("Face fix", member.face_fix, "on", "off"),
+            switch("Results", member.quiet, "posted quietly (no ping)", "ping you"),
         ]
 
 
@@ -254,6 +257,7 @@ def build_settings_command(service: SettingsService) -> app_commands.Command:  #
         hires_strength=f"How much the hires pass redraws ({MIN_HIRES_STRENGTH:g}–{MAX_HIRES_STRENGTH:g})",
         hires_steps=f"Steps of the hires pass ({MIN_STEPS}–{MAX_STEPS}; default the job's)",
         hires_upscaler="How the hires fix upscales before redrawing",
+        face_fix="Redraw the faces of every image you draw (as ADetailer), on or off",
         quiet="Post your results without pinging you",
         reset="Clear one of your settings, or all of them",
     )
@@ -278,6 +282,7 @@ def build_settings_command(service: SettingsService) -> app_commands.Command:  #
         hires_strength: app_commands.Range[float, MIN_HIRES_STRENGTH, MAX_HIRES_STRENGTH] | None = None,
         hires_steps: app_commands.Range[int, MIN_STEPS, MAX_STEPS] | None = None,
         hires_upscaler: app_commands.Range[str, 1, MAX_UPSCALER_NAME] | None = None,
+        face_fix: bool | None = None,
         quiet: bool | None = None,
         reset: app_commands.Choice[str] | None = None,
     ) -> None:
@@ -295,6 +300,7 @@ def build_settings_command(service: SettingsService) -> app_commands.Command:  #
             Setting.HIRES_STRENGTH: hires_strength,
             Setting.HIRES_STEPS: hires_steps,
             Setting.HIRES_UPSCALER: hires_upscaler,
+            Setting.FACE_FIX: face_fix,
             Setting.QUIET: quiet,
         }
         change = SettingsChange({s: v for s, v in named.items() if v is not None}, reset.value if reset else None)

@@ -180,6 +180,7 @@ class EngineCommand:
     embeddings_dir: str | None = None
     upscalers_dir: str | None = None
     vae_dir: str | None = None
+    face_model: str | None = None
     models_dir: str | None = None
     model_cache: int = 2
     allow_pickle: bool = False
@@ -201,6 +202,8 @@ class EngineCommand:
             args += ["--upscalers-dir", self.upscalers_dir]
         if self.vae_dir is not None:
             args += ["--vae-dir", self.vae_dir]
+        if self.face_model is not None:
+            args += ["--face-model", self.face_model]
         if self.models_dir is not None:
             args += ["--models-dir", self.models_dir, "--model-cache", str(self.model_cache)]
         if self.allow_pickle:

@@ -35,10 +35,13 @@ class ImageAction(str, Enum):
     PAN_UP = "pan-up"
     PAN_DOWN = "pan-down"
     SHARE = "share"
+    FACES = "faces"
+    # Not an image of a result: prompt number N of a /describe answer, whose id stands in the job's place.
+    DESCRIBE = "describe"
 
     @property
     def family(self) -> str:
-        """The kind of action: vary, upscale, zoom, pan or share."""
+        """The kind of action: vary, upscale, zoom, pan, share, faces or describe."""
         return self.value.partition("-")[0]
 
     @property
@@ -161,6 +164,7 @@ def result_buttons(job: Job, count: int, hidden: frozenset[int] = frozenset()) -
         buttons.append(ButtonSpec(Press(ImageAction.VARY_STRONG, job.id, 1), "Vary (strong)", row=0, emoji="🪄"))
         buttons.append(ButtonSpec(Press(ImageAction.ZOOM_1_5, job.id, 1), "Zoom out 1.5×", row=1, emoji="🔍"))
         buttons.append(ButtonSpec(Press(ImageAction.ZOOM_2, job.id, 1), "Zoom out 2×", row=1, emoji="🔍"))
+        buttons.append(ButtonSpec(Press(ImageAction.FACES, job.id, 1), "Fix faces", row=1, emoji="🙂"))
         wide_ok = width + half_side(width) <= MAX_DERIVED_SIZE
         tall_ok = height + half_side(height) <= MAX_DERIVED_SIZE
         for pan, emoji, fits in (

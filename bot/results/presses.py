@@ -158,6 +158,8 @@ class PressService:
                 # The image's own seed: the detail pass starts from the noise that drew it.
                 seed = job.params.seeds()[index - 1]
                 child = job.upscaled(requester, index, size, seed, self.upscaler_for(caller.guild_id))
+            elif action is ImageAction.FACES:
+                child = job.faces_fixed(requester, index, size, job.params.seeds()[index - 1])
             elif action.family == "zoom":
                 child = job.zoomed_out(requester, index, size, float(action.argument), seed)
             else:
