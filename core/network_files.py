@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,19 @@ def _sha256(path: Path, skip: int = 0) -> str:
         while block := f.read(_BLOCK):
             digest.update(block)
     return digest.hexdigest()
+
+
+def short_hash(path: Path) -> str:
+    """A1111's model and VAE hash: the first ten hex digits of the whole file's sha256 (remembered while the file is
+    unchanged)."""
+    stat = path.stat()
+    return _short_hash(path.resolve(), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _short_hash(path: Path, _size: int, _mtime_ns: int) -> str:
+    # Checkpoints and VAEs are hundreds of MB to GB: hashing one again for every image or switch would cost seconds.
+    return _sha256(path)[:10]
 
 
 def lora_hash(path: Path) -> str:

@@ -4,14 +4,13 @@ VAE is for (from its safetensors header, without torch) and A1111's VAE hash."""
 from __future__ import annotations
 
 import enum
-import functools
-import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from core.checkpoint_header import Family, Header, HeaderError, read_header
+from core.network_files import short_hash
 
 SAFE_VAE_SUFFIXES = (".safetensors",)
 # A1111 lists these in models/VAE; they are pickles, which can run code when loaded.
@@ -151,16 +150,5 @@ def check_vae_for(path: Path, model_family: Family, header: Header | None = None
 
 
 def vae_hash(path: Path) -> str:
-    """A1111's `VAE hash`: the first ten hex digits of the whole file's sha256 (remembered while it is unchanged)."""
-    stat = path.stat()
-    return _vae_hash(path.resolve(), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=32)
-def _vae_hash(path: Path, _size: int, _mtime_ns: int) -> str:
-    # A VAE is a few hundred MB: hashing it again for every image would cost a second each.
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(8 * 1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()[:10]
+    """A1111's `VAE hash`: the first ten hex digits of the whole file's sha256."""
+    return short_hash(path)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import logging
 import os
@@ -25,6 +23,7 @@ from core.checkpoint_header import CONFIGS, Family, Header, HeaderError, detect_
 from core.devices import InvalidDevices, check_device
 from core.errors import first_line
 from core.infotext import ModelInfo
+from core.network_files import short_hash
 from core.source import PICKLE_SUFFIXES, ModelSource, SourceKind
 
 log = logging.getLogger(__name__)
@@ -83,19 +82,8 @@ def resolve_device(setting: str) -> torch.device:
 
 
 def file_hash(path: Path) -> str:
-    """A1111's model hash: the first ten hex digits of the file's sha256 (remembered while the file is unchanged)."""
-    stat = path.stat()
-    return _file_hash(path.resolve(), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=64)
-def _file_hash(path: Path, _size: int, _mtime_ns: int) -> str:
-    # Hashing gigabytes takes seconds: a model switched back to from disk is not hashed again.
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(8 * 1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()[:10]
+    """A1111's model hash: the first ten hex digits of the file's sha256."""
+    return short_hash(path)
 
 
 def _weights_file(folder: Path) -> Path | None:
