@@ -107,13 +107,15 @@ class Shared:
             return model.vae
         files = self.vae_folder.files() if self.vae_folder is not None else {}
         picked = self.picks.chosen(guild_id, Pick.VAE, tuple(files), None)
-        if picked is None:
+        default = self.models.default_entry
+        family = model.family or (default.family.value if default is not None else None)
+        if picked is None or family is None:
+            # A model of unknown family (SDBOT_MODEL outside the models folder) keeps its own VAE.
             return ""
-        if model.family is not None:
-            try:
-                check_vae_for(files[picked], Family(model.family))
-            except VaeError:
-                return ""
+        try:
+            check_vae_for(files[picked], Family(family))
+        except VaeError:
+            return ""
         return picked
 
 

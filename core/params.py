@@ -72,6 +72,7 @@ LATENT, LANCZOS = "Latent", "Lanczos"
 HIRES_UPSCALERS: tuple[str, ...] = (LATENT, LANCZOS)
 DEFAULT_HIRES_UPSCALER = LATENT
 MAX_UPSCALER_NAME = 100  # what Discord shows of a choice
+TRAIN_TIMESTEPS = 1000  # every Stable Diffusion family's noise schedule
 # What `hires:` offers in /imagine and /settings; "off" overrides a member's own hires fix.
 HIRES_CHOICES: dict[str, float] = {"1.5×": 1.5, "2×": 2.0, "off": 0.0}
 # An image prompt (/imagine with an attachment) redraws this much of it unless the member says otherwise,
@@ -283,6 +284,12 @@ class GenerationParams:
             raise InvalidParams(f"Hires steps must be from 1 to {MAX_STEPS} (0 for the job's), not {self.hires_steps}.")
         if not self.hires_upscaler.strip() or len(self.hires_upscaler) > MAX_UPSCALER_NAME:
             raise InvalidParams(f"Name a hires upscaler: {', '.join(HIRES_UPSCALERS)} or an installed model.")
+        if math.ceil(self.second_pass_steps / self.hires_strength) > TRAIN_TIMESTEPS:
+            # The pass runs its steps out of steps ÷ strength scheduler steps, which cannot pass the model's 1,000.
+            raise InvalidParams(
+                f"{self.second_pass_steps} hires steps at denoising {self.hires_strength:g} are more than the model's"
+                f" {TRAIN_TIMESTEPS} timesteps hold: use fewer hires steps or a higher hires denoising."
+            )
         width, height = self.output_size
         if max(width, height) > MAX_DERIVED_SIZE:
             raise InvalidParams(

@@ -4,6 +4,7 @@ VAE is for (from its safetensors header, without torch) and A1111's VAE hash."""
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -128,7 +129,8 @@ def vae_family(path: Path, header: Header | None = None) -> VaeFamily | None:
     name is looked at.
     """
     if header is None and not is_pickle_vae(path):
-        header = _read(path)
+        stat = path.stat()
+        header = _read_cached(path.resolve(), stat.st_size, stat.st_mtime_ns)
     if header is not None:
         channels = latent_channels(header)
         if channels is None:
@@ -140,6 +142,12 @@ def vae_family(path: Path, header: Header | None = None) -> VaeFamily | None:
         if (family := _family_by_metadata(header)) is not None:
             return family
     return VaeFamily.SDXL if _SDXL_NAME.search(path.name.lower()) else None
+
+
+@functools.lru_cache(maxsize=64)
+def _read_cached(path: Path, _size: int, _mtime_ns: int) -> Header:
+    # The bot checks a server's VAE pick for every /imagine: the header is read once while the file is unchanged.
+    return _read(path)
 
 
 def check_vae_for(path: Path, model_family: Family, header: Header | None = None) -> None:

@@ -444,8 +444,11 @@ class Painter:
             if tiled:
                 vae.disable_tiling()
         if first.params.face_fix:
-            # The member keeps the face fix on: each image's faces redrawn from its own seed, none found left be.
-            images = [self._fix_faces(image, first.params, row.seed) for image, row in zip(images, rows, strict=True)]
+            # The members keep the face fix on: each image's faces redrawn with its own job's prompt and its own seed,
+            # none found left be.
+            images = [
+                self._fix_faces(image, jobs[row.job].params, row.seed) for image, row in zip(images, rows, strict=True)
+            ]
         return images, lora_hashes
 
     @property

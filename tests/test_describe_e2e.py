@@ -11,10 +11,11 @@ import pytest
 from PIL import Image
 
 from bot.app import SdBot
+from bot.describe.command import BUSY
 from bot.describe.runner import NOT_INSTALLED
-from bot.results.buttons import Press
+from bot.results.buttons import ImageAction, Press
 from tests.support.bots import answer, make_bot
-from tests.support.fake_discord import CHANNEL_ID, USER_ID, FakeDiscord
+from tests.support.fake_discord import CHANNEL_ID, OWNER_ID, USER_ID, FakeDiscord
 from tests.support.fake_discord.config import FakeFile
 from tests.support.fake_engine import FakeEngine
 from tests.support.tiny_blip import save_tiny_blip
@@ -75,3 +76,15 @@ async def test_without_a_captioning_model_describe_says_how_to_install_one(
         inter = await fake.slash("describe", {"image": upload()})
         assert await answer(inter) == NOT_INSTALLED
         assert inter.ephemeral
+
+
+async def test_a_banned_member_and_a_second_request_at_once_get_a_sentence(fake: FakeDiscord, bot: SdBot) -> None:
+    service = bot.registry.presses[ImageAction.DESCRIBE].__self__  # type: ignore[union-attr]
+    async with service.describer._one:
+        # While one image is described, another request is refused, not queued past Discord's 15 minutes.
+        busy = await fake.slash("describe", {"image": upload()}, user_id=OTHER)
+        assert await answer(busy) == BUSY
+    ban = await fake.slash("sdadmin", {"member": USER_ID, "reason": "spam"}, subcommand="ban", user_id=OWNER_ID)
+    await answer(ban)
+    inter = await fake.slash("describe", {"image": upload()}, user_id=USER_ID)
+    assert await answer(inter) == "You can't use me in this server: an admin has banned you (spam)."

@@ -20,7 +20,7 @@ from core.params import FACE_FIX_STRENGTH, GenerationParams, InvalidParams, JobM
 from core.pngmeta import encode_png
 from core.source import parse_source
 from engine.face_fix import NO_FACE, FaceDetector
-from engine.generate import Painter
+from engine.generate import BatchJob, Painter
 from engine.loading import LoadedModel, load_model
 from tests.support.bots import answer, make_bot, results
 from tests.support.fake_discord import USER_ID, FakeDiscord
@@ -90,3 +90,24 @@ async def test_the_fix_faces_button_and_the_face_fix_setting(fake: FakeDiscord, 
     await fake.wait_for(lambda: len(engine.calls) == 2 or None)
     child = engine.calls[-1][1]
     assert (child.mode, child.strength, child.seed, child.face_fix) == (JobMode.FACES, FACE_FIX_STRENGTH, 3, False)
+
+
+class RecordingFaces(Painter):
+    """The real painter, recording which job's prompt and which seed each image's face fix is given."""
+
+    asked: list[tuple[str, int]]
+
+    def _fix_faces(
+        self, image: Image.Image, params: GenerationParams, seed: int, required: bool = False
+    ) -> Image.Image:
+        self.asked.append((params.prompt, seed))
+        return image
+
+
+def test_a_batch_fixes_each_images_faces_with_its_own_jobs_prompt(tiny: LoadedModel) -> None:
+    painter = RecordingFaces(tiny)
+    painter.asked = []
+    base = GenerationParams(prompt="x", width=64, height=64, steps=2, face_fix=True)
+    jobs = [replace(base, prompt="an old man", seed=1), replace(base, prompt="a young woman", seed=7, count=2)]
+    painter.draw([BatchJob(params) for params in jobs])
+    assert painter.asked == [("an old man", 1), ("a young woman", 7), ("a young woman", 8)]

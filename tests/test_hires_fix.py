@@ -46,6 +46,11 @@ def test_the_output_size_is_the_base_scaled_as_a1111_truncates_it_to_latents() -
         ({"hires": 3.0}, "Hires fix scales by 1.5 or 2, not 3."),
         ({"hires": 2.0, "width": 1152}, "Hires fix would make a 2304×128 image, more than 2048 pixels a side"),
         ({"hires": 2.0, "hires_strength": 0.0}, "Hires denoising must be from 0.05 to 1, not 0."),
+        # diffusers would ask DDIM for 1,200 of the model's 1,000 timesteps (DPM++ 2M and UniPC draw black).
+        (
+            {"hires": 2.0, "hires_steps": 60, "hires_strength": 0.05},
+            "60 hires steps at denoising 0.05 are more than the model's 1000 timesteps hold",
+        ),
         ({"hires": 2.0, "hires_upscaler": " "}, "Name a hires upscaler: Latent, Lanczos or an installed model."),
         ({"hires": 2.0, "mode": JobMode.IMG2IMG, "strength": 0.5}, "Hires fix applies to drawing from a prompt"),
     ],

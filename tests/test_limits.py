@@ -22,6 +22,16 @@ def test_a_job_costs_its_images_and_an_upscale_its_pixels() -> None:
     assert job_cost(ONE.upscaled((512, 512), seed=1)) == 4  # 1024² is four 512² images
     assert job_cost(ONE.upscaled((512, 768), seed=1)) == 6
     assert job_cost(ONE.variation((512, 512), "subtle", seed=1)) == 1
+    # A hires fix is drawn again at its output size: counted by those pixels, as an upscale is.
+    assert job_cost(GenerationParams(prompt="fox", hires=2.0)) == 4
+    assert job_cost(GenerationParams(prompt="fox", hires=2.0, width=256, height=256, count=3)) == 3
+
+
+def test_hires_steps_count_against_the_step_limit() -> None:
+    capped = Limits(None, None, None, 0.0, max_steps=40)
+    long_pass = GenerationParams(prompt="x", steps=20, hires=1.5, hires_steps=60)
+    assert "40 steps" in refusal(long_pass, capped, usage(), NOW).reason  # type: ignore[union-attr]
+    assert refusal(GenerationParams(prompt="x", steps=40, hires=1.5), capped, usage(), NOW) is None
 
 
 def test_the_hourly_window_rolls_and_says_when_the_member_can_go_again() -> None:

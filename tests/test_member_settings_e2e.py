@@ -203,3 +203,17 @@ async def test_a_hires_fix_over_the_members_largest_side(fake: FakeDiscord, bot:
     assert (params.width, params.hires) == (384, 0)
     (note,) = await fake.wait_for(lambda: inter.followups or None)
     assert note.content.startswith("Your hires fix would make 768×768, over your largest side here (512)")
+
+
+async def test_a_members_hires_fix_past_what_one_may_make_falls_back(
+    fake: FakeDiscord, bot: SdBot, engine: FakeEngine
+) -> None:
+    await settings(fake, hires="2×")
+    # 1152 wide at 2× would be 2304, past the 2048 a hires fix may make: drawn without it, with a note.
+    inter, params = await drawn(fake, bot, engine, width=1152, height=64)
+    assert (params.width, params.hires) == (1152, 0)
+    (note,) = await fake.wait_for(lambda: inter.followups or None)
+    assert note.content.startswith("Your hires fix can't apply to this one (Hires fix would make a 2304×128 image")
+    # Asked for in the command itself, the same is refused with the sentence.
+    inter = await fake.slash("imagine", {"prompt": "a fox", "width": 1152, "height": 64, "hires": "2×"})
+    assert (await answer(inter)).startswith("Hires fix would make a 2304×128 image, more than 2048 pixels a side")

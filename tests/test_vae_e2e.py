@@ -127,6 +127,18 @@ async def test_jobs_carry_the_models_vae_else_the_servers_pick(
     assert await answer(inter) == "Models that name no VAE now decode with **vae-ft-tiny.safetensors** here."
     assert (await drawn(fake, engine)).vae == "vae-ft-tiny.safetensors"
     assert (await drawn(fake, engine, model="beside")).vae == "beside.vae.safetensors"  # its own choice wins
+    # A pick of another family than the model's is not used for it; the default model's family counts too.
+    torch.manual_seed(4)
+    vaes = bot.shared.vae_folder
+    assert vaes is not None
+    save_vae(
+        build_tiny_vae(),
+        vaes.path / "sdxl_vae.safetensors",
+        {"modelspec.architecture": "stable-diffusion-xl-v1-base/vae"},
+    )
+    inter = await fake.slash("sdadmin", {"name": "sdxl_vae.safetensors"}, subcommand="vae", user_id=OWNER_ID)
+    await answer(inter)
+    assert (await drawn(fake, engine)).vae == ""
     inter = await fake.slash("sdadmin", {"name": "none"}, subcommand="vae", user_id=OWNER_ID)
     assert await answer(inter) == "Models that name no VAE now decode with **None** here."
     assert (await drawn(fake, engine)).vae == ""

@@ -18,6 +18,7 @@ from core.jobs import new_job_id
 from core.params import MAX_PROMPT_CHARS, InvalidParams
 
 GONE = "That description is no longer kept: run /describe again."
+BUSY = "I'm describing another image right now: try again in a minute."
 # What the answer shows of each prompt, so four fit in one message; the button runs the whole prompt.
 SHOWN_CHARS = 400
 
@@ -44,6 +45,13 @@ class DescribeService:
         """Answer with the prompts and their buttons (the id they are kept under), or a private sentence."""
         if self.describer.model is None:
             await responder.reply_privately(NOT_INSTALLED)
+            return None
+        banned = await self.imagine.intake.quota.admin.ban_reason(caller.guild_id, caller.user_id)
+        if banned is not None:
+            await responder.reply_privately(f"You can't use me in this server: an admin has banned you ({banned}).")
+            return None
+        if self.describer.busy:
+            await responder.reply_privately(BUSY)
             return None
         try:
             check_image(image)

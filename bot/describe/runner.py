@@ -39,6 +39,11 @@ class Describer:
         # One child at a time: each loads the whole model.
         self._one = asyncio.Lock()
 
+    @property
+    def busy(self) -> bool:
+        """Whether an image is being described now (a second request is refused, not queued without bound)."""
+        return self._one.locked()
+
     async def describe(self, png: bytes) -> list[str]:
         """Prompts that would draw something like the image, or DescribeFailed with a sentence."""
         if self.model is None:

@@ -257,14 +257,19 @@ class ImagineService:
         options = options.with_member(member)
         try:
             if image is None:
-                channel_id, params = self.check(caller, options, max_side=max_side)
-                if hires_kept and max(params.output_size) > max_side:
-                    # The member's own hires fix falls back rather than fail a job they did not ask it of.
-                    width, height = params.output_size
-                    notes.append(
-                        f"Your hires fix would make {width}×{height}, over your largest side here ({max_side}):"
-                        " this one is drawn without it."
-                    )
+                # The member's own hires fix falls back rather than fail a job they did not ask it of.
+                fallback = None
+                try:
+                    channel_id, params = self.check(caller, options, max_side=max_side)
+                    if hires_kept and max(params.output_size) > max_side:
+                        width, height = params.output_size
+                        fallback = f"would make {width}×{height}, over your largest side here ({max_side})"
+                except InvalidParams as exc:
+                    if not hires_kept:
+                        raise
+                    fallback = f"can't apply to this one ({str(exc).split(':')[0]})"
+                if fallback is not None:
+                    notes.append(f"Your hires fix {fallback}: this one is drawn without it.")
                     channel_id, params = self.check(caller, replace(options, hires=0.0), max_side=max_side)
             else:
                 check_image(image)

@@ -139,6 +139,9 @@ def job_cost(params: GenerationParams) -> int:
     """Images a job counts against the hourly and daily limits."""
     if params.mode is JobMode.UPSCALE:
         return max(1, math.ceil(params.width * params.height / UNIT_PIXELS))
+    if params.hires:
+        # Drawn again at the output size: counted by its pixels, as an upscale is.
+        return max(params.count, math.ceil(params.pixels / UNIT_PIXELS))
     return params.count
 
 
@@ -179,7 +182,7 @@ def refusal(params: GenerationParams, limits: Limits, usage: Usage, now: float) 
     if limits.max_size is not None and max(params.output_size) > limits.max_size:
         smaller = "a smaller image or hires scale" if params.hires else "a smaller image"
         return Refusal(f"Your limit is {limits.max_size} pixels a side: ask for {smaller}.", None)
-    if limits.max_steps is not None and params.steps > limits.max_steps:
+    if limits.max_steps is not None and max(params.steps, params.second_pass_steps) > limits.max_steps:
         return Refusal(f"Your limit is {limits.max_steps} steps: ask for fewer.", None)
     if usage.last_command_at is not None and now - usage.last_command_at < limits.cooldown_s:
         return Refusal(

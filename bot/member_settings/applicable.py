@@ -48,7 +48,10 @@ def still_applicable(
             " the default size applies."
         )
         member = member.without(Setting.WIDTH)
-    if member.steps is not None and limits.max_steps is not None and member.steps > limits.max_steps:
-        notes.append(f"Your {member.steps} steps are over your limit here ({limits.max_steps}): the default applies.")
-        member = member.without(Setting.STEPS)
+    for setting in (Setting.STEPS, Setting.HIRES_STEPS):
+        steps = member.value(setting)
+        if isinstance(steps, int) and limits.max_steps is not None and steps > limits.max_steps:
+            what = "steps" if setting is Setting.STEPS else "hires steps"
+            notes.append(f"Your {steps} {what} are over your limit here ({limits.max_steps}): the default applies.")
+            member = member.without(setting)
     return member, notes

@@ -143,9 +143,10 @@ class SettingsService:
             max_side = min(MAX_SIZE, limits.max_size or MAX_SIZE)
             if max(width or 0, height or 0) > max_side:
                 raise InvalidParams(f"Your largest side here is {max_side} pixels: set a smaller width and height.")
-        steps = given.get(Setting.STEPS)
-        if steps is not None and limits.max_steps is not None and steps > limits.max_steps:
-            raise InvalidParams(f"Your limit here is {limits.max_steps} steps: set at most that.")
+        for setting in (Setting.STEPS, Setting.HIRES_STEPS):
+            steps = given.get(setting)
+            if steps is not None and limits.max_steps is not None and steps > limits.max_steps:
+                raise InvalidParams(f"Your limit here is {limits.max_steps} steps: set at most that.")
         if Setting.NEGATIVE_PROMPT in given:
             negative = str(given[Setting.NEGATIVE_PROMPT]).strip()
             parse_prompt_attention(negative)
@@ -314,7 +315,8 @@ def build_settings_command(service: SettingsService) -> app_commands.Command:  #
     @settings.autocomplete("hires_upscaler")
     async def upscaler_autocomplete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         names = (*HIRES_UPSCALERS, *service.upscalers.names())
-        return [app_commands.Choice(name=n, value=n) for n in names if current.lower() in n.lower()][:25]
+        fitting = [n for n in names if current.lower() in n.lower() and len(n) <= MAX_UPSCALER_NAME]
+        return [app_commands.Choice(name=n, value=n) for n in fitting][:25]
 
     @settings.autocomplete("style")
     async def style_autocomplete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:

@@ -157,7 +157,9 @@ class PressService:
             elif action is ImageAction.UPSCALE:
                 # The image's own seed: the detail pass starts from the noise that drew it.
                 seed = job.params.seeds()[index - 1]
-                child = job.upscaled(requester, index, size, seed, self.upscaler_for(caller.guild_id))
+                # The upscaler folder is listed (subfolders too) beside the event loop.
+                upscaler = await asyncio.to_thread(self.upscaler_for, caller.guild_id)
+                child = job.upscaled(requester, index, size, seed, upscaler)
             elif action is ImageAction.FACES:
                 child = job.faces_fixed(requester, index, size, job.params.seeds()[index - 1])
             elif action.family == "zoom":
