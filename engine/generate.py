@@ -201,14 +201,18 @@ class Painter:
         """Check one job's prompts and LoRA names, or raise InvalidParams with a sentence; return how many 75-token
         chunks its loop needs (every row of a loop is padded to the longest, which would change a shorter prompt's
         image, so only jobs of one length share a loop)."""
-        text, loras = split_loras(params.prompt)
-        check_lora_names(loras, self.loras.folder.names())
+        check_lora_names(split_loras(params.prompt)[1], self.loras.folder.names())
+        return self._chunk_length(params, check=True)
+
+    def _chunk_length(self, params: GenerationParams, check: bool = False) -> int:
+        """The chunks of the job's longest text, prompt or negative, at any step of any pass (a prompt-editing
+        schedule is as long as its longest text); with `check`, InvalidParams past the bound."""
         counts = []
         # Counted again here, though the bot counted them: embeddings add vectors only the engine's tokenizer knows.
-        # A prompt-editing schedule is as long as its longest text at any step.
-        for what, words in (("prompt", text), ("negative prompt", params.negative_prompt)):
+        for what, words in (("prompt", split_loras(params.prompt)[0]), ("negative prompt", params.negative_prompt)):
             counts.append(scheduled_chunk_count(self.model.pipe, words, params.steps, params.second_pass_steps))
-            check_chunk_count(what, counts[-1])
+            if check:
+                check_chunk_count(what, counts[-1])
         return max(counts)
 
     def release_caches(self) -> None:
@@ -400,9 +404,9 @@ class Painter:
             with self.loras.applied(plan.pipe, loras) as lora_hashes, torch.inference_mode():
                 # Encoded after the LoRAs are in: they change the text encoder, so its cache is not used then.
                 cache = None if loras else self._chunks
-                # Every pass padded to the chunks of the job's longest text in any pass (what `prepare` counts), so a
-                # job's pixels do not depend on its batch partners.
-                chunks = max(self.prepare(job.params) for job in jobs)
+                # Every pass padded to the chunks of the job's longest text in any pass (what `prepare` counted, without
+                # listing the LoRA folder again), so a job's pixels do not depend on its batch partners.
+                chunks = max(self._chunk_length(job.params) for job in jobs)
                 loop.scheduled = encode_schedules(
                     pipe, texts, negatives, loop.steps, first.params.clip_skip, cache, min_chunks=chunks
                 )
