@@ -20,13 +20,15 @@ from bot.app import SdBot
 from bot.models.picker import Models
 from core.catalog import scan
 from core.params import GenerationParams, InvalidParams
+from core.pngmeta import encode_png
 from core.source import parse_source
 from core.vae_files import VaeFolder
 from engine.generate import Painter
 from engine.loading import load_model
 from engine.vae_switch import VaeFiles
 from tests.support.bots import answer, make_bot
-from tests.support.fake_discord import OWNER_ID, USER_ID, FakeDiscord
+from tests.support.community import private_followup
+from tests.support.fake_discord import CHANNEL_ID, OWNER_ID, USER_ID, FakeDiscord, FakeFile
 from tests.support.fake_engine import FakeEngine
 from tests.support.tiny_model import build_tiny_vae
 from tests.test_vae_files import save_vae
@@ -142,3 +144,16 @@ async def test_jobs_carry_the_models_vae_else_the_servers_pick(
     inter = await fake.slash("sdadmin", {"name": "none"}, subcommand="vae", user_id=OWNER_ID)
     assert await answer(inter) == "Models that name no VAE now decode with **None** here."
     assert (await drawn(fake, engine)).vae == ""
+
+
+async def test_read_settings_run_with_the_servers_vae_pick(fake: FakeDiscord, bot: SdBot, engine: FakeEngine) -> None:
+    inter = await fake.slash("sdadmin", {"name": "vae-ft-tiny.safetensors"}, subcommand="vae", user_id=OWNER_ID)
+    await answer(inter)
+    infotext = "a fox\nSteps: 3, Sampler: Euler a, CFG scale: 7, Seed: 5, Size: 64x64"
+    upload = FakeFile("fox.png", encode_png(Image.new("RGB", (64, 64)), infotext), "image/png")
+    posted = await fake.post_files_as_user(CHANNEL_ID, [upload], user_id=USER_ID)
+    settings = await private_followup(fake, await fake.context_menu("Read parameters", posted, user_id=USER_ID))
+    (run,) = settings.custom_ids()
+    await (await fake.press(settings, run)).wait_response()
+    await engine.wait_calls(1)
+    assert engine.calls[-1][1].vae == "vae-ft-tiny.safetensors"

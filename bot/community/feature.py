@@ -38,7 +38,12 @@ def setup(shared: Shared, registry: Registry) -> Community:
         client=shared.client,
         clock=shared.clock,
     )
-    read_params = ReadParamsService(intake=shared.intake, community=store, engine_ready=shared.engine_ready)
+    read_params = ReadParamsService(
+        intake=shared.intake,
+        community=store,
+        engine_ready=shared.engine_ready,
+        vae_for=lambda guild_id: shared.vae_for(shared.models.pick(None, None), guild_id),
+    )
     history = HistoryService(shared.jobs)
     digest = Digest(community=store, client=shared.client, clock=shared.clock)
     registry.commands += [build_history_command(history), build_read_params_command(read_params)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import discord
 from discord import app_commands
@@ -80,10 +81,13 @@ class ReadParamsService:
         intake: Intake,
         community: CommunityStore,
         engine_ready: Callable[[], EngineReady | None],
+        vae_for: Callable[[int | None], str] = lambda guild_id: "",
     ) -> None:
         self.intake = intake
         self.community = community
         self.engine_ready = engine_ready
+        # The VAE the default model decodes with in a server: read settings run on it, as /imagine's would.
+        self.vae_for = vae_for
 
     def _base(self) -> GenerationParams:
         """What an infotext without a size or sampler runs with: this model's native size and the defaults."""
@@ -130,6 +134,7 @@ class ReadParamsService:
         if params is None:
             await responder.reply_privately(DRAFT_GONE)
             return None
+        params = replace(params, vae=self.vae_for(caller.guild_id))
         try:
             self.intake.check_fits(params, ready_engine(self.engine_ready))
             channel_id = check_channel(caller)
