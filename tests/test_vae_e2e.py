@@ -125,7 +125,7 @@ async def test_jobs_carry_the_models_vae_else_the_servers_pick(
     assert (await drawn(fake, engine, model="beside")).vae == "beside.vae.safetensors"
     assert (await drawn(fake, engine, model="named")).vae == "vae-ft-tiny.safetensors"
     assert (await drawn(fake, engine)).vae == ""
-    inter = await fake.slash("sdadmin", {"name": "VAE-FT-TINY.safetensors"}, subcommand="vae", user_id=OWNER_ID)
+    inter = await fake.slash("sdadmin", {"default": "VAE-FT-TINY.safetensors"}, subcommand="vae", user_id=OWNER_ID)
     assert await answer(inter) == "Models that name no VAE now decode with **vae-ft-tiny.safetensors** here."
     assert (await drawn(fake, engine)).vae == "vae-ft-tiny.safetensors"
     assert (await drawn(fake, engine, model="beside")).vae == "beside.vae.safetensors"  # its own choice wins
@@ -138,16 +138,16 @@ async def test_jobs_carry_the_models_vae_else_the_servers_pick(
         vaes.path / "sdxl_vae.safetensors",
         {"modelspec.architecture": "stable-diffusion-xl-v1-base/vae"},
     )
-    inter = await fake.slash("sdadmin", {"name": "sdxl_vae.safetensors"}, subcommand="vae", user_id=OWNER_ID)
+    inter = await fake.slash("sdadmin", {"default": "sdxl_vae.safetensors"}, subcommand="vae", user_id=OWNER_ID)
     await answer(inter)
     assert (await drawn(fake, engine)).vae == ""
-    inter = await fake.slash("sdadmin", {"name": "none"}, subcommand="vae", user_id=OWNER_ID)
+    inter = await fake.slash("sdadmin", {"default": "none"}, subcommand="vae", user_id=OWNER_ID)
     assert await answer(inter) == "Models that name no VAE now decode with **None** here."
     assert (await drawn(fake, engine)).vae == ""
 
 
 async def test_read_settings_run_with_the_servers_vae_pick(fake: FakeDiscord, bot: SdBot, engine: FakeEngine) -> None:
-    inter = await fake.slash("sdadmin", {"name": "vae-ft-tiny.safetensors"}, subcommand="vae", user_id=OWNER_ID)
+    inter = await fake.slash("sdadmin", {"default": "vae-ft-tiny.safetensors"}, subcommand="vae", user_id=OWNER_ID)
     await answer(inter)
     infotext = "a fox\nSteps: 3, Sampler: Euler a, CFG scale: 7, Seed: 5, Size: 64x64"
     upload = FakeFile("fox.png", encode_png(Image.new("RGB", (64, 64)), infotext), "image/png")

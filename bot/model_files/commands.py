@@ -83,11 +83,16 @@ class PickAdmin:
         return self.spec.now.format(name=self.current(caller.guild_id))
 
 
-def add_pick_command(group: AdminGroup, name: str, description: str, option: str, actions: PickAdmin) -> None:
-    """Add `/sdadmin <name> [name:]`: without a name it shows what applies and what is installed."""
+def add_pick_command(
+    group: AdminGroup, name: str, description: str, option: tuple[str, str], actions: PickAdmin
+) -> None:
+    """Add `/sdadmin <name> [<option>:]` (the option's name and description): without the option it shows what
+    applies and what is installed."""
+    option_name, option_description = option
 
     @group.command(name=name, description=description)
-    @app_commands.describe(name=option)
+    @app_commands.rename(name=option_name)
+    @app_commands.describe(name=option_description)
     async def command(
         interaction: discord.Interaction, name: app_commands.Range[str, 1, MAX_NAME] | None = None
     ) -> None:

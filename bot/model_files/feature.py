@@ -32,8 +32,19 @@ def setup(shared: Shared, registry: Registry) -> None:
         none_installed="No VAE files are installed (SDBOT_VAE_DIR): each model decodes with its own.",
     )
     for command, description, option, spec in (
-        ("upscaler", "See or set the upscaler the U button runs here", "An installed upscaler, or Lanczos", upscalers),
-        ("vae", "See or set the VAE for models that name none here", "An installed VAE, or None (their own)", vaes),
+        (
+            "upscaler",
+            "See or set the upscaler the U button runs here",
+            ("name", "An installed upscaler, or Lanczos"),
+            upscalers,
+        ),
+        # `/sdadmin vae default:`, as the default VAE is asked for by owners coming from A1111.
+        (
+            "vae",
+            "See or set the default VAE for models that name none here",
+            ("default", "An installed VAE, or None (each model's own)"),
+            vaes,
+        ),
     ):
         actions = PickAdmin(spec, picks=shared.picks, admin=shared.admin, clock=shared.clock)
         add_pick_command(registry.admin_group, command, description, option, actions)
