@@ -5,11 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from core.params import GenerationParams, InvalidParams
+from core.params import GenerationParams, InvalidParams, JobMode
 from core.prompt_syntax import LoraTag, split_loras
 
 # Beyond this many images a batch gains little on any GPU measured, and a long batch delays the next round.
 MAX_BATCH_IMAGES = 8
+
+# The modes one img2img or txt2img call draws: jobs of one of them share a loop where their sizes agree, each over
+# its own source image. Outpainting pastes each image back into its own canvas, and the face fix redraws faces one
+# by one: those jobs run alone.
+SHARED_LOOP_MODES = frozenset({JobMode.TXT2IMG, JobMode.IMG2IMG, JobMode.VARY, JobMode.UPSCALE})
 
 
 @dataclass(frozen=True)
@@ -17,6 +22,9 @@ class BatchKey:
     """What must be equal for images to be denoised together; prompts, negatives, seeds and cfg may differ."""
 
     model: str
+    mode: JobMode
+    strength: float  # one img2img strength for the batch (0 for txt2img)
+    upscaler: str  # the U button's upscaler enlarges each source before the batch's redraw ("" for other modes)
     width: int
     height: int
     steps: int
@@ -30,9 +38,12 @@ class BatchKey:
 
 
 def batch_key(params: GenerationParams) -> BatchKey | None:
-    """The key of a job that can share a batch, or None for one that runs alone (modes over a source image, and a
-    prompt whose tags do not parse: the engine answers that job alone with the sentence saying what to change)."""
-    if params.mode.needs_source:
+    """The key of a job that can share a batch, or None for one that runs alone (outpainting and the face fix, and a
+    prompt whose tags do not parse: the engine answers that job alone with the sentence saying what to change).
+
+    The size is the job's, so sources of one size batch together: an upscale's is half its size, and a variation's
+    or image prompt's is resized to it."""
+    if params.mode not in SHARED_LOOP_MODES:
         return None
     try:
         loras = split_loras(params.prompt)[1]
@@ -40,6 +51,9 @@ def batch_key(params: GenerationParams) -> BatchKey | None:
         return None
     return BatchKey(
         model=params.model,
+        mode=params.mode,
+        strength=params.strength if params.needs_source else 0.0,
+        upscaler=params.upscaler if params.mode is JobMode.UPSCALE else "",
         width=params.width,
         height=params.height,
         steps=params.steps,

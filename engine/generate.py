@@ -179,7 +179,7 @@ class Painter:
         vaes: VaeFiles | None = None,
         face_model: Path | None = None,
     ) -> None:
-        # A YuNet face detector the owner installed (SDBOT_FACE_MODEL); None: OpenCV's Haar cascade.
+        # A YuNet or YOLOv8 face detector the owner installed (SDBOT_FACE_MODEL); None: OpenCV's Haar cascade.
         self.face_model = face_model
         self._faces: FaceDetector | None = None
         self.model = model
@@ -197,11 +197,14 @@ class Painter:
         self._img2img: Any = None
         self._inpaint: Any = None
 
-    def prepare(self, params: GenerationParams) -> int:
-        """Check one job's prompts and LoRA names, or raise InvalidParams with a sentence; return how many 75-token
-        chunks its loop needs (every row of a loop is padded to the longest, which would change a shorter prompt's
-        image, so only jobs of one length share a loop)."""
+    def prepare(self, params: GenerationParams, source: bytes | None = None) -> int:
+        """Check one job's prompts, LoRA names and source image, or raise InvalidParams with a sentence; return how
+        many 75-token chunks its loop needs (every row of a loop is padded to the longest, which would change a
+        shorter prompt's image, so only jobs of one length share a loop)."""
         check_lora_names(split_loras(params.prompt)[1], self.loras.folder.names())
+        if params.needs_source:
+            # Here, one job at a time, so an unreadable source fails its own job and not the batch it shares.
+            open_source(source)
         return self._chunk_length(params, check=True)
 
     def _chunk_length(self, params: GenerationParams, check: bool = False) -> int:
@@ -288,16 +291,18 @@ class Painter:
             self._img2img = self._inpaint = None
             self._per_image_guidance = {}
         rows = [Row(index, seed) for index, job in enumerate(jobs) for seed in job.params.seeds()]
+        # Each job's own pass over its source (an upscale's enlarging included), once, whatever splits follow.
+        plans = [] if jobs[0].params.mode is JobMode.FACES else [self._plan(job.params, job.source) for job in jobs]
         out_of_memory = False
         try:
-            images, lora_hashes = self._draw(jobs, rows, on_step, on_latents, tiled=False)
+            images, lora_hashes = self._draw(jobs, plans, rows, on_step, on_latents, tiled=False)
         except torch.cuda.OutOfMemoryError:
             out_of_memory = True
         if out_of_memory:
             # Outside the except block: its traceback would keep the failed call's tensors on the GPU.
             log.warning("out of memory drawing %d images of %d×%d; splitting", len(rows), *self._size(jobs))
             _free_cache()
-            images, lora_hashes = self._draw_split(jobs, rows, on_step, on_latents)
+            images, lora_hashes = self._draw_split(jobs, plans, rows, on_step, on_latents)
         drawn = []
         for index, job in enumerate(jobs):
             mine = tuple((row.seed, image) for row, image in zip(rows, images, strict=True) if row.job == index)
@@ -321,23 +326,24 @@ class Painter:
     def _draw_split(
         self,
         jobs: Sequence[BatchJob],
+        plans: Sequence[Plan],
         rows: Sequence[Row],
         on_step: StepCallback | None,
         on_latents: LatentsCallback | None,
     ) -> tuple[list[Image.Image], dict[str, str]]:
         if len(rows) == 1:
-            return self._draw(jobs, rows, on_step, on_latents, tiled=True)
+            return self._draw(jobs, plans, rows, on_step, on_latents, tiled=True)
         images: list[Image.Image] = []
         lora_hashes: dict[str, str] = {}
         for half in (rows[: len(rows) // 2], rows[len(rows) // 2 :]):
             out_of_memory = False
             try:
-                drawn, lora_hashes = self._draw(jobs, half, on_step, on_latents, tiled=True)
+                drawn, lora_hashes = self._draw(jobs, plans, half, on_step, on_latents, tiled=True)
             except torch.cuda.OutOfMemoryError:
                 out_of_memory = True
             if out_of_memory:
                 _free_cache()
-                drawn, lora_hashes = self._draw_split(jobs, half, on_step, on_latents)
+                drawn, lora_hashes = self._draw_split(jobs, plans, half, on_step, on_latents)
             images += drawn
         return images, lora_hashes
 
@@ -358,6 +364,7 @@ class Painter:
     def _draw(
         self,
         jobs: Sequence[BatchJob],
+        plans: Sequence[Plan],
         rows: Sequence[Row],
         on_step: StepCallback | None,
         on_latents: LatentsCallback | None,
@@ -368,7 +375,12 @@ class Painter:
         if first.params.mode is JobMode.FACES:
             # A job of its own (it needs a source image): the faces of that image, redrawn.
             return [self._fix_faces(open_source(first.source), first.params, rows[0].seed, required=True)], {}
-        plan = self._plan(first.params, first.source)
+        plan = plans[0]
+        arguments = plan.arguments
+        if len(jobs) > 1 and "image" in arguments:
+            # img2img jobs of one size: each row starts from its own job's source (diffusers encodes each image of
+            # the list with that row's generator, as it does a lone job's one image).
+            arguments = {**arguments, "image": [plans[row.job].arguments["image"] for row in rows]}
         pipe, guidance = self._guidance(jobs, rows, plan.pipe)
         # One CPU generator per image: the same seed gives the same noise on any device and in any batch (the
         # hires pass draws its noise from the same generators, as A1111 does).
@@ -419,7 +431,7 @@ class Painter:
                     output_type="latent",
                     callback_on_step_end=step_end,
                     callback_on_step_end_tensor_inputs=swapped_tensors(pipe) if loop.scheduled.changes else ["latents"],
-                    **plan.arguments,
+                    **arguments,
                 ).images
                 if first.params.hires:
                     loop.next_pass(first.params.second_pass_steps)
@@ -443,7 +455,8 @@ class Painter:
                         if loop.scheduled.changes
                         else ["latents"],
                     ).images
-                images = [plan.finish(image) for image in self._decode(pipe, latents)]
+                decoded = self._decode(pipe, latents)
+                images = [plans[row.job].finish(image) for image, row in zip(decoded, rows, strict=True)]
         finally:
             if tiled:
                 vae.disable_tiling()

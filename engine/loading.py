@@ -251,12 +251,13 @@ def weight_bytes(model: LoadedModel) -> int:
     return sum(p.numel() * p.element_size() for part in parts if part is not None for p in part.parameters())
 
 
-def pixel_budgets(model: LoadedModel, cap_megapixels: float | None) -> dict[Family, int]:
+def pixel_budgets(model: LoadedModel, cap_megapixels: float | None, reserved: int = 0) -> dict[Family, int]:
     """How many pixels (width × height × count) one job or batch may draw with each family's model on the
-    device: what memory is free with `model` loaded, less what a bigger model weighs more; or the cap."""
+    device: what memory is free with `model` loaded, less `reserved` bytes (the upscaler models' weights) and what
+    a bigger model weighs more; or the cap."""
     if cap_megapixels is not None:
         return dict.fromkeys(Family, int(cap_megapixels * 1_000_000))
-    free = _free_bytes(model.device)
+    free = _free_bytes(model.device) - reserved
     loaded = weight_bytes(model)
     itemsize = torch.tensor([], dtype=model.dtype).element_size()
     budgets = {}

@@ -71,6 +71,11 @@ class Upscaler:
             result = result.resize(target, Image.Resampling.LANCZOS)
         return result
 
+    def weight_bytes(self, dtype: torch.dtype) -> int:
+        """What its weights take on a device that runs `dtype` (float32 where the architecture has no half)."""
+        itemsize = torch.tensor([], dtype=_dtype_for(self.descriptor, dtype)).element_size()
+        return itemsize * sum(p.numel() for p in self.descriptor.model.parameters())
+
     def _run(self, image: Image.Image, tile: int | None) -> Image.Image:
         """One pass of the model over an RGB image; the descriptor pads each window to its size requirements and
         crops the padding off again."""

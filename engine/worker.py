@@ -228,7 +228,7 @@ class Worker:
         for request in live:
             # One at a time: whatever a job's prompt raises fails that job alone, and its companions are drawn.
             try:
-                chunks = painter.prepare(request.params)
+                chunks = painter.prepare(request.params, request.source)
             except Exception as exc:
                 self._fail([request], exc)
                 continue
@@ -339,7 +339,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--embeddings-dir", type=Path, default=None, help="folder of textual-inversion embeddings")
     parser.add_argument("--upscalers-dir", type=Path, default=None, help="folder of upscaler models (ESRGAN family)")
     parser.add_argument("--vae-dir", type=Path, default=None, help="folder of VAE files (A1111's models/VAE)")
-    parser.add_argument("--face-model", type=Path, default=None, help="a YuNet face detector (.onnx); else Haar")
+    parser.add_argument(
+        "--face-model", type=Path, default=None, help="a YuNet or YOLOv8 face detector (.onnx); else Haar"
+    )
     parser.add_argument("--models-dir", type=Path, default=None, help="folder of models jobs may name")
     parser.add_argument("--model-cache", type=int, default=2, help="models kept in CPU RAM besides the active one")
     parser.add_argument("--allow-pickle", action="store_true", help="load .ckpt/.pt checkpoints (they can run code)")
@@ -412,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
             tiny_autoencoder = load_tiny_autoencoder(Path(args.preview_model), device, model.dtype)
         safety = load_safety_checker(Path(args.safety_model), device) if args.safety_model else None
         if args.face_model is not None:
-            # Checked at start, so a file that is no YuNet model is one line now rather than a failed job later.
+            # Checked at start: a file it cannot run is one line now rather than a failed job later.
             FaceDetector(args.face_model)
     except CatalogError as exc:
         channel.send(EngineFatal(message=f"SDBOT_MODELS_DIR: {exc}"))
@@ -457,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
         inpaint_model=inpaint_model,
         make_painter=make_painter,
     )
-    budgets = pixel_budgets(model, args.max_megapixels)
+    budgets = pixel_budgets(model, args.max_megapixels, reserved=upscalers.reserve)
     pixels = budgets[model.family]
     max_batch = args.max_batch or default_max_batch(model, pixels)
     if args.compile:

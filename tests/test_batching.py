@@ -72,8 +72,20 @@ def test_what_may_share_a_loop() -> None:
     assert compatible(FOX, OWL) and compatible(FOX, CAT)
     assert not compatible(FOX, replace(FOX, width=128))
     assert not compatible(FOX, replace(FOX, steps=3)) and not compatible(FOX, replace(FOX, sampler="Euler a"))
+    # Jobs over source images share a loop where their mode, size, strength and upscaler agree.
     varied = FOX.variation((64, 64), "subtle", seed=1)
-    assert batch_key(varied) is None and not compatible(varied, varied)
+    assert compatible(varied, OWL.variation((64, 64), "subtle", seed=2))
+    assert not compatible(varied, FOX.variation((64, 64), "strong", seed=1))
+    assert not compatible(varied, FOX.variation((128, 64), "subtle", seed=1))
+    assert not compatible(varied, FOX) and not compatible(FOX, varied)
+    upscaled = FOX.upscaled((64, 64), seed=1)
+    assert compatible(upscaled, CAT.upscaled((64, 64), seed=5))
+    assert not compatible(upscaled, FOX.upscaled((64, 64), seed=1, upscaler="4x-UltraSharp.pth"))
+    assert not compatible(upscaled, FOX.upscaled((32, 64), seed=1))
+    assert not compatible(upscaled, replace(varied, width=128, height=128))
+    for alone in (FOX.zoomed_out((64, 64), 2.0, seed=1), FOX.panned((64, 64), "left", seed=1)):
+        assert batch_key(alone) is None and not compatible(alone, alone)
+    assert batch_key(FOX.faces_fixed((64, 64), seed=1)) is None
     assert fits([FOX, OWL, CAT], max_images=4, max_pixels=10**6)
     assert not fits([FOX, OWL, CAT], max_images=3, max_pixels=10**6)
     assert not fits([FOX, OWL], max_images=8, max_pixels=2 * 64 * 64)
@@ -323,3 +335,41 @@ def test_a_job_whose_tags_do_not_parse_runs_alone() -> None:
     assert batch_key(broken) is None and not compatible(FOX, broken) and not compatible(broken, broken)
     requests = [GenerateRequest("fox", FOX), GenerateRequest("broken", broken), GenerateRequest("cat", CAT)]
     assert [[r.job_id for r in group] for group in batch_groups(requests)] == [["fox"], ["broken"], ["cat"]]
+
+
+def noise_png(side: int, seed: int) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (side, side, 3), np.uint8)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_upscales_and_variations_of_one_size_share_a_loop_each_from_its_own_source(tiny: LoadedModel) -> None:
+    painter = Painter(tiny)
+    small, large = (noise_png(32, 1), noise_png(32, 2)), (noise_png(64, 1), noise_png(64, 2))
+    for (first, second), (one, two) in (
+        (small, (FOX.upscaled((32, 32), seed=3), CAT.upscaled((32, 32), seed=3))),
+        (large, (FOX.variation((64, 64), "strong", 3), OWL.variation((64, 64), "strong", 4))),
+    ):
+        jobs = [BatchJob(one, first), BatchJob(two, second)]
+        assert compatible(jobs[0].params, jobs[1].params)
+        batched = [painter.finish(drawn)[0] for drawn in painter.draw(jobs)]
+        alone = [painter.paint(job.params, source=job.source)[0] for job in jobs]
+        for mine, single in zip(batched, alone, strict=True):
+            assert mine.infotext == single.infotext
+            assert np.abs(pixels(mine.png) - pixels(single.png)).max() <= TOLERANCE
+        # Each row started from its own source: the same job over the other source draws something else.
+        swapped = painter.paint(jobs[0].params, source=second)[0]
+        assert np.abs(pixels(swapped.png) - pixels(batched[0].png)).max() > 10 * TOLERANCE
+
+
+def test_an_unreadable_source_fails_its_own_job_and_its_batch_partner_is_drawn(shelf: ModelShelf) -> None:
+    sent = Sent()
+    worker = Worker(shelf, sent, Cancels())  # type: ignore[arg-type]
+    good = GenerateRequest("good", FOX.upscaled((32, 32), seed=3), source=noise_png(32, 1))
+    bad = GenerateRequest("bad", CAT.upscaled((32, 32), seed=3), source=b"not a picture")
+    assert compatible(good.params, bad.params)
+    worker.run_batch([good, bad])
+    worker.flush()
+    ends = {m.job_id: m for m in sent.messages if isinstance(m, JobResult | JobFailed)}
+    assert ends["bad"] == JobFailed(job_id="bad", message="The image this works from could not be read as a picture.")
+    assert isinstance(ends["good"], JobResult) and len(ends["good"].images) == 1

@@ -140,6 +140,10 @@ def test_a_bigger_family_gets_the_memory_its_weights_leave(tiny: LoadedModel, mo
     budgets = pixel_budgets(tiny, None)
     # The loaded (SD 1.x) model's own budget is what is free; SD 2.x and SDXL weigh more, in fp32 here.
     assert budgets[Family.SD1] == int(40 * 2**30 * 0.85) // 8192
+    # The upscaler models' weights are kept out of every family's budget.
+    reserved = pixel_budgets(tiny, None, reserved=2**30)
+    assert reserved[Family.SD1] == int(39 * 2**30 * 0.85) // 8192
+    assert all(reserved[family] < budgets[family] for family in Family if budgets[family])
     assert budgets[Family.SD1] > budgets[Family.SD2] == budgets[Family.SD2_BASE] > budgets[Family.SDXL] > 0
     sdxl_weights = (budgets[Family.SD1] - budgets[Family.SDXL]) * 8192 / 0.85
     assert 3.4e9 * 4 < sdxl_weights < 3.5e9 * 4

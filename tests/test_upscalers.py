@@ -12,6 +12,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from core.upscaler_files import UpscalerFolder, is_pickle
+from engine.upscaler_shelf import UpscalerShelf
 from engine.upscalers import MAX_TILE, MIN_TILE, Upscaler, UpscalerError, load_upscaler, tile_for
 from tests.support.tiny_esrgan import tiny_esrgan_state, write_tiny_esrgan
 
@@ -196,3 +197,21 @@ def test_tile_for_grows_with_the_budget_within_bounds() -> None:
         assert all(tile % 32 == 0 for tile in tiles)
         assert len(set(tiles)) > 3, tiles
     assert tile_for(2 * gib, 4) < tile_for(2 * gib, 2), "a 4× model's output costs more per input pixel"
+
+
+def test_the_shelf_keeps_one_model_on_the_device_and_reserves_the_largest_ones_weights(tmp_path: Path) -> None:
+    write_tiny_esrgan(tmp_path / "small.safetensors", scale=2)
+    write_tiny_esrgan(tmp_path / "large.safetensors", scale=2, num_filters=16)
+    (tmp_path / "broken.safetensors").write_bytes(b"not a model")
+    for dtype, itemsize in ((torch.float32, 4), (torch.float16, 2)):
+        shelf = UpscalerShelf(UpscalerFolder(tmp_path), allow_pickle=False, device=CPU, dtype=dtype)
+        assert shelf.reserve == 0, "nothing is measured before the files are checked"
+        assert len(shelf.check()) == 1
+        largest = sum(t.numel() for t in tiny_esrgan_state(2, 16, 1, 0, False).values() if t.is_floating_point())
+        assert shelf.reserve == itemsize * largest
+    image = noise(16, 16)
+    for name in ("small", "large", "small"):
+        shelf.enlarge(image, (32, 32), name)
+        assert shelf.loaded == name
+    shelf.release()
+    assert shelf.loaded is None

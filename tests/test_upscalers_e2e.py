@@ -19,7 +19,7 @@ from core.upscaler_files import UpscalerFolder
 from engine.generate import Painter
 from engine.loading import LoadedModel, load_model
 from engine.upscaler_shelf import UpscalerShelf
-from tests.support.bots import answer, autocomplete, make_bot
+from tests.support.bots import answer, autocomplete, make_bot, results
 from tests.support.fake_discord import OWNER_ID, USER_ID, FakeDiscord, FakeMessage
 from tests.support.fake_engine import FakeEngine
 from tests.support.tiny_esrgan import write_tiny_esrgan
@@ -124,3 +124,37 @@ def test_an_unusable_upscaler_file_is_one_line_and_the_rest_keep_working(
     assert any("set SDBOT_ALLOW_PICKLE=1" in line for line in problems)
     enlarged = shelf.enlarge(Image.new("RGB", (32, 24), "red"), (64, 48), "4x-tiny")
     assert enlarged.size == (64, 48)
+
+
+async def test_u_presses_on_images_of_one_size_share_a_batch_each_with_its_own_source(
+    fake: FakeDiscord, tmp_path: Path
+) -> None:
+    engine = FakeEngine(max_batch=4)
+    bot = make_bot(tmp_path, engine)
+    async with fake.connected(bot):
+        for number, (prompt, width) in enumerate([("fox", 256), ("owl", 256), ("cat", 384)], start=1):
+            options = {"prompt": prompt, "steps": 2, "count": 4, "width": width, "height": 256}
+            await (await fake.slash("imagine", options)).wait_response()
+            await fake.wait_for(lambda n=number: len(results(fake)) == n or None, what="the grids")
+        grid, other, wide = results(fake)
+        engine.gate.clear()
+        # A job holds the engine while the presses queue.
+        await (await fake.slash("imagine", {"prompt": "busy", "steps": 2})).wait_response()
+        await engine.wait_calls(4)
+        # By four members: a member's jobs take one turn each round, so one member's would not share a batch.
+        presses = [(grid, 1, USER_ID + 10), (other, 2, USER_ID + 11), (wide, 1, USER_ID + 12), (grid, 3, USER_ID + 13)]
+        for message, image, member in presses:
+            press = await fake.press(message, f"sdbot:upscale:{job_id_of(message)}:{image}", user_id=member)
+            await press.wait_response()
+        # The acknowledgement may come before the job is in the queue.
+        await fake.wait_for(lambda: len(bot.shared.queue) == len(presses) or None, what="the presses queued")
+        engine.gate.set()
+        await fake.wait_for(lambda: len(engine.calls) == 4 + len(presses) or None, what="the upscales")
+    ups = [(job_id, params) for job_id, params in engine.calls if params.mode is JobMode.UPSCALE]
+    sizes = {job_id: (params.width, params.height) for job_id, params in ups}
+    assert sorted(sizes.values()) == [(512, 512), (512, 512), (512, 512), (768, 512)]
+    # The three of one size were drawn together, the wide one apart; each carried the image it enlarges.
+    batches = [sorted(sizes[job] for job in batch) for batch in engine.batches if set(batch) <= set(sizes)]
+    assert sorted(batches) == [[(512, 512)] * 3, [(768, 512)]]
+    sources = [engine.sources[job_id] for job_id, _ in ups]
+    assert all(sources) and len(set(sources)) == 4
