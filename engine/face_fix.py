@@ -3,6 +3,9 @@
 Small faces come out of Stable Diffusion smeared because they cover few latent pixels. Cropping a square
 around each face, scaling it up to the model's native size and redrawing it at low strength gives the model
 the resolution it needs; a feathered mask then blends the redrawn face in so only pixels near it change.
+
+Faces are found by OpenCV's Haar cascade, or by a detector the owner installs as an ONNX file: YuNet, or a
+YOLOv8 model such as ADetailer's face_yolov8n exported to ONNX, both run by OpenCV with no other dependency.
 """
 
 from __future__ import annotations
@@ -42,6 +45,17 @@ EYE_SIZES = ((18, 18), (50, 50))  # an eye spans about a sixth to a third of the
 # The smallest face, as a fraction of the image's shorter side; 24 px is the cascade's own window.
 MIN_FACE_FRACTION = 1 / 20
 MIN_FACE_PIXELS = 24
+
+# YuNet's outputs, the ones OpenCV's FaceDetectorYN reads: class, object, box and landmark maps at three strides.
+YUNET_OUTPUTS = frozenset(f"{kind}_{stride}" for kind in ("cls", "obj", "bbox", "kps") for stride in (8, 16, 32))
+# A YOLOv8 export's input side when the file leaves it open (a dynamic export): Ultralytics' default.
+YOLO_SIDE = 640
+# A YOLOv8 detector has an anchor at every cell of its grids at these strides: 8400 at 640×640.
+YOLO_STRIDES = (8, 16, 32)
+YOLO_CONFIDENCE = 0.3  # ADetailer's default detection confidence
+# Two boxes overlapping more than this are one face: redrawing it twice would only soften it.
+YOLO_IOU = 0.45
+LETTERBOX_GRAY = 114  # Ultralytics pads the scaled image out to the input's size with this gray
 
 Box = tuple[int, int, int, int]  # left, top, right, bottom in image pixels
 
@@ -110,11 +124,9 @@ class _YuNet:
     """The owner's YuNet ONNX model (OpenCV's FaceDetectorYN), with its own score threshold."""
 
     def __init__(self, model: Path) -> None:
-        if not model.is_file():
-            raise FaceDetectorError(f"The face detector model {model} does not exist.")
         try:
             self._net = cv2.FaceDetectorYN.create(str(model), "", (64, 64))
-            # Any ONNX network loads; only running it shows whether it has YuNet's outputs.
+            # YuNet's output names are not proof enough: only running it shows whether their shapes are YuNet's too.
             self._net.detect(np.zeros((64, 64, 3), dtype=np.uint8))
         except cv2.error as error:
             raise FaceDetectorError(f"The face detector model {model} is not a YuNet ONNX model.") from error
@@ -123,21 +135,125 @@ class _YuNet:
         height, width = rgb.shape[:2]
         self._net.setInputSize((width, height))
         _, rows = self._net.detect(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        faces = []
-        # Each row is x, y, w, h, five landmarks, score; boxes may reach past the image's edges.
-        for x, y, w, h in [] if rows is None else rows[:, :4]:
-            left, top = max(0, round(x)), max(0, round(y))
-            right, bottom = min(width, round(x + w)), min(height, round(y + h))
-            if min(right - left, bottom - top) >= smallest:
-                faces.append(Face(left, top, right - left, bottom - top))
-        return faces
+        # Each row is x, y, w, h, five landmarks, score.
+        return _inside([] if rows is None else rows[:, :4], (width, height), smallest)
+
+
+class _Yolo:
+    """The owner's YOLOv8 detector exported to ONNX (ADetailer's face_yolov8n and face_yolov8s), run by OpenCV's dnn.
+
+    It sees the image letterboxed into its input as Ultralytics feeds it, and gives one row per anchor: the box's
+    centre and size in input pixels, then each class's score; the best class's score counts, as for ADetailer.
+    """
+
+    def __init__(self, model: Path, net: cv2.dnn.Net) -> None:
+        self._net = net
+        self._size = _input_size(model)
+        try:
+            out = self._output(np.zeros((self._size[1], self._size[0], 3), dtype=np.uint8))
+        except cv2.error as error:
+            raise _neither(model) from error
+        # The anchor count tells a YOLOv8 detector from other rank-3 outputs (an end-to-end export's 300 rows, say)
+        # and which side its rows lie along: exports come as [1, 4 + classes, anchors] or transposed.
+        anchors = sum((self._size[0] // stride) * (self._size[1] // stride) for stride in YOLO_STRIDES)
+        if out.ndim != 3 or out.shape[0] != 1 or anchors not in out.shape[1:] or min(out.shape[1:]) < 5:
+            raise _neither(model)
+        self._transposed = out.shape[1] == anchors
+        scores = self._rows(out)[:, 4:]
+        # Past the box a detector has class probabilities; a pose or segmentation model has coordinates there.
+        if not np.all((scores >= 0) & (scores <= 1)):
+            raise _neither(model)
+
+    def _output(self, canvas: np.ndarray) -> np.ndarray:
+        self._net.setInput(cv2.dnn.blobFromImage(canvas, 1 / 255))
+        return self._net.forward()
+
+    def _rows(self, out: np.ndarray) -> np.ndarray:
+        """The output as one row per anchor: centre x and y, width, height, then the classes' scores."""
+        return out[0] if self._transposed else out[0].T
+
+    def find(self, rgb: np.ndarray, smallest: int) -> list[Face]:
+        height, width = rgb.shape[:2]
+        size_w, size_h = self._size
+        scale = min(size_w / width, size_h / height)
+        scaled_w, scaled_h = round(width * scale), round(height * scale)
+        left, top = (size_w - scaled_w) // 2, (size_h - scaled_h) // 2
+        canvas = np.full((size_h, size_w, 3), LETTERBOX_GRAY, dtype=np.uint8)
+        canvas[top : top + scaled_h, left : left + scaled_w] = cv2.resize(
+            rgb, (scaled_w, scaled_h), interpolation=cv2.INTER_LINEAR
+        )
+        rows = self._rows(self._output(canvas))
+        scores = rows[:, 4:].max(axis=1)
+        rows, scores = rows[scores >= YOLO_CONFIDENCE], scores[scores >= YOLO_CONFIDENCE]
+        # Centre and size in input pixels to corner and size in image pixels, the letterbox undone.
+        boxes = np.column_stack([rows[:, :2] - rows[:, 2:4] / 2 - (left, top), rows[:, 2:4]]) / scale
+        kept = cv2.dnn.NMSBoxes(boxes.tolist(), scores.tolist(), YOLO_CONFIDENCE, YOLO_IOU)
+        return _inside(boxes[np.asarray(kept, dtype=int).reshape(-1)], (width, height), smallest)
+
+
+def _inside(boxes: Sequence[Sequence[float]] | np.ndarray, size: tuple[int, int], smallest: int) -> list[Face]:
+    """The boxes (x, y, w, h; they may reach past the image's edges) cut to the image, the smaller ones left out."""
+    width, height = size
+    faces = []
+    for x, y, w, h in boxes:
+        left, top = max(0, round(x)), max(0, round(y))
+        right, bottom = min(width, round(x + w)), min(height, round(y + h))
+        if min(right - left, bottom - top) >= smallest:
+            faces.append(Face(left, top, right - left, bottom - top))
+    return faces
+
+
+def _onnx_detector(model: Path) -> _YuNet | _Yolo:
+    """The backend for the owner's model file, told by the network's outputs rather than the file's name."""
+    if not model.is_file():
+        raise FaceDetectorError(f"The face detector model {model} does not exist.")
+    if model.suffix.lower() == ".pt":
+        raise FaceDetectorError(
+            f"The face detector model {model} is a PyTorch file, which cannot be loaded without running its code: "
+            f"export it to ONNX with `yolo export model={model} format=onnx` and use the .onnx file."
+        )
+    try:
+        net = cv2.dnn.readNetFromONNX(str(model))
+    except cv2.error as error:
+        raise _neither(model) from error
+    outputs = set(net.getUnconnectedOutLayersNames())
+    if YUNET_OUTPUTS <= outputs:
+        return _YuNet(model)
+    if len(outputs) == 1:
+        return _Yolo(model, net)
+    raise _neither(model)
+
+
+def _neither(model: Path) -> FaceDetectorError:
+    return FaceDetectorError(f"The face detector model {model} is neither a YuNet nor a YOLO face detector (.onnx).")
+
+
+def _input_size(model: Path) -> tuple[int, int]:
+    """The width and height the ONNX file fixes for its first input ([1, 3, H, W]); YOLO_SIDE for a side it leaves
+    open. OpenCV has no call for a network's input shape, and a YOLO export runs only at its own."""
+    import onnxruntime
+
+    try:
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3  # errors only: a warning about the file is not the operator's one line
+        session = onnxruntime.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own exception types for files it cannot read
+        raise _neither(model) from error
+    shape = session.get_inputs()[0].shape
+    sides = [side if isinstance(side, int) and side > 0 else YOLO_SIDE for side in shape]
+    return (sides[3], sides[2]) if len(sides) == 4 else (YOLO_SIDE, YOLO_SIDE)
 
 
 class FaceDetector:
-    """Finds faces: OpenCV's Haar cascade by default, or a YuNet ONNX model when the owner provides one."""
+    """Finds faces: OpenCV's Haar cascade by default, or the owner's ONNX model (YuNet or a YOLOv8 face detector).
+
+    Which of the two a file is comes from its network: YuNet has FaceDetectorYN's twelve named outputs, a YOLOv8
+    export one output of rows of box and class scores. A file that is neither, or an Ultralytics .pt, is refused
+    here with one line naming it.
+    """
 
     def __init__(self, model: Path | None = None) -> None:
-        self._backend = _Haar() if model is None else _YuNet(model)
+        self._backend = _Haar() if model is None else _onnx_detector(model)
 
     def detect(self, image: Image.Image) -> list[Face]:
         """The faces in the image, largest first, at most MAX_FACES."""
