@@ -1,9 +1,12 @@
-"""/describe's captioner: the owner's BLIP captioning model (SDBOT_DESCRIBE_MODEL) turns an image into prompts.
+"""/describe's captioner: the owner's model (SDBOT_DESCRIBE_MODEL) turns an image into prompts.
+
+The folder holds either a BLIP captioning model (transformers), which writes captions, or a WD14 tagger (`model.onnx`
+and `selected_tags.csv`, run by engine.tagger), whose tags above a threshold make a prompt.
 
 Run by the bot as a short-lived child per request, so the model takes memory only while it is used:
 `python -m engine.describe --model FOLDER [--device cpu|cuda|cuda:N] [--count 4]`, the image's bytes on stdin.
 It prints `{"prompts": [...]}` on stdout and exits 0, or prints one line on stderr and exits 2 (the model or the
-device cannot be used), 3 (stdin is not an image) or 1 (captioning failed).
+device cannot be used), 3 (stdin is not an image) or 1 (describing failed).
 """
 
 from __future__ import annotations
@@ -18,12 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import onnxruntime
 import torch
-import transformers
 from PIL import Image
-from transformers import AutoConfig, BlipForConditionalGeneration, BlipProcessor
 
 from core.errors import first_line
+from engine.tagger import Tagger, TaggerError, is_tagger_folder, load_tagger
 
 SETTING = "SDBOT_DESCRIBE_MODEL"
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
@@ -36,7 +39,7 @@ MAX_NEW_TOKENS = 40
 SPARE_FACTOR = 2
 SAMPLING_ROUNDS = 3
 SAMPLING_SEED = 0
-# A caption is a second's work: leave the machine's cores to the engine generating images beside it.
+# A caption or a tagging is a second's work: leave the machine's cores to the engine generating images beside it.
 CPU_THREADS = 4
 
 EXIT_FAILED, EXIT_MODEL, EXIT_IMAGE = 1, 2, 3
@@ -109,6 +112,13 @@ class Captioner:
 
 def load_captioner(folder: Path, device: torch.device) -> Captioner:
     """Load a BLIP captioning folder offline; DescribeError naming the folder and SDBOT_DESCRIBE_MODEL otherwise."""
+    # Here, not at the top: transformers' BLIP takes seconds to import, which a tagger's requests need not wait for.
+    import transformers
+    from transformers import AutoConfig, BlipForConditionalGeneration, BlipProcessor
+
+    # stderr carries one line for the bot's log: no progress bars or load reports.
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
     not_blip = f"{SETTING}: {folder} is not a BLIP captioning model folder"
     if not folder.is_dir():
         raise DescribeError(f"{not_blip} (no such folder)")
@@ -135,6 +145,19 @@ def load_captioner(folder: Path, device: torch.device) -> Captioner:
         missing = sorted(info["missing_keys"])
         raise DescribeError(f"{not_blip} (its weights lack {len(missing)} tensors, such as {missing[0]})")
     return Captioner(model.to(device).eval(), processor, device, dtype)
+
+
+def load_model(folder: Path, device: torch.device) -> Captioner | Tagger:
+    """A tagger where the folder holds a tagger's files, else a BLIP captioning model; DescribeError naming the folder
+    and SDBOT_DESCRIBE_MODEL when it cannot be used."""
+    if not is_tagger_folder(folder):
+        return load_captioner(folder, device)
+    gpu = (device.index or 0) if device.type == "cuda" else None
+    try:
+        # torch's thread count, once main has bounded it to CPU_THREADS.
+        return load_tagger(folder, gpu=gpu, threads=torch.get_num_threads(), max_chars=MAX_PROMPT_CHARS)
+    except TaggerError as exc:
+        raise DescribeError(f"{SETTING}: {folder} is not a WD14 tagger folder ({exc})") from exc
 
 
 def read_image(data: bytes) -> Image.Image:
@@ -170,18 +193,16 @@ def _count(text: str) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m engine.describe", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, required=True, help="a BLIP captioning model folder")
+    parser.add_argument("--model", type=Path, required=True, help="a BLIP captioning model or WD14 tagger folder")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--count", type=_count, default=4, help=f"how many prompts, 1 to {MAX_COUNT} (default 4)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Caption the image on stdin; see the module's docstring for the exit codes."""
+    """Describe the image on stdin; see the module's docstring for the exit codes."""
     args = _parser().parse_args(argv)
-    # stderr carries one line for the bot's log: no progress bars or load reports.
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+    onnxruntime.set_default_logger_severity(3)  # errors only: stderr carries one line for the bot's log
     torch.set_num_threads(min(torch.get_num_threads(), CPU_THREADS))
     try:
         image = read_image(sys.stdin.buffer.read(MAX_IMAGE_BYTES + 1))
@@ -189,14 +210,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return EXIT_IMAGE
     try:
-        captioner = load_captioner(args.model, resolve_device(args.device))
+        model = load_model(args.model, resolve_device(args.device))
     except DescribeError as exc:
         print(exc, file=sys.stderr)
         return EXIT_MODEL
     try:
-        prompts = captioner.describe(image, args.count)
+        prompts = model.describe(image, args.count)
     except Exception as exc:  # an out-of-memory GPU, a broken model: one line for the log, not a traceback
-        print(f"captioning failed: {first_line(exc)}", file=sys.stderr)
+        print(f"describing failed: {first_line(exc)}", file=sys.stderr)
         return EXIT_FAILED
     print(json.dumps({"prompts": prompts}))
     return 0

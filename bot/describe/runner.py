@@ -17,7 +17,8 @@ PROMPTS = 4
 TIMEOUT_S = 180.0
 NOT_INSTALLED = (
     "No captioning model is installed for /describe: the bot's owner can download a BLIP captioning model (such as"
-    " Salesforce/blip-image-captioning-base) into a folder and set SDBOT_DESCRIBE_MODEL to it."
+    " Salesforce/blip-image-captioning-base) or a WD14 tagger (such as SmilingWolf/wd-vit-tagger-v3: model.onnx and"
+    " selected_tags.csv) into a folder and set SDBOT_DESCRIBE_MODEL to it."
 )
 FAILED = "I could not describe that image; the bot's owner can find why in its log."
 
