@@ -31,6 +31,7 @@ from bot.pipeline.engines import Engines
 from bot.pipeline.fair_queue import FairQueue
 from bot.pipeline.images import ImageStore
 from bot.pipeline.intake import Intake
+from bot.pipeline.model_files import ModelFiles
 from bot.pipeline.networks import Networks
 from bot.pipeline.progress import Clock
 from bot.pipeline.store import JobStore
@@ -78,6 +79,7 @@ class SdBot(discord.Client):
         chunks: ChunkCounter | None = None,
         metrics: Listen | None = None,
         loras: Networks | None = None,
+        files: ModelFiles | None = None,
         redis_url: str | None = None,
         fleet_poll: float = 1.0,
         upscalers_dir: Path | None = None,
@@ -107,6 +109,7 @@ class SdBot(discord.Client):
             closing=lambda: self.closing,
             chunks=chunks or ChunkCounter(),
             loras=loras,
+            files=files,
         )
         self.registry = Registry(admin_group=admin_group())
         limits_feature.setup(self.shared, self.registry)
@@ -132,6 +135,7 @@ class SdBot(discord.Client):
                 self.dispatcher,
                 self.store,
                 self.shared.loras,
+                self.shared.files,
                 poll=fleet_poll,
                 retry=2 * fleet_poll,
                 clock=clock,

@@ -27,11 +27,13 @@ from bot.pipeline.database import Database, StoreError
 from bot.pipeline.engine_client import EngineCommand, EngineStartError, JobFailedError, ProcessEngine
 from bot.pipeline.engines import Engines, cpu_threads, resolve_devices
 from bot.pipeline.images import ImageStore
+from bot.pipeline.model_files import ModelFiles
 from bot.pipeline.networks import Networks
 from bot.settings import SettingError, Settings, configure_logging, load_settings, read_environment
 from bot.systemd import notify, starting, watchdog_interval
 from core.network_files import NetworkFolder
 from core.params import SAMPLERS, InvalidParams
+from core.upscaler_files import UpscalerFolder
 from core.vae_files import VaeFolder
 from core.wire import Progress
 
@@ -54,9 +56,11 @@ def _models(settings: Settings) -> Models:
     )
 
 
-def _engine(
-    settings: Settings, device: str, threads: int | None = None, local: tuple[Models, Networks] | None = None
-) -> ProcessEngine:
+# What the bot's own folders hold, for its local engines: the models, LoRAs, upscalers and VAEs.
+Local = tuple[Models, Networks, ModelFiles]
+
+
+def _engine(settings: Settings, device: str, threads: int | None = None, local: Local | None = None) -> ProcessEngine:
     inpaint = settings.inpaint_model.location if settings.inpaint_model else None
     safety = str(settings.safety_model) if settings.safety_model else None
     command = EngineCommand(
@@ -80,11 +84,14 @@ def _engine(
     )
     if local is None:
         return ProcessEngine(command)
-    models, loras = local
-    return ProcessEngine(command, has=lambda params: models.has_locally(params.model) and loras.local_has(params))
+    models, loras, files = local
+    return ProcessEngine(
+        command,
+        has=lambda params: models.has_locally(params.model) and loras.local_has(params) and files.local_has(params),
+    )
 
 
-def _engines(settings: Settings, devices: tuple[str, ...], local: tuple[Models, Networks] | None = None) -> Engines:
+def _engines(settings: Settings, devices: tuple[str, ...], local: Local | None = None) -> Engines:
     """One engine per device (drawing what the bot's own folders hold, of `local`); CPU engines split its cores."""
     threads = cpu_threads(devices.count("cpu"))
     return Engines([_engine(settings, device, threads if device == "cpu" else None, local) for device in devices])
@@ -98,9 +105,10 @@ async def run_bot(settings: Settings) -> None:
         raise Fatal(str(exc)) from None
     models = _models(settings)
     loras = Networks(NetworkFolder(settings.lora_dir))
+    files = ModelFiles(UpscalerFolder(settings.upscalers_dir), VaeFolder(settings.vae_dir))
     bot = SdBot(
         database=Database(settings.db_path),
-        engines=_engines(settings, devices, (models, loras)),
+        engines=_engines(settings, devices, (models, loras, files)),
         images=ImageStore(settings.data_dir, settings.keep_days),
         limits=settings.limits,
         guild_ids=settings.guild_ids,
@@ -115,6 +123,7 @@ async def run_bot(settings: Settings) -> None:
         max_loras=settings.max_loras,
         metrics=settings.metrics,
         loras=loras,
+        files=files,
         redis_url=settings.redis_url,
     )
     loop = asyncio.get_running_loop()
@@ -168,6 +177,8 @@ async def run_worker(settings: Settings) -> None:
             models=_models(settings),
             loras=NetworkFolder(settings.lora_dir),
             embeddings=NetworkFolder(settings.embeddings_dir),
+            upscalers=UpscalerFolder(settings.upscalers_dir),
+            vaes=VaeFolder(settings.vae_dir),
         )
         try:
             await worker.register()

@@ -32,6 +32,7 @@ from bot.pipeline.fair_queue import FairQueue
 from bot.pipeline.images import ImageStore
 from bot.pipeline.installed import Installed
 from bot.pipeline.intake import Intake
+from bot.pipeline.model_files import ModelFiles
 from bot.pipeline.networks import Networks
 from bot.pipeline.progress import Clock
 from bot.pipeline.source_images import SourceImages
@@ -46,7 +47,7 @@ from core.jobs import Job
 from core.network_files import NetworkFolder
 from core.params import DEFAULT_MAX_LORAS, LANCZOS
 from core.upscaler_files import UpscalerFolder
-from core.vae_files import VaeError, VaeFolder, check_vae_for
+from core.vae_files import VaeFolder
 from core.wire import EngineReady
 
 AppCommand = app_commands.Command[Any, Any, Any] | app_commands.Group | app_commands.ContextMenu
@@ -80,8 +81,7 @@ class Shared:
     loras: Networks
     styles: Styles
     picks: ServerPicks
-    upscaler_folder: UpscalerFolder
-    vae_folder: VaeFolder | None  # None: no VAE files (SDBOT_VAE_DIR unset, as in tests)
+    files: ModelFiles  # the upscalers and VAEs of the bot's folders and of its workers
     member_settings: MemberSettingsStore
     channel_models: ChannelModels
     owners: Owners
@@ -96,7 +96,7 @@ class Shared:
     def upscaler_for(self, guild_id: int | None) -> str:
         """What the U button runs in a server: its admins' pick while installed (Lanczos included), else the first
         installed model, else Lanczos."""
-        installed = self.upscaler_folder.names()
+        installed = self.files.upscaler_names()
         fallback = installed[0] if installed else LANCZOS
         return self.picks.chosen(guild_id, Pick.UPSCALER, (LANCZOS, *installed), fallback) or fallback
 
@@ -105,18 +105,13 @@ class Shared:
         pick where it is of the model's family, else none ("": the checkpoint's own)."""
         if model.vae:
             return model.vae
-        files = self.vae_folder.files() if self.vae_folder is not None else {}
-        picked = self.picks.chosen(guild_id, Pick.VAE, tuple(files), None)
+        picked = self.picks.chosen(guild_id, Pick.VAE, self.files.vae_names(), None)
         default = self.models.default_entry
         family = model.family or (default.family.value if default is not None else None)
         if picked is None or family is None:
             # A model of unknown family (SDBOT_MODEL outside the models folder) keeps its own VAE.
             return ""
-        try:
-            check_vae_for(files[picked], Family(family))
-        except VaeError:
-            return ""
-        return picked
+        return picked if self.files.vae_fits(picked, Family(family)) else ""
 
 
 @dataclass
@@ -157,6 +152,7 @@ def build_shared(
     closing: Callable[[], bool],
     chunks: ChunkCounter,
     loras: Networks | None = None,
+    files: ModelFiles | None = None,
 ) -> Shared:
     """The pipeline (queue, dispatcher, intake) over the database, the engines and the stores it consults; `chunks`
     counts prompts' chunks with the shipped tokenizer (one loaded counter may serve several bots in one process)."""
@@ -174,7 +170,9 @@ def build_shared(
     )
     policy = PolicyStore(admin)
     member_settings = MemberSettingsStore(database)
-    upscaler_folder = UpscalerFolder(options.upscalers_dir)
+    files = files or ModelFiles(
+        UpscalerFolder(options.upscalers_dir), VaeFolder(options.vae_dir) if options.vae_dir is not None else None
+    )
     picks = ServerPicks(database)
     sources = SourceImages(images, client)
     dispatcher = Dispatcher(
@@ -197,7 +195,7 @@ def build_shared(
         closing=closing,
         clock=clock,
         policy=policy,
-        installed=Installed(models, loras, options.max_loras, chunks, upscaler_folder),
+        installed=Installed(models, loras, options.max_loras, chunks, files),
         allow_dms=options.allow_dms,
         stalled=lambda: engines.stalled,
         quiet=lambda user_id, guild_id: bool(member_settings.get(user_id, guild_id).quiet),
@@ -219,8 +217,7 @@ def build_shared(
         loras=loras,
         styles=Styles(database),
         picks=picks,
-        upscaler_folder=upscaler_folder,
-        vae_folder=VaeFolder(options.vae_dir) if options.vae_dir is not None else None,
+        files=files,
         member_settings=member_settings,
         channel_models=channel_models,
         owners=Owners(configured=frozenset(options.owner_ids), fetch=client.application_info, clock=clock),

@@ -140,6 +140,15 @@ class GenerationParams:
         """Whether the job works from an earlier image rather than from noise alone."""
         return self.mode.needs_source
 
+    @property
+    def upscaler_model(self) -> str | None:
+        """The upscaler model file the job runs (the U button's, or its hires fix's); None for Latent and Lanczos."""
+        if self.mode is JobMode.UPSCALE and self.upscaler != LANCZOS:
+            return self.upscaler
+        if self.hires and self.hires_upscaler not in HIRES_UPSCALERS:
+            return self.hires_upscaler
+        return None
+
     def seeds(self) -> tuple[int, ...]:
         """The seed of each image, wrapping at 2³²."""
         return tuple((self.seed + i) % (MAX_SEED + 1) for i in range(self.count))

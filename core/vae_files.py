@@ -150,6 +150,18 @@ def _read_cached(path: Path, _size: int, _mtime_ns: int) -> Header:
     return _read(path)
 
 
+def vae_families(folder: VaeFolder | None) -> dict[str, VaeFamily | None]:
+    """Each usable VAE file of the folder by name, with its family (None: nothing tells); a file that is no VAE of
+    4-channel latents is left out. Blocking: it reads each safetensors header."""
+    families: dict[str, VaeFamily | None] = {}
+    for name, path in (folder.files() if folder is not None else {}).items():
+        try:
+            families[name] = vae_family(path)
+        except VaeError:
+            continue
+    return families
+
+
 def check_vae_for(path: Path, model_family: Family, header: Header | None = None) -> None:
     """VaeError when the VAE at `path` cannot decode for a model of `model_family`; an unknown family may."""
     family = vae_family(path, header)

@@ -5,33 +5,44 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 from redis.asyncio import Redis
 
 from bot.app import SdBot
 from bot.fleet import hub as hub_module
-from bot.fleet.streams import GROUP, RESULTS, outcome_fields, worker_key
+from bot.fleet.remote_engine import RemoteEngine
+from bot.fleet.streams import GROUP, REMOTE_MODELS, RESULTS, BadEntry, WorkerCard, outcome_fields, worker_key
 from bot.models.picker import Models
 from bot.pipeline.dispatch import MAX_IN_FLIGHT
 from bot.pipeline.engine_client import EngineCrashed
 from bot.pipeline.engines import Engines
 from bot.pipeline.retries import ENGINE_CRASHED
 from bot.results.render import WORKERS_UNREACHABLE
-from core.catalog import Catalog, CatalogEntry
+from core.catalog import Catalog, CatalogEntry, scan
 from core.checkpoint_header import Family
 from core.jobs import JobState
 from core.network_files import NetworkFolder
+from core.params import GenerationParams
 from core.sidecar import ModelDefaults
-from core.wire import Progress, encode
+from core.upscaler_files import UpscalerFolder
+from core.vae_files import VaeFamily, VaeFolder
+from core.wire import EngineReady, Progress, encode
 from tests.support.bots import answer, autocomplete, drawn_order, make_bot, results
 from tests.support.checkpoint_headers import SD1_KEYS, write_header_only
 from tests.support.fake_discord import CHANNEL_ID, OWNER_ID, USER_ID, FakeDiscord
-from tests.support.fake_engine import FakeEngine
+from tests.support.fake_engine import MODEL, FakeEngine
 from tests.support.fleet import POLL, TTL, RunningWorker, start_worker
 from tests.support.redis_server import RedisServer
+from tests.support.tiny_esrgan import write_tiny_esrgan
+from tests.support.tiny_model import build_tiny_vae
+from tests.test_buttons_e2e import job_id_of
+from tests.test_vae_files import save_vae
 
 
 def remote_bot(folder: Path, url: str, local: list[FakeEngine] | None = None) -> SdBot:
@@ -469,3 +480,86 @@ async def test_a_model_rescan_reaches_the_workers_and_what_they_now_have_is_offe
         await eventually(lambda: bool(bot.models.catalog.get("realisticVision_v51")))
         assert await choices(fake, "real") == ["realisticVision_v51"]
     await worker.leave()
+
+
+async def test_upscalers_and_vaes_only_a_worker_has_are_offered_and_their_jobs_go_only_to_it(
+    fake: FakeDiscord, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    write_tiny_esrgan(tmp_path / "worker-upscalers" / "4x-UltraSharp.safetensors", scale=4)
+    torch.manual_seed(0)
+    save_vae(build_tiny_vae(), tmp_path / "worker-vae" / "vae-ft-mse.safetensors")
+    sdxl_vae = {"modelspec.architecture": "stable-diffusion-xl-v1-base/vae"}
+    save_vae(build_tiny_vae(), tmp_path / "worker-vae" / "sdxl_vae.safetensors", sdxl_vae)
+    xl = CatalogEntry(
+        "juggernautXL", Path("/srv/models/juggernautXL.safetensors"), Family.SDXL, 1024, vae="jugg.vae.pt"
+    )
+    worker = await start_worker(
+        redis_server.url,
+        "w",
+        models=Models(catalog=Catalog({xl.name: xl})),
+        upscalers=UpscalerFolder(tmp_path / "worker-upscalers"),
+        vaes=VaeFolder(tmp_path / "worker-vae"),
+    )
+    local = FakeEngine()
+    # The bot's default model is an SD 1.x checkpoint of its own folder.
+    write_header_only(tmp_path / "models" / "plain.safetensors", SD1_KEYS)
+    models = Models(catalog=scan(tmp_path / "models"), default_location=str(tmp_path / "models" / "plain.safetensors"))
+    bot = make_bot(tmp_path, Engines([local]), redis_url=redis_server.url, fleet_poll=POLL, models=models)
+    # As the bot's own engine process: it draws what the bot's folders hold, which have no upscaler nor VAE.
+    local.draws = lambda params: bot.shared.files.local_has(params) and bot.models.has_locally(params.model)  # type: ignore[method-assign]
+    async with fake.connected(bot):
+        await workers_joined(fake, bot, 2)
+        text = await answer(await fake.slash("sdadmin", {}, subcommand="upscaler", user_id=OWNER_ID))
+        assert text.startswith("The U button runs **4x-UltraSharp** here (the default)")
+        text = await answer(await fake.slash("sdadmin", {}, subcommand="vae", user_id=OWNER_ID))
+        assert "`sdxl_vae.safetensors`" in text and "`vae-ft-mse.safetensors`" in text
+        inter = await fake.slash("sdadmin", {"default": "vae-ft-mse.safetensors"}, subcommand="vae", user_id=OWNER_ID)
+        assert await answer(inter) == "Models that name no VAE now decode with **vae-ft-mse.safetensors** here."
+        # The bot's default model is SD 1.5-sized: the worker's SD VAE fits it, and only the worker has it.
+        await imagine(fake, 1, "a lighthouse")
+        (grid,) = await fake.wait_for(lambda: results(fake) or None)
+        assert local.calls == [] and [p.vae for _, p in worker.engine.calls] == ["vae-ft-mse.safetensors"]
+        press = await fake.press(grid, f"sdbot:upscale:{job_id_of(grid)}:1", user_id=USER_ID)
+        await press.wait_response()
+        await fake.wait_for(lambda: len(worker.engine.calls) == 2 or None)
+        assert local.calls == [] and worker.engine.calls[-1][1].upscaler == "4x-UltraSharp"
+        # The worker's SDXL model keeps the VAE beside it, which the card named: the server's SD pick is not used.
+        await imagine_with(fake, {"prompt": "a castle", "model": "juggernautXL"})
+        await fake.wait_for(lambda: len(worker.engine.calls) == 3 or None)
+        assert worker.engine.calls[-1][1].vae == "jugg.vae.pt"
+        await worker.die()
+        await workers_joined(fake, bot, 1)
+        text = await answer(await fake.slash("sdadmin", {}, subcommand="upscaler", user_id=OWNER_ID))
+        assert text.startswith("The U button runs **Lanczos** here (the default)")
+        await imagine(fake, 2, "a harbour")
+        await fake.wait_for(lambda: local.calls or None)
+        assert local.calls[-1][1].vae == "", "the picked VAE went with its worker: the model's own decodes"
+
+
+def test_a_workers_card_carries_its_files_and_its_engines_take_only_jobs_it_has_them_for() -> None:
+    xl = CatalogEntry("juggernautXL", Path("/srv/juggernautXL.safetensors"), Family.SDXL, 1024, vae="jugg.vae.pt")
+    ready = EngineReady(model=MODEL, device="cuda:0", native_width=512, native_height=512, max_pixels=2**20)
+    card = WorkerCard(
+        "w",
+        "gpu-box",
+        (ready,),
+        2.0,
+        models=(xl,),
+        upscalers=frozenset({"4x-UltraSharp"}),
+        vaes={"vae-ft-mse.safetensors": VaeFamily.SD, "mystery.safetensors": None},
+    )
+    read = WorkerCard.from_json(card.to_json())
+    assert read == replace(card, models=(replace(xl, path=REMOTE_MODELS / xl.name),))
+    assert read.vae_names == {"vae-ft-mse.safetensors", "mystery.safetensors", "jugg.vae.pt"}
+    engine = RemoteEngine(Redis.from_url("redis://127.0.0.1:1"), read, 0)
+    job = GenerationParams(prompt="a fox", width=64, height=64)
+    assert engine.draws(job) and engine.draws(replace(job, model="juggernautXL", vae="jugg.vae.pt"))
+    assert engine.draws(job.upscaled((64, 64), seed=1, upscaler="4x-UltraSharp"))
+    assert not engine.draws(job.upscaled((64, 64), seed=1, upscaler="RealESRGAN_x4plus"))
+    assert engine.draws(replace(job, hires=2.0, hires_upscaler="4x-UltraSharp"))
+    assert engine.draws(replace(job, hires=2.0, hires_upscaler="Latent"))
+    assert not engine.draws(replace(job, hires=2.0, hires_upscaler="SwinIR_4x"))
+    assert not engine.draws(replace(job, vae="kl-f8-anime2.safetensors"))
+    for bad in ({"vaes": {"x.safetensors": "sd3"}}, {"vaes": ["x.safetensors"]}, {"upscalers": [""]}):
+        with pytest.raises(BadEntry, match="unreadable worker card"):
+            WorkerCard.from_json(json.dumps({**json.loads(card.to_json()), **bad}))

@@ -131,7 +131,7 @@ async def test_jobs_carry_the_models_vae_else_the_servers_pick(
     assert (await drawn(fake, engine, model="beside")).vae == "beside.vae.safetensors"  # its own choice wins
     # A pick of another family than the model's is not used for it; the default model's family counts too.
     torch.manual_seed(4)
-    vaes = bot.shared.vae_folder
+    vaes = bot.shared.files.vae_folder
     assert vaes is not None
     save_vae(
         build_tiny_vae(),

@@ -38,6 +38,7 @@ from bot.fleet.streams import (
 )
 from bot.pipeline.dispatch import Dispatcher
 from bot.pipeline.engine_client import UnusableFrame, check_result
+from bot.pipeline.model_files import ModelFiles
 from bot.pipeline.networks import Networks
 from bot.pipeline.progress import Clock
 from bot.pipeline.store import JobStore
@@ -75,6 +76,7 @@ class Hub:
         dispatcher: Dispatcher,
         store: JobStore,
         loras: Networks,
+        files: ModelFiles,
         *,
         poll: float = 1.0,
         retry: float = 2.0,
@@ -84,6 +86,7 @@ class Hub:
         self.dispatcher = dispatcher
         self.store = store
         self.loras = loras
+        self.files = files
         self.poll = poll
         self.retry = retry
         self.clock = clock
@@ -217,7 +220,7 @@ class Hub:
                 # Its folders were rescanned (/sdadmin models reload).
                 worker.card = card
                 for engine in worker.engines:
-                    engine.models, engine.loras = card.model_names, card.loras
+                    engine.card = card
                 self._offer_models()
             for engine in worker.engines:
                 engine.last_heartbeat = beat
@@ -247,10 +250,7 @@ class Hub:
         return card
 
     def _attach(self, card: WorkerCard) -> _Worker:
-        models = card.model_names
-        engines = [
-            RemoteEngine(self.redis, card.name, i, ready, models, card.loras) for i, ready in enumerate(card.engines)
-        ]
+        engines = [RemoteEngine(self.redis, card, index) for index in range(len(card.engines))]
         worker = self._workers[card.name] = _Worker(card, engines)
         for engine in engines:
             self.dispatcher.attach(engine)
@@ -260,12 +260,15 @@ class Hub:
         return worker
 
     def _offer_models(self) -> None:
-        """/imagine offers every model some connected worker has, and takes its LoRAs (a job for one goes only to a
-        worker with it)."""
-        self.dispatcher.models.use_remote(
-            {entry.name: entry for worker in self._workers.values() for entry in worker.card.models}
+        """/imagine offers every model some connected worker has, and takes its LoRAs, upscalers and VAEs (a job for
+        one goes only to a worker with it)."""
+        cards = [worker.card for worker in self._workers.values()]
+        self.dispatcher.models.use_remote({entry.name: entry for card in cards for entry in card.models})
+        self.loras.use_remote(name for card in cards for name in card.loras)
+        self.files.use_remote(
+            (name for card in cards for name in card.upscalers),
+            {name: family for card in cards for name, family in card.vaes.items()},
         )
-        self.loras.use_remote(name for worker in self._workers.values() for name in worker.card.loras)
 
     async def _declare_dead(self, name: str) -> None:
         worker = self._workers.pop(name)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from bot.fleet.streams import Kind, batches_key
+from bot.fleet.streams import Kind, WorkerCard, batches_key
 from bot.pipeline.engine_client import (
     EngineCrashed,
     EngineGarbled,
@@ -42,24 +42,16 @@ class _Batch:
 
 
 class RemoteEngine:
-    """Engine `index` of worker `worker`: what it draws with and which models it has come from the worker's card."""
+    """Engine `index` of its worker: what it draws with, and which models and files it has, come from the worker's
+    card."""
 
-    def __init__(
-        self,
-        redis: Redis,
-        worker: str,
-        index: int,
-        ready: EngineReady,
-        models: frozenset[str],
-        loras: frozenset[str] = frozenset(),
-    ) -> None:
+    def __init__(self, redis: Redis, card: WorkerCard, index: int) -> None:
         self.redis = redis
-        self.host = worker
+        self.host = card.name
         self.index = index
-        self._ready = ready
-        # The models and LoRAs of the worker's folders, by name.
-        self.models = models
-        self.loras = loras
+        self._ready = card.engines[index]
+        # The worker's folders as its latest card lists them (a rescan changes them).
+        self.card = card
         self.restarts = 0
         self.last_heartbeat: float | None = None
         # Whether its worker can be reached now (Redis is up and the worker's heartbeat lives).
@@ -75,9 +67,15 @@ class RemoteEngine:
         return self.reachable
 
     def draws(self, params: GenerationParams) -> bool:
-        if params.model and params.model not in self.models:
+        """Whether its worker has the model, the LoRAs, the upscaler and the VAE the job names."""
+        card = self.card
+        if params.model and params.model not in card.model_names:
             return False
-        return all(tag.name in self.loras for tag in split_loras(params.prompt)[1])
+        if params.upscaler_model is not None and params.upscaler_model not in card.upscalers:
+            return False
+        if params.vae and params.vae not in card.vae_names:
+            return False
+        return all(tag.name in card.loras for tag in split_loras(params.prompt)[1])
 
     async def start(self, on_starting: Callable[[str], object] | None = None) -> EngineReady:
         """Its worker started it before announcing it."""

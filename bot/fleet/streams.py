@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from typing import Any
 from core.catalog import MAX_CHOICE_VALUE, CatalogEntry
 from core.checkpoint_header import Family
 from core.sidecar import SidecarError, check_defaults, defaults_data
+from core.vae_files import VaeFamily
 from core.wire import EngineReady, Message, WireError, read_message
 
 PREFIX = "sdbot"
@@ -103,6 +104,7 @@ def model_data(entry: CatalogEntry) -> dict[str, Any]:
         "native": entry.native,
         "pickle": entry.pickle,
         "defaults": defaults_data(entry.defaults),
+        "vae": entry.vae,
     }
 
 
@@ -116,16 +118,27 @@ def model_entry(data: Any) -> CatalogEntry:
         native = int(data["native"])
         if not 64 <= native <= 4096:
             raise ValueError(f"native size {native}")
-        return CatalogEntry(name, REMOTE_MODELS / name, Family(data["family"]), native, defaults, bool(data["pickle"]))
+        vae = str(data.get("vae", ""))
+        if len(vae) > MAX_CHOICE_VALUE or "/" in vae:
+            raise ValueError(f"VAE name {vae[:80]!r}")
+        family = Family(data["family"])
+        return CatalogEntry(name, REMOTE_MODELS / name, family, native, defaults, bool(data["pickle"]), vae)
     except (KeyError, TypeError, ValueError, SidecarError) as exc:
         raise BadEntry(f"unusable model in a worker card: {exc}") from None
 
 
 def _names(values: Any) -> frozenset[str]:
-    """LoRA or embedding names as a card lists them."""
+    """LoRA, embedding or upscaler names as a card lists them."""
     if not isinstance(values, list) or not all(isinstance(value, str) and 0 < len(value) <= 200 for value in values):
-        raise ValueError("LoRA or embedding names that are not short texts")
+        raise ValueError("LoRA, embedding or upscaler names that are not short texts")
     return frozenset(values)
+
+
+def _vaes(values: Any) -> dict[str, VaeFamily | None]:
+    """VAE file names, each with the family its worker read from it (null: nothing in the file tells)."""
+    if not isinstance(values, dict) or not all(isinstance(name, str) and 0 < len(name) <= 200 for name in values):
+        raise ValueError("VAE names that are not short texts")
+    return {name: None if family is None else VaeFamily(family) for name, family in values.items()}
 
 
 @dataclass(frozen=True)
@@ -140,10 +153,17 @@ class WorkerCard:
     models: tuple[CatalogEntry, ...] = ()
     loras: frozenset[str] = frozenset()
     embeddings: frozenset[str] = frozenset()
+    upscalers: frozenset[str] = frozenset()
+    vaes: Mapping[str, VaeFamily | None] = field(default_factory=dict)  # its VAE folder's files, with their family
 
     @property
     def model_names(self) -> frozenset[str]:
         return frozenset(entry.name for entry in self.models)
+
+    @property
+    def vae_names(self) -> frozenset[str]:
+        """Every VAE a job on this worker may name: its VAE folder's, and those beside its models."""
+        return frozenset(self.vaes) | {entry.vae for entry in self.models if entry.vae}
 
     def to_json(self) -> str:
         return json.dumps(
@@ -155,6 +175,8 @@ class WorkerCard:
                 "models": [model_data(entry) for entry in self.models],
                 "loras": sorted(self.loras),
                 "embeddings": sorted(self.embeddings),
+                "upscalers": sorted(self.upscalers),
+                "vaes": {name: None if family is None else family.value for name, family in sorted(self.vaes.items())},
             }
         )
 
@@ -174,6 +196,8 @@ class WorkerCard:
                 models=tuple(model_entry(model) for model in data.get("models", [])),
                 loras=_names(data.get("loras", [])),
                 embeddings=_names(data.get("embeddings", [])),
+                upscalers=_names(data.get("upscalers", [])),
+                vaes=_vaes(data.get("vaes", {})),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise BadEntry(f"unreadable worker card: {exc!r}") from None

@@ -36,6 +36,8 @@ from bot.models.picker import Models
 from bot.pipeline.engine_client import Engine, EngineCrashed, EngineStartError, JobFailedError
 from bot.pipeline.engines import Engines
 from core.network_files import NetworkFolder
+from core.upscaler_files import UpscalerFolder
+from core.vae_files import VaeFamily, VaeFolder, vae_families
 from core.wire import CancelRequest, GenerateBatch, JobFailed, JobResult, Progress, encode
 
 log = logging.getLogger(__name__)
@@ -94,6 +96,8 @@ class Worker:
         models: Models | None = None,
         loras: NetworkFolder | None = None,
         embeddings: NetworkFolder | None = None,
+        upscalers: UpscalerFolder | None = None,
+        vaes: VaeFolder | None = None,
         retry: float = 1.0,
         block: float = 1.0,
     ) -> None:
@@ -105,6 +109,9 @@ class Worker:
         self.folders = (loras or NetworkFolder(None), embeddings or NetworkFolder(None))
         # The LoRAs and embeddings its card lists, read at start and at each rescan.
         self.networks: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
+        self.file_folders = (upscalers or UpscalerFolder(None), vaes)
+        # The upscalers and VAEs (with their families) its card lists, read with the networks.
+        self.files: tuple[frozenset[str], dict[str, VaeFamily | None]] = (frozenset(), {})
         self.retry = retry
         self.block = block
         self._batches: set[asyncio.Task[None]] = set()
@@ -116,12 +123,17 @@ class Worker:
         readies = tuple(engine.ready for engine in self.engines.local if engine.ready is not None)
         models = tuple(self.models.local.entries.values()) if self.models is not None else ()
         loras, embeddings = self.networks
-        return WorkerCard(self.name, socket.gethostname(), readies, self.heartbeat.ttl, models, loras, embeddings)
+        upscalers, vaes = self.files
+        return WorkerCard(
+            self.name, socket.gethostname(), readies, self.heartbeat.ttl, models, loras, embeddings, upscalers, vaes
+        )
 
     async def scan(self) -> None:
-        """Read the LoRA and embedding folders again (off the event loop)."""
+        """Read the LoRA, embedding, upscaler and VAE folders again (off the event loop)."""
         loras, embeddings = await asyncio.gather(*(asyncio.to_thread(folder.names) for folder in self.folders))
         self.networks = (frozenset(loras), frozenset(embeddings))
+        upscalers, vaes = self.file_folders
+        self.files = (frozenset(await asyncio.to_thread(upscalers.names)), await asyncio.to_thread(vae_families, vaes))
 
     async def register(self) -> None:
         """Announce this worker; WorkerRefused when Redis cannot be reached or a live worker has its name."""

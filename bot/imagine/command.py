@@ -20,6 +20,7 @@ from bot.member_settings.store import MemberSettingsStore
 from bot.models.picker import ModelPick, Models
 from bot.pipeline.images import ImageStore
 from bot.pipeline.intake import Intake, check_channel, check_fits, ready_engine
+from bot.pipeline.model_files import ModelFiles
 from bot.styles.commands import style_choices
 from bot.styles.store import Styles
 from core.aspect import CHOICES as ASPECT_CHOICES
@@ -54,7 +55,6 @@ from core.params import (
     fit_aspect,
 )
 from core.styles import apply_styles
-from core.upscaler_files import UpscalerFolder
 from core.wire import EngineReady
 
 log = logging.getLogger(__name__)
@@ -197,9 +197,9 @@ class ImagineService:
         styles: Styles | None = None,
         member_settings: MemberSettingsStore | None = None,
         vae_for: Callable[[ModelPick, int | None], str] = lambda model, guild_id: "",
-        upscalers: UpscalerFolder | None = None,
+        files: ModelFiles | None = None,
     ) -> None:
-        self.upscalers = upscalers or UpscalerFolder(None)
+        self.files = files or ModelFiles()
         # The VAE a job on this model decodes with in this server (the model's own choice, else the server's).
         self.vae_for = vae_for
         self.intake = intake
@@ -251,7 +251,7 @@ class ImagineService:
             styles=self.styles,
             guild_id=caller.guild_id,
             limits=limits,
-            upscalers=self.upscalers.names(),
+            upscalers=self.files.upscaler_names(),
         )
         hires_kept = member.hires is not None and options.hires is None
         options = options.with_member(member)

@@ -16,6 +16,7 @@ from bot.limits.quota import Quota
 from bot.member_settings.applicable import still_applicable
 from bot.member_settings.store import MemberSettingsStore
 from bot.models.picker import Models
+from bot.pipeline.model_files import ModelFiles
 from bot.styles.commands import style_choices
 from bot.styles.store import Styles
 from core.aspect import CHOICES as ASPECT_CHOICES
@@ -43,7 +44,6 @@ from core.params import (
     InvalidParams,
 )
 from core.prompt_syntax import parse_prompt_attention, quoted
-from core.upscaler_files import UpscalerFolder
 from core.wire import EngineReady
 
 ALL = "all"
@@ -99,9 +99,9 @@ class SettingsService:
         styles: Styles | None,
         quota: Quota,
         engine_ready: Callable[[], EngineReady | None],
-        upscalers: UpscalerFolder | None = None,
+        files: ModelFiles | None = None,
     ) -> None:
-        self.upscalers = upscalers or UpscalerFolder(None)
+        self.files = files or ModelFiles()
         self.store = store
         self.models = models
         self.styles = styles
@@ -158,7 +158,7 @@ class SettingsService:
             values["style"] = ", ".join(style.name for style in picked)
         upscaler = given.get(Setting.HIRES_UPSCALER)
         if upscaler is not None:
-            known = {name.lower(): name for name in (*HIRES_UPSCALERS, *self.upscalers.names())}
+            known = {name.lower(): name for name in (*HIRES_UPSCALERS, *self.files.upscaler_names())}
             if str(upscaler).strip().lower() not in known:
                 raise InvalidParams(f"No upscaler called `{str(upscaler)[:60]}` is installed: pick one Discord offers.")
             values["hires_upscaler"] = known[str(upscaler).strip().lower()]
@@ -177,7 +177,7 @@ class SettingsService:
             styles=self.styles,
             guild_id=caller.guild_id,
             limits=limits,
-            upscalers=self.upscalers.names(),
+            upscalers=self.files.upscaler_names(),
         )
         lines = [heading, *(shown.line() for shown in self.shown(caller, applied)), *notes]
         lines.append("An option you give /imagine still wins. Change these with /settings, undo with `reset:`.")
@@ -314,7 +314,7 @@ def build_settings_command(service: SettingsService) -> app_commands.Command:  #
 
     @settings.autocomplete("hires_upscaler")
     async def upscaler_autocomplete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-        names = (*HIRES_UPSCALERS, *service.upscalers.names())
+        names = (*HIRES_UPSCALERS, *service.files.upscaler_names())
         fitting = [n for n in names if current.lower() in n.lower() and len(n) <= MAX_UPSCALER_NAME]
         return [app_commands.Choice(name=n, value=n) for n in fitting][:25]
 

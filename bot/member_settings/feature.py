@@ -14,7 +14,7 @@ def setup(shared: Shared, registry: Registry) -> None:
         styles=shared.styles,
         quota=shared.quota,
         engine_ready=shared.engine_ready,
-        upscalers=shared.upscaler_folder,
+        files=shared.files,
     )
     registry.commands.append(build_settings_command(service))
     registry.on_start.append(shared.member_settings.load)

@@ -16,7 +16,7 @@ def setup(shared: Shared, registry: Registry) -> None:
     upscalers = PickSpec(
         kind=Pick.UPSCALER,
         builtins=(LANCZOS,),
-        installed=shared.upscaler_folder.names,
+        installed=shared.files.upscaler_names,
         fallback=lambda installed: installed[0] if installed else LANCZOS,
         shows=UPSCALER,
         now="The U button now runs **{name}** here, then a light redraw.",
@@ -25,7 +25,7 @@ def setup(shared: Shared, registry: Registry) -> None:
     vaes = PickSpec(
         kind=Pick.VAE,
         builtins=(NONE,),
-        installed=lambda: tuple(shared.vae_folder.files()) if shared.vae_folder is not None else (),
+        installed=shared.files.vae_names,
         fallback=lambda installed: NONE,
         shows=VAE,
         now="Models that name no VAE now decode with **{name}** here.",

@@ -6,12 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from bot.models.picker import Models
+from bot.pipeline.model_files import ModelFiles
 from bot.pipeline.networks import Networks
 from core.chunking import ChunkCounter, check_chunk_count
 from core.params import DEFAULT_MAX_LORAS, HIRES_UPSCALERS, LANCZOS, GenerationParams, InvalidParams, JobMode
 from core.prompt_schedule import check_schedule
 from core.prompt_syntax import check_lora_count, check_lora_names, check_network_kinds, listed_names, split_loras
-from core.upscaler_files import UpscalerFolder
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class Installed:
     loras: Networks = field(default_factory=Networks)
     max_loras: int = DEFAULT_MAX_LORAS
     chunks: ChunkCounter = field(default_factory=ChunkCounter)
-    upscalers: UpscalerFolder = field(default_factory=lambda: UpscalerFolder(None))
+    files: ModelFiles = field(default_factory=ModelFiles)
 
     def load(self) -> None:
         """Load what the checks need and is slow to load (the tokenizer), so that no member's job waits for it: an
@@ -32,7 +32,7 @@ class Installed:
 
     def _check_upscaler(self, name: str, built_in: tuple[str, ...]) -> None:
         """InvalidParams naming what is installed when `name` is neither built in nor a model in the folder."""
-        installed = (*built_in, *self.upscalers.names())
+        installed = (*built_in, *self.files.upscaler_names())
         if name not in installed:
             raise InvalidParams(f"No upscaler called `{name[:60]}` is installed: use {listed_names(list(installed))}.")
 

@@ -11,6 +11,8 @@ from bot.fleet.worker import Heartbeat, Worker
 from bot.models.picker import Models
 from bot.pipeline.engines import Engines
 from core.network_files import NetworkFolder
+from core.upscaler_files import UpscalerFolder
+from core.vae_files import VaeFolder
 from tests.support.fake_engine import FakeEngine
 
 # Short enough that a test sees a worker die in a couple of seconds, long enough that a loaded test machine never
@@ -54,12 +56,25 @@ async def start_worker(
     ttl: float = TTL,
     models: Models | None = None,
     loras: NetworkFolder | None = None,
+    upscalers: UpscalerFolder | None = None,
+    vaes: VaeFolder | None = None,
 ) -> RunningWorker:
     engine = engine or FakeEngine()
     engines = Engines([engine])
     await engines.start()
     redis = Redis.from_url(url)
-    worker = Worker(redis, name, engines, heartbeat=Heartbeat(ttl), retry=POLL, block=POLL, models=models, loras=loras)
+    worker = Worker(
+        redis,
+        name,
+        engines,
+        heartbeat=Heartbeat(ttl),
+        retry=POLL,
+        block=POLL,
+        models=models,
+        loras=loras,
+        upscalers=upscalers,
+        vaes=vaes,
+    )
     await worker.register()
     running = RunningWorker(worker, engine, redis, asyncio.create_task(worker.serve(), name=f"worker-{name}"))
     await asyncio.sleep(0)  # serve() has started its tasks
