@@ -26,6 +26,7 @@ from core.params import FACE_FIX_STRENGTH, LATENT, GenerationParams, InvalidPara
 from core.pngmeta import encode_png
 from core.prompt_syntax import check_lora_names, split_loras
 from core.upscaler_files import UpscalerFolder
+from core.vae_files import VaeFamily
 from core.wire import GeneratedImage
 from engine.conditioning import ChunkCache
 from engine.embeddings import Embeddings
@@ -178,12 +179,16 @@ class Painter:
         upscalers: UpscalerShelf | None = None,
         vaes: VaeFiles | None = None,
         face_model: Path | None = None,
+        inpaint_vae: VaeSwitch | None = None,
     ) -> None:
         # A YuNet or YOLOv8 face detector the owner installed (SDBOT_FACE_MODEL); None: OpenCV's Haar cascade.
         self.face_model = face_model
         self._faces: FaceDetector | None = None
         self.model = model
         self.vae = VaeSwitch(model, vaes or VaeFiles())
+        # The inpainting checkpoint decodes with the job's VAE too, as A1111 applies its VAE to any checkpoint. Its
+        # switch is the worker's one for that model (painters made again over it share it), or one of its own.
+        self.inpaint_vae = inpaint_vae or (VaeSwitch(inpaint_model, vaes or VaeFiles()) if inpaint_model else None)
         self.upscalers = upscalers or UpscalerShelf(
             UpscalerFolder(None), allow_pickle=False, device=model.device, dtype=model.dtype
         )
@@ -231,6 +236,13 @@ class Painter:
             # The Auto classes pick the family's own pipeline: SDXL gets StableDiffusionXLImg2ImgPipeline.
             self._img2img = derived_pipeline(AutoPipelineForImage2Image, self.model.pipe)
         return self._img2img
+
+    def _inpaint_vae_name(self, name: str) -> str:
+        """The VAE the inpainting checkpoint decodes with for a job naming `name`: the same, where it is of the
+        loaded model's family (so of the job's VAE's), else its own."""
+        inpaint = self.inpaint_model
+        same = inpaint is not None and VaeFamily.of_model(inpaint.family) is VaeFamily.of_model(self.model.family)
+        return name if same else ""
 
     @property
     def inpaint(self) -> Any:
@@ -290,6 +302,8 @@ class Painter:
             # Pipelines built over the weights hold the VAE they were built with.
             self._img2img = self._inpaint = None
             self._per_image_guidance = {}
+        if self.inpaint_vae is not None and self.inpaint_vae.use(self._inpaint_vae_name(jobs[0].params.vae)):
+            self._inpaint = None
         rows = [Row(index, seed) for index, job in enumerate(jobs) for seed in job.params.seeds()]
         # Each job's own pass over its source (an upscale's enlarging included), once, whatever splits follow.
         plans = [] if jobs[0].params.mode is JobMode.FACES else [self._plan(job.params, job.source) for job in jobs]

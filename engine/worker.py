@@ -54,7 +54,7 @@ from engine.model_shelf import ModelShelf, catalog_loader
 from engine.preview import Previewer, PreviewError, load_tiny_autoencoder
 from engine.safety import SafetyChecker, load_safety_checker
 from engine.upscaler_shelf import UpscalerShelf
-from engine.vae_switch import VaeFiles
+from engine.vae_switch import VaeFiles, VaeSwitch
 
 log = logging.getLogger("engine")
 
@@ -435,6 +435,9 @@ def main(argv: list[str] | None = None) -> int:
     if inpaint_model is not None:
         load_embeddings(inpaint_model.pipe, embeddings_folder)
 
+    # One switch for the inpainting checkpoint's VAE, whichever painter of the default model uses it.
+    inpaint_vae = VaeSwitch(inpaint_model, vaes) if inpaint_model is not None else None
+
     def make_painter(loaded: LoadedModel, inpaint: LoadedModel | None) -> Painter:
         # Every model a job switches to gets the fast paths and the embeddings in its own text encoder.
         use_fast_paths(loaded)
@@ -447,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
             upscalers=upscalers,
             vaes=vaes,
             face_model=args.face_model,
+            inpaint_vae=inpaint_vae if inpaint is not None else None,
         )
 
     shelf = ModelShelf(

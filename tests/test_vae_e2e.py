@@ -25,15 +25,19 @@ from core.source import parse_source
 from core.vae_files import VaeFolder
 from engine.generate import Painter
 from engine.loading import load_model
-from engine.vae_switch import VaeFiles
+from engine.vae_switch import VaeFiles, VaeSwitch
 from tests.support.bots import answer, make_bot
 from tests.support.community import private_followup
 from tests.support.fake_discord import CHANNEL_ID, OWNER_ID, USER_ID, FakeDiscord, FakeFile
 from tests.support.fake_engine import FakeEngine
-from tests.support.tiny_model import build_tiny_vae
+from tests.support.tiny_model import build_tiny_vae, save_tiny_model
 from tests.test_vae_files import save_vae
 
 FOX = GenerationParams(prompt="a red fox", width=64, height=64, steps=2, seed=5)
+
+
+def pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
 
 
 @pytest.fixture
@@ -75,6 +79,29 @@ def test_the_catalog_finds_each_models_vae_and_the_engine_decodes_with_it(folder
     assert painter.paint(FOX)[0].png == own.png
     with pytest.raises(InvalidParams, match="The VAE gone.safetensors is not installed"):
         painter.paint(replace(FOX, vae="gone.safetensors"))
+
+
+def test_the_inpainting_checkpoint_decodes_with_the_jobs_vae_too(folders: tuple[Path, Path], tmp_path: Path) -> None:
+    models, vaes = folders
+    cpu = torch.device("cpu")
+    model = load_model(parse_source(str(models / "plain")), cpu)
+    inpainting_dir = save_tiny_model(tmp_path / "inpainting", seed=1, in_channels=9)
+    inpainting = load_model(parse_source(str(inpainting_dir)), cpu, inpainting=True, setting="SDBOT_INPAINT_MODEL")
+    files = VaeFiles(VaeFolder(vaes), models)
+    # As the engine process does: one switch for the inpainting checkpoint, whichever painter uses it.
+    switch = VaeSwitch(inpainting, files)
+    painter = Painter(model, inpainting, vaes=files, inpaint_vae=switch)
+    source = painter.paint(FOX)[0].png
+    pan = FOX.panned((64, 64), "right", seed=3)
+    own = painter.paint(pan, source=source)[0]
+    named = painter.paint(replace(pan, vae="vae-ft-tiny.safetensors"), source=source)[0]
+    assert "VAE: vae-ft-tiny.safetensors" in named.infotext
+    assert switch.current == "vae-ft-tiny.safetensors"
+    assert np.abs(pixels(named.png) - pixels(own.png)).max() > 6
+    # A painter made again over the same checkpoints (a switch back to the default model) shares the switch, so the
+    # inpainting checkpoint's own VAE comes back for a job naming none.
+    again = Painter(model, inpainting, vaes=files, inpaint_vae=switch)
+    assert again.paint(pan, source=source)[0].png == own.png
 
 
 def test_a_sidecar_vae_that_is_missing_or_of_another_family_is_one_line_and_not_used(
