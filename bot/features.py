@@ -45,7 +45,7 @@ from core.checkpoint_header import Family
 from core.chunking import ChunkCounter
 from core.jobs import Job
 from core.network_files import NetworkFolder
-from core.params import DEFAULT_MAX_LORAS, LANCZOS
+from core.params import DEFAULT_HIRES_UPSCALER, DEFAULT_MAX_LORAS, LANCZOS
 from core.upscaler_files import UpscalerFolder
 from core.vae_files import VaeFolder
 from core.wire import EngineReady
@@ -99,6 +99,12 @@ class Shared:
         installed = self.files.upscaler_names()
         fallback = installed[0] if installed else LANCZOS
         return self.picks.chosen(guild_id, Pick.UPSCALER, (LANCZOS, *installed), fallback) or fallback
+
+    def hires_upscaler_for(self, guild_id: int | None) -> str:
+        """The hires fix's upscaler where neither the member nor the model names one: the server's default upscaler
+        where that is a model, else A1111's own default, Latent."""
+        upscaler = self.upscaler_for(guild_id)
+        return DEFAULT_HIRES_UPSCALER if upscaler == LANCZOS else upscaler
 
     def vae_for(self, model: ModelPick, guild_id: int | None) -> str:
         """The VAE a job decodes with: the model's own choice (its sidecar, or a file beside it), else the server's

@@ -158,3 +158,30 @@ async def test_u_presses_on_images_of_one_size_share_a_batch_each_with_its_own_s
     assert sorted(batches) == [[(512, 512)] * 3, [(768, 512)]]
     sources = [engine.sources[job_id] for job_id, _ in ups]
     assert all(sources) and len(set(sources)) == 4
+
+
+async def test_the_hires_fix_upscales_with_the_servers_default_upscaler_else_latent(
+    fake: FakeDiscord, bot: SdBot, engine: FakeEngine
+) -> None:
+    async def hires_upscaler() -> str:
+        before = len(engine.calls)
+        options = {"prompt": "fox", "steps": 2, "width": 256, "height": 256, "hires": "2×"}
+        await (await fake.slash("imagine", options, user_id=USER_ID)).wait_response()
+        await fake.wait_for(lambda: len(engine.calls) > before or None)
+        return engine.calls[-1][1].hires_upscaler
+
+    async def shown() -> str:
+        return await answer(await fake.slash("settings", {}, user_id=USER_ID))
+
+    # Neither the member nor the model names one: the U button's default here, the first installed model.
+    assert await hires_upscaler() == "4x-tiny"
+    assert "**Hires upscaler:** 4x-tiny — the bot's default" in await shown()
+    await admin(fake, name="RealESRGAN-tiny")
+    assert await hires_upscaler() == "RealESRGAN-tiny"
+    # Lanczos picked for the U button: the hires fix keeps A1111's own default.
+    await admin(fake, name="Lanczos")
+    assert await hires_upscaler() == "Latent"
+    # The member's own choice wins over the server's.
+    await answer(await fake.slash("settings", {"hires_upscaler": "4x-tiny"}, user_id=USER_ID))
+    await admin(fake, name="RealESRGAN-tiny")
+    assert await hires_upscaler() == "4x-tiny"

@@ -129,9 +129,10 @@ class ImagineOptions:
         model: ModelPick | None = None,
         source: tuple[int, int] | None = None,
         max_side: int = MAX_SIZE,
+        hires_upscaler: str = DEFAULT_HIRES_UPSCALER,
     ) -> GenerationParams:
-        """Fill the defaults (the model's sidecar, else its native size and the bot's defaults; a random seed) and
-        check what Discord cannot.
+        """Fill the defaults (the model's sidecar, else its native size and the bot's defaults, `hires_upscaler` the
+        server's; a random seed) and check what Discord cannot.
 
         With a `source` image (an image prompt) the size keeps its aspect at about the native pixel count,
         within the width and height asked for and the member's largest side.
@@ -171,7 +172,7 @@ class ImagineOptions:
             hires=self.hires or 0.0,
             hires_strength=first(self.hires_strength, wanted.hires_strength, default=DEFAULT_HIRES_STRENGTH),
             hires_steps=self.hires_steps or wanted.hires_steps or 0,
-            hires_upscaler=self.hires_upscaler or wanted.hires_upscaler or DEFAULT_HIRES_UPSCALER,
+            hires_upscaler=self.hires_upscaler or wanted.hires_upscaler or hires_upscaler,
             face_fix=bool(self.face_fix),
         ).validate()
         check_fits(params, engine, model.family)
@@ -197,11 +198,14 @@ class ImagineService:
         styles: Styles | None = None,
         member_settings: MemberSettingsStore | None = None,
         vae_for: Callable[[ModelPick, int | None], str] = lambda model, guild_id: "",
+        hires_upscaler_for: Callable[[int | None], str] = lambda guild_id: DEFAULT_HIRES_UPSCALER,
         files: ModelFiles | None = None,
     ) -> None:
         self.files = files or ModelFiles()
         # The VAE a job on this model decodes with in this server (the model's own choice, else the server's).
         self.vae_for = vae_for
+        # The hires fix's upscaler where neither the member nor the model names one.
+        self.hires_upscaler_for = hires_upscaler_for
         self.intake = intake
         self.styles = styles
         self.member_settings = member_settings
@@ -221,8 +225,9 @@ class ImagineService:
         ready = ready_engine(self.engine_ready)
         channel_id = check_channel(caller)
         model = self.models.pick(options.model, channel_id)
+        upscaler = self.hires_upscaler_for(caller.guild_id)
         params = replace(
-            options.to_params(ready, self.seed_source, model, source, max_side),
+            options.to_params(ready, self.seed_source, model, source, max_side, upscaler),
             vae=self.vae_for(model, caller.guild_id),
         )
         if options.style and options.style.strip() and self.styles is not None:

@@ -16,6 +16,7 @@ def setup(shared: Shared, registry: Registry) -> ImagineService:
         styles=shared.styles,
         member_settings=shared.member_settings,
         vae_for=shared.vae_for,
+        hires_upscaler_for=shared.hires_upscaler_for,
         files=shared.files,
     )
     registry.commands.append(build_imagine_command(service))

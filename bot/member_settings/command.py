@@ -100,8 +100,11 @@ class SettingsService:
         quota: Quota,
         engine_ready: Callable[[], EngineReady | None],
         files: ModelFiles | None = None,
+        hires_upscaler_for: Callable[[int | None], str] = lambda guild_id: DEFAULT_HIRES_UPSCALER,
     ) -> None:
         self.files = files or ModelFiles()
+        # The hires fix's upscaler where neither the member nor the model names one (the server's).
+        self.hires_upscaler_for = hires_upscaler_for
         self.store = store
         self.models = models
         self.styles = styles
@@ -209,6 +212,8 @@ class SettingsService:
         else:
             size = Shown("Size", "the model's native size", Source.MODEL)
 
+        server_upscaler = self.hires_upscaler_for(caller.guild_id)
+
         def switch(label: str, on: object, shown_on: str, shown_off: str) -> Shown:
             # An on/off setting: the member's when on, else the bot's default (off).
             return Shown(label, shown_on, Source.MEMBER) if on else Shown(label, shown_off, Source.BOT)
@@ -224,7 +229,7 @@ class SettingsService:
             switch("Hires fix", member.hires, f"{member.hires or 0:g}×", "off"),
             _first("Hires denoising", member.hires_strength, wanted.hires_strength, DEFAULT_HIRES_STRENGTH),
             _first("Hires steps", member.hires_steps, wanted.hires_steps, "the job's steps"),
-            _first("Hires upscaler", member.hires_upscaler, wanted.hires_upscaler, DEFAULT_HIRES_UPSCALER),
+            _first("Hires upscaler", member.hires_upscaler, wanted.hires_upscaler, server_upscaler),
             switch("Face fix", member.face_fix, "on", "off"),
             switch("Results", member.quiet, "posted quietly (no ping)", "ping you"),
         ]

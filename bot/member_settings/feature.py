@@ -15,6 +15,7 @@ def setup(shared: Shared, registry: Registry) -> None:
         quota=shared.quota,
         engine_ready=shared.engine_ready,
         files=shared.files,
+        hires_upscaler_for=shared.hires_upscaler_for,
     )
     registry.commands.append(build_settings_command(service))
     registry.on_start.append(shared.member_settings.load)
