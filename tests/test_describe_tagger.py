@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from core.prompt_syntax import parse_prompt_attention
-from engine.describe import MAX_PROMPT_CHARS, main
+from engine.describe import MAX_PROMPT_CHARS
 from engine.tagger import (
     CHARACTER_THRESHOLD,
     GENERAL_THRESHOLDS,
@@ -26,6 +26,7 @@ from engine.tagger import (
     prompt_tag,
 )
 from tests.support.tiny_tagger import SIDE, TAGS, TinyTag, logit, save_tiny_tagger, tiny_scores
+from tests.test_describe_engine import run_main
 
 ROOT = Path(__file__).resolve().parent.parent
 RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
@@ -185,11 +186,6 @@ def test_the_cli_prints_the_tags_as_json(folder: Path, tagger: Tagger) -> None:
     )
     assert done.returncode == 0, done.stderr.decode()
     assert json.loads(done.stdout) == {"prompts": tagger.describe(image, 3)}
-
-
-def run_main(argv: list[str], stdin: bytes, monkeypatch: pytest.MonkeyPatch) -> int:
-    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
-    return main(argv)
 
 
 def test_main_describes_with_a_tagger(
