@@ -4,6 +4,7 @@ lost or posted twice."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -563,3 +564,27 @@ def test_a_workers_card_carries_its_files_and_its_engines_take_only_jobs_it_has_
     for bad in ({"vaes": {"x.safetensors": "sd3"}}, {"vaes": ["x.safetensors"]}, {"upscalers": [""]}):
         with pytest.raises(BadEntry, match="unreadable worker card"):
             WorkerCard.from_json(json.dumps({**json.loads(card.to_json()), **bad}))
+
+
+async def test_a_read_that_never_sees_its_cancel_keeps_neither_the_hub_nor_the_bot_from_stopping(
+    fake: FakeDiscord, redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hub_module, "STOP_WAIT_S", 0.2)
+    released = asyncio.Event()
+
+    async def stubborn(self: hub_module.Hub) -> None:
+        # As a read blocked on a connection that does not notice its cancel (until the test lets it go).
+        while not released.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(3600)
+
+    monkeypatch.setattr(hub_module.Hub, "_read_progress", stubborn)
+    bot = remote_bot(tmp_path, redis_server.url)
+    async with fake.connected(bot):
+        await eventually(lambda: bot.hub is not None and bot.hub.connected)
+        await asyncio.wait_for(bot.close(), 10)
+    released.set()
+    for task in asyncio.all_tasks():
+        if task.get_name() == "fleet-progress":
+            task.cancel()
+            await asyncio.wait({task}, timeout=5)

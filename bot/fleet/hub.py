@@ -59,6 +59,10 @@ def redacted(url: str) -> str:
     return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
 
 
+# How long the hub waits for its reads to stop when cancelled.
+STOP_WAIT_S = 5.0
+
+
 class _Worker:
     """A worker the bot feeds: its card and its engines."""
 
@@ -120,7 +124,8 @@ class Hub:
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            # Bounded: the bot's shutdown must end even should a read never see its cancel.
+            await asyncio.wait({self._task}, timeout=STOP_WAIT_S)
         if self._acks:
             await asyncio.gather(*self._acks, return_exceptions=True)
         await self.redis.aclose()
@@ -188,7 +193,12 @@ class Hub:
             # A read blocked on a connection Redis dropped may not notice its cancel: closing every connection (the
             # next command opens a fresh one) frees it.
             await self.redis.connection_pool.disconnect(inuse_connections=True)
-            await asyncio.gather(*stuck, return_exceptions=True)
+            if stuck:
+                # Bounded: one that still does not stop must not keep the hub from serving again (or the bot from
+                # stopping); it is left to end with its connection.
+                _, stuck = await asyncio.wait(stuck, timeout=STOP_WAIT_S)
+                for task in stuck:
+                    log.warning("%s did not stop when cancelled; serving on without it", task.get_name())
 
     # Workers
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import io
 import re
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -25,6 +26,10 @@ from tests.support.fake_discord.rest_interactions import InteractionRoutes
 from tests.support.fake_discord.wire import ApiError, Unhandled, failure_response, json_response, read_body
 
 _Handler = Callable[..., Awaitable[web.StreamResponse]]
+
+
+# Longer than any bot's shutdown grace in the tests (30 s), far shorter than a hung run.
+CLOSE_TIMEOUT = 90.0
 
 
 class FakeDiscord(UserActions, InteractionRoutes, ChannelRoutes, ApplicationRoutes):
@@ -109,7 +114,18 @@ class FakeDiscord(UserActions, InteractionRoutes, ChannelRoutes, ApplicationRout
 
     @staticmethod
     async def _stop_client(client: discord.Client, task: asyncio.Task[None], timeout: float, surface: bool) -> None:
-        await client.close()
+        closing = asyncio.ensure_future(client.close())
+        done, _ = await asyncio.wait({closing}, timeout=CLOSE_TIMEOUT)
+        if not done:
+            # A close that never ends would hang the whole run: fail instead, saying where each task waits.
+            stacks = io.StringIO()
+            for pending in asyncio.all_tasks():
+                pending.print_stack(file=stacks)
+            closing.cancel()
+            raise AssertionError(
+                f"client.close() did not finish in {CLOSE_TIMEOUT:.0f} s; the tasks:\n{stacks.getvalue()}"
+            )
+        closing.result()
         done, _ = await asyncio.wait({task}, timeout=timeout)
         if not done:
             task.cancel()
