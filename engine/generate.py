@@ -125,12 +125,14 @@ def _free_cache() -> None:
 
 
 def derived_pipeline(pipeline_class: Any, base: Any) -> Any:
-    """`from_pipe` over loaded weights, quiet: it re-applies the dtype the weights already have and warns."""
+    """`from_pipe` over loaded weights, in their dtype, quiet (it re-applies that dtype and warns)."""
     logger = logging.getLogger("diffusers.models.modeling_utils")
     previous = logger.level
     logger.setLevel(logging.ERROR)
     try:
-        pipe = pipeline_class.from_pipe(base)
+        # Named: DiffusionPipeline.from_pipe casts the modules it shares with `base` to float32 by default, which
+        # would leave a GPU engine's fp16 weights in fp32 for good (half the speed, twice the memory).
+        pipe = pipeline_class.from_pipe(base, dtype=base.dtype)
     finally:
         logger.setLevel(previous)
     pipe.set_progress_bar_config(disable=True)

@@ -54,6 +54,21 @@ def pixels(png: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
 
 
+def test_a_batch_of_several_cfgs_leaves_half_precision_weights_in_half_precision(tiny_model_dir: Path) -> None:
+    # As on a GPU, where the engine loads in fp16: diffusers' from_pipe casts the weights it shares to float32
+    # unless told their dtype, which made every later image draw at fp32's speed and memory.
+    half = load_model(parse_source(str(tiny_model_dir)), torch.device("cpu"))
+    half.pipe.to(dtype=torch.float16)
+    half = replace(half, dtype=torch.float16)
+    painter = Painter(half)
+
+    painter.draw([BatchJob(FOX), BatchJob(CAT)])
+    painter.draw([BatchJob(replace(FOX, hires=1.5)), BatchJob(replace(CAT, hires=1.5))])  # the img2img pass's twin
+
+    for component in (half.pipe.unet, half.pipe.vae, half.pipe.text_encoder):
+        assert {p.dtype for p in component.parameters()} == {torch.float16}
+
+
 def test_the_same_seed_draws_the_same_image_alone_or_in_a_batch_with_other_prompts_and_cfg(tiny: LoadedModel) -> None:
     painter = Painter(tiny)
     batched = [painter.finish(drawn) for drawn in painter.draw([BatchJob(FOX), BatchJob(OWL), BatchJob(CAT)])]
