@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 
 from engine.describe import MAX_PROMPT_CHARS, Captioner, as_prompt, load_captioner, main
+from tests.support.device import TEST_DEVICE
 from tests.support.tiny_blip import save_tiny_blip
 from tests.support.tiny_safety import save_tiny_safety_checker
 
@@ -32,7 +32,7 @@ def tiny_blip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def captioner(tiny_blip: Path) -> Captioner:
-    return load_captioner(tiny_blip, torch.device("cpu"))
+    return load_captioner(tiny_blip, TEST_DEVICE)
 
 
 def assert_prompts(prompts: list[str], count: int) -> None:
@@ -52,7 +52,7 @@ def test_sampling_fills_in_when_beams_clean_up_alike(tmp_path: Path) -> None:
     # One word: the beams differ only in special tokens, which decode to nothing, so they give one caption at most;
     # with no nudge to end, samples run long enough to count different numbers of cats.
     folder = save_tiny_blip(tmp_path / "one-word", words=["cat"], end_bias=0.0)
-    captioner = load_captioner(folder, torch.device("cpu"))
+    captioner = load_captioner(folder, TEST_DEVICE)
     image = Image.open(io.BytesIO(png())).convert("RGB")
     prompts = captioner.describe(image, 3)
     assert_prompts(prompts, 3)
@@ -60,7 +60,7 @@ def test_sampling_fills_in_when_beams_clean_up_alike(tmp_path: Path) -> None:
 
 
 def test_a_model_with_no_words_gives_no_prompts(tmp_path: Path) -> None:
-    captioner = load_captioner(save_tiny_blip(tmp_path / "no-words", words=[]), torch.device("cpu"))
+    captioner = load_captioner(save_tiny_blip(tmp_path / "no-words", words=[]), TEST_DEVICE)
     assert captioner.describe(Image.new("RGB", (32, 32)), 2) == []
 
 

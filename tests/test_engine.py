@@ -27,6 +27,7 @@ from engine.loading import (
     weight_bytes,
 )
 from engine.samplers import SAMPLER_SPECS
+from tests.support.device import TEST_DEVICE
 from tests.support.tiny_model import NATIVE_SIZE
 
 FOX = GenerationParams(prompt="a red fox", negative_prompt="blurry", width=64, height=64, steps=2, seed=1234)
@@ -34,7 +35,7 @@ FOX = GenerationParams(prompt="a red fox", negative_prompt="blurry", width=64, h
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir: Path) -> LoadedModel:
-    return load_model(parse_source(str(tiny_model_dir)), torch.device("cpu"))
+    return load_model(parse_source(str(tiny_model_dir)), TEST_DEVICE)
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +47,11 @@ def pixels(png: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
 
 
-def test_folder_loads_on_cpu_in_fp32_with_name_hash_and_native_size(tiny: LoadedModel, tiny_model_dir: Path) -> None:
-    assert tiny.dtype == torch.float32 and tiny.device.type == "cpu"
+def test_folder_loads_in_the_devices_precision_with_name_hash_and_native_size(
+    tiny: LoadedModel, tiny_model_dir: Path
+) -> None:
+    assert tiny.device.type == TEST_DEVICE.type
+    assert tiny.dtype == (torch.float16 if TEST_DEVICE.type == "cuda" else torch.float32)
     assert tiny.info.name == "tiny-sd"
     weights = tiny_model_dir / "unet" / "diffusion_pytorch_model.safetensors"
     assert tiny.info.hash == file_hash(weights) and len(tiny.info.hash) == 10
@@ -133,22 +137,25 @@ def test_device_choice_and_capacity(tiny: LoadedModel) -> None:
 
 
 def test_a_bigger_family_gets_the_memory_its_weights_leave(tiny: LoadedModel, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert weight_bytes(tiny) == 4 * sum(
+    item = torch.tensor([], dtype=tiny.dtype).element_size()
+    assert weight_bytes(tiny) == item * sum(
         p.numel() for part in (tiny.pipe.unet, tiny.pipe.text_encoder, tiny.pipe.vae) for p in part.parameters()
     )
     monkeypatch.setattr(loading, "_free_bytes", lambda _device: 40 * 2**30)
     budgets = pixel_budgets(tiny, None)
-    # The loaded (SD 1.x) model's own budget is what is free; SD 2.x and SDXL weigh more, in fp32 here.
-    assert budgets[Family.SD1] == int(40 * 2**30 * 0.85) // 8192
+    # The loaded (SD 1.x) model's own budget is what is free; SD 2.x and SDXL weigh more. Activations per pixel:
+    # 8 KiB in fp32 (the CPU), 4 KiB in fp16 (CUDA).
+    per_pixel = 2048 * item
+    assert budgets[Family.SD1] == int(40 * 2**30 * 0.85) // per_pixel
     # The upscaler models' weights are kept out of every family's budget.
     reserved = pixel_budgets(tiny, None, reserved=2**30)
-    assert reserved[Family.SD1] == int(39 * 2**30 * 0.85) // 8192
+    assert reserved[Family.SD1] == int(39 * 2**30 * 0.85) // per_pixel
     assert all(reserved[family] < budgets[family] for family in Family if budgets[family])
     assert budgets[Family.SD1] > budgets[Family.SD2] == budgets[Family.SD2_BASE] > budgets[Family.SDXL] > 0
-    sdxl_weights = (budgets[Family.SD1] - budgets[Family.SDXL]) * 8192 / 0.85
-    assert 3.4e9 * 4 < sdxl_weights < 3.5e9 * 4
-    monkeypatch.setattr(loading, "_free_bytes", lambda _device: 8 * 2**30)
-    assert pixel_budgets(tiny, None)[Family.SDXL] == 0, "SDXL's fp32 weights alone need more than 8 GiB"
+    sdxl_weights = (budgets[Family.SD1] - budgets[Family.SDXL]) * per_pixel / 0.85
+    assert 3.4e9 * item < sdxl_weights < 3.5e9 * item
+    monkeypatch.setattr(loading, "_free_bytes", lambda _device: 2 * item * 2**30)
+    assert pixel_budgets(tiny, None)[Family.SDXL] == 0, "SDXL's weights alone need more than 8 GiB (4 GiB in fp16)"
 
 
 class OutOfMemoryOnBatches:

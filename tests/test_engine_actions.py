@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from core.params import GenerationParams, InvalidParams
@@ -17,6 +16,7 @@ from core.source import parse_source
 from engine.generate import Painter
 from engine.loading import ModelLoadError, load_model
 from engine.outpaint import OVERLAP, pan_placement, prefill, zoom_placement
+from tests.support.device import TEST_DEVICE
 from tests.support.ldm_checkpoint import write_ldm_checkpoint
 from tests.support.tiny_model import save_tiny_model
 
@@ -25,7 +25,7 @@ FOX = GenerationParams(prompt="a red fox", width=64, height=64, steps=4, seed=11
 
 @pytest.fixture(scope="module")
 def painter(tiny_model_dir: Path) -> Painter:
-    return Painter(load_model(parse_source(str(tiny_model_dir)), torch.device("cpu")))
+    return Painter(load_model(parse_source(str(tiny_model_dir)), TEST_DEVICE))
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +143,7 @@ def test_a_dedicated_inpainting_folder_draws_the_outpaints(
     painter: Painter, source: bytes, tiny_inpainting_dir: Path
 ) -> None:
     inpainting = load_model(
-        parse_source(str(tiny_inpainting_dir)), torch.device("cpu"), inpainting=True, setting="SDBOT_INPAINT_MODEL"
+        parse_source(str(tiny_inpainting_dir)), TEST_DEVICE, inpainting=True, setting="SDBOT_INPAINT_MODEL"
     )
     dedicated = Painter(painter.model, inpainting)
     assert dedicated.inpaint.unet.config.in_channels == 9
@@ -163,7 +163,7 @@ def test_a_single_file_inpainting_checkpoint_loads_offline(tiny_inpainting_dir: 
     unet_config = json.loads((configs / "unet" / "config.json").read_text())
     (configs / "unet" / "config.json").write_text(json.dumps({**unet_config, "in_channels": 4}))
     model = load_model(
-        parse_source(str(checkpoint)), torch.device("cpu"), configs, inpainting=True, setting="SDBOT_INPAINT_MODEL"
+        parse_source(str(checkpoint)), TEST_DEVICE, configs, inpainting=True, setting="SDBOT_INPAINT_MODEL"
     )
     assert model.pipe.unet.config.in_channels == 9
     assert model.info.name == "tiny-inpainting"
@@ -173,4 +173,4 @@ def test_a_broken_inpainting_model_names_its_own_setting(tmp_path: Path) -> None
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"nope")
     with pytest.raises(ModelLoadError, match="^SDBOT_INPAINT_MODEL: could not load"):
-        load_model(parse_source(str(broken)), torch.device("cpu"), inpainting=True, setting="SDBOT_INPAINT_MODEL")
+        load_model(parse_source(str(broken)), TEST_DEVICE, inpainting=True, setting="SDBOT_INPAINT_MODEL")

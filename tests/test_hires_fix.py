@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from core.batching import compatible
@@ -17,6 +16,7 @@ from core.params import GenerationParams, InvalidParams, JobMode
 from core.source import parse_source
 from engine.generate import BatchJob, Painter, img2img_steps
 from engine.loading import LoadedModel, load_model
+from tests.support.device import TEST_DEVICE
 
 BASE = GenerationParams(prompt="a red fox", negative_prompt="blurry", width=64, height=64, steps=3, seed=7)
 TOLERANCE = 3
@@ -24,7 +24,7 @@ TOLERANCE = 3
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir: Path) -> LoadedModel:
-    return load_model(parse_source(str(tiny_model_dir)), torch.device("cpu"))
+    return load_model(parse_source(str(tiny_model_dir)), TEST_DEVICE)
 
 
 def pixels(png: bytes) -> np.ndarray:

@@ -14,9 +14,8 @@ from safetensors.torch import save_file
 from core.upscaler_files import UpscalerFolder, is_pickle
 from engine.upscaler_shelf import UpscalerShelf
 from engine.upscalers import MAX_TILE, MIN_TILE, Upscaler, UpscalerError, load_upscaler, tile_for
+from tests.support.device import TEST_DEVICE
 from tests.support.tiny_esrgan import tiny_esrgan_state, write_tiny_esrgan
-
-CPU = torch.device("cpu")
 
 
 def noise(width: int, height: int, seed: int = 0) -> Image.Image:
@@ -32,7 +31,7 @@ def levels(a: Image.Image, b: Image.Image) -> int:
 
 
 def load(path: Path, allow_pickle: bool = False) -> Upscaler:
-    return load_upscaler(path, allow_pickle=allow_pickle, device=CPU, dtype=torch.float32)
+    return load_upscaler(path, allow_pickle=allow_pickle, device=TEST_DEVICE, dtype=torch.float32)
 
 
 def test_the_folder_lists_models_by_file_name_with_safetensors_first(tmp_path: Path) -> None:
@@ -123,7 +122,7 @@ def test_a_model_whose_scale_is_not_the_factor_is_resized_to_it(tmp_path: Path) 
 
 def test_half_precision_where_the_architecture_supports_it(tmp_path: Path) -> None:
     path = write_tiny_esrgan(tmp_path / "2x-Tiny.safetensors", scale=2)
-    half = load_upscaler(path, allow_pickle=False, device=CPU, dtype=torch.float16)
+    half = load_upscaler(path, allow_pickle=False, device=TEST_DEVICE, dtype=torch.float16)
 
     assert half.descriptor.supports_half and half.descriptor.dtype == torch.float16
     assert levels(half.upscale(noise(24, 16), 2, None), load(path).upscale(noise(24, 16), 2, None)) <= 2
@@ -204,7 +203,7 @@ def test_the_shelf_keeps_one_model_on_the_device_and_reserves_the_largest_ones_w
     write_tiny_esrgan(tmp_path / "large.safetensors", scale=2, num_filters=16)
     (tmp_path / "broken.safetensors").write_bytes(b"not a model")
     for dtype, itemsize in ((torch.float32, 4), (torch.float16, 2)):
-        shelf = UpscalerShelf(UpscalerFolder(tmp_path), allow_pickle=False, device=CPU, dtype=dtype)
+        shelf = UpscalerShelf(UpscalerFolder(tmp_path), allow_pickle=False, device=TEST_DEVICE, dtype=dtype)
         assert shelf.reserve == 0, "nothing is measured before the files are checked"
         assert len(shelf.check()) == 1
         largest = sum(t.numel() for t in tiny_esrgan_state(2, 16, 1, 0, False).values() if t.is_floating_point())

@@ -28,11 +28,11 @@ from core.vae_files import (
 )
 from engine.loading import LoadedModel, load_model
 from engine.vae import load_vae, swap_vae
+from tests.support.device import TEST_DEVICE
 from tests.support.ldm_checkpoint import VAE_PREFIX, to_ldm_state_dict
 from tests.support.tiny_model import NATIVE_SIZE, build_tiny_vae
 
 SDXL_SPEC = {"modelspec.architecture": "stable-diffusion-xl-v1-base/vae"}
-CPU = torch.device("cpu")
 
 
 def ldm_vae_state(vae: AutoencoderKL, prefix: str = "") -> dict[str, torch.Tensor]:
@@ -74,7 +74,7 @@ def config(external: AutoencoderKL) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def model(tiny_model_dir: Path) -> LoadedModel:
-    return load_model(parse_source(str(tiny_model_dir)), CPU)
+    return load_model(parse_source(str(tiny_model_dir)), TEST_DEVICE)
 
 
 def test_the_folder_lists_vae_files_by_file_name(tmp_path: Path) -> None:
@@ -159,7 +159,7 @@ def test_what_is_no_vae_is_refused_in_one_line(tmp_path: Path, config: dict[str,
             vae_family(path)
         assert str(refused.value).startswith(f"{path}: {reason}")
         with pytest.raises(VaeError) as refused_load:
-            load_vae(path, allow_pickle=False, dtype=torch.float32, device=CPU, config=config)
+            load_vae(path, allow_pickle=False, dtype=torch.float32, device=TEST_DEVICE, config=config)
         assert str(refused_load.value) == str(refused.value)
         assert "\n" not in str(refused.value)
 
@@ -172,13 +172,13 @@ def _same_weights(loaded: AutoencoderKL, source: AutoencoderKL) -> None:
     expected = source.state_dict()
     assert loaded.state_dict().keys() == expected.keys()
     for key, tensor in loaded.state_dict().items():
-        torch.testing.assert_close(tensor, expected[key], rtol=0, atol=0, msg=key)
+        torch.testing.assert_close(tensor.cpu(), expected[key], rtol=0, atol=0, msg=key)
 
 
 def test_an_ldm_layout_file_loads_as_the_vae_it_was_written_from(
     vae_file: Path, external: AutoencoderKL, config: dict[str, Any]
 ) -> None:
-    loaded = load_vae(vae_file, allow_pickle=False, dtype=torch.float32, device=CPU, config=config)
+    loaded = load_vae(vae_file, allow_pickle=False, dtype=torch.float32, device=TEST_DEVICE, config=config)
     _same_weights(loaded, external)
     assert loaded.config.scaling_factor == external.config.scaling_factor
 
@@ -188,7 +188,7 @@ def test_a_whole_checkpoints_vae_loads_without_its_prefix(
 ) -> None:
     path = save_vae(external, tmp_path / "model.vae.safetensors", prefix="first_stage_model.")
     assert vae_family(path) is None
-    _same_weights(load_vae(path, allow_pickle=False, dtype=torch.float32, device=CPU, config=config), external)
+    _same_weights(load_vae(path, allow_pickle=False, dtype=torch.float32, device=TEST_DEVICE, config=config), external)
 
 
 def test_a_vae_missing_weights_is_refused(external: AutoencoderKL, config: dict[str, Any], tmp_path: Path) -> None:
@@ -197,7 +197,7 @@ def test_a_vae_missing_weights_is_refused(external: AutoencoderKL, config: dict[
     with pytest.raises(
         VaeError, match=r"encoder-only\.safetensors: not a whole VAE \(\d+ of its tensors are missing, decoder"
     ):
-        load_vae(path, allow_pickle=False, dtype=torch.float32, device=CPU, config=config)
+        load_vae(path, allow_pickle=False, dtype=torch.float32, device=TEST_DEVICE, config=config)
 
 
 def test_a_vae_of_other_shapes_than_the_models_is_refused(vae_file: Path) -> None:
@@ -207,7 +207,7 @@ def test_a_vae_of_other_shapes_than_the_models_is_refused(vae_file: Path) -> Non
             vae_file,
             allow_pickle=False,
             dtype=torch.float32,
-            device=CPU,
+            device=TEST_DEVICE,
             config=AutoencoderKL.load_config(str(CONFIGS / "sd15"), subfolder="vae"),
         )
     assert str(refused.value) == (
@@ -220,7 +220,7 @@ def test_a_diffusers_layout_file_loads_as_it_is(
 ) -> None:
     path = tmp_path / "diffusion_pytorch_model.safetensors"
     save_file({k: v.contiguous() for k, v in external.state_dict().items()}, str(path))
-    _same_weights(load_vae(path, allow_pickle=False, dtype=torch.float32, device=CPU, config=config), external)
+    _same_weights(load_vae(path, allow_pickle=False, dtype=torch.float32, device=TEST_DEVICE, config=config), external)
 
 
 def test_a_pickle_vae_loads_only_when_allowed(external: AutoencoderKL, config: dict[str, Any], tmp_path: Path) -> None:
@@ -229,9 +229,9 @@ def test_a_pickle_vae_loads_only_when_allowed(external: AutoencoderKL, config: d
     leftovers = {"loss.discriminator.main.0.weight": torch.zeros(8, 3, 4, 4), "model_ema.decay": torch.tensor(0.99)}
     torch.save({"state_dict": ldm_vae_state(external) | leftovers}, path)
     with pytest.raises(VaeError) as refused:
-        load_vae(path, allow_pickle=False, dtype=torch.float32, device=CPU, config=config)
+        load_vae(path, allow_pickle=False, dtype=torch.float32, device=TEST_DEVICE, config=config)
     assert str(refused.value).startswith(f"{path}: a pickle VAE (.pt/.ckpt), which can run code when loaded")
-    loaded = load_vae(path, allow_pickle=True, dtype=torch.float32, device=CPU, config=config)
+    loaded = load_vae(path, allow_pickle=True, dtype=torch.float32, device=TEST_DEVICE, config=config)
     _same_weights(loaded, external)
 
 
@@ -241,7 +241,7 @@ def test_a_pickle_holding_more_than_weights_is_not_unpickled(
     path = tmp_path / "trojan.pt"
     torch.save({"state_dict": ldm_vae_state(external), "payload": NotWeights("runs code")}, path)
     with pytest.raises(VaeError, match=r"trojan\.pt: cannot be read as plain weights"):
-        load_vae(path, allow_pickle=True, dtype=torch.float32, device=CPU, config=config)
+        load_vae(path, allow_pickle=True, dtype=torch.float32, device=TEST_DEVICE, config=config)
 
 
 def _draw(model: LoadedModel) -> np.ndarray:
@@ -268,24 +268,26 @@ def test_the_pipeline_decodes_with_the_external_vae_and_back(
         generator=torch.Generator().manual_seed(7),
         output_type="latent",
     ).images
-    vae = load_vae(vae_file, allow_pickle=False, dtype=model.dtype, device=CPU, config=config)
+    vae = load_vae(vae_file, allow_pickle=False, dtype=model.dtype, device=TEST_DEVICE, config=config)
     previous = swap_vae(model.pipe, vae)
     try:
         assert model.pipe.vae is vae
         swapped = _draw(model)
         with torch.no_grad():
-            direct = external.decode(latents / external.config.scaling_factor, return_dict=False)[0]
+            scaled = latents.to("cpu", torch.float32) / external.config.scaling_factor
+            direct = external.decode(scaled, return_dict=False)[0]
         expected = model.pipe.image_processor.postprocess(direct, output_type="np")
     finally:
         assert swap_vae(model.pipe, previous) is vae
     assert np.abs(swapped - own).max() > 0.05
-    np.testing.assert_allclose(swapped, expected, atol=1e-6)
+    # The reference decodes in fp32 on the CPU; a GPU engine decodes in fp16.
+    np.testing.assert_allclose(swapped, expected, atol=1e-6 if model.dtype == torch.float32 else 1e-2)
     np.testing.assert_array_equal(_draw(model), own)
 
 
 def test_a_swapped_vae_takes_the_pipelines_dtype(model: LoadedModel, vae_file: Path, config: dict[str, Any]) -> None:
-    vae = load_vae(vae_file, allow_pickle=False, dtype=torch.float16, device=CPU, config=config)
+    vae = load_vae(vae_file, allow_pickle=False, dtype=torch.float16, device=TEST_DEVICE, config=config)
     assert vae.dtype == torch.float16
     previous = swap_vae(model.pipe, vae)
     swap_vae(model.pipe, previous)
-    assert vae.dtype == model.pipe.unet.dtype == torch.float32
+    assert vae.dtype == model.pipe.unet.dtype == model.dtype
