@@ -117,11 +117,20 @@ def _spans(length: int, tile: int, multiple: int) -> list[tuple[int, int]]:
     return [(start, min(start + step, length)) for start in range(0, length, step)]
 
 
+def _bytes_per_window_pixel(scale: int, channels: int) -> int:
+    return _BYTES * _SAFETY * (_FEATURES * (_DENSE_MAPS + 2 * scale * scale) + channels * (1 + scale * scale))
+
+
+def tile_bytes(tile: int, scale: int, channels: int = 3) -> int:
+    """The activations tile_for budgets for a tile of this side (its window, OVERLAP included): what the benchmark
+    holds a tile's measured peak against."""
+    return _bytes_per_window_pixel(scale, channels) * (tile + 2 * OVERLAP) ** 2
+
+
 def tile_for(budget_bytes: int, scale: int, channels: int = 3) -> int:
     """A tile side (input pixels, a multiple of 32 from 64 to 1024) whose window, the tile plus OVERLAP on every
     side, fits `budget_bytes` of activations for a model of this scale."""
-    per_pixel = _BYTES * _SAFETY * (_FEATURES * (_DENSE_MAPS + 2 * scale * scale) + channels * (1 + scale * scale))
-    window = math.isqrt(max(budget_bytes, 0) // per_pixel)
+    window = math.isqrt(max(budget_bytes, 0) // _bytes_per_window_pixel(scale, channels))
     tile = (window - 2 * OVERLAP) // _TILE_MULTIPLE * _TILE_MULTIPLE
     return min(max(tile, MIN_TILE), MAX_TILE)
 
